@@ -1,0 +1,125 @@
+"""Every event of the system, grouped by the stream category it is appended to.
+
+Streams are `<category>-<id>`: `sequence-…`, `contact-…`, `enrollment-…`, `schedule-…` (the
+scheduler's decisions about one enrollment) and `delivery-…` (the mailer's sends for one
+enrollment). A breaking change to an event is a new `schema_version` with an upcaster in
+`contracts/upcasters.py`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import ClassVar
+
+from pydantic import EmailStr, Field
+
+from contracts.base import Event, register
+from contracts.values import Channel, SendPolicy, SingleLine, Step, TimezoneName
+
+
+class SequenceEvent(Event):
+    category: ClassVar[str] = "sequence"
+    stream_key: ClassVar[str] = "sequence_id"
+    sequence_id: uuid.UUID
+
+
+class SequenceCreated(SequenceEvent):
+    """A sequence was saved; it is live from now on."""
+
+    name: SingleLine
+    purpose: str | None = None
+    sender_name: SingleLine
+    sender_email: EmailStr
+    timezone: TimezoneName
+    send_policy: SendPolicy
+    steps: list[Step] = Field(min_length=1)
+
+
+class ContactEvent(Event):
+    category: ClassVar[str] = "contact"
+    stream_key: ClassVar[str] = "contact_id"
+    contact_id: uuid.UUID
+
+
+class ContactCreated(ContactEvent):
+    name: SingleLine = ""
+    company: SingleLine = ""
+    job_title: SingleLine = ""
+    owner_name: SingleLine = ""
+    email: EmailStr
+    phone: SingleLine = ""
+
+
+class EnrollmentEvent(Event):
+    category: ClassVar[str] = "enrollment"
+    stream_key: ClassVar[str] = "enrollment_id"
+    enrollment_id: uuid.UUID
+
+
+class ContactEnrolled(EnrollmentEvent):
+    sequence_id: uuid.UUID
+    contact_id: uuid.UUID
+    enrolled_at: datetime
+
+
+class EnrollmentStepCompleted(EnrollmentEvent):
+    """A step of this enrollment is done (email sent, or task done); the next one may be planned."""
+
+    step_index: int = Field(ge=0)
+    channel: Channel
+    completed_at: datetime
+    message_id: str | None = None
+
+
+class EnrollmentCompleted(EnrollmentEvent):
+    """The last step is done: the enrollment is Done."""
+
+    completed_at: datetime
+
+
+class ScheduleEvent(Event):
+    category: ClassVar[str] = "schedule"
+    stream_key: ClassVar[str] = "enrollment_id"
+    enrollment_id: uuid.UUID
+
+
+class StepDue(ScheduleEvent):
+    """The step's moment has come: the mailer sends an email step, people get a task for others."""
+
+    sequence_id: uuid.UUID
+    contact_id: uuid.UUID
+    step_index: int = Field(ge=0)
+    channel: Channel
+    due_at: datetime
+
+
+class DeliveryEvent(Event):
+    category: ClassVar[str] = "delivery"
+    stream_key: ClassVar[str] = "enrollment_id"
+    enrollment_id: uuid.UUID
+
+
+class EmailSent(DeliveryEvent):
+    """The SMTP server accepted the email of one step."""
+
+    sequence_id: uuid.UUID
+    contact_id: uuid.UUID
+    step_index: int = Field(ge=0)
+    message_id: str
+    recipient: EmailStr
+    subject: str
+    sent_at: datetime
+    in_reply_to: str | None = None
+    references: list[str] = []
+
+
+register(
+    SequenceCreated,
+    ContactCreated,
+    ContactEnrolled,
+    EnrollmentStepCompleted,
+    EnrollmentCompleted,
+    StepDue,
+    EmailSent,
+)

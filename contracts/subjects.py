@@ -1,0 +1,47 @@
+"""Every NATS name the system uses: streams, subjects, consumers, buckets.
+
+Other systems subscribe to these, so they are part of the public contract. Nothing outside
+contracts/ spells a subject string.
+"""
+
+from __future__ import annotations
+
+# One JetStream stream carries every event; subjects are `seq.events.<category>.<EventType>`,
+# where the category is the kind of event stream the event was appended to (enrollment, ...).
+EVENTS_STREAM = "SEQUENCES_EVENTS"
+EVENTS_ROOT = "seq.events"
+EVENTS_SUBJECTS = f"{EVENTS_ROOT}.>"
+
+# Commands and queries are request/reply over core NATS, served by a queue group per service.
+COMMANDS_ROOT = "seq.commands"
+QUERIES_ROOT = "seq.queries"
+
+# Key-value bucket holding the offset of the adjustable clock (tests and the dev stack only).
+CLOCK_BUCKET = "SEQUENCES_CLOCK"
+CLOCK_OFFSET_KEY = "offset_seconds"
+
+
+def event_subject(category: str, event_type: str) -> str:
+    return f"{EVENTS_ROOT}.{category}.{event_type}"
+
+
+def category_subjects(category: str) -> str:
+    """Every event of every stream of one category (what a consumer filters on)."""
+    return f"{EVENTS_ROOT}.{category}.>"
+
+
+def command_subject(service: str, command: str) -> str:
+    return f"{COMMANDS_ROOT}.{service}.{command}"
+
+
+def query_subject(service: str, query: str) -> str:
+    return f"{QUERIES_ROOT}.{service}.{query}"
+
+
+def service_queue(service: str) -> str:
+    """Queue group: replicas of one service share requests."""
+    return f"sequences-{service}"
+
+
+def durable_consumer(service: str, purpose: str) -> str:
+    return f"{service}-{purpose}"

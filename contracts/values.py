@@ -1,0 +1,96 @@
+"""Value objects shared by commands, events and views, with the validation the brief asks for."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from contracts.merge_fields import unknown_variables
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _single_line(value: str) -> str:
+    """Refuse CR, LF and other control characters: these strings end up in mail headers."""
+    if _CONTROL.search(value):
+        raise ValueError("must be a single line without control characters (CR/LF refused)")
+    return value
+
+
+def _known_variables(value: str) -> str:
+    unknown = unknown_variables(value)
+    if unknown:
+        first = unknown[0]
+        raise ValueError(
+            f"unknown merge variable {{{{{first.variable}}}}} at position {first.start}"
+        )
+    return value
+
+
+def _timezone(value: str) -> str:
+    # ZoneInfo also accepts file paths like "../../etc"; only real IANA names are wanted.
+    if value not in _iana_names():
+        raise ValueError(f"unknown timezone {value!r}: use an IANA name such as 'Asia/Seoul'")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"unknown timezone {value!r}") from error
+    return value
+
+
+_IANA_NAMES: set[str] = set()
+
+
+def _iana_names() -> set[str]:
+    if not _IANA_NAMES:
+        _IANA_NAMES.update(available_timezones())
+    return _IANA_NAMES
+
+
+SingleLine = Annotated[str, AfterValidator(_single_line)]
+Template = Annotated[str, AfterValidator(_known_variables)]
+HeaderTemplate = Annotated[str, AfterValidator(_single_line), AfterValidator(_known_variables)]
+TimezoneName = Annotated[str, AfterValidator(_timezone)]
+LocalTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["09:30"])]
+
+
+class Channel(StrEnum):
+    email = "email"
+    sms = "sms"
+    call = "call"
+
+
+class SendPolicy(BaseModel):
+    """`send_time`: mail goes out at that local time on the due day; `as_soon_as_due`: at once."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["send_time", "as_soon_as_due"]
+    send_time: LocalTime | None = None
+
+    @model_validator(mode="after")
+    def _send_time_matches_mode(self) -> SendPolicy:
+        if self.mode == "send_time" and self.send_time is None:
+            raise ValueError("send_time (HH:MM) is required when mode is 'send_time'")
+        if self.mode == "as_soon_as_due" and self.send_time is not None:
+            raise ValueError("send_time must be empty when mode is 'as_soon_as_due'")
+        return self
+
+
+class Step(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    channel: Channel
+    subject: Annotated[HeaderTemplate, Field(min_length=1, max_length=998)] | None = None
+    body: Annotated[Template, Field(min_length=1, max_length=100_000)]
+    wait_days: int = Field(ge=0, le=365, description="Days after the previous step (or enrollment)")
+
+    @model_validator(mode="after")
+    def _subject_only_on_email(self) -> Step:
+        if self.subject is not None and self.channel != Channel.email:
+            raise ValueError("only email steps take a subject")
+        return self

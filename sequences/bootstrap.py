@@ -1,0 +1,132 @@
+"""The composition root: wires real adapters (PostgreSQL, NATS, clock, relay, consumers) into a
+service and runs it until SIGTERM/SIGINT. Tests build the same parts with their own settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sequences.clock import AdjustableClock, Clock, SystemClock
+from sequences.config import Settings
+from sequences.db import Migrations, create_engine, migrate
+from sequences.eventlog.relay import Relay
+from sequences.eventlog.store import EventStore
+from sequences.messaging import rpc
+from sequences.messaging.consumer import EventConsumer, Subscription
+from sequences.messaging.nats import connect, ensure_events_stream
+from sequences.tracing import setup_tracing
+
+log = logging.getLogger(__name__)
+
+EVENTLOG_MIGRATIONS = Migrations("eventlog", Path(__file__).parent / "eventlog" / "migrations")
+
+
+@dataclass
+class Runtime:
+    """The real adapters a service is built from."""
+
+    name: str
+    settings: Settings
+    engine: AsyncEngine
+    nc: Client
+    js: JetStreamContext
+    clock: Clock
+    store: EventStore
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        await self.engine.dispose()
+
+
+@dataclass
+class ServiceParts:
+    """What a service adds to the runtime: its consumers, request handlers and loops."""
+
+    subscriptions: list[Subscription] = field(default_factory=list)
+    requests: dict[type[BaseModel], Callable] = field(default_factory=dict)
+    loops: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+def configure_logging(level: str, name: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format=f"%(asctime)s %(levelname)-7s {name} %(name)s: %(message)s",
+    )
+    # per-request noise of the HTTP and NATS clients is not worth an operator's attention
+    for noisy in ("httpx", "aiosmtplib", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def start_runtime(name: str, settings: Settings, *migrations: Migrations) -> Runtime:
+    engine = create_engine(settings.database_url)
+    await migrate(engine, EVENTLOG_MIGRATIONS, *migrations)
+    nc = await connect(settings.nats_url, name=f"sequences-{name}")
+    js = nc.jetstream()
+    await ensure_events_stream(js, settings.nats_replicas)
+    clock: Clock = AdjustableClock() if settings.clock == "adjustable" else SystemClock()
+    return Runtime(name, settings, engine, nc, js, clock, EventStore(clock))
+
+
+def background_loops(runtime: Runtime, parts: ServiceParts) -> list[Callable[[], Awaitable[None]]]:
+    """Every long-running task of a service: relay, consumers, clock follower, its own loops."""
+    loops: list[Callable[[], Awaitable[None]]] = [
+        Relay(runtime.settings.database_url, runtime.js).run
+    ]
+    loops += [EventConsumer(s, runtime.js, runtime.engine).run for s in parts.subscriptions]
+    if isinstance(runtime.clock, AdjustableClock):
+        clock = runtime.clock
+        loops.append(lambda: clock.follow(runtime.js))
+    return loops + parts.loops
+
+
+async def run_service(
+    name: str,
+    build: Callable[[Runtime], ServiceParts],
+    migrations: tuple[Migrations, ...] = (),
+) -> None:
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, name)
+    setup_tracing(f"sequences-{name}")
+    runtime = await start_runtime(name, settings, *migrations)
+    parts = build(runtime)
+    await rpc.serve(runtime.nc, name, parts.requests)
+    tasks = [asyncio.create_task(_supervised(loop)) for loop in background_loops(runtime, parts)]
+    log.info("%s started", name)
+    await _until_signalled()
+    log.info("%s stopping", name)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await runtime.close()
+
+
+async def _supervised(loop: Callable[[], Awaitable[None]]) -> None:
+    """Restart a background loop that failed unexpectedly instead of leaving the service half up."""
+    while True:
+        try:
+            await loop()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background task failed; restarting it in 1 s")
+            await asyncio.sleep(1)
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

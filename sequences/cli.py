@@ -1,0 +1,167 @@
+"""The `sequences` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from sequences.services import SERVICES, service_module
+
+_EPILOG = """
+examples:
+  sequences up                          run the whole system locally (embedded NATS, PostgreSQL, SMTP)
+  sequences run mailer                  run one service (reads DATABASE_URL, NATS_URL, SMTP_URL, ...)
+  sequences projections rebuild         rebuild every read model from the event log
+  sequences clock advance 2d            move the clock of a stack started with SEQUENCES_CLOCK=adjustable
+  sequences contracts export docs/      write JSON Schema of every event and command
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sequences",
+        description="Sequences: automatic sales follow-up over NATS JetStream and PostgreSQL.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="run the whole system on embedded defaults")
+    up.add_argument("--data-dir", type=Path, default=Path(".data"),
+                    help="where PostgreSQL, NATS and captured mail live (default: ./.data)")
+    up.add_argument("--gateway-port", type=int, default=8700)
+    up.add_argument("--clock", choices=["adjustable", "system"], default="adjustable",
+                    help="adjustable lets `sequences clock advance` move time (default)")
+    up.set_defaults(func=_up)
+
+    run = commands.add_parser("run", help="run one service in the foreground")
+    run.add_argument("service", choices=SERVICES)
+    run.set_defaults(func=lambda a: service_module(a.service).main())
+
+    relay = commands.add_parser("relay", help="run only the outbox relay (tests, operations)")
+    relay.set_defaults(func=lambda a: asyncio.run(_relay()))
+
+    migrate = commands.add_parser("migrate", help="apply database migrations and exit")
+    migrate.set_defaults(func=lambda a: asyncio.run(_migrate()))
+
+    projections = commands.add_parser("projections", help="read models")
+    projections_commands = projections.add_subparsers(dest="action", required=True)
+    rebuild = projections_commands.add_parser("rebuild", help="rebuild read models from the log")
+    rebuild.set_defaults(func=lambda a: asyncio.run(_rebuild()))
+
+    clock = commands.add_parser("clock", help="the adjustable clock of tests and the dev stack")
+    clock_commands = clock.add_subparsers(dest="action", required=True)
+    advance = clock_commands.add_parser("advance", help="move time forward, e.g. 2d, 6h, 90s")
+    advance.add_argument("duration")
+    advance.set_defaults(func=lambda a: asyncio.run(_advance(a.duration)))
+    show = clock_commands.add_parser("show", help="print the current offset")
+    show.set_defaults(func=lambda a: asyncio.run(_advance(None)))
+
+    contracts = commands.add_parser("contracts", help="the public contracts")
+    contracts_commands = contracts.add_subparsers(dest="action", required=True)
+    export = contracts_commands.add_parser("export", help="write JSON Schema files")
+    export.add_argument("directory", type=Path, nargs="?", default=Path("docs/schemas"))
+    export.set_defaults(func=lambda a: _export(a.directory))
+
+    capture = commands.add_parser("capture", help="run the local SMTP capture server")
+    capture.add_argument("args", nargs=argparse.REMAINDER)
+    capture.set_defaults(func=lambda a: _capture(a.args))
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def _up(args) -> int:
+    from sequences.devstack.stack import StackConfig, run_until_interrupted
+
+    return run_until_interrupted(
+        StackConfig(data_dir=args.data_dir.resolve(), gateway_port=args.gateway_port,
+                    clock=args.clock)
+    )
+
+
+async def _runtime_parts():
+    from sequences.bootstrap import EVENTLOG_MIGRATIONS, configure_logging
+    from sequences.config import Settings
+    from sequences.db import create_engine, migrate
+    from sequences.services import all_migrations
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, "cli")
+    engine = create_engine(settings.database_url, pool_size=2)
+    await migrate(engine, EVENTLOG_MIGRATIONS, *all_migrations())
+    return settings, engine
+
+
+async def _migrate() -> None:
+    _, engine = await _runtime_parts()
+    await engine.dispose()
+    print("migrations applied")
+
+
+async def _relay() -> None:
+    from sequences.bootstrap import configure_logging
+    from sequences.config import Settings
+    from sequences.eventlog.relay import Relay
+    from sequences.messaging.nats import connect, ensure_events_stream
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, "relay")
+    nc = await connect(settings.nats_url, "sequences-relay")
+    await ensure_events_stream(nc.jetstream(), settings.nats_replicas)
+    await Relay(settings.database_url, nc.jetstream()).run()
+
+
+async def _rebuild() -> None:
+    from sequences.clock import SystemClock
+    from sequences.eventlog.store import EventStore
+    from sequences.projections import rebuild
+    from sequences.services import all_projections
+
+    _, engine = await _runtime_parts()
+    store = EventStore(SystemClock())
+    for projection in all_projections():
+        name = projection.subscription.name
+
+        def progress(n: int, name=name) -> None:
+            print(f"\r{name}: {n:,} events replayed", end="", file=sys.stderr, flush=True)
+
+        total = await rebuild(engine, store, projection, progress=progress)
+        print(f"\r{name}: rebuilt from {total:,} events", file=sys.stderr)
+    await engine.dispose()
+
+
+async def _advance(duration: str | None) -> None:
+    from sequences import clock
+    from sequences.config import Settings
+    from sequences.messaging.nats import connect
+
+    nc = await connect(Settings.from_env().nats_url, "sequences-cli")
+    js = nc.jetstream()
+    offset = await (clock.advance(js, clock.parse_duration(duration)) if duration
+                    else clock.read_offset(js))
+    await nc.close()
+    print(f"clock offset: {offset} (now {clock.SystemClock().now() + offset:%Y-%m-%d %H:%M:%S} UTC)")
+
+
+def _export(directory: Path) -> None:
+    from contracts.schema import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        print(path)
+
+
+def _capture(argv: list[str]) -> None:
+    from sequences.devstack.capture import main as capture_main
+
+    capture_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Append to and read from the event log.
+
+`append` writes events of one or many streams in one statement, inside the caller's transaction,
+and queues them in the outbox for the relay. A writer whose expected version is stale gets
+`ConcurrencyConflict`; nothing is ever overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Sequence
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from contracts.base import Event, EventEnvelope
+from sequences.clock import Clock
+from sequences.tracing import TRACEPARENT, TRACESTATE, current_trace_headers, tracer
+
+ANY_VERSION = None  # expected version meaning "append after whatever is there"
+
+_tracer = tracer(__name__)
+
+
+class ConcurrencyConflict(Exception):
+    """Another writer appended to the stream first: reload and decide again."""
+
+
+@dataclass(frozen=True)
+class Causation:
+    """Why events are appended: the conversation (correlation) and the message that caused them."""
+
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None = None
+    # the trace to continue; by default the one active when appending
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+    @classmethod
+    def new(cls) -> Causation:
+        return cls(correlation_id=uuid.uuid4())
+
+    @classmethod
+    def following(cls, envelope: EventEnvelope) -> Causation:
+        return cls(correlation_id=envelope.correlation_id, causation_id=envelope.event_id)
+
+
+@dataclass(frozen=True)
+class Append:
+    """Events for one stream, to follow `expected_version` (or any version with ANY_VERSION)."""
+
+    stream_id: str
+    expected_version: int | None
+    events: Sequence[Event]
+    causation: Causation | None = None  # when it differs from the one of the whole append
+
+
+_INSERT = text(
+    """
+    WITH new AS (
+        SELECT * FROM unnest(
+            CAST(:event_ids AS uuid[]), CAST(:stream_ids AS text[]), CAST(:versions AS integer[]),
+            CAST(:types AS text[]), CAST(:schema_versions AS integer[]),
+            CAST(:occurred_ats AS timestamptz[]), CAST(:correlation_ids AS uuid[]),
+            CAST(:causation_ids AS uuid[]), CAST(:traceparents AS text[]),
+            CAST(:tracestates AS text[]), CAST(:datas AS text[])
+        ) WITH ORDINALITY AS t(event_id, stream_id, version, type, schema_version, occurred_at,
+                               correlation_id, causation_id, traceparent, tracestate, data, n)
+    ), inserted AS (
+        INSERT INTO eventlog.events (event_id, stream_id, version, type, schema_version,
+                                     occurred_at, correlation_id, causation_id, traceparent,
+                                     tracestate, data)
+        SELECT event_id, stream_id, version, type, schema_version, occurred_at, correlation_id,
+               causation_id, traceparent, tracestate, CAST(data AS jsonb)
+        FROM new ORDER BY n
+        RETURNING position
+    )
+    INSERT INTO eventlog.outbox (position) SELECT position FROM inserted
+    """
+)
+
+_CURRENT_VERSIONS = text(
+    "SELECT stream_id, max(version) AS version FROM eventlog.events"
+    " WHERE stream_id = ANY(CAST(:ids AS text[])) GROUP BY stream_id"
+)
+
+_COLUMNS = (
+    "event_id, stream_id, version, type, schema_version, occurred_at, correlation_id,"
+    " causation_id, traceparent, tracestate, data"
+)
+
+
+class EventStore:
+    def __init__(self, clock: Clock):
+        self._clock = clock
+
+    async def append(
+        self,
+        conn: AsyncConnection,
+        appends: Sequence[Append],
+        causation: Causation,
+    ) -> list[EventEnvelope]:
+        """Append atomically to every stream in `appends`; returns the stored envelopes."""
+        with _tracer.start_as_current_span("eventlog.append") as span:
+            span.set_attribute("eventlog.streams", len(appends))
+            envelopes = await self._envelopes(conn, appends, causation, current_trace_headers())
+            span.set_attribute("eventlog.events", len(envelopes))
+            if not envelopes:
+                return []
+            try:
+                await conn.execute(_INSERT, _columns(envelopes))
+            except IntegrityError as error:
+                # the caller's transaction is now aborted: it rolls back and decides again
+                raise ConcurrencyConflict(str(error.orig)) from error
+            return envelopes
+
+    async def _envelopes(self, conn, appends, causation, trace_headers) -> list[EventEnvelope]:
+        unversioned = [a.stream_id for a in appends if a.expected_version is ANY_VERSION]
+        current: dict[str, int] = {}
+        if unversioned:
+            rows = await conn.execute(_CURRENT_VERSIONS, {"ids": unversioned})
+            current = {row.stream_id: row.version for row in rows}
+        now = self._clock.now()
+        envelopes = []
+        for append in appends:
+            base = append.expected_version
+            if base is ANY_VERSION:
+                base = current.get(append.stream_id, 0)
+            cause = append.causation or causation
+            traceparent = cause.traceparent or trace_headers.get(TRACEPARENT)
+            tracestate = cause.tracestate if cause.traceparent else trace_headers.get(TRACESTATE)
+            for offset, event in enumerate(append.events, start=1):
+                envelopes.append(
+                    EventEnvelope(
+                        event_id=uuid.uuid4(),
+                        stream_id=append.stream_id,
+                        version=base + offset,
+                        type=event.type_name(),
+                        schema_version=event.schema_version,
+                        occurred_at=now,
+                        correlation_id=cause.correlation_id,
+                        causation_id=cause.causation_id,
+                        traceparent=traceparent,
+                        tracestate=tracestate,
+                        data=event.model_dump(mode="json"),
+                    )
+                )
+        return envelopes
+
+    async def read_stream(self, conn: AsyncConnection, stream_id: str) -> list[EventEnvelope]:
+        rows = await conn.execute(
+            text(f"SELECT {_COLUMNS} FROM eventlog.events WHERE stream_id = :s ORDER BY version"),
+            {"s": stream_id},
+        )
+        return [_envelope(row) for row in rows]
+
+    async def read_all(
+        self, conn: AsyncConnection, categories: Sequence[str], after_position: int, limit: int
+    ) -> list[tuple[int, EventEnvelope]]:
+        """Events of streams of `categories` in log order, for rebuilding read models.
+
+        Positions may have gaps. Run it where no appends race it (a rebuild holds its lock),
+        since a position committed later could be lower than one already read."""
+        rows = await conn.execute(
+            text(
+                f"SELECT position, {_COLUMNS} FROM eventlog.events"
+                " WHERE position > :after AND split_part(stream_id, '-', 1) = ANY(:categories)"
+                " ORDER BY position LIMIT :limit"
+            ),
+            {"after": after_position, "categories": list(categories), "limit": limit},
+        )
+        return [(row.position, _envelope(row)) for row in rows]
+
+
+def _columns(envelopes: list[EventEnvelope]) -> dict[str, list]:
+    return {
+        "event_ids": [e.event_id for e in envelopes],
+        "stream_ids": [e.stream_id for e in envelopes],
+        "versions": [e.version for e in envelopes],
+        "types": [e.type for e in envelopes],
+        "schema_versions": [e.schema_version for e in envelopes],
+        "occurred_ats": [e.occurred_at for e in envelopes],
+        "correlation_ids": [e.correlation_id for e in envelopes],
+        "causation_ids": [e.causation_id for e in envelopes],
+        "traceparents": [e.traceparent for e in envelopes],
+        "tracestates": [e.tracestate for e in envelopes],
+        "datas": [json.dumps(e.data, ensure_ascii=False) for e in envelopes],
+    }
+
+
+def _envelope(row) -> EventEnvelope:
+    return EventEnvelope(
+        event_id=row.event_id,
+        stream_id=row.stream_id,
+        version=row.version,
+        type=row.type,
+        schema_version=row.schema_version,
+        occurred_at=row.occurred_at,
+        correlation_id=row.correlation_id,
+        causation_id=row.causation_id,
+        traceparent=row.traceparent,
+        tracestate=row.tracestate,
+        data=row.data,
+    )

@@ -1,0 +1,244 @@
+"""Durable JetStream consumers whose handlers take effect once per event.
+
+Each handler runs in a PostgreSQL transaction that also moves the consumer's position in the
+event's stream (`eventlog.consumer_positions`). A redelivered event is at or below that position
+and changes nothing; an event that arrives before an earlier one of its stream (replicas, or a
+redelivery overtaking) is handed back to JetStream to come again once the earlier one is done.
+Events of different streams are processed concurrently, events of one stream in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+from opentelemetry.trace import SpanKind
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from contracts.base import Event, EventEnvelope, UnknownEventType, decode_event
+from contracts.subjects import EVENTS_STREAM, category_subjects
+from sequences.eventlog.store import Causation
+from sequences.tracing import context_from, tracer
+
+log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a handler gets besides the event: its transaction and the event's envelope."""
+
+    conn: AsyncConnection
+    envelope: EventEnvelope
+
+    @property
+    def causation(self) -> Causation:
+        return Causation.following(self.envelope)
+
+
+Handler = Callable[[Any, Delivery], Awaitable[None]]
+
+
+@dataclass
+class Subscription:
+    """A durable consumer: the stream categories it reads and a handler per event type.
+
+    Events of those categories without a handler still move the position (they are read, and
+    deliberately ignored), which is what lets a gap be told from a filtered-out event.
+    """
+
+    name: str
+    categories: list[str]
+    handlers: dict[type[Event], Handler] = field(default_factory=dict)
+    # a read model that `sequences projections rebuild` may rebuild while the system runs
+    rebuildable: bool = False
+
+    @property
+    def rebuild_lock(self) -> int:
+        """Advisory lock key: handlers hold it shared, a rebuild holds it exclusively."""
+        return zlib.crc32(self.name.encode())
+
+    def on(self, event_type: type[Event]):
+        def register(handler: Handler) -> Handler:
+            self.handlers[event_type] = handler
+            return handler
+
+        return register
+
+
+class NotReady(Exception):
+    """The handler needs something not yet seen (an event of another stream still on its way):
+    the event comes back a moment later instead of failing."""
+
+
+class Outcome(enum.Enum):
+    applied = "applied"
+    duplicate = "duplicate"
+    early = "early"  # an earlier event of the stream has not been handled yet
+
+
+_LOCK_POSITION = text(
+    """
+    WITH ensure AS (
+        INSERT INTO eventlog.consumer_positions (consumer, stream_id, version)
+        VALUES (:consumer, :stream_id, 0) ON CONFLICT DO NOTHING
+    )
+    SELECT version FROM eventlog.consumer_positions
+    WHERE consumer = :consumer AND stream_id = :stream_id FOR UPDATE
+    """
+)
+_REBUILD_GATE = text("SELECT pg_advisory_xact_lock_shared(:key)")
+_SET_POSITION = text(
+    "UPDATE eventlog.consumer_positions SET version = :version"
+    " WHERE consumer = :consumer AND stream_id = :stream_id"
+)
+
+
+async def handle_once(
+    engine: AsyncEngine, subscription: Subscription, envelope: EventEnvelope
+) -> Outcome:
+    """Run the handler for `envelope` unless this consumer already did; one transaction."""
+    async with engine.begin() as conn:
+        return await apply_in(conn, subscription, envelope)
+
+
+async def apply_in(
+    conn: AsyncConnection, subscription: Subscription, envelope: EventEnvelope, gated: bool = True
+) -> Outcome:
+    """Handle `envelope` inside the caller's transaction, moving the consumer's position.
+
+    Used by the consumer loop, by writers that update their own read models in the same
+    transaction as the append (so the API reads its own writes), and by projection rebuilds.
+    """
+    params = {"consumer": subscription.name, "stream_id": envelope.stream_id}
+    if gated and subscription.rebuildable:
+        await conn.execute(_REBUILD_GATE, {"key": subscription.rebuild_lock})
+    position = (await conn.execute(_LOCK_POSITION, params)).scalar()
+    if position is None:  # the row was inserted by this very statement's CTE
+        position = (await conn.execute(_LOCK_POSITION, params)).scalar()
+    if envelope.version <= position:
+        return Outcome.duplicate
+    if envelope.version > position + 1:
+        return Outcome.early
+    await _dispatch(subscription, envelope, Delivery(conn, envelope))
+    await conn.execute(_SET_POSITION, {**params, "version": envelope.version})
+    return Outcome.applied
+
+
+async def _dispatch(subscription: Subscription, envelope: EventEnvelope, delivery: Delivery):
+    try:
+        event = decode_event(envelope)
+    except UnknownEventType:
+        log.warning("%s: skipping unknown event type %s", subscription.name, envelope.type)
+        return
+    handler = subscription.handlers.get(type(event))
+    if handler is not None:
+        await handler(event, delivery)
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        subscription: Subscription,
+        js: JetStreamContext,
+        engine: AsyncEngine,
+        batch_size: int = 200,
+        concurrency: int = 8,
+        early_retry_delay: float = 0.2,
+        ack_wait: float = 60.0,
+    ):
+        self.subscription = subscription
+        self._js = js
+        self._engine = engine
+        self._batch_size = batch_size
+        self._slots = asyncio.Semaphore(concurrency)
+        self._early_retry_delay = early_retry_delay
+        self._ack_wait = ack_wait
+        self.handled = 0
+
+    async def ensure_consumer(self) -> None:
+        name = self.subscription.name
+        config = ConsumerConfig(
+            durable_name=name,
+            filter_subjects=[category_subjects(c) for c in self.subscription.categories],
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self._ack_wait,
+            max_deliver=-1,
+            max_ack_pending=10_000,
+        )
+        try:
+            await self._js.consumer_info(EVENTS_STREAM, name)
+        except NotFoundError:
+            await self._js.add_consumer(EVENTS_STREAM, config)
+
+    async def run(self) -> None:
+        await self.ensure_consumer()
+        pull = await self._js.pull_subscribe_bind(
+            durable=self.subscription.name, stream=EVENTS_STREAM
+        )
+        while True:
+            try:
+                messages = await pull.fetch(self._batch_size, timeout=1.0)
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            except Exception as error:  # NATS reconnecting: keep pulling
+                log.warning("%s: fetch failed (%s)", self.subscription.name, error)
+                await asyncio.sleep(0.5)
+                continue
+            await self._handle_batch(messages)
+
+    async def _handle_batch(self, messages: list[Msg]) -> None:
+        by_stream: dict[str, list[tuple[Msg, EventEnvelope]]] = defaultdict(list)
+        for msg in messages:
+            envelope = EventEnvelope.model_validate_json(msg.data)
+            by_stream[envelope.stream_id].append((msg, envelope))
+        await asyncio.gather(*(self._handle_in_order(items) for items in by_stream.values()))
+
+    async def _handle_in_order(self, items: list[tuple[Msg, EventEnvelope]]) -> None:
+        async with self._slots:
+            for msg, envelope in items:
+                await self._handle(msg, envelope)
+
+    async def _handle(self, msg: Msg, envelope: EventEnvelope) -> None:
+        with _tracer.start_as_current_span(
+            f"consume {envelope.type}",
+            context=context_from(msg.headers or {}),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.consumer": self.subscription.name,
+                "eventlog.stream_id": envelope.stream_id,
+                "eventlog.version": envelope.version,
+            },
+        ):
+            try:
+                outcome = await handle_once(self._engine, self.subscription, envelope)
+            except NotReady as waiting:
+                log.debug("%s: %s not ready: %s", self.subscription.name, envelope.type, waiting)
+                await msg.nak(delay=self._early_retry_delay)
+                return
+            except Exception:
+                attempt = msg.metadata.num_delivered or 1
+                log.exception(
+                    "%s: %s %s v%d failed (attempt %d); will retry",
+                    self.subscription.name, envelope.type, envelope.stream_id,
+                    envelope.version, attempt,
+                )
+                await msg.nak(delay=min(30.0, 0.5 * 2 ** min(attempt, 6)))
+                return
+            if outcome is Outcome.early:
+                await msg.nak(delay=self._early_retry_delay)
+                return
+            await msg.ack()
+            self.handled += outcome is Outcome.applied

@@ -1,0 +1,64 @@
+"""NATS connection, the events stream, and the header names the system uses."""
+
+from __future__ import annotations
+
+import logging
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from contracts.subjects import EVENTS_STREAM, EVENTS_SUBJECTS
+
+log = logging.getLogger(__name__)
+
+# JetStream drops a second message with the same id inside the duplicate window: the relay sets
+# it to the event id, so a re-published event is stored once.
+MSG_ID = "Nats-Msg-Id"
+DUPLICATE_WINDOW_SECONDS = 15 * 60
+
+
+async def connect(url: str, name: str) -> Client:
+    """Connect, and keep reconnecting forever: a NATS restart must not stop a service."""
+
+    async def on_disconnect():
+        log.warning("NATS disconnected; reconnecting")
+
+    async def on_reconnect():
+        log.info("NATS reconnected")
+
+    async def on_error(error: Exception):
+        log.warning("NATS error: %s", error)
+
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        error_cb=on_error,
+    )
+
+
+def events_stream_config(replicas: int = 1) -> StreamConfig:
+    return StreamConfig(
+        name=EVENTS_STREAM,
+        subjects=[EVENTS_SUBJECTS],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,  # kept, so other systems can replay from any point
+        discard=DiscardPolicy.OLD,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        num_replicas=replicas,
+    )
+
+
+async def ensure_events_stream(js: JetStreamContext, replicas: int = 1) -> None:
+    config = events_stream_config(replicas)
+    try:
+        await js.stream_info(EVENTS_STREAM)
+    except NotFoundError:
+        await js.add_stream(config)
+        log.info("created JetStream stream %s", EVENTS_STREAM)

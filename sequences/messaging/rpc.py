@@ -1,0 +1,117 @@
+"""Commands and queries as NATS request/reply, answered by a queue group of service replicas.
+
+The reply is a `contracts.base.Reply`: a result, or a problem naming the fields at fault.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from opentelemetry.trace import SpanKind
+from pydantic import BaseModel, ValidationError
+
+from contracts.base import FieldError, Problem, Reply
+from contracts.subjects import service_queue
+from sequences.tracing import context_from, current_trace_headers, tracer
+
+log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
+
+RequestHandler = Callable[[Any], Awaitable[Any]]
+
+
+class Rejected(Exception):
+    """A command the service refuses: becomes a 4xx problem naming the field."""
+
+    def __init__(self, status: int, message: str, field: str | None = None):
+        super().__init__(message)
+        self.problem = Problem(
+            status=status,
+            title=_TITLES.get(status, "Rejected"),
+            detail=message,
+            errors=[FieldError(field=field, message=message)] if field else [],
+        )
+
+
+_TITLES = {404: "Not found", 409: "Conflict", 422: "Invalid input"}
+
+
+def problem_from_validation(error: ValidationError, prefix: str = "") -> Problem:
+    return Problem(
+        status=422,
+        title="Invalid input",
+        detail="; ".join(f"{_field(e['loc'], prefix)}: {e['msg']}" for e in error.errors()),
+        errors=[FieldError(field=_field(e["loc"], prefix), message=e["msg"]) for e in error.errors()],
+    )
+
+
+def _field(loc: tuple, prefix: str) -> str:
+    path = prefix
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+async def serve(
+    nc: Client, service: str, handlers: dict[type[BaseModel], RequestHandler]
+) -> None:
+    """Answer every command and query in `handlers` (one subscription each, shared by replicas)."""
+    for model, handler in handlers.items():
+        await nc.subscribe(
+            model.nats_subject(), queue=service_queue(service), cb=_responder(model, handler)
+        )
+
+
+def _responder(model: type[BaseModel], handler: RequestHandler):
+    async def respond(msg: Msg) -> None:
+        with _tracer.start_as_current_span(
+            f"handle {model.__name__}",
+            context=context_from(msg.headers or {}),
+            kind=SpanKind.SERVER,
+        ):
+            reply = await _answer(model, handler, msg.data)
+        await msg.respond(reply.model_dump_json().encode())
+
+    return respond
+
+
+async def _answer(model: type[BaseModel], handler: RequestHandler, data: bytes) -> Reply:
+    try:
+        request = model.model_validate_json(data)
+    except ValidationError as error:
+        return Reply(problem=problem_from_validation(error))
+    try:
+        result = await handler(request)
+    except Rejected as rejected:
+        return Reply(problem=rejected.problem)
+    except Exception:
+        log.exception("%s failed", model.__name__)
+        return Reply(problem=Problem(status=500, title="Internal error"))
+    if isinstance(result, BaseModel):
+        result = result.model_dump(mode="json")
+    elif isinstance(result, list):
+        result = [r.model_dump(mode="json") if isinstance(r, BaseModel) else r for r in result]
+    return Reply(result=result)
+
+
+class ServiceUnavailable(Exception):
+    pass
+
+
+async def request(nc: Client, message: BaseModel, timeout: float = 10.0) -> Reply:
+    with _tracer.start_as_current_span(f"request {type(message).__name__}", kind=SpanKind.CLIENT):
+        try:
+            response = await nc.request(
+                type(message).nats_subject(),
+                message.model_dump_json().encode(),
+                timeout=timeout,
+                headers=current_trace_headers(),
+            )
+        except (NoRespondersError, NatsTimeoutError, TimeoutError) as error:
+            raise ServiceUnavailable(type(message).nats_subject()) from error
+    return Reply.model_validate_json(response.data)

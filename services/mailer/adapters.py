@@ -1,0 +1,98 @@
+"""SMTP: a small pool of reused aiosmtplib connections to the configured relay."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+
+log = logging.getLogger(__name__)
+
+_SECURITY = {"smtp": "none", "smtp+starttls": "starttls", "smtps": "tls"}
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """From `SMTP_URL`: smtp://host:port (plain), smtp+starttls://user:pass@host:587,
+    smtps://user:pass@host:465 (implicit TLS)."""
+
+    host: str
+    port: int
+    security: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  # never logged
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpSettings:
+        parts = urlsplit(url)
+        if parts.scheme not in _SECURITY:
+            raise ValueError(f"SMTP_URL scheme must be one of {sorted(_SECURITY)}")
+        security = _SECURITY[parts.scheme]
+        default_port = {"none": 25, "starttls": 587, "tls": 465}[security]
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or default_port,
+            security=security,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+
+class SmtpSender:
+    def __init__(self, settings: SmtpSettings, pool_size: int = 8, timeout: float = 30.0):
+        self._settings = settings
+        self._timeout = timeout
+        self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(pool_size)
+
+    async def send(self, message: EmailMessage) -> None:
+        """Hand the message to the relay; raises on refusal. A connection the server closed in
+        the meantime is replaced once before giving up."""
+        async with self._slots:
+            client = await self._connection()
+            try:
+                try:
+                    await client.send_message(message)
+                except aiosmtplib.SMTPServerDisconnected:
+                    client = await self._connect()
+                    await client.send_message(message)
+            except BaseException:
+                await _close(client)
+                raise
+            self._idle.put_nowait(client)
+
+    async def _connection(self) -> aiosmtplib.SMTP:
+        while not self._idle.empty():
+            client = self._idle.get_nowait()
+            if client.is_connected:
+                return client
+        return await self._connect()
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        s = self._settings
+        client = aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            username=s.username,
+            password=s.password,
+            use_tls=s.security == "tls",
+            start_tls=True if s.security == "starttls" else (False if s.security == "none" else None),
+            timeout=self._timeout,
+        )
+        await client.connect()
+        return client
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            await _close(self._idle.get_nowait())
+
+
+async def _close(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.quit()
+    except Exception:
+        client.close()

@@ -1,0 +1,114 @@
+"""Rendering and message building for email steps: pure functions, no I/O."""
+
+from __future__ import annotations
+
+import html
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Callable, Mapping
+
+from contracts.merge_fields import placeholders
+
+_MESSAGE_ID_NAMESPACE = uuid.UUID("0b8e8f7e-61a4-4a1e-9d6c-3f3f1f1c2b7a")
+
+
+class MissingMergeValue(Exception):
+    """A variable without fallback has no value: sending would leave a gap ("Hi ,")."""
+
+    def __init__(self, variable: str):
+        super().__init__(f"{{{{{variable}}}}} has no value for this contact and no fallback")
+        self.variable = variable
+
+
+def _verbatim(text: str) -> str:
+    return text
+
+
+def render(
+    template: str, values: Mapping[str, str], escape: Callable[[str], str] = _verbatim
+) -> str:
+    """Fill merge variables from the contact's `values` (by field), using fallbacks for empties.
+    `escape` applies to everything, text and values alike (html.escape for the HTML part)."""
+    out, last = [], 0
+    for p in placeholders(template):
+        value = (values.get(p.field or "") or "").strip() or (p.fallback or "").strip()
+        if not value:
+            raise MissingMergeValue(p.variable)
+        out += [escape(template[last : p.start]), escape(value)]
+        last = p.end
+    out.append(escape(template[last:]))
+    return "".join(out)
+
+
+def message_id_for(enrollment_id: uuid.UUID, step_index: int, sender_email: str) -> str:
+    """Stable per step: a re-send after a crash carries the same id, so clients fold it."""
+    token = uuid.uuid5(_MESSAGE_ID_NAMESPACE, f"{enrollment_id}:{step_index}")
+    return f"<{token}@{sender_email.rsplit('@', 1)[1]}>"
+
+
+@dataclass(frozen=True)
+class PreviousEmail:
+    message_id: str
+    thread_subject: str
+    references: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Thread:
+    subject: str  # the subject line to send
+    thread_subject: str  # the subject that started the thread
+    in_reply_to: str | None
+    references: tuple[str, ...]
+
+
+def thread_for(rendered_subject: str | None, previous: PreviousEmail | None) -> Thread:
+    """A step with a subject starts a thread; one without continues the previous email's."""
+    if rendered_subject is not None or previous is None:
+        subject = rendered_subject or ""
+        return Thread(subject, subject, None, ())
+    return Thread(
+        subject=f"Re: {previous.thread_subject}",
+        thread_subject=previous.thread_subject,
+        in_reply_to=previous.message_id,
+        references=(*previous.references, previous.message_id),
+    )
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    sender_name: str
+    sender_email: str
+    recipient: str
+    thread: Thread
+    text_body: str
+    html_body: str
+    message_id: str
+    date: datetime
+
+
+def html_body_for(text_template: str, values: Mapping[str, str]) -> str:
+    """The HTML part: the body with merge values (and everything else) escaped."""
+    escaped = render(text_template, values, escape=html.escape)
+    paragraphs = escaped.replace("\r\n", "\n").split("\n")
+    return "<!doctype html><html><body>" + "<br>\n".join(paragraphs) + "</body></html>"
+
+
+def build_message(email: OutgoingEmail) -> EmailMessage:
+    """multipart/alternative (text + HTML) with threading headers. The email package refuses
+    CR/LF in header values, a second guard after validation when the sequence was saved."""
+    message = EmailMessage()
+    message["From"] = Address(email.sender_name, addr_spec=email.sender_email)
+    message["To"] = email.recipient
+    message["Subject"] = email.thread.subject
+    message["Date"] = format_datetime(email.date)
+    message["Message-ID"] = email.message_id
+    if email.thread.in_reply_to:
+        message["In-Reply-To"] = email.thread.in_reply_to
+        message["References"] = " ".join(email.thread.references)
+    message.set_content(email.text_body)
+    message.add_alternative(email.html_body, subtype="html")
+    return message
