@@ -1,0 +1,94 @@
+"""The event log against a real PostgreSQL: versions, conflicts, atomicity, the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from sqlalchemy import text
+
+from contracts.base import stream_id
+from contracts.events import ContactCreated
+from sequences.eventlog.store import ANY_VERSION, Append, Causation, ConcurrencyConflict
+
+
+def contact(contact_id: uuid.UUID | None = None, name: str = "김민수") -> ContactCreated:
+    return ContactCreated(contact_id=contact_id or uuid.uuid4(), name=name, email="kim@example.com")
+
+
+async def count(engine, sql: str) -> int:
+    async with engine.connect() as conn:
+        return (await conn.execute(text(sql))).scalar_one()
+
+
+async def test_append_then_read_keeps_versions_and_data(engine, store):
+    event = contact()
+    async with engine.begin() as conn:
+        written = await store.append(
+            conn, [Append(event.stream_id(), 0, [event, contact(event.contact_id, "박")])],
+            Causation.new(),
+        )
+    assert [e.version for e in written] == [1, 2]
+    async with engine.connect() as conn:
+        read = await store.read_stream(conn, event.stream_id())
+    assert [(e.version, e.data["name"]) for e in read] == [(1, "김민수"), (2, "박")]
+    assert read[0].correlation_id == read[1].correlation_id
+    assert await count(engine, "SELECT count(*) FROM eventlog.outbox") == 2
+
+
+async def test_two_concurrent_appends_at_the_same_version_exactly_one_wins(engine, store):
+    stream = stream_id("contact", uuid.uuid4())
+    both_ready = asyncio.Barrier(2)
+
+    async def append_as(name: str):
+        async with engine.begin() as conn:
+            await both_ready.wait()
+            event = ContactCreated(contact_id=uuid.UUID(stream[8:]), name=name, email="a@b.co")
+            await store.append(conn, [Append(stream, 0, [event])], Causation.new())
+
+    results = await asyncio.gather(append_as("a"), append_as("b"), return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["ConcurrencyConflict", "NoneType"]
+    async with engine.connect() as conn:
+        assert len(await store.read_stream(conn, stream)) == 1
+
+
+async def test_a_stale_expected_version_is_a_conflict_not_an_overwrite(engine, store):
+    event = contact()
+    async with engine.begin() as conn:
+        await store.append(conn, [Append(event.stream_id(), 0, [event])], Causation.new())
+    with pytest.raises(ConcurrencyConflict):
+        async with engine.begin() as conn:
+            await store.append(
+                conn, [Append(event.stream_id(), 0, [contact(event.contact_id, "x")])],
+                Causation.new(),
+            )
+    async with engine.connect() as conn:
+        assert [e.data["name"] for e in await store.read_stream(conn, event.stream_id())] == ["김민수"]
+
+
+async def test_a_multi_stream_append_is_atomic(engine, store):
+    taken = contact()
+    async with engine.begin() as conn:
+        await store.append(conn, [Append(taken.stream_id(), 0, [taken])], Causation.new())
+    fresh = contact()
+    with pytest.raises(ConcurrencyConflict):
+        async with engine.begin() as conn:
+            await store.append(
+                conn,
+                [Append(fresh.stream_id(), 0, [fresh]), Append(taken.stream_id(), 0, [taken])],
+                Causation.new(),
+            )
+    async with engine.connect() as conn:
+        assert await store.read_stream(conn, fresh.stream_id()) == []
+    assert await count(engine, "SELECT count(*) FROM eventlog.events") == 1
+
+
+async def test_any_version_appends_after_what_is_there(engine, store):
+    event = contact()
+    for _ in range(3):
+        async with engine.begin() as conn:
+            await store.append(conn, [Append(event.stream_id(), ANY_VERSION, [event])],
+                               Causation.new())
+    async with engine.connect() as conn:
+        assert [e.version for e in await store.read_stream(conn, event.stream_id())] == [1, 2, 3]
