@@ -44,8 +44,10 @@ class Runtime:
     store: EventStore
 
     async def close(self) -> None:
+        # not drain(): its pending pull requests would hold it until the drain timeout; work in
+        # flight was already cancelled, and JetStream redelivers whatever was not acknowledged
         with contextlib.suppress(Exception):
-            await self.nc.drain()
+            await self.nc.close()
         await self.engine.dispose()
 
 
@@ -109,6 +111,7 @@ async def run_service(
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await runtime.close()
+    log.info("%s stopped", name)
 
 
 async def _supervised(loop: Callable[[], Awaitable[None]]) -> None:

@@ -144,7 +144,7 @@ def _sqlalchemy_url(libpq_uri: str) -> str:
     # driver named. Built by hand because SQLAlchemy's renderer percent-encodes every "/" in
     # the socket path, which is correct but unreadable in logs.
     uri = make_url(libpq_uri)
-    socket_dir = quote(uri.query["host"], safe="/")
+    socket_dir = quote(uri.normalized_query["host"][0], safe="/")
     return f"postgresql+psycopg://{uri.username}@/{uri.database}?host={socket_dir}"
 
 

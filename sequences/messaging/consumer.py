@@ -156,7 +156,7 @@ class EventConsumer:
         batch_size: int = 200,
         concurrency: int = 8,
         early_retry_delay: float = 0.2,
-        ack_wait: float = 60.0,
+        ack_wait: float = 10.0,
     ):
         self.subscription = subscription
         self._js = js
@@ -223,7 +223,9 @@ class EventConsumer:
             },
         ):
             try:
-                outcome = await handle_once(self._engine, self.subscription, envelope)
+                outcome = await self._while_telling_progress(
+                    msg, handle_once(self._engine, self.subscription, envelope)
+                )
             except NotReady as waiting:
                 log.debug("%s: %s not ready: %s", self.subscription.name, envelope.type, waiting)
                 await msg.nak(delay=self._early_retry_delay)
@@ -242,3 +244,13 @@ class EventConsumer:
                 return
             await msg.ack()
             self.handled += outcome is Outcome.applied
+
+    async def _while_telling_progress(self, msg: Msg, work: Awaitable[Outcome]) -> Outcome:
+        """Run `work`, telling JetStream it is in progress while it lasts. This keeps ack_wait
+        short, so a message held by a process that died is redelivered within seconds."""
+        task = asyncio.ensure_future(work)
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=self._ack_wait / 3)
+            if done:
+                return task.result()
+            await msg.in_progress()

@@ -51,6 +51,9 @@ def problem_from_validation(error: ValidationError, prefix: str = "") -> Problem
 
 
 def _field(loc: tuple, prefix: str) -> str:
+    """`("body", "steps", 0, "subject")` -> `steps[0].subject`; path and query keep their prefix."""
+    if loc and loc[0] == "body":
+        loc = loc[1:]
     path = prefix
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))

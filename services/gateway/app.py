@@ -53,7 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.nc = await connect(settings.nats_url, name="sequences-gateway")
         yield
-        await app.state.nc.drain()
+        await app.state.nc.close()
 
     app = FastAPI(
         title="Sequences API",

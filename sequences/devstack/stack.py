@@ -1,0 +1,206 @@
+"""The whole system on one machine: embedded PostgreSQL, nats-server, the SMTP capture server and
+the five services, each its own process. `sequences up` runs it; the end-to-end and fault tests
+drive the very same class."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from sequences.devstack.nats_server import NatsServer
+from sequences.devstack.ports import free_port, wait_for_port
+from sequences.devstack.postgres import EmbeddedPostgres
+from sequences.services import SERVICES
+
+log = logging.getLogger("sequences.stack")
+
+
+@dataclass
+class StackConfig:
+    data_dir: Path
+    gateway_port: int = 8700
+    nats_port: int = 4322
+    smtp_port: int = 2525
+    mail_viewer_port: int = 8701
+    clock: str = "adjustable"
+    replicas: dict[str, int] = field(default_factory=dict)  # e.g. {"mailer": 2}
+    log_to_files: bool = False  # else the services log to this terminal
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)  # extra env per service
+    # use these servers instead of starting embedded ones (e.g. DATABASE_URL, NATS_URL from env)
+    database_url: str | None = None
+    nats_url: str | None = None
+
+
+class Stack:
+    def __init__(self, config: StackConfig):
+        self.config = config
+        data = config.data_dir
+        self.postgres = EmbeddedPostgres(data / "postgres")
+        self.nats = NatsServer(data / "nats", free_port(config.nats_port))
+        self.mail_dir = data / "mail"
+        self.log_dir = data / "logs"
+        self.smtp_port = free_port(config.smtp_port)
+        self.viewer_port = free_port(config.mail_viewer_port)
+        self.gateway_port = free_port(config.gateway_port)
+        self.processes: dict[tuple[str, int], subprocess.Popen] = {}
+        self._capture: subprocess.Popen | None = None
+        self.database_url = ""
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def viewer_url(self) -> str:
+        return f"http://127.0.0.1:{self.viewer_port}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DATABASE_URL": self.database_url,
+            "NATS_URL": self.config.nats_url or self.nats.url,
+            "SMTP_URL": f"smtp://127.0.0.1:{self.smtp_port}",
+            "GATEWAY_PORT": str(self.gateway_port),
+            "SEQUENCES_CLOCK": self.config.clock,
+        }
+
+    def start(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(exist_ok=True)
+        self.database_url = self.config.database_url or self.postgres.start()
+        if not self.config.nats_url:
+            self.nats.start()
+        self._capture = self._spawn(
+            "capture",
+            ["sequences.devstack.capture", "--mail-dir", str(self.mail_dir), "--smtp-port", str(self.smtp_port),
+             "--http-port", str(self.viewer_port)],
+            {},
+        )
+        wait_for_port("127.0.0.1", self.smtp_port, timeout=30)
+        for name in SERVICES:
+            for replica in range(self.config.replicas.get(name, 1)):
+                self.start_service(name, replica)
+        self.wait_until_ready()
+
+    def start_service(self, name: str, replica: int = 0, extra_env: dict | None = None) -> None:
+        label = name if replica == 0 else f"{name}-{replica}"
+        env = {**self.config.service_env.get(name, {}), **(extra_env or {})}
+        self.processes[(name, replica)] = self._spawn(label, ["sequences.cli", "run", name], env)
+
+    def _spawn(self, label: str, module_args: list[str], extra_env: dict[str, str]) -> subprocess.Popen:
+        output = None
+        if self.config.log_to_files:
+            output = (self.log_dir / f"{label}.log").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", *module_args],
+            env={**os.environ, **self.env(), **extra_env},
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            # own session: Ctrl-C reaches only this supervisor, which stops everything in order
+            start_new_session=True,
+        )
+
+    def wait_until_ready(self, timeout: float = 60.0) -> None:
+        """Until the gateway answers and the enrollment service answers through it."""
+        deadline = time.monotonic() + timeout
+        probe = f"{self.gateway_url}/v1/sequences/{uuid.uuid4()}"
+        while time.monotonic() < deadline:
+            self._fail_if_exited()
+            try:
+                if httpx.get(probe, timeout=2).status_code == 404:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"the stack did not become ready in {timeout:.0f}s; see {self.log_dir}")
+
+    def _fail_if_exited(self) -> None:
+        for (name, replica), process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}; see {self.log_dir}")
+
+    def kill_service(self, name: str, replica: int = 0) -> None:
+        process = self.processes[(name, replica)]
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def restart_dead(self) -> list[str]:
+        """Start again every service process that exited; returns their names."""
+        restarted = []
+        for (name, replica), process in list(self.processes.items()):
+            if process.poll() is not None:
+                log.warning("%s exited with %s; restarting it", name, process.returncode)
+                self.start_service(name, replica)
+                restarted.append(name)
+        return restarted
+
+    def stop(self) -> None:
+        for process in [*self.processes.values(), self._capture]:
+            if process is not None and process.poll() is None:
+                process.terminate()
+        for process in [*self.processes.values(), self._capture]:
+            if process is None:
+                continue
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.nats.stop()
+        self.postgres.stop()
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def run_until_interrupted(config: StackConfig) -> int:
+    """`sequences up`: start everything, print where things are, restart what dies, stop on Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(message)s")
+    stopping = False
+
+    def request_stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    stack = Stack(config)
+    print(f"starting Sequences in {config.data_dir} ...", flush=True)
+    with stack:
+        print(_banner(stack), flush=True)
+        while not stopping:
+            stack.restart_dead()
+            time.sleep(0.5)
+        print("\nstopping ...", flush=True)
+    print("stopped", flush=True)
+    return 0
+
+
+def _banner(stack: Stack) -> str:
+    env = stack.env()
+    return f"""
+Sequences is running.
+  API (OpenAPI docs)   {stack.gateway_url}/docs
+  captured mail        {stack.viewer_url}   (files in {stack.mail_dir})
+  NATS                 {env['NATS_URL']}
+  PostgreSQL           {env['DATABASE_URL']}
+  clock                {env['SEQUENCES_CLOCK']}{'   (move it: POST /v1/dev/clock/advance {"by": "2d"})' if env['SEQUENCES_CLOCK'] == 'adjustable' else ''}
+Press Ctrl-C to stop; data stays in {stack.config.data_dir}.
+"""

@@ -1,0 +1,182 @@
+"""The backbone flow through all five services as separate processes, over real NATS,
+PostgreSQL and SMTP: create a sequence and a contact, enroll, receive two threaded emails."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from email.utils import parsedate_to_datetime
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from sequences.db import create_engine
+from sequences.devstack.capture import read_captured
+from tests.support import eventually
+
+SEQUENCE = {
+    "name": "견적 후 후속",
+    "purpose": "silence after a quote",
+    "sender_name": "이영희 (Hanbit Sales)",
+    "sender_email": "younghee@sales.example",
+    "timezone": "Asia/Seoul",
+    "send_policy": {"mode": "as_soon_as_due"},
+    "steps": [
+        {"channel": "email", "subject": "{{고객명}}님, {{회사명}} 견적 건", "wait_days": 0,
+         "body": "안녕하세요 {{고객명}}님,\n{{회사명}}에 보내드린 견적 관련 연락드립니다."},
+        {"channel": "email", "wait_days": 2,
+         "body": "{{고객명|고객}}님, 혹시 검토해 보셨을까요?"},
+    ],
+}
+
+
+@pytest.fixture
+async def api(stack):
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client:
+        yield client
+
+
+def mail_to(stack, address: str):
+    return [m for m in read_captured(stack.mail_dir) if m["To"] == address]
+
+
+async def new_contact(api, **fields) -> str:
+    email = f"kim.{uuid.uuid4().hex[:8]}@customer.example"
+    response = await api.post("/v1/contacts", json={
+        "name": "김민수", "company": "한빛상사", "email": email, **fields})
+    assert response.status_code == 201, response.text
+    return response.json()["id"], email
+
+
+async def test_two_email_steps_go_out_threaded_and_the_enrollment_is_done(stack, api):
+    created = await api.post("/v1/sequences", json=SEQUENCE)
+    assert created.status_code == 201, created.text
+    sequence_id = created.json()["id"]
+    contact_id, email = await new_contact(api)
+
+    enrolled = await api.post(f"/v1/sequences/{sequence_id}/enrollments",
+                              json={"contact_id": contact_id})
+    assert enrolled.status_code == 201, enrolled.text
+    enrollment_url = f"/v1/enrollments/{enrolled.json()['id']}"
+
+    async def first_step_recorded():
+        view = (await api.get(enrollment_url)).json()
+        return view if view["sends"] == 1 else None
+
+    view = await eventually(first_step_recorded, timeout=30)
+    assert (view["status"], view["current_step"]) == ("active", 1)
+    [first] = mail_to(stack, email)
+    assert first["Subject"] == "김민수님, 한빛상사 견적 건"
+    assert "안녕하세요 김민수님" in first.get_body(("plain",)).get_content()
+    assert first["From"].addresses[0].display_name == "이영희 (Hanbit Sales)"
+
+    # nothing more before two days have passed
+    await asyncio.sleep(1)
+    assert len(mail_to(stack, email)) == 1
+    moved = await api.post("/v1/dev/clock/advance", json={"by": "2d"})
+    assert moved.status_code == 200, moved.text
+
+    async def done():
+        view = (await api.get(enrollment_url)).json()
+        return view if view["status"] == "done" else None
+
+    view = await eventually(done, timeout=30)
+    assert (view["current_step"], view["sends"]) == (2, 2)
+    first, second = mail_to(stack, email)
+    assert second["Subject"] == "Re: 김민수님, 한빛상사 견적 건"
+    assert second["In-Reply-To"] == first["Message-ID"]
+    assert second["References"].split() == [first["Message-ID"]]
+    assert "김민수님, 혹시 검토해 보셨을까요?" in second.get_body(("plain",)).get_content()
+    elapsed = parsedate_to_datetime(second["Date"]) - parsedate_to_datetime(first["Date"])
+    assert elapsed.days == 2
+
+    detail = (await api.get(f"/v1/sequences/{sequence_id}")).json()
+    assert detail["headline"] == "1 enrolled · live"
+
+
+async def test_a_mailer_killed_before_recording_the_send_sends_the_email_exactly_once(stack, api):
+    stack.kill_service("mailer")
+    stack.start_service("mailer", extra_env={"SEQUENCES_CRASH_AT": "mailer.before_smtp"})
+    sequence_id = (await api.post("/v1/sequences", json=SEQUENCE)).json()["id"]
+    contact_id, email = await new_contact(api)
+    enrolled = await api.post(f"/v1/sequences/{sequence_id}/enrollments",
+                              json={"contact_id": contact_id})
+    crashed = stack.processes[("mailer", 0)]
+    assert await asyncio.to_thread(crashed.wait, 60) == -signal.SIGKILL
+    assert mail_to(stack, email) == []
+
+    stack.start_service("mailer")
+
+    async def sent():
+        return (await api.get(f"/v1/enrollments/{enrolled.json()['id']}")).json()["sends"] == 1
+
+    await eventually(sent, timeout=30)
+    await asyncio.sleep(1)  # room for a duplicate to arrive, if there were one
+    assert len(mail_to(stack, email)) == 1
+
+
+async def count_events(stack) -> int:
+    engine = create_engine(stack.database_url, pool_size=1)
+    async with engine.connect() as conn:
+        count = (await conn.execute(text("SELECT count(*) FROM eventlog.events"))).scalar_one()
+    await engine.dispose()
+    return count
+
+
+def with_step(**changes):
+    return {**SEQUENCE, "steps": [{**SEQUENCE["steps"][0], **changes}]}
+
+
+BAD_SEQUENCES = [
+    ({k: v for k, v in SEQUENCE.items() if k != "sender_email"}, "sender_email"),
+    ({**SEQUENCE, "steps": "two"}, "steps"),
+    ({**SEQUENCE, "timezone": "Asia/Nowhere"}, "timezone"),
+    ({**SEQUENCE, "sender_name": "Sales\r\nBcc: everyone@example.com"}, "sender_name"),
+    (with_step(subject="Hi\r\nBcc: everyone@example.com"), "steps[0].subject"),
+    (with_step(wait_days=-1), "steps[0].wait_days"),
+    (with_step(wait_days="soon"), "steps[0].wait_days"),
+    (with_step(body="Hi {{nickname}}"), "steps[0].body"),
+    ({**SEQUENCE, "send_policy": {"mode": "send_time", "send_time": "25:00"}},
+     "send_policy.send_time"),
+]
+
+
+@pytest.mark.parametrize("body, field", BAD_SEQUENCES)
+async def test_bad_sequences_are_refused_naming_the_field_and_write_nothing(stack, api, body, field):
+    before = await count_events(stack)
+    response = await api.post("/v1/sequences", json=body)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert field in [e["field"] for e in response.json()["errors"]]
+    assert await count_events(stack) == before
+
+
+async def test_bad_contacts_and_enrollments_are_refused_naming_the_field(stack, api):
+    before = await count_events(stack)
+    sequence_id = str(uuid.uuid4())
+    cases = [
+        (api.post("/v1/contacts", json={"name": "x"}), 422, "email"),
+        (api.post("/v1/contacts", json={"email": "not-an-address"}), 422, "email"),
+        (api.post("/v1/contacts", json={"email": "a@b.co", "name": "A\nB"}), 422, "name"),
+        (api.post(f"/v1/sequences/{sequence_id}/enrollments", json={}), 422, "contact_id"),
+        (api.post(f"/v1/sequences/{sequence_id}/enrollments", json={"contact_id": 7}), 422,
+         "contact_id"),
+        (api.post(f"/v1/sequences/{sequence_id}/enrollments",
+                  json={"contact_id": str(uuid.uuid4())}), 404, "sequence_id"),
+        (api.post("/v1/sequences/not-a-uuid/enrollments", json={"contact_id": str(uuid.uuid4())}),
+         422, "path.sequence_id"),
+        (api.get(f"/v1/enrollments/{uuid.uuid4()}"), 404, "enrollment_id"),
+    ]
+    for request, status, field in cases:
+        response = await request
+        assert response.status_code == status, response.text
+        assert field in [e["field"] for e in response.json()["errors"]], response.text
+    assert await count_events(stack) == before
+
+    real_sequence = (await api.post("/v1/sequences", json=SEQUENCE)).json()["id"]
+    unknown_contact = await api.post(f"/v1/sequences/{real_sequence}/enrollments",
+                                     json={"contact_id": str(uuid.uuid4())})
+    assert unknown_contact.status_code == 404
+    assert unknown_contact.json()["errors"][0]["field"] == "contact_id"

@@ -1,0 +1,87 @@
+"""Contract models refuse bad input, naming the field."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from contracts.base import EVENT_TYPES, EventEnvelope, decode_event
+from contracts.commands import CreateSequence
+from contracts.schema import public_models
+from sequences.messaging.rpc import problem_from_validation
+
+GOOD = {
+    "name": "견적 후속",
+    "sender_name": "김 영업",
+    "sender_email": "rep@sales.example",
+    "timezone": "Asia/Seoul",
+    "send_policy": {"mode": "send_time", "send_time": "09:30"},
+    "steps": [
+        {"channel": "email", "subject": "{{고객명}}님, 견적 건", "body": "안녕하세요 {{고객명}}님", "wait_days": 0},
+        {"channel": "email", "body": "다시 연락드립니다, {{회사명}}", "wait_days": 2},
+    ],
+}
+
+
+def fields_of(**changes) -> set[str]:
+    with pytest.raises(ValidationError) as error:
+        CreateSequence.model_validate({**GOOD, **changes})
+    return {e.field for e in problem_from_validation(error.value).errors}
+
+
+def test_a_good_sequence_is_accepted():
+    assert len(CreateSequence.model_validate(GOOD).steps) == 2
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"sender_name": "A\r\nBcc: x@y.z"}, "sender_name"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"timezone": "../../etc/passwd"}, "timezone"),
+        ({"send_policy": {"mode": "send_time", "send_time": "25:00"}}, "send_policy.send_time"),
+        ({"steps": [{**GOOD["steps"][0], "wait_days": -1}]}, "steps[0].wait_days"),
+        ({"steps": [{**GOOD["steps"][0], "wait_days": 366}]}, "steps[0].wait_days"),
+        ({"steps": [{**GOOD["steps"][0], "subject": "Hi\nthere"}]}, "steps[0].subject"),
+        ({"steps": [{**GOOD["steps"][0], "body": "{{unknown}}"}]}, "steps[0].body"),
+        ({"sender_email": "not an address"}, "sender_email"),
+        ({"name": ""}, "name"),
+    ],
+)
+def test_bad_input_names_the_field(changes, field):
+    assert field in fields_of(**changes)
+
+
+def test_the_first_email_step_needs_a_subject():
+    steps = [{**GOOD["steps"][0], "subject": None}]
+    with pytest.raises(ValidationError, match="first email step needs a subject"):
+        CreateSequence.model_validate({**GOOD, "steps": steps})
+
+
+def test_an_unknown_variable_is_reported_with_its_position():
+    with pytest.raises(ValidationError, match=r"\{\{foo\}\} at position 6"):
+        CreateSequence.model_validate({**GOOD, "steps": [{**GOOD["steps"][0], "body": "Hello {{foo}}"}]})
+
+
+def test_every_event_has_a_schema_version_and_a_json_schema():
+    assert set(EVENT_TYPES) <= set(public_models())
+    for event_type in EVENT_TYPES.values():
+        assert event_type.schema_version >= 1
+        assert event_type.nats_subject().startswith("seq.events.")
+
+
+def test_old_schema_versions_are_upcast(monkeypatch):
+    from contracts import base
+    from contracts.events import ContactCreated
+
+    monkeypatch.setattr(ContactCreated, "schema_version", 2)
+    monkeypatch.setitem(base.UPCASTERS, ("ContactCreated", 1),
+                        lambda data: {("name" if k == "full_name" else k): v for k, v in data.items()})
+    envelope = EventEnvelope(
+        event_id="00000000-0000-0000-0000-000000000001", stream_id="contact-x", version=1,
+        type="ContactCreated", schema_version=1, occurred_at="2026-11-26T00:00:00Z",
+        correlation_id="00000000-0000-0000-0000-000000000002",
+        data={"contact_id": "00000000-0000-0000-0000-000000000003", "full_name": "김민수",
+              "email": "kim@example.com"},
+    )
+    assert decode_event(envelope).name == "김민수"

@@ -1,0 +1,75 @@
+"""Due-time rules (services/scheduler/domain.py), including DST transitions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from contracts.values import SendPolicy
+from services.scheduler.domain import due_at, local_instant
+
+AT_0930 = SendPolicy(mode="send_time", send_time="09:30")
+ASAP = SendPolicy(mode="as_soon_as_due")
+SEOUL, NEW_YORK = ZoneInfo("Asia/Seoul"), ZoneInfo("America/New_York")
+
+
+def local(instant: datetime, tz: ZoneInfo) -> datetime:
+    return instant.astimezone(tz).replace(tzinfo=None)
+
+
+def test_enrolled_monday_afternoon_with_wait_0_goes_out_tuesday_at_the_send_time():
+    monday_3pm = datetime(2026, 11, 30, 15, 0, tzinfo=SEOUL)
+    assert local(due_at(monday_3pm, 0, "Asia/Seoul", AT_0930), SEOUL) == datetime(2026, 12, 1, 9, 30)
+
+
+def test_enrolled_before_the_send_time_goes_out_the_same_day():
+    monday_8am = datetime(2026, 11, 30, 8, 0, tzinfo=SEOUL)
+    assert local(due_at(monday_8am, 0, "Asia/Seoul", AT_0930), SEOUL) == datetime(2026, 11, 30, 9, 30)
+
+
+def test_waits_are_calendar_days_and_the_send_time_is_kept_across_dst():
+    saturday = datetime(2027, 3, 13, 9, 0, tzinfo=NEW_YORK)  # DST starts Sunday 14 March 2027
+    due = due_at(saturday, 3, "America/New_York", AT_0930)
+    assert local(due, NEW_YORK) == datetime(2027, 3, 16, 9, 30)
+    assert due == datetime(2027, 3, 16, 13, 30, tzinfo=UTC)  # EDT, UTC-4
+
+
+def test_as_soon_as_due_is_the_same_local_time_days_later():
+    anchor = datetime(2027, 3, 13, 10, 0, tzinfo=NEW_YORK)
+    assert local(due_at(anchor, 2, "America/New_York", ASAP), NEW_YORK) == datetime(2027, 3, 15, 10)
+    assert due_at(anchor, 0, "America/New_York", ASAP) == anchor
+
+
+def test_a_skipped_local_time_moves_to_the_first_valid_instant():
+    assert local_instant(datetime(2027, 3, 14, 2, 30), NEW_YORK) == datetime(2027, 3, 14, 7, 0, tzinfo=UTC)
+    policy = SendPolicy(mode="send_time", send_time="02:30")
+    saturday = datetime(2027, 3, 13, 12, 0, tzinfo=NEW_YORK)
+    assert local(due_at(saturday, 0, "America/New_York", policy), NEW_YORK) == datetime(2027, 3, 14, 3, 0)
+
+
+def test_a_repeated_local_time_means_its_first_occurrence():
+    first = local_instant(datetime(2027, 11, 7, 1, 30), NEW_YORK)
+    assert first == datetime(2027, 11, 7, 5, 30, tzinfo=UTC)  # 01:30 EDT, not 01:30 EST
+
+
+@pytest.mark.parametrize("zone", ["Asia/Seoul", "Europe/Berlin", "America/New_York",
+                                  "Australia/Lord_Howe", "America/Sao_Paulo", "Pacific/Chatham"])
+@pytest.mark.parametrize("send_time", ["00:30", "02:30", "09:30", "23:59"])
+def test_every_day_of_2026_and_2027_gets_the_send_time_exactly_once(zone, send_time):
+    tz, policy = ZoneInfo(zone), SendPolicy(mode="send_time", send_time=send_time)
+    anchor = datetime(2026, 1, 1, 12, 0, tzinfo=tz)
+    seen = set()
+    for day in range(730):
+        start = anchor + timedelta(days=day)
+        due = due_at(start, 0, zone, policy)
+        assert due >= start
+        assert due - start < timedelta(days=1, hours=2)
+        wall = local(due, tz)
+        seen.add(wall.date())
+        # the wall time is the send time, or the end of a DST gap that swallowed it
+        assert wall.strftime("%H:%M") == send_time or local_instant(
+            datetime.combine(wall.date(), datetime.strptime(send_time, "%H:%M").time()), tz
+        ) == due
+    assert len(seen) == 730

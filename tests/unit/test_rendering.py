@@ -1,0 +1,81 @@
+"""Merge variables, threading and message format (services/mailer/domain.py)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from services.mailer.domain import (
+    MissingMergeValue,
+    OutgoingEmail,
+    PreviousEmail,
+    build_message,
+    html_body_for,
+    message_id_for,
+    render,
+    thread_for,
+)
+
+VALUES = {"name": "김민수", "company": "<Acme & Co>", "job_title": "", "owner_name": "이영희"}
+
+
+def test_korean_and_english_variables_render_the_same_fields():
+    assert render("{{고객명}}님 / {{customer_name}} @ {{회사명}}", VALUES) == "김민수님 / 김민수 @ <Acme & Co>"
+
+
+def test_a_fallback_fills_an_empty_value():
+    assert render("{{직함|담당자}}님", VALUES) == "담당자님"
+
+
+def test_an_empty_value_without_fallback_is_refused_not_sent_as_a_gap():
+    with pytest.raises(MissingMergeValue) as error:
+        render("Hi {{job_title}},", VALUES)
+    assert error.value.variable == "job_title"
+
+
+def test_the_html_part_escapes_merge_values():
+    assert "&lt;Acme &amp; Co&gt;" in html_body_for("at {{company_name}}", VALUES)
+
+
+def test_a_step_without_subject_continues_the_previous_thread():
+    first = thread_for("Quote for {{x}}", None)
+    assert (first.subject, first.in_reply_to, first.references) == ("Quote for {{x}}", None, ())
+    second = thread_for(None, PreviousEmail("<1@a.com>", "Quote", ()))
+    third = thread_for(None, PreviousEmail("<2@a.com>", "Quote", ("<1@a.com>",)))
+    assert (second.subject, second.in_reply_to, second.references) == ("Re: Quote", "<1@a.com>", ("<1@a.com>",))
+    assert third.references == ("<1@a.com>", "<2@a.com>")
+
+
+def test_message_ids_are_stable_per_step_and_on_the_sender_domain():
+    enrollment = uuid.uuid4()
+    assert message_id_for(enrollment, 1, "rep@sales.example") == message_id_for(enrollment, 1, "x@sales.example")
+    assert message_id_for(enrollment, 1, "rep@sales.example").endswith("@sales.example>")
+    assert message_id_for(enrollment, 1, "a@b.c") != message_id_for(enrollment, 2, "a@b.c")
+
+
+def test_the_message_is_multipart_alternative_with_threading_headers():
+    email = OutgoingEmail(
+        sender_name="김 영업", sender_email="rep@sales.example", recipient="kim@example.com",
+        thread=thread_for(None, PreviousEmail("<1@sales.example>", "견적", ())),
+        text_body="안녕하세요", html_body="<p>안녕하세요</p>", message_id="<2@sales.example>",
+        date=datetime(2026, 11, 26, 9, 30, tzinfo=UTC),
+    )
+    message = build_message(email)
+    assert message.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    assert message["Subject"] == "Re: 견적"
+    assert message["In-Reply-To"] == "<1@sales.example>"
+    assert message["References"] == "<1@sales.example>"
+    assert message["From"].addresses[0].display_name == "김 영업"
+
+
+def test_header_injection_is_refused_when_building():
+    email = OutgoingEmail(
+        sender_name="x", sender_email="rep@sales.example", recipient="kim@example.com",
+        thread=thread_for("Hi\r\nBcc: all@example.com", None), text_body="b", html_body="b",
+        message_id="<1@sales.example>", date=datetime(2026, 11, 26, tzinfo=UTC),
+    )
+    with pytest.raises(ValueError):
+        build_message(email)
