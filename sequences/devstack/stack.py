@@ -173,6 +173,8 @@ class Stack:
 def run_until_interrupted(config: StackConfig) -> int:
     """`sequences up`: start everything, print where things are, restart what dies, stop on Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(message)s")
+    for chatty in ("pgserver", "httpx"):  # every initdb/pg_ctl line, every readiness probe
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     stopping = False
 
     def request_stop(*_):
@@ -200,7 +202,7 @@ Sequences is running.
   API (OpenAPI docs)   {stack.gateway_url}/docs
   captured mail        {stack.viewer_url}   (files in {stack.mail_dir})
   NATS                 {env['NATS_URL']}
-  PostgreSQL           {env['DATABASE_URL']}
+  PostgreSQL           {env['DATABASE_URL'].replace('+psycopg', '')}
   clock                {env['SEQUENCES_CLOCK']}{'   (move it: POST /v1/dev/clock/advance {"by": "2d"})' if env['SEQUENCES_CLOCK'] == 'adjustable' else ''}
 Press Ctrl-C to stop; data stays in {stack.config.data_dir}.
 """

@@ -85,3 +85,13 @@ def test_old_schema_versions_are_upcast(monkeypatch):
               "email": "kim@example.com"},
     )
     assert decode_event(envelope).name == "김민수"
+
+
+def test_the_published_json_schemas_match_the_models(tmp_path, repo_root):
+    """docs/schemas is what other systems read: regenerate it with `sequences contracts export`."""
+    from contracts.schema import export_json_schemas
+
+    for path in export_json_schemas(tmp_path):
+        published = repo_root / "docs" / "schemas" / path.name
+        assert published.exists(), f"{published} is missing"
+        assert published.read_text() == path.read_text(), f"{published} is out of date"
