@@ -245,8 +245,7 @@ async def run(quick: bool) -> list[Result]:
     n_single = 1_000 if quick else 5_000
     warm_batched, warm_single = 3 * BATCH, 200
 
-    progress(f"append: building {n_batched + n_single * 2 + warm_batched + warm_single * 2:,}"
-             " ContactCreated events per side")
+    progress("append: creating databases (ours, eventsourcing, COPY)")
     ours_url, theirs_url = fresh_database("ours"), fresh_database("eventsourcing")
     copy_url = fresh_database("copy")
 

@@ -1,8 +1,9 @@
 """Every event of the system, grouped by the stream category it is appended to.
 
 Streams are `<category>-<id>`: `sequence-…`, `contact-…`, `enrollment-…`, `schedule-…` (the
-scheduler's decisions about one enrollment) and `delivery-…` (the mailer's sends for one
-enrollment). A breaking change to an event is a new `schema_version` with an upcaster in
+scheduler's decisions about one enrollment), `delivery-…` (the mailer's sends for one
+enrollment), `inbox-…` (replies and auto-replies the thread-watcher found for one enrollment)
+and `bounce-…` (bounces of one enrollment's mail, from SMTP or from the mailbox). A breaking change to an event is a new `schema_version` with an upcaster in
 `contracts/upcasters.py`.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import EmailStr, Field
 
@@ -114,6 +115,71 @@ class EmailSent(DeliveryEvent):
     references: list[str] = []
 
 
+class EnrollmentReplied(EnrollmentEvent):
+    """The contact answered: no further step runs."""
+
+    reply_message_id: str
+    replied_at: datetime
+
+
+class EnrollmentBounced(EnrollmentEvent):
+    """The contact's address bounced (hard): no further step runs."""
+
+    bounced_at: datetime
+    reason: str
+
+
+class EnrollmentStopped(EnrollmentEvent):
+    """Stopped by hand or because the contact opted out."""
+
+    stopped_at: datetime
+    reason: str | None = None
+
+
+class InboxEvent(Event):
+    """What the thread-watcher read in a sender's mailbox about one enrollment."""
+
+    category: ClassVar[str] = "inbox"
+    stream_key: ClassVar[str] = "enrollment_id"
+    enrollment_id: uuid.UUID
+
+
+class ReplyDetected(InboxEvent):
+    message_id: str  # the reply's own Message-ID
+    in_reply_to: str | None = None  # the message of ours it answers, when known
+    sender: str
+    received_at: datetime
+    excerpt: str = Field(default="", max_length=500)
+    matched_by: str  # "headers" (In-Reply-To / References) or "subject" (fallback)
+
+
+class AutoReplyDetected(InboxEvent):
+    """An out-of-office or other automatic answer: recorded, and the enrollment carries on."""
+
+    message_id: str
+    sender: str
+    received_at: datetime
+    reason: str
+
+
+class BounceEvent(Event):
+    """Bounces come from the mailer (SMTP 5xx) and from the thread-watcher (DSNs in mailboxes)."""
+
+    category: ClassVar[str] = "bounce"
+    stream_key: ClassVar[str] = "enrollment_id"
+    enrollment_id: uuid.UUID
+
+
+class BounceDetected(BounceEvent):
+    recipient: str
+    kind: Literal["hard", "soft"]
+    status: str | None = None  # enhanced status code such as 5.1.1, or the SMTP reply code
+    diagnostic: str = Field(default="", max_length=1000)
+    original_message_id: str | None = None
+    detected_by: Literal["smtp", "mailbox"]
+    detected_at: datetime
+
+
 register(
     SequenceCreated,
     ContactCreated,
@@ -122,4 +188,10 @@ register(
     EnrollmentCompleted,
     StepDue,
     EmailSent,
+    EnrollmentReplied,
+    EnrollmentBounced,
+    EnrollmentStopped,
+    ReplyDetected,
+    AutoReplyDetected,
+    BounceDetected,
 )

@@ -13,8 +13,11 @@ from typing import Iterable
 
 from contracts.events import (
     ContactEnrolled,
+    EnrollmentBounced,
     EnrollmentCompleted,
+    EnrollmentReplied,
     EnrollmentStepCompleted,
+    EnrollmentStopped,
 )
 from contracts.base import Event
 from contracts.values import Channel
@@ -60,10 +63,18 @@ def evolve(state: Enrollment | None, event: Event) -> Enrollment:
                 sends=state.sends + (event.channel == Channel.email),
                 version=state.version + 1,
             )
-        case EnrollmentCompleted():
+        case EnrollmentCompleted() | EnrollmentReplied() | EnrollmentBounced() | EnrollmentStopped():
             assert state is not None
-            return replace(state, status=EnrollmentStatus.done, version=state.version + 1)
+            return replace(state, status=_ENDS_AS[type(event)], version=state.version + 1)
     raise TypeError(f"not an enrollment event: {type(event).__name__}")
+
+
+_ENDS_AS = {
+    EnrollmentCompleted: EnrollmentStatus.done,
+    EnrollmentReplied: EnrollmentStatus.replied,
+    EnrollmentBounced: EnrollmentStatus.bounced,
+    EnrollmentStopped: EnrollmentStatus.stopped,
+}
 
 
 def replay(events: Iterable[Event]) -> Enrollment | None:
@@ -97,3 +108,11 @@ def complete_step(
     if step_index + 1 >= step_count:
         events.append(EnrollmentCompleted(enrollment_id=state.enrollment_id, completed_at=at))
     return events
+
+
+def end(state: Enrollment, ending: Event) -> list[Event]:
+    """Reply, bounce or stop: ends an active enrollment; an ended one stays as it ended (the first
+    ending wins, and a repeated one decides nothing)."""
+    if state.status != EnrollmentStatus.active:
+        return []
+    return [ending]

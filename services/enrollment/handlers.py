@@ -18,7 +18,16 @@ from contracts.commands import (
     GetSequence,
     ListEnrollments,
 )
-from contracts.events import ContactCreated, ContactEnrolled, EmailSent, SequenceCreated
+from contracts.events import (
+    BounceDetected,
+    ContactCreated,
+    ContactEnrolled,
+    EmailSent,
+    EnrollmentBounced,
+    EnrollmentReplied,
+    ReplyDetected,
+    SequenceCreated,
+)
 from contracts.values import Channel
 from contracts.views import ContactView, Created, EnrollmentView, SequenceView
 from sequences.bootstrap import Runtime
@@ -81,9 +90,30 @@ class EnrollmentHandlers:
             d, event.enrollment_id, event.step_index, Channel.email, event.sent_at, event.message_id
         )
 
-    async def _complete_step(self, d, enrollment_id, step_index, channel, at, message_id=None):
+    async def on_reply(self, event: ReplyDetected, d: Delivery) -> None:
+        await self._end(d, EnrollmentReplied(
+            enrollment_id=event.enrollment_id, reply_message_id=event.message_id,
+            replied_at=event.received_at))
+
+    async def on_bounce(self, event: BounceDetected, d: Delivery) -> None:
+        if event.kind != "hard":
+            return  # soft bounces are counted by the thread-watcher, which decides when to stop
+        await self._end(d, EnrollmentBounced(
+            enrollment_id=event.enrollment_id, bounced_at=event.detected_at,
+            reason=f"{event.status or ''} {event.diagnostic}".strip() or "hard bounce"))
+
+    async def _end(self, d: Delivery, ending: Event) -> None:
+        state, stream = await self._load(d.conn, ending.enrollment_id)
+        if state is not None:
+            await self._record(d.conn, [Append(stream, state.version, domain.end(state, ending))],
+                               d.causation)
+
+    async def _load(self, conn: AsyncConnection, enrollment_id: uuid.UUID):
         stream = stream_id("enrollment", enrollment_id)
-        state = domain.replay(await self._events(d.conn, stream))
+        return domain.replay(await self._events(conn, stream)), stream
+
+    async def _complete_step(self, d, enrollment_id, step_index, channel, at, message_id=None):
+        state, stream = await self._load(d.conn, enrollment_id)
         if state is None:
             return
         step_count = (
@@ -157,6 +187,8 @@ async def _require(conn: AsyncConnection, table: str, field: str, key: uuid.UUID
 
 def process_subscription(handlers: EnrollmentHandlers) -> Subscription:
     """Reactions to other services' events that move enrollments along."""
-    process = Subscription("enrollment-process", ["delivery"])
+    process = Subscription("enrollment-process", ["delivery", "inbox", "bounce"])
     process.on(EmailSent)(handlers.on_email_sent)
+    process.on(ReplyDetected)(handlers.on_reply)
+    process.on(BounceDetected)(handlers.on_bounce)
     return process

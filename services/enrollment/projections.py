@@ -9,8 +9,11 @@ from sqlalchemy import text
 from contracts.events import (
     ContactCreated,
     ContactEnrolled,
+    EnrollmentBounced,
     EnrollmentCompleted,
+    EnrollmentReplied,
     EnrollmentStepCompleted,
+    EnrollmentStopped,
     SequenceCreated,
 )
 from contracts.views import EnrollmentStatus
@@ -98,12 +101,24 @@ async def step_completed(event: EnrollmentStepCompleted, d: Delivery) -> None:
     )
 
 
-@projector.on(EnrollmentCompleted)
-async def enrollment_completed(event: EnrollmentCompleted, d: Delivery) -> None:
+_ENDINGS = {
+    EnrollmentCompleted: (EnrollmentStatus.done, "completed_at"),
+    EnrollmentReplied: (EnrollmentStatus.replied, "replied_at"),
+    EnrollmentBounced: (EnrollmentStatus.bounced, "bounced_at"),
+    EnrollmentStopped: (EnrollmentStatus.stopped, "stopped_at"),
+}
+
+
+async def enrollment_ended(event, d: Delivery) -> None:
+    status, moment = _ENDINGS[type(event)]
     await d.conn.execute(
         text(
             "UPDATE enrollment.enrollments SET status = :status, last_activity_at = :at"
             " WHERE enrollment_id = :id"
         ),
-        {"id": event.enrollment_id, "status": EnrollmentStatus.done, "at": event.completed_at},
+        {"id": event.enrollment_id, "status": status, "at": getattr(event, moment)},
     )
+
+
+for _ending in _ENDINGS:
+    projector.on(_ending)(enrollment_ended)

@@ -14,7 +14,15 @@ import logging
 
 from sqlalchemy import text
 
-from contracts.events import ContactCreated, EmailSent, SequenceCreated, StepDue
+from contracts.events import (
+    ContactCreated,
+    EmailSent,
+    EnrollmentBounced,
+    EnrollmentReplied,
+    EnrollmentStopped,
+    SequenceCreated,
+    StepDue,
+)
 from contracts.values import Channel
 from sequences.bootstrap import Runtime
 from sequences.eventlog.store import ANY_VERSION, Append
@@ -67,16 +75,24 @@ class MailerHandlers:
             {"id": event.contact_id, "email": event.email, "values": json.dumps(values)},
         )
 
+    async def on_enrollment_halted(self, event, d: Delivery) -> None:
+        await d.conn.execute(
+            text("INSERT INTO mailer.halted_enrollments (enrollment_id, reason)"
+                 " VALUES (:id, :reason) ON CONFLICT DO NOTHING"),
+            {"id": event.enrollment_id, "reason": event.type_name()},
+        )
+
     async def on_step_due(self, event: StepDue, d: Delivery) -> None:
         if event.channel != Channel.email:
             return  # SMS and call steps become tasks for people (not the mailer's job)
         conn = d.conn
-        already = await conn.execute(
-            text("SELECT 1 FROM mailer.deliveries WHERE enrollment_id = :e AND step_index = :s"),
+        blocked = await conn.execute(
+            text("SELECT 1 FROM mailer.deliveries WHERE enrollment_id = :e AND step_index = :s"
+                 " UNION ALL SELECT 1 FROM mailer.halted_enrollments WHERE enrollment_id = :e"),
             {"e": event.enrollment_id, "s": event.step_index},
         )
-        if already.first() is not None:
-            return
+        if blocked.first() is not None:
+            return  # sent already, or the enrollment ended meanwhile
         email = await self._compose(conn, event)
         crash_point("mailer.before_smtp")
         with _tracer.start_as_current_span(
@@ -169,8 +185,10 @@ class MailerHandlers:
 
 
 def subscription(handlers: MailerHandlers) -> Subscription:
-    mailer = Subscription("mailer", ["sequence", "contact", "schedule"])
+    mailer = Subscription("mailer", ["sequence", "contact", "enrollment", "schedule"])
     mailer.on(SequenceCreated)(handlers.on_sequence_created)
     mailer.on(ContactCreated)(handlers.on_contact_created)
     mailer.on(StepDue)(handlers.on_step_due)
+    for halt in (EnrollmentReplied, EnrollmentBounced, EnrollmentStopped):
+        mailer.on(halt)(handlers.on_enrollment_halted)
     return mailer

@@ -9,7 +9,10 @@ from sqlalchemy import text
 
 from contracts.events import (
     ContactEnrolled,
+    EnrollmentBounced,
     EnrollmentCompleted,
+    EnrollmentReplied,
+    EnrollmentStopped,
     EnrollmentStepCompleted,
     SequenceCreated,
     StepDue,
@@ -91,7 +94,8 @@ class SchedulerHandlers:
         await self._plan(d, event.enrollment_id, planned.sequence_id, planned.contact_id,
                          event.step_index + 1, event.completed_at)
 
-    async def on_enrollment_completed(self, event: EnrollmentCompleted, d: Delivery) -> None:
+    async def on_enrollment_ended(self, event, d: Delivery) -> None:
+        """Done, replied, bounced or stopped: whatever was pending never fires."""
         await d.conn.execute(
             text("UPDATE scheduler.due_steps SET state = 'cancelled'"
                  " WHERE enrollment_id = :id AND state = 'pending'"),
@@ -178,5 +182,6 @@ def subscription(handlers: SchedulerHandlers) -> Subscription:
     planner.on(SequenceCreated)(handlers.on_sequence_created)
     planner.on(ContactEnrolled)(handlers.on_contact_enrolled)
     planner.on(EnrollmentStepCompleted)(handlers.on_step_completed)
-    planner.on(EnrollmentCompleted)(handlers.on_enrollment_completed)
+    for ending in (EnrollmentCompleted, EnrollmentReplied, EnrollmentBounced, EnrollmentStopped):
+        planner.on(ending)(handlers.on_enrollment_ended)
     return planner

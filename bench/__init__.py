@@ -1,0 +1,1 @@
+"""Benchmarks of Sequences against reference implementations: `python -m bench --help`."""

@@ -1,0 +1,75 @@
+"""Run the benchmarks, print one table and write the results as JSON.
+
+    python -m bench                 every benchmark, full size
+    python -m bench --quick         smaller runs (a minute or so), for a first look
+    python -m bench --only append   just the named benchmark(s)
+
+Uses an embedded PostgreSQL in a temporary directory, or fresh databases on the server of
+DATABASE_URL when it is set. Results go to bench/results/<UTC timestamp>.json and
+bench/results/latest.json; progress goes to stderr. The exit status is 1 when a figure missed
+its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from importlib.metadata import version
+from typing import Awaitable, Callable
+
+from bench import append, common
+from bench.common import Result
+
+# name -> benchmark; each returns its figures
+BENCHMARKS: dict[str, Callable[[bool], Awaitable[list[Result]]]] = {
+    "append": append.run,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="benchmarks: " + ", ".join(BENCHMARKS)
+        + ". With DATABASE_URL set, runs on that server (creating and dropping databases);"
+        " otherwise on an embedded PostgreSQL in a temporary directory.",
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller runs, for a first look (the figures are noisier)")
+    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS), metavar="NAME",
+                        help=f"run only this benchmark (repeatable); one of: {', '.join(BENCHMARKS)}")
+    return parser.parse_args(argv)
+
+
+async def main(args: argparse.Namespace) -> list[Result]:
+    results: list[Result] = []
+    for name in args.only or list(BENCHMARKS):
+        common.progress(f"benchmark {name} ({'quick' if args.quick else 'full'})")
+        for result in await BENCHMARKS[name](args.quick):
+            result.benchmark = name
+            results.append(result)
+    return results
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    started = time.perf_counter()
+    try:
+        results = asyncio.run(main(args))
+        info = common.server_info(common.server_url())
+    finally:
+        common.close()
+    print(common.format_table(results))
+    path = common.write_json(results, {
+        "command": " ".join(["python -m bench", *sys.argv[1:]]),
+        "quick": args.quick,
+        "benchmarks": args.only or list(BENCHMARKS),
+        "seconds": round(time.perf_counter() - started, 1),
+        "postgres": info,
+        "versions": {p: version(p) for p in ("eventsourcing", "psycopg", "sqlalchemy", "pydantic")},
+    })
+    common.progress(f"results written to {path} (and {path.parent / 'latest.json'})")
+    sys.exit(1 if any(r.passed is False for r in results) else 0)
