@@ -9,10 +9,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from contracts.subjects import command_subject, query_subject
-from contracts.values import Channel, SendPolicy, SingleLine, Step, TimezoneName
+from contracts.values import SendPolicy, SingleLine, Steps, TimezoneName
 
 Name = Annotated[SingleLine, Field(min_length=1, max_length=200)]
 OptionalText = Annotated[SingleLine, Field(max_length=200)]
@@ -48,14 +48,31 @@ class CreateSequence(Command):
     sender_email: EmailStr
     timezone: TimezoneName
     send_policy: SendPolicy
-    steps: list[Step] = Field(min_length=1, max_length=50)
+    steps: Steps
 
-    @model_validator(mode="after")
-    def _first_email_step_has_subject(self) -> CreateSequence:
-        first_email = next((s for s in self.steps if s.channel == Channel.email), None)
-        if first_email is not None and first_email.subject is None:
-            raise ValueError("steps: the first email step needs a subject (it starts the thread)")
-        return self
+
+class ChangeSequenceSteps(Command):
+    """Replace the steps of a sequence. Keep a step by sending its step_id; steps enrollees
+    already ran are never rewritten, pending ones are re-planned."""
+
+    service: ClassVar[str] = "enrollment"
+    sequence_id: uuid.UUID
+    steps: Steps
+
+
+class PauseSequence(Command):
+    service: ClassVar[str] = "enrollment"
+    sequence_id: uuid.UUID
+
+
+class ResumeSequence(Command):
+    service: ClassVar[str] = "enrollment"
+    sequence_id: uuid.UUID
+
+
+class ArchiveSequence(Command):
+    service: ClassVar[str] = "enrollment"
+    sequence_id: uuid.UUID
 
 
 class CreateContact(Command):

@@ -37,6 +37,24 @@ class SequenceCreated(SequenceEvent):
     steps: list[Step] = Field(min_length=1)
 
 
+class SequenceStepsChanged(SequenceEvent):
+    """The steps were edited: what enrollees already ran stays; pending steps are re-planned."""
+
+    steps: list[Step] = Field(min_length=1)
+
+
+class SequencePaused(SequenceEvent):
+    paused_at: datetime
+
+
+class SequenceResumed(SequenceEvent):
+    resumed_at: datetime
+
+
+class SequenceArchived(SequenceEvent):
+    archived_at: datetime
+
+
 class ContactEvent(Event):
     category: ClassVar[str] = "contact"
     stream_key: ClassVar[str] = "contact_id"
@@ -67,7 +85,8 @@ class ContactEnrolled(EnrollmentEvent):
 class EnrollmentStepCompleted(EnrollmentEvent):
     """A step of this enrollment is done (email sent, or task done); the next one may be planned."""
 
-    step_index: int = Field(ge=0)
+    step_id: uuid.UUID
+    step_index: int = Field(ge=0)  # its position when it ran
     channel: Channel
     completed_at: datetime
     message_id: str | None = None
@@ -90,6 +109,7 @@ class StepDue(ScheduleEvent):
 
     sequence_id: uuid.UUID
     contact_id: uuid.UUID
+    step_id: uuid.UUID
     step_index: int = Field(ge=0)
     channel: Channel
     due_at: datetime
@@ -106,6 +126,7 @@ class EmailSent(DeliveryEvent):
 
     sequence_id: uuid.UUID
     contact_id: uuid.UUID
+    step_id: uuid.UUID
     step_index: int = Field(ge=0)
     message_id: str
     recipient: EmailStr
@@ -182,6 +203,10 @@ class BounceDetected(BounceEvent):
 
 register(
     SequenceCreated,
+    SequenceStepsChanged,
+    SequencePaused,
+    SequenceResumed,
+    SequenceArchived,
     ContactCreated,
     ContactEnrolled,
     EnrollmentStepCompleted,

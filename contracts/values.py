@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+import uuid
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Collection, Literal, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -84,6 +85,9 @@ class SendPolicy(BaseModel):
 class Step(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Steps keep their id across edits, so enrollments know which steps they already ran.
+    # Send the id of an existing step to keep it when changing a sequence's steps.
+    step_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     channel: Channel
     subject: Annotated[HeaderTemplate, Field(min_length=1, max_length=998)] | None = None
     body: Annotated[Template, Field(min_length=1, max_length=100_000)]
@@ -94,3 +98,27 @@ class Step(BaseModel):
         if self.subject is not None and self.channel != Channel.email:
             raise ValueError("only email steps take a subject")
         return self
+
+
+def check_steps(steps: Sequence[Step]) -> Sequence[Step]:
+    """Rules on the list as a whole: unique ids; the first email step starts the thread."""
+    if len({s.step_id for s in steps}) != len(steps):
+        raise ValueError("steps: step_id values must be unique")
+    first_email = next((s for s in steps if s.channel == Channel.email), None)
+    if first_email is not None and first_email.subject is None:
+        raise ValueError("steps: the first email step needs a subject (it starts the thread)")
+    return steps
+
+
+def next_step(steps: Sequence[Step], completed: Collection[uuid.UUID]) -> Step | None:
+    """The step an enrollment runs next, given the ids of the steps it completed.
+
+    It is the first not-yet-completed step after the last completed one still in the sequence:
+    a deleted step that enrollees were waiting on passes them to the following one, and a step
+    inserted before where they are is not run. None when nothing is left (the enrollment is done).
+    """
+    last = max((i for i, step in enumerate(steps) if step.step_id in completed), default=-1)
+    return next((step for step in steps[last + 1 :] if step.step_id not in completed), None)
+
+
+Steps = Annotated[list[Step], Field(min_length=1, max_length=50), AfterValidator(check_steps)]

@@ -50,7 +50,7 @@ class EnrollmentView(BaseModel):
     sequence_id: uuid.UUID
     contact_id: uuid.UUID
     status: EnrollmentStatus
-    current_step: int  # index of the next step to run; equals the step count when done
+    current_step: int  # steps completed so far: the index of the next step (the count when done)
     sends: int
     enrolled_at: datetime
     last_activity_at: datetime

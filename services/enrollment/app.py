@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 
 from contracts.commands import (
+    ArchiveSequence,
+    ChangeSequenceSteps,
     CreateContact,
     CreateSequence,
     EnrollContact,
@@ -13,6 +15,8 @@ from contracts.commands import (
     GetEnrollment,
     GetSequence,
     ListEnrollments,
+    PauseSequence,
+    ResumeSequence,
 )
 from sequences.bootstrap import Runtime, ServiceParts, run_service
 from sequences.db import Migrations
@@ -30,6 +34,10 @@ def build(runtime: Runtime) -> ServiceParts:
         subscriptions=[projector, process_subscription(handlers)],
         requests={
             CreateSequence: handlers.create_sequence,
+            ChangeSequenceSteps: handlers.change_steps,
+            PauseSequence: handlers.pause_sequence,
+            ResumeSequence: handlers.resume_sequence,
+            ArchiveSequence: handlers.archive_sequence,
             CreateContact: handlers.create_contact,
             EnrollContact: handlers.enroll_contact,
             GetSequence: handlers.get_sequence,

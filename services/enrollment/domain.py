@@ -1,7 +1,6 @@
-"""The enrollment aggregate: pure `evolve` (state from events) and decisions (events from state).
-
-No I/O here: handlers load the stream, ask the domain, and append what it decides.
-"""
+"""The enrollment service's aggregates, as pure functions: `evolve` (state from events) and
+decisions (events from state and a request). No I/O here: handlers load a stream, ask the
+domain, and append what it decides."""
 
 from __future__ import annotations
 
@@ -9,8 +8,9 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import reduce
-from typing import Iterable
+from typing import Iterable, Sequence as Seq
 
+from contracts.base import Event
 from contracts.events import (
     ContactEnrolled,
     EnrollmentBounced,
@@ -18,10 +18,92 @@ from contracts.events import (
     EnrollmentReplied,
     EnrollmentStepCompleted,
     EnrollmentStopped,
+    SequenceArchived,
+    SequenceCreated,
+    SequencePaused,
+    SequenceResumed,
+    SequenceStepsChanged,
 )
-from contracts.base import Event
-from contracts.values import Channel
+from contracts.values import Channel, Step, next_step
 from contracts.views import EnrollmentStatus
+
+
+class Refused(Exception):
+    """A request the current state does not allow (answered as 409 Conflict)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+# --- sequences ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sequence:
+    sequence_id: uuid.UUID
+    state: str  # live | paused | archived
+    steps: tuple[Step, ...]
+    version: int
+
+
+def evolve_sequence(state: Sequence | None, event: Event) -> Sequence:
+    match event:
+        case SequenceCreated():
+            return Sequence(event.sequence_id, "live", tuple(event.steps), 1)
+    assert state is not None
+    state = replace(state, version=state.version + 1)
+    match event:
+        case SequenceStepsChanged():
+            return replace(state, steps=tuple(event.steps))
+        case SequencePaused():
+            return replace(state, state="paused")
+        case SequenceResumed():
+            return replace(state, state="live")
+        case SequenceArchived():
+            return replace(state, state="archived")
+    raise TypeError(f"not a sequence event: {type(event).__name__}")
+
+
+def pause(state: Sequence, at: datetime) -> list[Event]:
+    if state.state == "paused":
+        return []
+    _require_not_archived(state)
+    return [SequencePaused(sequence_id=state.sequence_id, paused_at=at)]
+
+
+def resume(state: Sequence, at: datetime) -> list[Event]:
+    if state.state == "live":
+        return []
+    _require_not_archived(state)
+    return [SequenceResumed(sequence_id=state.sequence_id, resumed_at=at)]
+
+
+def archive(state: Sequence, at: datetime) -> list[Event]:
+    if state.state == "archived":
+        return []
+    return [SequenceArchived(sequence_id=state.sequence_id, archived_at=at)]
+
+
+def change_steps(state: Sequence, steps: Seq[Step]) -> list[Event]:
+    _require_not_archived(state)
+    if tuple(steps) == state.steps:
+        return []
+    return [SequenceStepsChanged(sequence_id=state.sequence_id, steps=list(steps))]
+
+
+def require_live(state: Sequence) -> None:
+    if state.state != "live":
+        raise Refused(f"the sequence is {state.state}: only a live sequence takes enrollments",
+                      "sequence_id")
+
+
+def _require_not_archived(state: Sequence) -> None:
+    if state.state == "archived":
+        raise Refused("the sequence is archived", "sequence_id")
+
+
+# --- enrollments -------------------------------------------------------------------------------
 
 # Enrollment ids are derived from (sequence, contact, attempt): two racing requests to enroll the
 # same contact compute the same stream id, and the event log lets only one of them create it.
@@ -38,35 +120,9 @@ class Enrollment:
     sequence_id: uuid.UUID
     contact_id: uuid.UUID
     status: EnrollmentStatus
-    next_step: int  # index of the step to run next; the step count once done
+    completed: tuple[uuid.UUID, ...]  # ids of the steps done, in the order they were done
     sends: int
     version: int  # of the enrollment's stream
-
-
-def evolve(state: Enrollment | None, event: Event) -> Enrollment:
-    match event:
-        case ContactEnrolled():
-            return Enrollment(
-                enrollment_id=event.enrollment_id,
-                sequence_id=event.sequence_id,
-                contact_id=event.contact_id,
-                status=EnrollmentStatus.active,
-                next_step=0,
-                sends=0,
-                version=1,
-            )
-        case EnrollmentStepCompleted():
-            assert state is not None
-            return replace(
-                state,
-                next_step=event.step_index + 1,
-                sends=state.sends + (event.channel == Channel.email),
-                version=state.version + 1,
-            )
-        case EnrollmentCompleted() | EnrollmentReplied() | EnrollmentBounced() | EnrollmentStopped():
-            assert state is not None
-            return replace(state, status=_ENDS_AS[type(event)], version=state.version + 1)
-    raise TypeError(f"not an enrollment event: {type(event).__name__}")
 
 
 _ENDS_AS = {
@@ -77,37 +133,71 @@ _ENDS_AS = {
 }
 
 
-def replay(events: Iterable[Event]) -> Enrollment | None:
+def evolve(state: Enrollment | None, event: Event) -> Enrollment:
+    match event:
+        case ContactEnrolled():
+            return Enrollment(
+                enrollment_id=event.enrollment_id,
+                sequence_id=event.sequence_id,
+                contact_id=event.contact_id,
+                status=EnrollmentStatus.active,
+                completed=(),
+                sends=0,
+                version=1,
+            )
+    assert state is not None
+    state = replace(state, version=state.version + 1)
+    match event:
+        case EnrollmentStepCompleted():
+            return replace(
+                state,
+                completed=(*state.completed, event.step_id),
+                sends=state.sends + (event.channel == Channel.email),
+            )
+        case EnrollmentCompleted() | EnrollmentReplied() | EnrollmentBounced() | EnrollmentStopped():
+            return replace(state, status=_ENDS_AS[type(event)])
+    raise TypeError(f"not an enrollment event: {type(event).__name__}")
+
+
+def replay(events: Iterable[Event], evolve=evolve):
     return reduce(evolve, events, None)
 
 
 def complete_step(
     state: Enrollment,
+    step: Step,
     step_index: int,
-    channel: Channel,
     at: datetime,
-    step_count: int,
+    steps: Seq[Step],
     message_id: str | None = None,
 ) -> list[Event]:
-    """Record that a step is done; the last step also completes the enrollment.
+    """Record that a step is done; when no step is left the enrollment is done too.
 
     Nothing happens for an enrollment that is no longer active (it replied, was stopped, ...) or
     for a step it already recorded: redeliveries decide nothing twice.
     """
-    if state.status != EnrollmentStatus.active or step_index != state.next_step:
+    if state.status != EnrollmentStatus.active or step.step_id in state.completed:
         return []
     events: list[Event] = [
         EnrollmentStepCompleted(
             enrollment_id=state.enrollment_id,
+            step_id=step.step_id,
             step_index=step_index,
-            channel=channel,
+            channel=step.channel,
             completed_at=at,
             message_id=message_id,
         )
     ]
-    if step_index + 1 >= step_count:
+    if next_step(steps, {*state.completed, step.step_id}) is None:
         events.append(EnrollmentCompleted(enrollment_id=state.enrollment_id, completed_at=at))
     return events
+
+
+def complete_if_nothing_left(state: Enrollment, steps: Seq[Step], at: datetime) -> list[Event]:
+    """After an edit removed every step an enrollee had left, the enrollment is done."""
+    if state.status != EnrollmentStatus.active or next_step(steps, state.completed) is not None:
+        return []
+    return [EnrollmentCompleted(enrollment_id=state.enrollment_id, completed_at=at)]
 
 
 def end(state: Enrollment, ending: Event) -> list[Event]:

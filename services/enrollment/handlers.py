@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from typing import Sequence
+from typing import Sequence as Seq
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.base import Event, decode_event, stream_id
 from contracts.commands import (
+    ArchiveSequence,
+    ChangeSequenceSteps,
     CreateContact,
     CreateSequence,
     EnrollContact,
@@ -17,6 +19,8 @@ from contracts.commands import (
     GetEnrollment,
     GetSequence,
     ListEnrollments,
+    PauseSequence,
+    ResumeSequence,
 )
 from contracts.events import (
     BounceDetected,
@@ -28,11 +32,10 @@ from contracts.events import (
     ReplyDetected,
     SequenceCreated,
 )
-from contracts.values import Channel
 from contracts.views import ContactView, Created, EnrollmentView, SequenceView
 from sequences.bootstrap import Runtime
 from sequences.eventlog.store import Append, Causation, ConcurrencyConflict
-from sequences.messaging.consumer import Delivery, Subscription, apply_in
+from sequences.messaging.consumer import Delivery, NotReady, Subscription, apply_in
 from sequences.messaging.rpc import Rejected
 from services.enrollment import domain
 from services.enrollment.projections import projector
@@ -44,11 +47,22 @@ class EnrollmentHandlers:
 
     # --- writing ----------------------------------------------------------------------------
 
-    async def _record(self, conn: AsyncConnection, appends: Sequence[Append], cause: Causation):
+    async def _record(self, conn: AsyncConnection, appends: Seq[Append], cause: Causation):
         """Append, and update this service's read models in the same transaction (so the API
         reads its own writes; the consumer later finds them applied and skips them)."""
         for envelope in await self.runtime.store.append(conn, appends, cause):
             await apply_in(conn, projector, envelope)
+
+    async def _load(self, conn: AsyncConnection, category: str, key: uuid.UUID, evolve):
+        stream = stream_id(category, key)
+        events = [decode_event(e) for e in await self.runtime.store.read_stream(conn, stream)]
+        return domain.replay(events, evolve), stream
+
+    async def _sequence(self, conn: AsyncConnection, sequence_id: uuid.UUID):
+        state, stream = await self._load(conn, "sequence", sequence_id, domain.evolve_sequence)
+        if state is None:
+            raise Rejected(404, f"no such sequence: {sequence_id}", "sequence_id")
+        return state, stream
 
     async def create_sequence(self, command: CreateSequence) -> Created:
         sequence_id = uuid.uuid4()
@@ -56,6 +70,56 @@ class EnrollmentHandlers:
         async with self.runtime.engine.begin() as conn:
             await self._record(conn, [Append(event.stream_id(), 0, [event])], Causation.new())
         return Created(id=sequence_id)
+
+    async def change_steps(self, command: ChangeSequenceSteps) -> Created:
+        async def decide(conn, state, stream):
+            events = domain.change_steps(state, command.steps)
+            await self._record(conn, [Append(stream, state.version, events)], Causation.new())
+            if events:
+                await self._complete_those_with_nothing_left(conn, state.sequence_id,
+                                                             command.steps)
+        return await self._on_sequence(command.sequence_id, decide)
+
+    async def pause_sequence(self, command: PauseSequence) -> Created:
+        return await self._decide_on_sequence(command.sequence_id, domain.pause)
+
+    async def resume_sequence(self, command: ResumeSequence) -> Created:
+        return await self._decide_on_sequence(command.sequence_id, domain.resume)
+
+    async def archive_sequence(self, command: ArchiveSequence) -> Created:
+        return await self._decide_on_sequence(command.sequence_id, domain.archive)
+
+    async def _decide_on_sequence(self, sequence_id: uuid.UUID, decision) -> Created:
+        async def decide(conn, state, stream):
+            events = decision(state, self.runtime.clock.now())
+            await self._record(conn, [Append(stream, state.version, events)], Causation.new())
+        return await self._on_sequence(sequence_id, decide)
+
+    async def _on_sequence(self, sequence_id: uuid.UUID, decide) -> Created:
+        try:
+            async with self.runtime.engine.begin() as conn:
+                state, stream = await self._sequence(conn, sequence_id)
+                await decide(conn, state, stream)
+        except domain.Refused as refused:
+            raise Rejected(409, str(refused), refused.field) from None
+        except ConcurrencyConflict:
+            raise Rejected(409, "the sequence changed meanwhile; retry", "sequence_id") from None
+        return Created(id=sequence_id)
+
+    async def _complete_those_with_nothing_left(self, conn, sequence_id, steps) -> None:
+        active = await conn.execute(
+            text("SELECT enrollment_id FROM enrollment.enrollments"
+                 " WHERE sequence_id = :id AND status = 'active'"),
+            {"id": sequence_id},
+        )
+        now = self.runtime.clock.now()
+        appends = []
+        for (enrollment_id,) in active:
+            state, stream = await self._load(conn, "enrollment", enrollment_id, domain.evolve)
+            events = domain.complete_if_nothing_left(state, steps, now)
+            if events:
+                appends.append(Append(stream, state.version, events))
+        await self._record(conn, appends, Causation.new())
 
     async def create_contact(self, command: CreateContact) -> Created:
         contact_id = uuid.uuid4()
@@ -74,9 +138,12 @@ class EnrollmentHandlers:
         )
         try:
             async with self.runtime.engine.begin() as conn:
-                await _require(conn, "sequences", "sequence_id", command.sequence_id)
+                sequence, _ = await self._sequence(conn, command.sequence_id)
+                domain.require_live(sequence)
                 await _require(conn, "contacts", "contact_id", command.contact_id)
                 await self._record(conn, [Append(event.stream_id(), 0, [event])], Causation.new())
+        except domain.Refused as refused:
+            raise Rejected(409, str(refused), refused.field) from None
         except ConcurrencyConflict:
             raise Rejected(
                 409, f"contact is already enrolled in this sequence ({enrollment_id})", "contact_id"
@@ -86,9 +153,16 @@ class EnrollmentHandlers:
     # --- reacting to other services ---------------------------------------------------------
 
     async def on_email_sent(self, event: EmailSent, d: Delivery) -> None:
-        await self._complete_step(
-            d, event.enrollment_id, event.step_index, Channel.email, event.sent_at, event.message_id
-        )
+        state, stream = await self._load(d.conn, "enrollment", event.enrollment_id, domain.evolve)
+        if state is None:
+            raise NotReady(f"enrollment {event.enrollment_id} not seen yet")
+        sequence, _ = await self._sequence(d.conn, state.sequence_id)
+        step = next((s for s in sequence.steps if s.step_id == event.step_id), None)
+        if step is None:
+            return  # the step was deleted after it went out; nothing to move along
+        events = domain.complete_step(state, step, event.step_index, event.sent_at,
+                                      sequence.steps, event.message_id)
+        await self._record(d.conn, [Append(stream, state.version, events)], d.causation)
 
     async def on_reply(self, event: ReplyDetected, d: Delivery) -> None:
         await self._end(d, EnrollmentReplied(
@@ -103,31 +177,10 @@ class EnrollmentHandlers:
             reason=f"{event.status or ''} {event.diagnostic}".strip() or "hard bounce"))
 
     async def _end(self, d: Delivery, ending: Event) -> None:
-        state, stream = await self._load(d.conn, ending.enrollment_id)
+        state, stream = await self._load(d.conn, "enrollment", ending.enrollment_id, domain.evolve)
         if state is not None:
             await self._record(d.conn, [Append(stream, state.version, domain.end(state, ending))],
                                d.causation)
-
-    async def _load(self, conn: AsyncConnection, enrollment_id: uuid.UUID):
-        stream = stream_id("enrollment", enrollment_id)
-        return domain.replay(await self._events(conn, stream)), stream
-
-    async def _complete_step(self, d, enrollment_id, step_index, channel, at, message_id=None):
-        state, stream = await self._load(d.conn, enrollment_id)
-        if state is None:
-            return
-        step_count = (
-            await d.conn.execute(
-                text("SELECT jsonb_array_length(steps) FROM enrollment.sequences"
-                     " WHERE sequence_id = :id"),
-                {"id": state.sequence_id},
-            )
-        ).scalar_one()
-        events = domain.complete_step(state, step_index, channel, at, step_count, message_id)
-        await self._record(d.conn, [Append(stream, state.version, events)], d.causation)
-
-    async def _events(self, conn: AsyncConnection, stream: str) -> list[Event]:
-        return [decode_event(e) for e in await self.runtime.store.read_stream(conn, stream)]
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -136,11 +189,7 @@ class EnrollmentHandlers:
             "SELECT * FROM enrollment.sequences WHERE sequence_id = :id", query.sequence_id,
             "sequence_id",
         )
-        return SequenceView(
-            **{k: row[k] for k in row.keys() if k != "enrolled"},
-            enrolled=row["enrolled"],
-            headline=f"{row['enrolled']} enrolled · {row['state']}",
-        )
+        return SequenceView(**row, headline=f"{row['enrolled']} enrolled · {row['state']}")
 
     async def get_contact(self, query: GetContact) -> ContactView:
         row = await self._one(

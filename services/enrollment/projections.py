@@ -14,7 +14,11 @@ from contracts.events import (
     EnrollmentReplied,
     EnrollmentStepCompleted,
     EnrollmentStopped,
+    SequenceArchived,
     SequenceCreated,
+    SequencePaused,
+    SequenceResumed,
+    SequenceStepsChanged,
 )
 from contracts.views import EnrollmentStatus
 from sequences.messaging.consumer import Delivery, Subscription
@@ -49,6 +53,29 @@ async def sequence_created(event: SequenceCreated, d: Delivery) -> None:
             "at": d.envelope.occurred_at,
         },
     )
+
+
+@projector.on(SequenceStepsChanged)
+async def steps_changed(event: SequenceStepsChanged, d: Delivery) -> None:
+    await d.conn.execute(
+        text("UPDATE enrollment.sequences SET steps = CAST(:steps AS jsonb) WHERE sequence_id = :id"),
+        {"id": event.sequence_id,
+         "steps": json.dumps([s.model_dump(mode="json") for s in event.steps])},
+    )
+
+
+_SEQUENCE_STATES = {SequencePaused: "paused", SequenceResumed: "live", SequenceArchived: "archived"}
+
+
+async def sequence_state_changed(event, d: Delivery) -> None:
+    await d.conn.execute(
+        text("UPDATE enrollment.sequences SET state = :state WHERE sequence_id = :id"),
+        {"id": event.sequence_id, "state": _SEQUENCE_STATES[type(event)]},
+    )
+
+
+for _change in _SEQUENCE_STATES:
+    projector.on(_change)(sequence_state_changed)
 
 
 @projector.on(ContactCreated)
@@ -89,12 +116,11 @@ async def contact_enrolled(event: ContactEnrolled, d: Delivery) -> None:
 async def step_completed(event: EnrollmentStepCompleted, d: Delivery) -> None:
     await d.conn.execute(
         text(
-            "UPDATE enrollment.enrollments SET current_step = :next,"
+            "UPDATE enrollment.enrollments SET current_step = current_step + 1,"
             " sends = sends + :sent, last_activity_at = :at WHERE enrollment_id = :id"
         ),
         {
             "id": event.enrollment_id,
-            "next": event.step_index + 1,
             "sent": int(event.channel == "email"),
             "at": event.completed_at,
         },

@@ -44,9 +44,9 @@ def render(
     return "".join(out)
 
 
-def message_id_for(enrollment_id: uuid.UUID, step_index: int, sender_email: str) -> str:
+def message_id_for(enrollment_id: uuid.UUID, step_id: uuid.UUID, sender_email: str) -> str:
     """Stable per step: a re-send after a crash carries the same id, so clients fold it."""
-    token = uuid.uuid5(_MESSAGE_ID_NAMESPACE, f"{enrollment_id}:{step_index}")
+    token = uuid.uuid5(_MESSAGE_ID_NAMESPACE, f"{enrollment_id}:{step_id}")
     return f"<{token}@{sender_email.rsplit('@', 1)[1]}>"
 
 

@@ -21,6 +21,7 @@ from contracts.events import (
     EnrollmentReplied,
     EnrollmentStopped,
     SequenceCreated,
+    SequenceStepsChanged,
     StepDue,
 )
 from contracts.values import Channel
@@ -64,6 +65,13 @@ class MailerHandlers:
             },
         )
 
+    async def on_steps_changed(self, event: SequenceStepsChanged, d: Delivery) -> None:
+        await d.conn.execute(
+            text("UPDATE mailer.sequences SET steps = CAST(:steps AS jsonb) WHERE sequence_id = :id"),
+            {"id": event.sequence_id,
+             "steps": json.dumps([s.model_dump(mode="json") for s in event.steps])},
+        )
+
     async def on_contact_created(self, event: ContactCreated, d: Delivery) -> None:
         values = event.model_dump(include={"name", "company", "job_title", "owner_name"})
         await d.conn.execute(
@@ -87,13 +95,15 @@ class MailerHandlers:
             return  # SMS and call steps become tasks for people (not the mailer's job)
         conn = d.conn
         blocked = await conn.execute(
-            text("SELECT 1 FROM mailer.deliveries WHERE enrollment_id = :e AND step_index = :s"
+            text("SELECT 1 FROM mailer.deliveries WHERE enrollment_id = :e AND step_id = :s"
                  " UNION ALL SELECT 1 FROM mailer.halted_enrollments WHERE enrollment_id = :e"),
-            {"e": event.enrollment_id, "s": event.step_index},
+            {"e": event.enrollment_id, "s": event.step_id},
         )
         if blocked.first() is not None:
             return  # sent already, or the enrollment ended meanwhile
         email = await self._compose(conn, event)
+        if email is None:
+            return  # the step was deleted after it fell due
         crash_point("mailer.before_smtp")
         with _tracer.start_as_current_span(
             "smtp.send",
@@ -107,7 +117,7 @@ class MailerHandlers:
         crash_point("mailer.after_smtp")
         await self._record_sent(d, event, email)
 
-    async def _compose(self, conn, event: StepDue) -> OutgoingEmail:
+    async def _compose(self, conn, event: StepDue) -> OutgoingEmail | None:
         sequence = (
             await conn.execute(
                 text("SELECT sender_name, sender_email, steps FROM mailer.sequences"
@@ -126,12 +136,13 @@ class MailerHandlers:
         previous = (
             await conn.execute(
                 text('SELECT message_id, thread_subject, "references" FROM mailer.deliveries'
-                     " WHERE enrollment_id = :e AND step_index < :s"
-                     " ORDER BY step_index DESC LIMIT 1"),
-                {"e": event.enrollment_id, "s": event.step_index},
+                     " WHERE enrollment_id = :e ORDER BY sent_at DESC, step_index DESC LIMIT 1"),
+                {"e": event.enrollment_id},
             )
         ).first()
-        step = sequence.steps[event.step_index]
+        step = next((s for s in sequence.steps if s["step_id"] == str(event.step_id)), None)
+        if step is None:
+            return None
         values = contact.merge_values
         subject = render(step["subject"], values) if step.get("subject") else None
         return OutgoingEmail(
@@ -145,7 +156,7 @@ class MailerHandlers:
             ),
             text_body=render(step["body"], values),
             html_body=html_body_for(step["body"], values),
-            message_id=message_id_for(event.enrollment_id, event.step_index,
+            message_id=message_id_for(event.enrollment_id, event.step_id,
                                       sequence.sender_email),
             date=self.runtime.clock.now(),
         )
@@ -153,12 +164,13 @@ class MailerHandlers:
     async def _record_sent(self, d: Delivery, event: StepDue, email: OutgoingEmail) -> None:
         await d.conn.execute(
             text(
-                'INSERT INTO mailer.deliveries (enrollment_id, step_index, message_id,'
-                ' thread_subject, "references", recipient, sent_at)'
-                " VALUES (:e, :s, :message_id, :thread_subject, :references, :recipient, :at)"
+                'INSERT INTO mailer.deliveries (enrollment_id, step_id, step_index, message_id,'
+                ' thread_subject, "references", recipient, sent_at) VALUES (:e, :step_id, :s,'
+                " :message_id, :thread_subject, :references, :recipient, :at)"
             ),
             {
                 "e": event.enrollment_id,
+                "step_id": event.step_id,
                 "s": event.step_index,
                 "message_id": email.message_id,
                 "thread_subject": email.thread.thread_subject,
@@ -171,6 +183,7 @@ class MailerHandlers:
             enrollment_id=event.enrollment_id,
             sequence_id=event.sequence_id,
             contact_id=event.contact_id,
+            step_id=event.step_id,
             step_index=event.step_index,
             message_id=email.message_id,
             recipient=email.recipient,
@@ -187,6 +200,7 @@ class MailerHandlers:
 def subscription(handlers: MailerHandlers) -> Subscription:
     mailer = Subscription("mailer", ["sequence", "contact", "enrollment", "schedule"])
     mailer.on(SequenceCreated)(handlers.on_sequence_created)
+    mailer.on(SequenceStepsChanged)(handlers.on_steps_changed)
     mailer.on(ContactCreated)(handlers.on_contact_created)
     mailer.on(StepDue)(handlers.on_step_due)
     for halt in (EnrollmentReplied, EnrollmentBounced, EnrollmentStopped):

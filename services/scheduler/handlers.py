@@ -1,25 +1,37 @@
-"""Scheduler handlers: plan each enrollment's next step from its events, fire it when due."""
+"""Scheduler handlers: keep each enrollment's next step planned from the events, fire it when due.
+
+Planning is one function, `_replan`, used whenever something that decides the next step changes:
+an enrollment starts, a step completes, the steps are edited, a paused sequence resumes.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+from datetime import datetime
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.events import (
     ContactEnrolled,
     EnrollmentBounced,
     EnrollmentCompleted,
     EnrollmentReplied,
-    EnrollmentStopped,
     EnrollmentStepCompleted,
+    EnrollmentStopped,
+    SequenceArchived,
     SequenceCreated,
+    SequencePaused,
+    SequenceResumed,
+    SequenceStepsChanged,
     StepDue,
 )
-from contracts.values import SendPolicy
+from contracts.values import SendPolicy, Step, next_step
 from sequences.bootstrap import Runtime
 from sequences.eventlog.store import ANY_VERSION, Append, Causation
+from sequences.faults import crash_point
 from sequences.messaging.consumer import Delivery, NotReady, Subscription
 from sequences.tracing import tracer
 from services.scheduler.domain import due_at
@@ -27,30 +39,42 @@ from services.scheduler.domain import due_at
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
 
+_WHERE_IT_STANDS = text(
+    """
+    SELECT e.completed, e.anchor_at, e.active, s.timezone, s.send_policy, s.steps, s.state
+    FROM scheduler.enrollments e JOIN scheduler.sequences s USING (sequence_id)
+    WHERE e.enrollment_id = :id
+    """
+)
+_DROP_SUPERSEDED = text(
+    "DELETE FROM scheduler.due_steps WHERE enrollment_id = :id"
+    " AND state IN ('pending', 'held') AND step_id IS DISTINCT FROM :keep"
+)
 _PLAN = text(
     """
-    INSERT INTO scheduler.due_steps (enrollment_id, step_index, sequence_id, contact_id, channel,
-                                     due_at, correlation_id, causation_id, traceparent)
-    VALUES (:enrollment_id, :step_index, :sequence_id, :contact_id, :channel, :due_at,
-            :correlation_id, :causation_id, :traceparent)
-    ON CONFLICT (enrollment_id, step_index) DO NOTHING
+    INSERT INTO scheduler.due_steps (enrollment_id, step_id, step_index, channel, due_at, state)
+    VALUES (:id, :step_id, :step_index, :channel, :due_at, :state)
+    ON CONFLICT (enrollment_id, step_id) DO UPDATE
+        SET step_index = EXCLUDED.step_index, channel = EXCLUDED.channel,
+            due_at = EXCLUDED.due_at, state = EXCLUDED.state
+        WHERE scheduler.due_steps.state IN ('pending', 'held')
     """
 )
 _CLAIM_DUE = text(
     """
-    SELECT enrollment_id, step_index, sequence_id, contact_id, channel, due_at,
-           correlation_id, causation_id, traceparent
-    FROM scheduler.due_steps
-    WHERE state = 'pending' AND due_at <= :now
-    ORDER BY due_at
+    SELECT d.enrollment_id, d.step_id, d.step_index, d.channel, d.due_at, e.sequence_id,
+           e.contact_id, e.correlation_id, e.causation_id, e.traceparent
+    FROM scheduler.due_steps d JOIN scheduler.enrollments e USING (enrollment_id)
+    WHERE d.state = 'pending' AND d.due_at <= :now
+    ORDER BY d.due_at
     LIMIT :limit
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF d SKIP LOCKED
     """
 )
 _MARK_FIRED = text(
     "UPDATE scheduler.due_steps SET state = 'fired', fired_at = :now"
-    " WHERE (enrollment_id, step_index) IN"
-    " (SELECT * FROM unnest(CAST(:enrollment_ids AS uuid[]), CAST(:step_indexes AS integer[])))"
+    " WHERE (enrollment_id, step_id) IN"
+    " (SELECT * FROM unnest(CAST(:enrollment_ids AS uuid[]), CAST(:step_ids AS uuid[])))"
 )
 
 
@@ -60,108 +84,187 @@ class SchedulerHandlers:
         self.batch_size = batch_size
         self.fired = 0
 
+    # --- sequences --------------------------------------------------------------------------
+
     async def on_sequence_created(self, event: SequenceCreated, d: Delivery) -> None:
         await d.conn.execute(
             text(
                 "INSERT INTO scheduler.sequences (sequence_id, timezone, send_policy, steps)"
                 " VALUES (:id, :tz, CAST(:policy AS jsonb), CAST(:steps AS jsonb))"
-                " ON CONFLICT (sequence_id) DO NOTHING"
             ),
-            {
-                "id": event.sequence_id,
-                "tz": event.timezone,
-                "policy": event.send_policy.model_dump_json(),
-                "steps": json.dumps(
-                    [{"channel": s.channel, "wait_days": s.wait_days} for s in event.steps]
-                ),
-            },
+            {"id": event.sequence_id, "tz": event.timezone,
+             "policy": event.send_policy.model_dump_json(), "steps": _steps_json(event.steps)},
         )
 
+    async def on_steps_changed(self, event: SequenceStepsChanged, d: Delivery) -> None:
+        """Re-plan the pending step of every enrollee; what already fired is left alone."""
+        await d.conn.execute(
+            text("UPDATE scheduler.sequences SET steps = CAST(:steps AS jsonb)"
+                 " WHERE sequence_id = :id"),
+            {"id": event.sequence_id, "steps": _steps_json(event.steps)},
+        )
+        for enrollment_id in await self._active_enrollments(d.conn, event.sequence_id):
+            await self._replan(d.conn, enrollment_id)
+
+    async def on_sequence_paused(self, event: SequencePaused | SequenceArchived, d: Delivery):
+        state = "paused" if isinstance(event, SequencePaused) else "archived"
+        await d.conn.execute(
+            text("UPDATE scheduler.sequences SET state = :state WHERE sequence_id = :id"),
+            {"id": event.sequence_id, "state": state},
+        )
+        await d.conn.execute(
+            text("UPDATE scheduler.due_steps d SET state = 'held' FROM scheduler.enrollments e"
+                 " WHERE e.enrollment_id = d.enrollment_id AND e.sequence_id = :id"
+                 " AND d.state = 'pending'"),
+            {"id": event.sequence_id},
+        )
+
+    async def on_sequence_resumed(self, event: SequenceResumed, d: Delivery) -> None:
+        """Held steps go on; those whose moment passed during the pause are re-planned from the
+        resume moment by the same rules (the next send time), not fired all at once."""
+        await d.conn.execute(
+            text("UPDATE scheduler.sequences SET state = 'live' WHERE sequence_id = :id"),
+            {"id": event.sequence_id},
+        )
+        for enrollment_id in await self._active_enrollments(d.conn, event.sequence_id):
+            await self._replan(d.conn, enrollment_id, not_before=event.resumed_at)
+
+    # --- enrollments ------------------------------------------------------------------------
+
     async def on_contact_enrolled(self, event: ContactEnrolled, d: Delivery) -> None:
-        await self._plan(d, event.enrollment_id, event.sequence_id, event.contact_id, 0,
-                         event.enrolled_at)
+        await d.conn.execute(
+            text(
+                "INSERT INTO scheduler.enrollments (enrollment_id, sequence_id, contact_id,"
+                " anchor_at, correlation_id, causation_id, traceparent)"
+                " VALUES (:id, :sequence_id, :contact_id, :at, :correlation_id, :causation_id,"
+                " :traceparent)"
+            ),
+            {"id": event.enrollment_id, "sequence_id": event.sequence_id,
+             "contact_id": event.contact_id, "at": event.enrolled_at, **_cause(d)},
+        )
+        await self._replan(d.conn, event.enrollment_id)
 
     async def on_step_completed(self, event: EnrollmentStepCompleted, d: Delivery) -> None:
-        planned = (
-            await d.conn.execute(
-                text("SELECT sequence_id, contact_id FROM scheduler.due_steps"
-                     " WHERE enrollment_id = :id AND step_index = :step"),
-                {"id": event.enrollment_id, "step": event.step_index},
-            )
-        ).first()
-        if planned is None:
-            raise NotReady(f"step {event.step_index} of {event.enrollment_id} was never planned")
-        await self._plan(d, event.enrollment_id, planned.sequence_id, planned.contact_id,
-                         event.step_index + 1, event.completed_at)
+        """The next wait counts from this moment."""
+        await d.conn.execute(
+            text(
+                "UPDATE scheduler.enrollments SET completed = array_append(completed, :step_id),"
+                " anchor_at = :at, correlation_id = :correlation_id,"
+                " causation_id = :causation_id, traceparent = :traceparent"
+                " WHERE enrollment_id = :id"
+            ),
+            {"id": event.enrollment_id, "step_id": event.step_id, "at": event.completed_at,
+             **_cause(d)},
+        )
+        await self._replan(d.conn, event.enrollment_id)
 
     async def on_enrollment_ended(self, event, d: Delivery) -> None:
         """Done, replied, bounced or stopped: whatever was pending never fires."""
         await d.conn.execute(
+            text("UPDATE scheduler.enrollments SET active = false WHERE enrollment_id = :id"),
+            {"id": event.enrollment_id},
+        )
+        await d.conn.execute(
             text("UPDATE scheduler.due_steps SET state = 'cancelled'"
-                 " WHERE enrollment_id = :id AND state = 'pending'"),
+                 " WHERE enrollment_id = :id AND state IN ('pending', 'held')"),
             {"id": event.enrollment_id},
         )
 
-    async def _plan(self, d: Delivery, enrollment_id, sequence_id, contact_id, step_index, anchor):
-        sequence = (
-            await d.conn.execute(
-                text("SELECT timezone, send_policy, steps FROM scheduler.sequences"
-                     " WHERE sequence_id = :id"),
-                {"id": sequence_id},
-            )
-        ).first()
-        if sequence is None:
-            raise NotReady(f"sequence {sequence_id} not seen yet")
-        if step_index >= len(sequence.steps):
-            return  # that was the last step
-        step = sequence.steps[step_index]
-        when = due_at(anchor, step["wait_days"], sequence.timezone,
-                      SendPolicy.model_validate(sequence.send_policy))
-        await d.conn.execute(
-            _PLAN,
-            {
-                "enrollment_id": enrollment_id,
-                "step_index": step_index,
-                "sequence_id": sequence_id,
-                "contact_id": contact_id,
-                "channel": step["channel"],
-                "due_at": when,
-                "correlation_id": d.envelope.correlation_id,
-                "causation_id": d.envelope.event_id,
-                "traceparent": d.envelope.traceparent,
-            },
+    async def _active_enrollments(self, conn: AsyncConnection, sequence_id) -> list:
+        rows = await conn.execute(
+            text("SELECT enrollment_id FROM scheduler.enrollments"
+                 " WHERE sequence_id = :id AND active"),
+            {"id": sequence_id},
         )
+        return [row.enrollment_id for row in rows]
 
-    async def fire_due(self) -> int:
+    async def _replan(self, conn: AsyncConnection, enrollment_id,
+                      not_before: datetime | None = None) -> None:
+        where = (await conn.execute(_WHERE_IT_STANDS, {"id": enrollment_id})).first()
+        if where is None:
+            raise NotReady(f"enrollment {enrollment_id} or its sequence not seen yet")
+        steps = [Step.model_validate(s) for s in where.steps]
+        step = next_step(steps, set(where.completed)) if where.active else None
+        await conn.execute(_DROP_SUPERSEDED, {"id": enrollment_id,
+                                              "keep": step.step_id if step else None})
+        if step is None:
+            return  # nothing left: the enrollment service records it as done
+        policy = SendPolicy.model_validate(where.send_policy)
+        when = due_at(where.anchor_at, step.wait_days, where.timezone, policy)
+        if not_before is not None and when < not_before:
+            when = due_at(not_before, 0, where.timezone, policy)
+        await conn.execute(_PLAN, {
+            "id": enrollment_id, "step_id": step.step_id, "step_index": steps.index(step),
+            "channel": step.channel, "due_at": when,
+            "state": "pending" if where.state == "live" else "held",
+        })
+
+    # --- firing -----------------------------------------------------------------------------
+
+    async def fire_due(self, limit: int | None = None) -> int:
         """Claim due steps (skipping ones another replica holds) and append StepDue for each."""
         now = self.runtime.clock.now()
+        limit = min(limit or self.batch_size, self.batch_size)
         async with self.runtime.engine.begin() as conn:
-            rows = (await conn.execute(_CLAIM_DUE, {"now": now, "limit": self.batch_size})).all()
+            rows = (await conn.execute(_CLAIM_DUE, {"now": now, "limit": limit})).all()
             if not rows:
                 return 0
+            crash_point("scheduler.after_claim")
             with _tracer.start_as_current_span("scheduler.fire", attributes={"steps": len(rows)}):
                 await self.runtime.store.append(conn, [_step_due(row) for row in rows],
                                                 Causation.new())
-            await conn.execute(
-                _MARK_FIRED,
-                {
-                    "now": now,
-                    "enrollment_ids": [r.enrollment_id for r in rows],
-                    "step_indexes": [r.step_index for r in rows],
-                },
-            )
+            await conn.execute(_MARK_FIRED, {
+                "now": now,
+                "enrollment_ids": [r.enrollment_id for r in rows],
+                "step_ids": [r.step_id for r in rows],
+            })
         self.fired += len(rows)
         return len(rows)
 
     async def run_firing(self) -> None:
-        tick = self.runtime.settings.scheduler_tick_seconds
+        """Fire due steps in due order, at most `scheduler_max_rate` a second: a scheduler that
+        was down for hours catches up steadily instead of flooding the mailer."""
+        settings = self.runtime.settings
+        bucket = _TokenBucket(settings.scheduler_max_rate)
         while True:
             try:
-                while await self.fire_due() == self.batch_size:
-                    pass
+                while (allowed := bucket.take(self.batch_size)) > 0:
+                    fired = await self.fire_due(allowed)
+                    bucket.give_back(allowed - fired)
+                    if fired < allowed:
+                        break
             except Exception:
                 log.exception("firing due steps failed; retrying")
-            await self.runtime.clock.wait_for_change(tick)
+            await self.runtime.clock.wait_for_change(settings.scheduler_tick_seconds)
+
+
+class _TokenBucket:
+    """Allows `rate` a second on average, with bursts of up to one second's worth."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.tokens = rate
+        self.updated = time.monotonic()
+
+    def take(self, wanted: int) -> int:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        granted = int(min(wanted, self.tokens))
+        self.tokens -= granted
+        return granted
+
+    def give_back(self, unused: int) -> None:
+        self.tokens += unused
+
+
+def _steps_json(steps: list[Step]) -> str:
+    return json.dumps([s.model_dump(mode="json") for s in steps])
+
+
+def _cause(d: Delivery) -> dict:
+    return {"correlation_id": d.envelope.correlation_id, "causation_id": d.envelope.event_id,
+            "traceparent": d.envelope.traceparent}
 
 
 def _step_due(row) -> Append:
@@ -169,6 +272,7 @@ def _step_due(row) -> Append:
         enrollment_id=row.enrollment_id,
         sequence_id=row.sequence_id,
         contact_id=row.contact_id,
+        step_id=row.step_id,
         step_index=row.step_index,
         channel=row.channel,
         due_at=row.due_at,
@@ -180,6 +284,10 @@ def _step_due(row) -> Append:
 def subscription(handlers: SchedulerHandlers) -> Subscription:
     planner = Subscription("scheduler-planner", ["sequence", "enrollment"])
     planner.on(SequenceCreated)(handlers.on_sequence_created)
+    planner.on(SequenceStepsChanged)(handlers.on_steps_changed)
+    planner.on(SequencePaused)(handlers.on_sequence_paused)
+    planner.on(SequenceArchived)(handlers.on_sequence_paused)
+    planner.on(SequenceResumed)(handlers.on_sequence_resumed)
     planner.on(ContactEnrolled)(handlers.on_contact_enrolled)
     planner.on(EnrollmentStepCompleted)(handlers.on_step_completed)
     for ending in (EnrollmentCompleted, EnrollmentReplied, EnrollmentBounced, EnrollmentStopped):

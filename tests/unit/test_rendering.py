@@ -49,10 +49,10 @@ def test_a_step_without_subject_continues_the_previous_thread():
 
 
 def test_message_ids_are_stable_per_step_and_on_the_sender_domain():
-    enrollment = uuid.uuid4()
-    assert message_id_for(enrollment, 1, "rep@sales.example") == message_id_for(enrollment, 1, "x@sales.example")
-    assert message_id_for(enrollment, 1, "rep@sales.example").endswith("@sales.example>")
-    assert message_id_for(enrollment, 1, "a@b.c") != message_id_for(enrollment, 2, "a@b.c")
+    enrollment, one, two = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    assert message_id_for(enrollment, one, "rep@sales.example") == message_id_for(enrollment, one, "x@sales.example")
+    assert message_id_for(enrollment, one, "rep@sales.example").endswith("@sales.example>")
+    assert message_id_for(enrollment, one, "a@b.c") != message_id_for(enrollment, two, "a@b.c")
 
 
 def test_the_message_is_multipart_alternative_with_threading_headers():

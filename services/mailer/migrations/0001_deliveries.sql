@@ -17,11 +17,12 @@ CREATE TABLE mailer.contacts (
 -- One row per email step sent: the guard against sending a step twice, and the thread chain.
 CREATE TABLE mailer.deliveries (
     enrollment_id  uuid        NOT NULL,
+    step_id        uuid        NOT NULL,
     step_index     integer     NOT NULL,
     message_id     text        NOT NULL,
     thread_subject text        NOT NULL,
     "references"   text[]      NOT NULL,
     recipient      text        NOT NULL,
     sent_at        timestamptz NOT NULL,
-    PRIMARY KEY (enrollment_id, step_index)
+    PRIMARY KEY (enrollment_id, step_id)
 );

@@ -1,0 +1,266 @@
+"""Candidate changes to `EventStore.append`, measured side by side with the current one.
+
+    python -m bench.experiments_append [--quick]
+
+Not part of the benchmark registry: it backs the suggestions for sequences/eventlog/store.py
+with numbers. Each variant is a drop-in `EventStore` (same signature, same rows, same
+envelopes returned, same `ConcurrencyConflict`), run on its own fresh database through the same
+SQLAlchemy engine settings as the services, and checked to store exactly what the current
+store stores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+import psycopg
+import pydantic_core
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bench import common
+from bench.append import BATCH, chunks, make_events
+from bench.common import checkpoint, fresh_database, progress
+from contracts.base import EventEnvelope
+from sequences.bootstrap import EVENTLOG_MIGRATIONS
+from sequences.clock import SystemClock
+from sequences.db import create_engine, migrate, sqlalchemy_url
+from sequences.eventlog.store import (
+    ANY_VERSION, Append, Causation, ConcurrencyConflict, EventStore, _CURRENT_VERSIONS, _tracer,
+)
+from sequences.tracing import TRACEPARENT, TRACESTATE, current_trace_headers
+
+# The current statement with binary placeholders (%(name)b, psycopg's own syntax, passed through
+# untouched by exec_driver_sql): arrays go over the wire in binary, so psycopg does not build
+# text array literals (quoting and backslash-escaping every " of every JSON document with a
+# regular expression, in Python). The data still travels as text[] cast to jsonb per row. The
+# columns that are usually all NULL (causation, trace context) stay text (%(name)s): a binary
+# array of only NULLs has no element type, and their text form needs no quoting anyway.
+_INSERT_BINARY = """
+    WITH new AS (
+        SELECT * FROM unnest(
+            %(event_ids)b::uuid[], %(stream_ids)b::text[], %(versions)b::integer[],
+            %(types)b::text[], %(schema_versions)b::integer[],
+            %(occurred_ats)b::timestamptz[], %(correlation_ids)b::uuid[],
+            %(causation_ids)s::uuid[], %(traceparents)s::text[],
+            %(tracestates)s::text[], %(datas)b::text[]
+        ) WITH ORDINALITY AS t(event_id, stream_id, version, type, schema_version, occurred_at,
+                               correlation_id, causation_id, traceparent, tracestate, data, n)
+    ), inserted AS (
+        INSERT INTO eventlog.events (event_id, stream_id, version, type, schema_version,
+                                     occurred_at, correlation_id, causation_id, traceparent,
+                                     tracestate, data)
+        SELECT event_id, stream_id, version, type, schema_version, occurred_at, correlation_id,
+               causation_id, traceparent, tracestate, CAST(data AS jsonb)
+        FROM new ORDER BY n
+        RETURNING position
+    )
+    INSERT INTO eventlog.outbox (position) SELECT position FROM inserted
+"""
+
+
+class BinaryParams(EventStore):
+    """Only the SQL call changes: binary array parameters via exec_driver_sql."""
+
+    async def append(self, conn, appends, causation):
+        with _tracer.start_as_current_span("eventlog.append") as span:
+            span.set_attribute("eventlog.streams", len(appends))
+            envelopes = await self._envelopes(conn, appends, causation, current_trace_headers())
+            span.set_attribute("eventlog.events", len(envelopes))
+            if not envelopes:
+                return []
+            try:
+                await conn.exec_driver_sql(_INSERT_BINARY, _columns(envelopes))
+            except IntegrityError as error:
+                raise ConcurrencyConflict(str(error.orig)) from error
+            return envelopes
+
+
+def _columns(envelopes: list[EventEnvelope], datas: list[str] | None = None) -> dict[str, list]:
+    return {
+        "event_ids": [e.event_id for e in envelopes],
+        "stream_ids": [e.stream_id for e in envelopes],
+        "versions": [e.version for e in envelopes],
+        "types": [e.type for e in envelopes],
+        "schema_versions": [e.schema_version for e in envelopes],
+        "occurred_ats": [e.occurred_at for e in envelopes],
+        "correlation_ids": [e.correlation_id for e in envelopes],
+        "causation_ids": [e.causation_id for e in envelopes],
+        "traceparents": [e.traceparent for e in envelopes],
+        "tracestates": [e.tracestate for e in envelopes],
+        "datas": datas if datas is not None
+        else [json.dumps(e.data, ensure_ascii=False) for e in envelopes],
+    }
+
+
+class LeanEnvelopes(BinaryParams):
+    """Binary parameters, and envelopes built without re-validating what the store just made
+    (`EventEnvelope.model_construct`: the event was validated when it was created; ids, versions
+    and times come from the store itself), JSON by pydantic-core (`to_json`) instead of
+    `json.dumps`."""
+
+    async def append(self, conn, appends, causation):
+        with _tracer.start_as_current_span("eventlog.append") as span:
+            span.set_attribute("eventlog.streams", len(appends))
+            envelopes, datas = await self._lean(conn, appends, causation, current_trace_headers())
+            span.set_attribute("eventlog.events", len(envelopes))
+            if not envelopes:
+                return []
+            try:
+                await conn.exec_driver_sql(_INSERT_BINARY, _columns(envelopes, datas))
+            except IntegrityError as error:
+                raise ConcurrencyConflict(str(error.orig)) from error
+            return envelopes
+
+    async def _lean(self, conn, appends, causation, trace_headers):
+        unversioned = [a.stream_id for a in appends if a.expected_version is ANY_VERSION]
+        current: dict[str, int] = {}
+        if unversioned:
+            rows = await conn.execute(_CURRENT_VERSIONS, {"ids": unversioned})
+            current = {row.stream_id: row.version for row in rows}
+        now = self._clock.now()
+        envelopes, datas = [], []
+        construct = EventEnvelope.model_construct
+        for append in appends:
+            base = append.expected_version
+            if base is ANY_VERSION:
+                base = current.get(append.stream_id, 0)
+            cause = append.causation or causation
+            traceparent = cause.traceparent or trace_headers.get(TRACEPARENT)
+            tracestate = cause.tracestate if cause.traceparent else trace_headers.get(TRACESTATE)
+            for offset, event in enumerate(append.events, start=1):
+                data = event.model_dump(mode="json")
+                datas.append(pydantic_core.to_json(data).decode())
+                envelopes.append(construct(
+                    event_id=uuid.uuid4(), stream_id=append.stream_id, version=base + offset,
+                    type=event.type_name(), schema_version=event.schema_version,
+                    occurred_at=now, correlation_id=cause.correlation_id,
+                    causation_id=cause.causation_id, traceparent=traceparent,
+                    tracestate=tracestate, data=data,
+                ))
+        return envelopes, datas
+
+
+class DriverConnection(LeanEnvelopes):
+    """Lean envelopes and binary parameters, executed on the psycopg connection under the
+    caller's SQLAlchemy connection (same transaction), skipping SQLAlchemy's execute path
+    (greenlet hop, result and exception wrapping); the unique violation is caught from psycopg."""
+
+    async def append(self, conn, appends, causation):
+        with _tracer.start_as_current_span("eventlog.append") as span:
+            span.set_attribute("eventlog.streams", len(appends))
+            envelopes, datas = await self._lean(conn, appends, causation, current_trace_headers())
+            span.set_attribute("eventlog.events", len(envelopes))
+            if not envelopes:
+                return []
+            driver = (await conn.get_raw_connection()).driver_connection
+            try:
+                await driver.execute(_INSERT_BINARY, _columns(envelopes, datas))
+            except psycopg.errors.UniqueViolation as error:
+                raise ConcurrencyConflict(str(error)) from error
+            return envelopes
+
+
+VARIANTS: dict[str, type[EventStore]] = {
+    "current": EventStore,
+    "binary params": BinaryParams,
+    "binary params + lean envelopes": LeanEnvelopes,
+    "binary params + lean envelopes + driver execute": DriverConnection,
+}
+
+
+async def _batched(engine, store, events) -> float:
+    start = time.perf_counter()
+    for batch in chunks(events, BATCH):
+        async with engine.begin() as conn:
+            await store.append(conn, [Append(e.stream_id(), 0, [e]) for e in batch],
+                               Causation.new())
+    return time.perf_counter() - start
+
+
+async def _singles(engine, store, events, writers) -> float:
+    async def writer(mine):
+        for e in mine:
+            async with engine.begin() as conn:
+                await store.append(conn, [Append(e.stream_id(), 0, [e])], Causation.new())
+
+    start = time.perf_counter()
+    await asyncio.gather(*(writer(events[i::writers]) for i in range(writers)))
+    return time.perf_counter() - start
+
+
+async def _same_rows(engine, store) -> None:
+    """The variant stores what the current store stores, and conflicts the same way."""
+    reference = EventStore(SystemClock())
+    event = make_events(1)[0]
+    async with engine.begin() as conn:
+        ours = await store.append(conn, [Append(event.stream_id(), 0, [event])], Causation.new())
+    async with engine.connect() as conn:
+        stored = await reference.read_stream(conn, event.stream_id())
+        outboxed = (await conn.execute(text(
+            "SELECT count(*) FROM eventlog.outbox o JOIN eventlog.events e USING (position)"
+            " WHERE e.stream_id = :s"), {"s": event.stream_id()})).scalar_one()
+    assert stored == ours, (stored, ours)
+    assert outboxed == 1
+    try:
+        async with engine.begin() as conn:
+            await store.append(conn, [Append(event.stream_id(), 0, [event])], Causation.new())
+    except ConcurrencyConflict:
+        pass
+    else:
+        raise AssertionError("no conflict")
+
+
+async def main(quick: bool) -> None:
+    n_batched = 20_000 if quick else 100_000
+    n_single = 1_000 if quick else 5_000
+    rounds = 2 if quick else 3
+    rows = []
+    for name, cls in VARIANTS.items():
+        for no_ping in (False, True):
+            label = name + (" (engine without pool_pre_ping)" if no_ping else "")
+            url = fresh_database("experiment")
+            engine = (create_async_engine(sqlalchemy_url(url), pool_size=10, max_overflow=10)
+                      if no_ping else create_engine(url))
+            await migrate(engine, EVENTLOG_MIGRATIONS)
+            store = cls(SystemClock())
+            await _same_rows(engine, store)
+            await _batched(engine, store, make_events(3 * BATCH))
+            await _singles(engine, store, make_events(200), 1)
+            figures = {}
+            for measure, n, run in (
+                ("batched", n_batched, lambda ev: _batched(engine, store, ev)),
+                ("single x1", n_single, lambda ev: _singles(engine, store, ev, 1)),
+                ("single x8", n_single, lambda ev: _singles(engine, store, ev, 8)),
+            ):
+                if no_ping and measure == "batched":
+                    continue
+                best = 0.0
+                for _ in range(rounds):  # best of rounds: the least disturbed
+                    events = make_events(n)
+                    checkpoint(url)
+                    best = max(best, n / await run(events))
+                figures[measure] = best
+                progress(f"{label}: {measure} {best:,.0f} events/s")
+            rows.append((label, figures))
+            await engine.dispose()
+    print(f"\n{'variant':<58} {'batched':>10} {'single x1':>10} {'single x8':>10}  (events/s,"
+          f" best of {rounds})")
+    for label, f in rows:
+        cells = [f"{f[m]:>10,.0f}" if m in f else f"{'-':>10}"
+                 for m in ("batched", "single x1", "single x8")]
+        print(f"{label:<58} {' '.join(cells)}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    try:
+        asyncio.run(main(parser.parse_args().quick))
+    finally:
+        common.close()

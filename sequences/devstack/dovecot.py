@@ -1,0 +1,183 @@
+"""A Dovecot IMAP server for tests and benchmarks: its own config, run and mail directories,
+one test user, a free loopback port, plain-text login (loopback only, no TLS).
+
+Dovecot (Debian `dovecot-imapd` 2.3) starts as root but refuses to run its login processes as
+root, so they run as `dovenull` and mail is stored as `dovecot`; when not root, everything runs
+as the current user. It offers IDLE, UIDPLUS, MOVE and CONDSTORE. The master process daemonizes
+itself, so it is stopped through the pid it writes to `base_dir/master.pid`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from sequences.devstack.ports import free_port, wait_for_port
+
+_STOP_TIMEOUT = 5.0
+
+
+def dovecot_binary() -> Path | None:
+    found = shutil.which("dovecot") or next(
+        (p for p in ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot") if os.access(p, os.X_OK)),
+        None,
+    )
+    return Path(found) if found else None
+
+
+class Dovecot:
+    """One Dovecot master process serving IMAP on `host:port` for `user`/`password`."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1",
+                 user: str = "sales", password: str = "secret") -> None:
+        self.data_dir = Path(data_dir)
+        self.host = host
+        self.port = port or free_port()
+        self.user = user
+        self.password = password
+        self.run_dir = self.data_dir / "run"
+        self.mail_dir = self.data_dir / "mail"
+        self.log_path = self.data_dir / "dovecot.log"
+        self._config = self.data_dir / "dovecot.conf"
+
+    @property
+    def url(self) -> str:
+        """The WATCH_MAILBOXES form of this mailbox (carries the password: do not log it)."""
+        return f"imap://{self.user}:{self.password}@{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        try:
+            return int((self.run_dir / "master.pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def start(self) -> str:
+        binary = dovecot_binary()
+        if binary is None:
+            raise RuntimeError("dovecot not found; install it: apt-get install -y dovecot-imapd")
+        if free_port(self.port, self.host) != self.port:
+            raise RuntimeError(f"cannot start dovecot: {self.host}:{self.port} is in use")
+        self._prepare_files()
+        started = subprocess.run([str(binary), "-c", str(self._config)],
+                                 capture_output=True, text=True)
+        if started.returncode != 0:
+            raise RuntimeError(f"dovecot failed to start: {started.stderr}\n{self._log_tail()}")
+        try:
+            wait_for_port(self.host, self.port, timeout=15)
+        except TimeoutError as error:
+            self.stop()
+            raise RuntimeError(f"dovecot did not listen: {error}\n{self._log_tail()}") from error
+        return self.url
+
+    def _prepare_files(self) -> None:
+        mail_owner, login_user = _run_as()
+        for directory in (self.data_dir, self.run_dir, self.mail_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        # The unprivileged mail and login processes must reach these directories, and the
+        # parents pytest creates are private (0700): let everyone traverse (not list) them.
+        _allow_traversal(self.data_dir)
+        shutil.chown(self.mail_dir, mail_owner, mail_owner)
+        passwd = self.data_dir / "passwd"
+        passwd.write_text(f"{self.user}:{{PLAIN}}{self.password}::::::\n")
+        passwd.chmod(0o644)
+        self._config.write_text(_CONFIG.format(
+            base_dir=self.run_dir, log=self.log_path, host=self.host, port=self.port,
+            passwd=passwd, mail=self.mail_dir, mail_owner=mail_owner, login_user=login_user,
+            state_dir=self.data_dir / "state",
+        ))
+
+    def _log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        pid = self.pid
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + _STOP_TIMEOUT
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def _run_as() -> tuple[str, str]:
+    """(owner of the mail, user of the login processes)."""
+    if os.geteuid() == 0:
+        return "dovecot", "dovenull"
+    me = getpass.getuser()
+    return me, me
+
+
+def _allow_traversal(path: Path) -> None:
+    for directory in (path, *path.parents):
+        mode = directory.stat().st_mode
+        if mode & 0o001 == 0 and os.access(directory, os.W_OK):
+            directory.chmod(mode | 0o001)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# Loopback test server: plain-text logins without TLS are acceptable only because it listens on
+# 127.0.0.1. Everything it writes stays under the data directory.
+_CONFIG = """\
+base_dir = {base_dir}
+state_dir = {state_dir}
+log_path = {log}
+protocols = imap
+listen = {host}
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_login_user = {login_user}
+default_internal_user = {mail_owner}
+mail_location = maildir:{mail}/%u
+mail_uid = {mail_owner}
+mail_gid = {mail_owner}
+first_valid_uid = 0
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {passwd}
+}}
+userdb {{
+  driver = static
+  args = uid={mail_owner} gid={mail_owner} home={mail}/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = {host}
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+protocol imap {{
+  mail_max_userip_connections = 100
+}}
+"""
