@@ -7,6 +7,7 @@ with its name; the service validates again, because other clients may send comma
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, ClassVar
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
@@ -93,6 +94,18 @@ class EnrollContact(Command):
     contact_id: uuid.UUID
 
 
+# --- scheduler: queries ------------------------------------------------------------------------
+
+
+class PreviewSchedule(Query):
+    """When each step would go out for someone enrolled at `start` (default: now), if every
+    step completes when it goes out. A `start` without offset is read in the sequence's zone."""
+
+    service: ClassVar[str] = "scheduler"
+    sequence_id: uuid.UUID
+    start: datetime | None = None
+
+
 # --- enrollment service: queries --------------------------------------------------------------
 
 
@@ -114,6 +127,13 @@ class GetEnrollment(Query):
 class ListEnrollments(Query):
     service: ClassVar[str] = "enrollment"
     sequence_id: uuid.UUID
+
+
+class StepsRequest(BaseModel):
+    """HTTP body of `PUT /v1/sequences/{sequence_id}/steps`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    steps: Steps
 
 
 class EnrollmentRequest(BaseModel):

@@ -58,3 +58,18 @@ class EnrollmentView(BaseModel):
 
 class Created(BaseModel):
     id: uuid.UUID
+
+
+class ScheduledStep(BaseModel):
+    step_id: uuid.UUID
+    step_index: int
+    channel: str
+    local: datetime  # in the sequence's timezone, with its offset
+    utc: datetime
+
+
+class SchedulePreview(BaseModel):
+    sequence_id: uuid.UUID
+    timezone: str
+    start: datetime
+    steps: list[ScheduledStep]

@@ -110,6 +110,14 @@ async def advance(js: JetStreamContext, delta: timedelta) -> timedelta:
     return offset
 
 
+async def set_to(js: JetStreamContext, moment: datetime) -> timedelta:
+    """Make every process's clock read `moment` now (tests jump to a DST change this way)."""
+    offset = moment - datetime.now(UTC)
+    kv = await clock_bucket(js)
+    await kv.put(CLOCK_OFFSET_KEY, str(offset.total_seconds()).encode())
+    return offset
+
+
 _DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhd])$")
 _UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 

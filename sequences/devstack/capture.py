@@ -40,7 +40,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 
 log = logging.getLogger(__name__)
 
-# 30 MB messages (the largest the mailer may send) plus headroom for line endings.
+# Messages up to 30 MB must get through; the limit counts SMTP line endings, so add headroom.
 DATA_SIZE_LIMIT = 32 * 1024 * 1024
 
 _CAPTURE_ID = re.compile(r"\d{20}-[0-9a-f]{32}")
@@ -177,7 +177,11 @@ class MailCapture:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.create_server((self.host, port), family=family)
         config = uvicorn.Config(
-            _viewer_app(self), lifespan="off", log_config=None, log_level="warning", access_log=False
+            _viewer_app(self),
+            lifespan="off",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
         )
         self._http = _EmbeddedUvicorn(config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
@@ -300,7 +304,8 @@ async def serve(
     http_port: int | None = 8025,
 ) -> None:
     """Capture mail (and serve the viewer) until cancelled."""
-    async with MailCapture(mail_dir, host=host, smtp_port=smtp_port, http_port=http_port) as capture:
+    capture = MailCapture(mail_dir, host=host, smtp_port=smtp_port, http_port=http_port)
+    async with capture:
         log.info(
             "capturing mail on smtp://%s:%d into %s; viewer at %s",
             host,
@@ -319,8 +324,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--http-port", type=int, default=8025, help="viewer port")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # aiosmtpd logs several INFO lines per message; at benchmark rates that dominates.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # aiosmtpd logs several INFO lines per message: at benchmark rates, a flood that costs time.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     asyncio.run(_serve_until_signalled(args.mail_dir, args.host, args.smtp_port, args.http_port))
 

@@ -75,7 +75,7 @@ class NatsServer:
         # Connecting is how readiness is detected, so a port some other server already holds
         # (this machine runs a system NATS on 4222) would pass as ours: refuse it up front.
         if free_port(self.port, self.host) != self.port:
-            raise RuntimeError(f"cannot start nats-server: {self.host}:{self.port} is already in use")
+            raise RuntimeError(f"cannot start nats-server: {self.host}:{self.port} is in use")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         # stdout and stderr go to the log file rather than -l, so errors printed before

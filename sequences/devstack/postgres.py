@@ -81,7 +81,7 @@ class EmbeddedPostgres:
         server.cleanup()
         # PostgreSQL deletes postmaster.pid as the last step of shutting down. Checking the
         # process instead would mislead: the postmaster is a daemon reparented to PID 1, and
-        # until PID 1 reaps it (over a second in this sandbox) it lingers as a zombie that
+        # until PID 1 reaps it (over a second on some machines) it lingers as a zombie that
         # psutil still reports as running.
         if (self.pgdata / "postmaster.pid").exists():
             holders = json.loads((self.pgdata / ".handle_pids.json").read_text())

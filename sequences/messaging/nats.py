@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -22,9 +21,11 @@ DUPLICATE_WINDOW_SECONDS = 15 * 60
 
 async def connect(url: str, name: str) -> Client:
     """Connect, and keep reconnecting forever: a NATS restart must not stop a service."""
+    nc = Client()
 
     async def on_disconnect():
-        log.warning("NATS disconnected; reconnecting")
+        if not nc.is_closed:  # closing on purpose is not worth a warning
+            log.warning("NATS disconnected; reconnecting")
 
     async def on_reconnect():
         log.info("NATS reconnected")
@@ -32,7 +33,7 @@ async def connect(url: str, name: str) -> Client:
     async def on_error(error: Exception):
         log.warning("NATS error: %s", error)
 
-    return await nats.connect(
+    await nc.connect(
         url,
         name=name,
         max_reconnect_attempts=-1,
@@ -41,6 +42,7 @@ async def connect(url: str, name: str) -> Client:
         reconnected_cb=on_reconnect,
         error_cb=on_error,
     )
+    return nc
 
 
 def events_stream_config(replicas: int = 1) -> StreamConfig:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -15,6 +16,8 @@ from pydantic import BaseModel
 
 from contracts.base import Problem
 from contracts.commands import (
+    ArchiveSequence,
+    ChangeSequenceSteps,
     ClockAdvance,
     CreateContact,
     CreateSequence,
@@ -24,8 +27,12 @@ from contracts.commands import (
     GetEnrollment,
     GetSequence,
     ListEnrollments,
+    PauseSequence,
+    PreviewSchedule,
+    ResumeSequence,
+    StepsRequest,
 )
-from contracts.views import ContactView, Created, EnrollmentView, SequenceView
+from contracts.views import ContactView, Created, EnrollmentView, SchedulePreview, SequenceView
 from sequences import clock
 from sequences.bootstrap import configure_logging
 from sequences.config import Settings
@@ -94,6 +101,25 @@ def create_app(settings: Settings) -> FastAPI:
     async def get_sequence(sequence_id: uuid.UUID, request: Request):
         return await ask(request, GetSequence(sequence_id=sequence_id))
 
+    @app.put("/v1/sequences/{sequence_id}/steps", response_model=SequenceView, tags=["sequences"])
+    async def change_steps(sequence_id: uuid.UUID, body: StepsRequest, request: Request):
+        """Replace the steps. Keep a step by sending its `step_id`; what enrollees already ran is
+        never rewritten, and their pending steps are re-planned."""
+        await ask(request, ChangeSequenceSteps(sequence_id=sequence_id, steps=body.steps))
+        return await ask(request, GetSequence(sequence_id=sequence_id))
+
+    for action, command in (("pause", PauseSequence), ("resume", ResumeSequence),
+                            ("archive", ArchiveSequence)):
+        _sequence_action(app, ask, action, command)
+
+    @app.get("/v1/sequences/{sequence_id}/schedule", response_model=SchedulePreview,
+             tags=["sequences"])
+    async def preview_schedule(sequence_id: uuid.UUID, request: Request,
+                               start: datetime | None = None):
+        """When each step would go out for someone enrolled at `start` (default now), in the
+        sequence's local time and in UTC."""
+        return await ask(request, PreviewSchedule(sequence_id=sequence_id, start=start))
+
     @app.post("/v1/contacts", status_code=201, response_model=Created, tags=["contacts"])
     async def create_contact(body: CreateContact, request: Request):
         return await ask(request, body)
@@ -135,6 +161,20 @@ def create_app(settings: Settings) -> FastAPI:
             return {"offset_seconds": offset.total_seconds()}
 
     return app
+
+
+def _sequence_action(app: FastAPI, ask, action: str, command: type[BaseModel]) -> None:
+    async def act(sequence_id: uuid.UUID, request: Request):
+        await ask(request, command(sequence_id=sequence_id))
+        return await ask(request, GetSequence(sequence_id=sequence_id))
+
+    act.__doc__ = {
+        "pause": "Pause: every enrollee's pending step is held until resumed.",
+        "resume": "Resume: held steps go on; missed ones are re-planned from now by the same rules.",
+        "archive": "Archive: no new enrollments, nothing more goes out.",
+    }[action]
+    app.post(f"/v1/sequences/{{sequence_id}}/{action}", response_model=SequenceView,
+             tags=["sequences"], name=f"{action}_sequence")(act)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 
@@ -53,14 +54,15 @@ class MailerHandlers:
     async def on_sequence_created(self, event: SequenceCreated, d: Delivery) -> None:
         await d.conn.execute(
             text(
-                "INSERT INTO mailer.sequences (sequence_id, sender_name, sender_email, steps)"
-                " VALUES (:id, :name, :email, CAST(:steps AS jsonb))"
+                "INSERT INTO mailer.sequences (sequence_id, sender_name, sender_email, timezone,"
+                " steps) VALUES (:id, :name, :email, :timezone, CAST(:steps AS jsonb))"
                 " ON CONFLICT (sequence_id) DO NOTHING"
             ),
             {
                 "id": event.sequence_id,
                 "name": event.sender_name,
                 "email": event.sender_email,
+                "timezone": event.timezone,
                 "steps": json.dumps([s.model_dump(mode="json") for s in event.steps]),
             },
         )
@@ -120,7 +122,7 @@ class MailerHandlers:
     async def _compose(self, conn, event: StepDue) -> OutgoingEmail | None:
         sequence = (
             await conn.execute(
-                text("SELECT sender_name, sender_email, steps FROM mailer.sequences"
+                text("SELECT sender_name, sender_email, timezone, steps FROM mailer.sequences"
                      " WHERE sequence_id = :id"),
                 {"id": event.sequence_id},
             )
@@ -158,7 +160,7 @@ class MailerHandlers:
             html_body=html_body_for(step["body"], values),
             message_id=message_id_for(event.enrollment_id, event.step_id,
                                       sequence.sender_email),
-            date=self.runtime.clock.now(),
+            date=self.runtime.clock.now().astimezone(ZoneInfo(sequence.timezone)),
         )
 
     async def _record_sent(self, d: Delivery, event: StepDue, email: OutgoingEmail) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from contracts.commands import PreviewSchedule
 from sequences.bootstrap import Runtime, ServiceParts, run_service
 from sequences.db import Migrations
 from services.scheduler.handlers import SchedulerHandlers, subscription
@@ -15,7 +16,11 @@ MIGRATIONS = Migrations(NAME, Path(__file__).parent / "migrations")
 
 def build(runtime: Runtime) -> ServiceParts:
     handlers = SchedulerHandlers(runtime)
-    return ServiceParts(subscriptions=[subscription(handlers)], loops=[handlers.run_firing])
+    return ServiceParts(
+        subscriptions=[subscription(handlers)],
+        requests={PreviewSchedule: handlers.preview_schedule},
+        loops=[handlers.run_firing],
+    )
 
 
 def main() -> None:

@@ -7,7 +7,9 @@ The rule (also in the README):
 2. "As soon as due": the step goes out at that due moment.
 3. With a send time (say 09:30): the step goes out at 09:30 local on the due moment's date if
    that instant is at or after the due moment, else at 09:30 on the next day. So enrolled Monday
-   15:00 with wait 0 -> Tuesday 09:30; enrolled Monday 08:00 with wait 0 -> Monday 09:30.
+   15:00 with wait 0 -> Tuesday 09:30; enrolled Monday 08:00 with wait 0 -> Monday 09:30. The
+   comparison is to the minute: a step sent at 09:30:04 with a 1-day wait before the next one
+   makes the next go out at 09:30 the next day, not the day after.
 4. Local times are read in the sequence's timezone with zoneinfo: 09:30 stays 09:30 across DST
    changes. A local time inside a skipped hour (spring forward) moves to the first valid instant
    after the gap (02:30 -> 03:00); a local time in a repeated hour (fall back) means its first
@@ -31,7 +33,7 @@ def due_at(anchor: datetime, wait_days: int, timezone: str, policy: SendPolicy) 
         return due
     send = time.fromisoformat(policy.send_time)
     candidate = local_instant(datetime.combine(due_wall.date(), send), tz)
-    if candidate < due:
+    if candidate < due.replace(second=0, microsecond=0):
         candidate = local_instant(datetime.combine(due_wall.date() + timedelta(days=1), send), tz)
     return candidate
 
@@ -56,3 +58,12 @@ def local_instant(wall: datetime, tz: ZoneInfo) -> datetime:
 
 def _wall(instant: datetime, tz: ZoneInfo) -> datetime:
     return instant.astimezone(tz).replace(tzinfo=None)
+
+
+def preview(start: datetime, steps, timezone: str, policy: SendPolicy) -> list[tuple[int, datetime]]:
+    """When each step would go out if each completes the moment it goes out: (index, UTC)."""
+    moments, anchor = [], start
+    for index, step in enumerate(steps):
+        anchor = due_at(anchor, step.wait_days, timezone, policy)
+        moments.append((index, anchor))
+    return moments

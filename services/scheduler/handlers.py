@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -28,13 +29,16 @@ from contracts.events import (
     SequenceStepsChanged,
     StepDue,
 )
+from contracts.commands import PreviewSchedule
 from contracts.values import SendPolicy, Step, next_step
+from contracts.views import ScheduledStep, SchedulePreview
 from sequences.bootstrap import Runtime
 from sequences.eventlog.store import ANY_VERSION, Append, Causation
 from sequences.faults import crash_point
 from sequences.messaging.consumer import Delivery, NotReady, Subscription
+from sequences.messaging.rpc import Rejected
 from sequences.tracing import tracer
-from services.scheduler.domain import due_at
+from services.scheduler.domain import due_at, local_instant, preview
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
@@ -198,6 +202,29 @@ class SchedulerHandlers:
             "channel": step.channel, "due_at": when,
             "state": "pending" if where.state == "live" else "held",
         })
+
+    # --- queries ----------------------------------------------------------------------------
+
+    async def preview_schedule(self, query: PreviewSchedule) -> SchedulePreview:
+        async with self.runtime.engine.connect() as conn:
+            sequence = (await conn.execute(
+                text("SELECT timezone, send_policy, steps FROM scheduler.sequences"
+                     " WHERE sequence_id = :id"), {"id": query.sequence_id})).first()
+        if sequence is None:
+            raise Rejected(404, f"no such sequence: {query.sequence_id}", "sequence_id")
+        zone = ZoneInfo(sequence.timezone)
+        start = query.start or self.runtime.clock.now()
+        if start.tzinfo is None:
+            start = local_instant(start, zone)
+        steps = [Step.model_validate(s) for s in sequence.steps]
+        moments = preview(start, steps, sequence.timezone,
+                          SendPolicy.model_validate(sequence.send_policy))
+        return SchedulePreview(
+            sequence_id=query.sequence_id, timezone=sequence.timezone, start=start,
+            steps=[ScheduledStep(step_id=steps[i].step_id, step_index=i, channel=steps[i].channel,
+                                 local=moment.astimezone(zone), utc=moment.astimezone(UTC))
+                   for i, moment in moments],
+        )
 
     # --- firing -----------------------------------------------------------------------------
 

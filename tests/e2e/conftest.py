@@ -9,15 +9,27 @@ from sequences.devstack.stack import Stack, StackConfig
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """The whole system, every service its own process, on free ports, with a movable clock."""
-    config = StackConfig(
+def stack_config(tmp_path_factory, **overrides) -> StackConfig:
+    return StackConfig(
         data_dir=tmp_path_factory.mktemp("stack"),
         gateway_port=0, nats_port=0, smtp_port=0, mail_viewer_port=0,
         log_to_files=True,
         database_url=os.environ.get("DATABASE_URL"),
         nats_url=os.environ.get("NATS_URL"),
+        **overrides,
     )
-    with Stack(config) as running:
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """The whole system, every service its own process, on free ports, with a movable clock."""
+    with Stack(stack_config(tmp_path_factory)) as running:
         yield running
+
+
+@pytest.fixture
+async def api(stack):
+    import httpx
+
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client:
+        yield client

@@ -34,17 +34,11 @@ SEQUENCE = {
 }
 
 
-@pytest.fixture
-async def api(stack):
-    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client:
-        yield client
-
-
 def mail_to(stack, address: str):
     return [m for m in read_captured(stack.mail_dir) if m["To"] == address]
 
 
-async def new_contact(api, **fields) -> str:
+async def new_contact(api, **fields) -> tuple[str, str]:
     email = f"kim.{uuid.uuid4().hex[:8]}@customer.example"
     response = await api.post("/v1/contacts", json={
         "name": "김민수", "company": "한빛상사", "email": email, **fields})

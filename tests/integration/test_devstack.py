@@ -168,7 +168,8 @@ async def test_mail_capture_stores_and_lists_messages(tmp_path: Path) -> None:
         # Stored byte for byte as sent.
         assert sorted(mail_dir.glob("*.eml"))[0].read_bytes() == korean_raw
 
-        async with httpx.AsyncClient(base_url=f"http://{HOST}:{http_port}", trust_env=False) as http:
+        viewer = f"http://{HOST}:{http_port}"
+        async with httpx.AsyncClient(base_url=viewer, trust_env=False) as http:
             assert (await http.get("/healthz")).json() == {"status": "ok"}
 
             listed = (await http.get("/messages")).json()

@@ -73,3 +73,21 @@ def test_every_day_of_2026_and_2027_gets_the_send_time_exactly_once(zone, send_t
             datetime.combine(wall.date(), datetime.strptime(send_time, "%H:%M").time()), tz
         ) == due
     assert len(seen) == 730
+
+
+def test_a_step_sent_seconds_after_the_send_time_does_not_push_the_next_one_a_day():
+    sent = datetime(2027, 3, 13, 9, 30, 6, tzinfo=NEW_YORK)
+    assert local(due_at(sent, 1, "America/New_York", AT_0930), NEW_YORK) == datetime(2027, 3, 14, 9, 30)
+    late = datetime(2027, 3, 13, 9, 31, 0, tzinfo=NEW_YORK)
+    assert local(due_at(late, 1, "America/New_York", AT_0930), NEW_YORK) == datetime(2027, 3, 15, 9, 30)
+
+
+def test_the_schedule_preview_chains_the_steps():
+    from contracts.values import Step
+    from services.scheduler.domain import preview
+
+    steps = [Step(channel="email", subject="s", body="b", wait_days=w) for w in (0, 1, 3)]
+    start = datetime(2027, 3, 12, 10, 0, tzinfo=NEW_YORK)
+    moments = [local(m, NEW_YORK) for _, m in preview(start, steps, "America/New_York", AT_0930)]
+    assert moments == [datetime(2027, 3, 13, 9, 30), datetime(2027, 3, 14, 9, 30),
+                       datetime(2027, 3, 17, 9, 30)]

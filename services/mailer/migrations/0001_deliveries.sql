@@ -5,6 +5,7 @@ CREATE TABLE mailer.sequences (
     sequence_id  uuid PRIMARY KEY,
     sender_name  text  NOT NULL,
     sender_email text  NOT NULL,
+    timezone     text  NOT NULL,  -- the Date header is written in it
     steps        jsonb NOT NULL
 );
 
