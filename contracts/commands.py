@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from contracts.subjects import command_subject, query_subject
-from contracts.values import SendPolicy, SingleLine, Steps, TimezoneName
+from contracts.values import (
+    Label,
+    Labels,
+    Phone,
+    SendPolicy,
+    ShortText,
+    SingleLine,
+    Steps,
+    TimezoneName,
+)
+from contracts.views import EnrollmentStatus
 
 Name = Annotated[SingleLine, Field(min_length=1, max_length=200)]
-OptionalText = Annotated[SingleLine, Field(max_length=200)]
 
 
 class Command(BaseModel):
@@ -76,15 +85,66 @@ class ArchiveSequence(Command):
     sequence_id: uuid.UUID
 
 
-class CreateContact(Command):
+class ContactFields(BaseModel):
+    """A contact as sales teams know it. `email` is its key within a workspace (imports upsert
+    by it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: ShortText = ""
+    company: ShortText = ""
+    job_title: ShortText = ""
+    owner_name: ShortText = ""
+    email: EmailStr
+    phone: Phone = ""
+    status: Annotated[SingleLine, Field(max_length=50)] = ""
+    tags: Labels = []
+    lists: Labels = []
+
+
+class CreateContact(ContactFields, Command):
     service: ClassVar[str] = "enrollment"
 
-    name: OptionalText = ""
-    company: OptionalText = ""
-    job_title: OptionalText = ""
-    owner_name: OptionalText = ""
-    email: EmailStr
-    phone: Annotated[SingleLine, Field(max_length=40)] = ""
+
+class ContactChanges(BaseModel):
+    """HTTP body of `PATCH /v1/contacts/{contact_id}`: the fields to change."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: ShortText | None = None
+    company: ShortText | None = None
+    job_title: ShortText | None = None
+    owner_name: ShortText | None = None
+    email: EmailStr | None = None
+    phone: Phone | None = None
+    status: Annotated[SingleLine, Field(max_length=50)] | None = None
+    tags: Labels | None = None
+    lists: Labels | None = None
+
+
+class UpdateContact(Command):
+    service: ClassVar[str] = "enrollment"
+    contact_id: uuid.UUID
+    changes: ContactChanges
+
+
+class DeleteContact(Command):
+    service: ClassVar[str] = "enrollment"
+    contact_id: uuid.UUID
+
+
+class OptOutContact(Command):
+    service: ClassVar[str] = "enrollment"
+    contact_id: uuid.UUID
+    source: Literal["manual", "unsubscribe-link", "one-click", "import"] = "manual"
+    reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+class ImportContacts(Command):
+    """Upsert contacts by email (one chunk of an import; each chunk is one transaction)."""
+
+    service: ClassVar[str] = "enrollment"
+    rows: list[ContactFields] = Field(min_length=1, max_length=5000)
 
 
 class EnrollContact(Command):
@@ -92,6 +152,39 @@ class EnrollContact(Command):
 
     sequence_id: uuid.UUID
     contact_id: uuid.UUID
+    # enroll again a contact whose earlier enrollment in this sequence ended
+    reenroll: bool = False
+
+
+class Segment(BaseModel):
+    """Who to enroll: contacts with this status, tag or list (all given must match), or all."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: Annotated[SingleLine, Field(max_length=50)] | None = None
+    tag: Label | None = None
+    list: Label | None = None
+    all: bool = False
+
+    @model_validator(mode="after")
+    def _says_who(self) -> Segment:
+        named = any(v is not None for v in (self.status, self.tag, self.list))
+        if named == self.all:
+            raise ValueError("give a status, tag or list, or all: true (and not both)")
+        return self
+
+
+class EnrollSegment(Command):
+    service: ClassVar[str] = "enrollment"
+    sequence_id: uuid.UUID
+    segment: Segment
+    reenroll: bool = False
+
+
+class StopEnrollment(Command):
+    service: ClassVar[str] = "enrollment"
+    enrollment_id: uuid.UUID
+    reason: Annotated[str, Field(max_length=500)] | None = None
 
 
 # --- scheduler: queries ------------------------------------------------------------------------
@@ -124,9 +217,43 @@ class GetEnrollment(Query):
     enrollment_id: uuid.UUID
 
 
+class Page(BaseModel):
+    """Cursor pagination: pass back `next_cursor` to get the following page."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: Annotated[str, Field(max_length=500)] | None = None
+
+
+EnrolleeSort = Literal["enrolled_at", "last_activity_at", "next_due_at", "contact_name", "status"]
+
+
 class ListEnrollments(Query):
     service: ClassVar[str] = "enrollment"
     sequence_id: uuid.UUID
+    status: EnrollmentStatus | None = None
+    sort: EnrolleeSort = "enrolled_at"
+    descending: bool = False
+    page: Page = Page()
+
+
+class ListContacts(Query):
+    service: ClassVar[str] = "enrollment"
+    q: Annotated[str, Field(max_length=200)] | None = None  # in name, company or email
+    status: Annotated[str, Field(max_length=50)] | None = None
+    tag: Annotated[str, Field(max_length=100)] | None = None
+    list: Annotated[str, Field(max_length=100)] | None = None
+    page: Page = Page()
+
+
+class ListSequences(Query):
+    service: ClassVar[str] = "enrollment"
+    page: Page = Page()
+
+
+class GetTimeline(Query):
+    service: ClassVar[str] = "enrollment"
+    enrollment_id: uuid.UUID
 
 
 class StepsRequest(BaseModel):
@@ -141,6 +268,20 @@ class EnrollmentRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     contact_id: uuid.UUID
+    reenroll: bool = False
+
+
+class BulkEnrollmentRequest(BaseModel):
+    """HTTP body of `POST /v1/sequences/{sequence_id}/enrollments/bulk`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    segment: Segment
+    reenroll: bool = False
+
+
+class StopRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    reason: Annotated[str, Field(max_length=500)] | None = None
 
 
 class ClockAdvance(BaseModel):

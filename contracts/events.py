@@ -68,6 +68,27 @@ class ContactCreated(ContactEvent):
     owner_name: SingleLine = ""
     email: EmailStr
     phone: SingleLine = ""
+    status: SingleLine = ""
+    tags: list[str] = []
+    lists: list[str] = []
+
+
+class ContactUpdated(ContactEvent):
+    """Only the fields that changed, with their new values."""
+
+    changes: dict[str, str | list[str]]
+
+
+class ContactDeleted(ContactEvent):
+    deleted_at: datetime
+
+
+class ContactOptedOut(ContactEvent):
+    """The contact asked not to be mailed again: every active enrollment of theirs stops."""
+
+    opted_out_at: datetime
+    source: Literal["manual", "unsubscribe-link", "one-click", "import"]
+    reason: str | None = None
 
 
 class EnrollmentEvent(Event):
@@ -80,6 +101,8 @@ class ContactEnrolled(EnrollmentEvent):
     sequence_id: uuid.UUID
     contact_id: uuid.UUID
     enrolled_at: datetime
+    email: str  # the address at enrollment (a bounced address is not enrolled again)
+    attempt: int = Field(default=1, ge=1)  # 2 and up: re-enrolled after an earlier one ended
 
 
 class EnrollmentStepCompleted(EnrollmentEvent):
@@ -102,6 +125,16 @@ class ScheduleEvent(Event):
     category: ClassVar[str] = "schedule"
     stream_key: ClassVar[str] = "enrollment_id"
     enrollment_id: uuid.UUID
+
+
+class StepScheduled(ScheduleEvent):
+    """The next step of this enrollment is planned for `due_at` (held while the sequence is
+    paused). Planned again when a wait, the steps or the sequence's state change."""
+
+    step_id: uuid.UUID
+    step_index: int = Field(ge=0)
+    due_at: datetime
+    held: bool = False
 
 
 class StepDue(ScheduleEvent):
@@ -202,6 +235,10 @@ class BounceDetected(BounceEvent):
 
 
 register(
+    ContactUpdated,
+    ContactDeleted,
+    ContactOptedOut,
+    StepScheduled,
     SequenceCreated,
     SequenceStepsChanged,
     SequencePaused,

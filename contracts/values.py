@@ -122,3 +122,18 @@ def next_step(steps: Sequence[Step], completed: Collection[uuid.UUID]) -> Step |
 
 
 Steps = Annotated[list[Step], Field(min_length=1, max_length=50), AfterValidator(check_steps)]
+
+
+def _labels(values: list[str]) -> list[str]:
+    """Tags and lists: trimmed, without blanks or repeats, in the order given."""
+    seen: dict[str, None] = {}
+    for value in values:
+        if value.strip():
+            seen.setdefault(value.strip(), None)
+    return list(seen)
+
+
+Label = Annotated[SingleLine, Field(max_length=100)]
+Labels = Annotated[list[Label], Field(max_length=50), AfterValidator(_labels)]
+ShortText = Annotated[SingleLine, Field(max_length=200)]
+Phone = Annotated[SingleLine, Field(max_length=40)]

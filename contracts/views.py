@@ -30,6 +30,7 @@ class SequenceView(BaseModel):
     steps: list[Step]
     state: str  # live | paused | archived
     enrolled: int
+    counts: dict[str, int]  # enrollees per status
     headline: str  # "N enrolled · live"
     created_at: datetime
 
@@ -42,18 +43,89 @@ class ContactView(BaseModel):
     owner_name: str
     email: str
     phone: str
+    status: str
+    tags: list[str]
+    lists: list[str]
+    opted_out: bool
     created_at: datetime
+    updated_at: datetime
 
 
 class EnrollmentView(BaseModel):
     enrollment_id: uuid.UUID
     sequence_id: uuid.UUID
     contact_id: uuid.UUID
+    contact_name: str
+    contact_email: str
     status: EnrollmentStatus
     current_step: int  # steps completed so far: the index of the next step (the count when done)
     sends: int
+    opens: int
     enrolled_at: datetime
     last_activity_at: datetime
+    next_due_at: datetime | None  # when the next step goes out (None when nothing is planned)
+    held: bool  # the next step waits for the sequence to resume
+    ended_reason: str | None  # why it stopped, bounced or replied
+
+
+class EnrollmentPage(BaseModel):
+    items: list[EnrollmentView]
+    next_cursor: str | None
+
+
+class ContactPage(BaseModel):
+    items: list[ContactView]
+    next_cursor: str | None
+
+
+class SequencePage(BaseModel):
+    items: list[SequenceView]
+    next_cursor: str | None
+
+
+class BulkEnrollmentResult(BaseModel):
+    enrolled: int
+    skipped_active: int  # already active in this sequence
+    skipped_ended: int  # an earlier enrollment ended and `reenroll` was not asked for
+    excluded_opted_out: int
+    refused_bounced: int  # their address bounced before and has not changed
+
+
+class ImportResult(BaseModel):
+    created: int
+    updated: int
+    unchanged: int
+
+
+class RowError(BaseModel):
+    row: int  # line number in the file (the header is line 1)
+    field: str | None
+    message: str
+
+
+class ImportReport(BaseModel):
+    created: int
+    updated: int
+    unchanged: int
+    failed: list[RowError]
+
+
+class TimelineEntry(BaseModel):
+    """One event of an enrollment's history, and what caused it."""
+
+    position: int
+    type: str
+    stream_id: str
+    occurred_at: datetime
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None
+    summary: str
+    data: dict
+
+
+class Timeline(BaseModel):
+    enrollment_id: uuid.UUID
+    entries: list[TimelineEntry]
 
 
 class Created(BaseModel):

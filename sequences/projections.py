@@ -48,11 +48,11 @@ async def rebuild(
         )
         after = 0
         while batch := await store.read_all(conn, subscription.categories, after, batch_size):
-            for position, envelope in batch:
-                outcome = await apply_in(conn, subscription, envelope, gated=False)
-                if outcome is not Outcome.applied:
-                    raise RuntimeError(f"log out of order at {envelope.stream_id} v{envelope.version}")
-                replayed += 1
+            envelopes = [envelope for _, envelope in batch]
+            outcomes = await apply_in(conn, subscription, envelopes, gated=False)
+            if any(outcome is not Outcome.applied for outcome in outcomes):
+                raise RuntimeError("the log has a gap or a repeat: rebuild stopped, nothing changed")
+            replayed += len(batch)
             after = batch[-1][0]
             progress(replayed)
     log.info("rebuilt %s from %d events", subscription.name, replayed)

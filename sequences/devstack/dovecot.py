@@ -21,7 +21,7 @@ from typing import Self
 
 from sequences.devstack.ports import free_port, wait_for_port
 
-_STOP_TIMEOUT = 5.0
+_STOP_GRACE = 0.5
 
 
 def dovecot_binary() -> Path | None:
@@ -66,12 +66,15 @@ class Dovecot:
         if free_port(self.port, self.host) != self.port:
             raise RuntimeError(f"cannot start dovecot: {self.host}:{self.port} is in use")
         self._prepare_files()
-        started = subprocess.run([str(binary), "-c", str(self._config)],
-                                 capture_output=True, text=True)
+        # Not a pipe: the daemonized master would keep it open and a reader would never finish.
+        with self.log_path.open("ab") as log:
+            started = subprocess.run([str(binary), "-c", str(self._config)],
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         if started.returncode != 0:
-            raise RuntimeError(f"dovecot failed to start: {started.stderr}\n{self._log_tail()}")
+            raise RuntimeError(f"dovecot failed to start:\n{self._log_tail()}")
         try:
             wait_for_port(self.host, self.port, timeout=15)
+            self._wait_for_pid_file()
         except TimeoutError as error:
             self.stop()
             raise RuntimeError(f"dovecot did not listen: {error}\n{self._log_tail()}") from error
@@ -94,10 +97,21 @@ class Dovecot:
             state_dir=self.data_dir / "state",
         ))
 
+    def _wait_for_pid_file(self) -> None:
+        # the master may listen a moment before it writes master.pid, which stop() needs
+        deadline = time.monotonic() + 5
+        while self.pid is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError("dovecot wrote no master.pid")
+            time.sleep(0.01)
+
     def _log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL to the whole process group after a grace period: a graceful
+        Dovecot shutdown takes about six seconds here, too long for a test's teardown, and
+        nothing of a test mailbox needs saving."""
         pid = self.pid
         if pid is None:
             return
@@ -105,11 +119,13 @@ class Dovecot:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + _STOP_TIMEOUT
+        deadline = time.monotonic() + _STOP_GRACE
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+            # the master called setsid(): its group is itself and every child it forked
+            os.killpg(pid, signal.SIGKILL)
+        (self.run_dir / "master.pid").unlink(missing_ok=True)
 
     def __enter__(self) -> Self:
         self.start()
@@ -136,11 +152,11 @@ def _allow_traversal(path: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Running, and not a zombie (the daemonized master is not our child: we cannot reap it)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
         return False
-    return True
 
 
 # Loopback test server: plain-text logins without TLS are acceptable only because it listens on

@@ -14,6 +14,7 @@ import enum
 import logging
 import zlib
 from collections import defaultdict
+from itertools import groupby
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -48,6 +49,8 @@ class Delivery:
 
 
 Handler = Callable[[Any, Delivery], Awaitable[None]]
+# handles a run of consecutive events of one type at once (fast paths for bulk writes, rebuilds)
+BatchHandler = Callable[[list[tuple[Any, EventEnvelope]], AsyncConnection], Awaitable[None]]
 
 
 @dataclass
@@ -61,8 +64,12 @@ class Subscription:
     name: str
     categories: list[str]
     handlers: dict[type[Event], Handler] = field(default_factory=dict)
+    batch_handlers: dict[type[Event], BatchHandler] = field(default_factory=dict)
     # a read model that `sequences projections rebuild` may rebuild while the system runs
     rebuildable: bool = False
+    # handle each fetched batch in one transaction (read models); off where a handler has a
+    # side effect outside PostgreSQL (the mailer's SMTP send), so a crash repeats one, not many
+    transaction_per_batch: bool = False
 
     @property
     def rebuild_lock(self) -> int:
@@ -72,6 +79,13 @@ class Subscription:
     def on(self, event_type: type[Event]):
         def register(handler: Handler) -> Handler:
             self.handlers[event_type] = handler
+            return handler
+
+        return register
+
+    def on_batch(self, event_type: type[Event]):
+        def register(handler: BatchHandler) -> BatchHandler:
+            self.batch_handlers[event_type] = handler
             return handler
 
         return register
@@ -88,63 +102,86 @@ class Outcome(enum.Enum):
     early = "early"  # an earlier event of the stream has not been handled yet
 
 
-_LOCK_POSITION = text(
-    """
-    WITH ensure AS (
-        INSERT INTO eventlog.consumer_positions (consumer, stream_id, version)
-        VALUES (:consumer, :stream_id, 0) ON CONFLICT DO NOTHING
-    )
-    SELECT version FROM eventlog.consumer_positions
-    WHERE consumer = :consumer AND stream_id = :stream_id FOR UPDATE
-    """
-)
 _REBUILD_GATE = text("SELECT pg_advisory_xact_lock_shared(:key)")
-_SET_POSITION = text(
-    "UPDATE eventlog.consumer_positions SET version = :version"
-    " WHERE consumer = :consumer AND stream_id = :stream_id"
+_ENSURE_POSITIONS = text(
+    "INSERT INTO eventlog.consumer_positions (consumer, stream_id, version)"
+    " SELECT :consumer, unnest(CAST(:streams AS text[])), 0 ON CONFLICT DO NOTHING"
+)
+# rows locked in one order by every transaction, so concurrent batches cannot deadlock
+_LOCK_POSITIONS = text(
+    "SELECT stream_id, version FROM eventlog.consumer_positions"
+    " WHERE consumer = :consumer AND stream_id = ANY(CAST(:streams AS text[]))"
+    " ORDER BY stream_id FOR UPDATE"
+)
+_SET_POSITIONS = text(
+    "UPDATE eventlog.consumer_positions p SET version = v.version"
+    " FROM unnest(CAST(:streams AS text[]), CAST(:versions AS integer[])) AS v(stream_id, version)"
+    " WHERE p.consumer = :consumer AND p.stream_id = v.stream_id"
 )
 
 
 async def handle_once(
-    engine: AsyncEngine, subscription: Subscription, envelope: EventEnvelope
-) -> Outcome:
-    """Run the handler for `envelope` unless this consumer already did; one transaction."""
+    engine: AsyncEngine, subscription: Subscription, envelopes: list[EventEnvelope]
+) -> list[Outcome]:
+    """Run the handlers for `envelopes` unless this consumer already did; one transaction."""
     async with engine.begin() as conn:
-        return await apply_in(conn, subscription, envelope)
+        return await apply_in(conn, subscription, envelopes)
 
 
 async def apply_in(
-    conn: AsyncConnection, subscription: Subscription, envelope: EventEnvelope, gated: bool = True
-) -> Outcome:
-    """Handle `envelope` inside the caller's transaction, moving the consumer's position.
+    conn: AsyncConnection,
+    subscription: Subscription,
+    envelopes: list[EventEnvelope],
+    gated: bool = True,
+) -> list[Outcome]:
+    """Handle `envelopes` (in order) inside the caller's transaction, moving the consumer's
+    position in each stream; returns what became of each.
 
     Used by the consumer loop, by writers that update their own read models in the same
     transaction as the append (so the API reads its own writes), and by projection rebuilds.
     """
-    params = {"consumer": subscription.name, "stream_id": envelope.stream_id}
     if gated and subscription.rebuildable:
         await conn.execute(_REBUILD_GATE, {"key": subscription.rebuild_lock})
-    position = (await conn.execute(_LOCK_POSITION, params)).scalar()
-    if position is None:  # the row was inserted by this very statement's CTE
-        position = (await conn.execute(_LOCK_POSITION, params)).scalar()
-    if envelope.version <= position:
-        return Outcome.duplicate
-    if envelope.version > position + 1:
-        return Outcome.early
-    await _dispatch(subscription, envelope, Delivery(conn, envelope))
-    await conn.execute(_SET_POSITION, {**params, "version": envelope.version})
-    return Outcome.applied
+    streams = sorted({e.stream_id for e in envelopes})
+    params = {"consumer": subscription.name, "streams": streams}
+    await conn.execute(_ENSURE_POSITIONS, params)
+    positions = dict((await conn.execute(_LOCK_POSITIONS, params)).all())
+    outcomes, due = [], []
+    for envelope in envelopes:
+        position = positions[envelope.stream_id]
+        if envelope.version <= position:
+            outcomes.append(Outcome.duplicate)
+        elif envelope.version > position + 1:
+            outcomes.append(Outcome.early)
+        else:
+            positions[envelope.stream_id] = envelope.version
+            outcomes.append(Outcome.applied)
+            due.append(envelope)
+    await _dispatch(conn, subscription, due)
+    moved = [stream for stream in streams if any(e.stream_id == stream for e in due)]
+    if moved:
+        await conn.execute(
+            _SET_POSITIONS, {**params, "streams": moved, "versions": [positions[s] for s in moved]}
+        )
+    return outcomes
 
 
-async def _dispatch(subscription: Subscription, envelope: EventEnvelope, delivery: Delivery):
-    try:
-        event = decode_event(envelope)
-    except UnknownEventType:
-        log.warning("%s: skipping unknown event type %s", subscription.name, envelope.type)
-        return
-    handler = subscription.handlers.get(type(event))
-    if handler is not None:
-        await handler(event, delivery)
+async def _dispatch(conn: AsyncConnection, subscription: Subscription,
+                    envelopes: list[EventEnvelope]) -> None:
+    """Run handlers in log order; a run of same-typed events goes to its batch handler at once."""
+    decoded = []
+    for envelope in envelopes:
+        try:
+            decoded.append((decode_event(envelope), envelope))
+        except UnknownEventType:
+            log.warning("%s: skipping unknown event type %s", subscription.name, envelope.type)
+    for event_type, run in groupby(decoded, key=lambda item: type(item[0])):
+        run = list(run)
+        if batch_handler := subscription.batch_handlers.get(event_type):
+            await batch_handler(run, conn)
+        elif handler := subscription.handlers.get(event_type):
+            for event, envelope in run:
+                await handler(event, Delivery(conn, envelope))
 
 
 class EventConsumer:
@@ -200,11 +237,30 @@ class EventConsumer:
             await self._handle_batch(messages)
 
     async def _handle_batch(self, messages: list[Msg]) -> None:
+        received = [(msg, EventEnvelope.model_validate_json(msg.data)) for msg in messages]
+        if self.subscription.transaction_per_batch and await self._handle_together(received):
+            return
         by_stream: dict[str, list[tuple[Msg, EventEnvelope]]] = defaultdict(list)
-        for msg in messages:
-            envelope = EventEnvelope.model_validate_json(msg.data)
+        for msg, envelope in received:
             by_stream[envelope.stream_id].append((msg, envelope))
         await asyncio.gather(*(self._handle_in_order(items) for items in by_stream.values()))
+
+    async def _handle_together(self, received: list[tuple[Msg, EventEnvelope]]) -> bool:
+        """The whole batch in one transaction; False (nothing done) if any handler failed, and
+        the batch is then handled event by event so one bad event cannot hold up the others."""
+        with _tracer.start_as_current_span(
+            f"consume {len(received)} events", kind=SpanKind.CONSUMER,
+            attributes={"messaging.consumer": self.subscription.name},
+        ):
+            try:
+                outcomes = await handle_once(self._engine, self.subscription,
+                                             [envelope for _, envelope in received])
+            except Exception as error:
+                log.debug("%s: batch failed (%s); one by one", self.subscription.name, error)
+                return False
+        for (msg, _), outcome in zip(received, outcomes):
+            await self._settle(msg, outcome)
+        return True
 
     async def _handle_in_order(self, items: list[tuple[Msg, EventEnvelope]]) -> None:
         async with self._slots:
@@ -223,8 +279,8 @@ class EventConsumer:
             },
         ):
             try:
-                outcome = await self._while_telling_progress(
-                    msg, handle_once(self._engine, self.subscription, envelope)
+                [outcome] = await self._while_telling_progress(
+                    msg, handle_once(self._engine, self.subscription, [envelope])
                 )
             except NotReady as waiting:
                 log.debug("%s: %s not ready: %s", self.subscription.name, envelope.type, waiting)
@@ -239,13 +295,16 @@ class EventConsumer:
                 )
                 await msg.nak(delay=min(30.0, 0.5 * 2 ** min(attempt, 6)))
                 return
-            if outcome is Outcome.early:
-                await msg.nak(delay=self._early_retry_delay)
-                return
-            await msg.ack()
-            self.handled += outcome is Outcome.applied
+            await self._settle(msg, outcome)
 
-    async def _while_telling_progress(self, msg: Msg, work: Awaitable[Outcome]) -> Outcome:
+    async def _settle(self, msg: Msg, outcome: Outcome) -> None:
+        if outcome is Outcome.early:
+            await msg.nak(delay=self._early_retry_delay)
+            return
+        await msg.ack()
+        self.handled += outcome is Outcome.applied
+
+    async def _while_telling_progress(self, msg: Msg, work: Awaitable[list[Outcome]]):
         """Run `work`, telling JetStream it is in progress while it lasts. This keeps ack_wait
         short, so a message held by a process that died is redelivered within seconds."""
         task = asyncio.ensure_future(work)

@@ -32,13 +32,18 @@ class Rejected(Exception):
         super().__init__(message)
         self.problem = Problem(
             status=status,
-            title=_TITLES.get(status, "Rejected"),
+            title=title_for(status),
             detail=message,
             errors=[FieldError(field=field, message=message)] if field else [],
         )
 
 
-_TITLES = {404: "Not found", 409: "Conflict", 422: "Invalid input"}
+_TITLES = {404: "Not found", 409: "Conflict", 413: "Too large", 415: "Unsupported media type",
+           422: "Invalid input"}
+
+
+def title_for(status: int) -> str:
+    return _TITLES.get(status, "Rejected")
 
 
 def problem_from_validation(error: ValidationError, prefix: str = "") -> Problem:

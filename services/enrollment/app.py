@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
-from contracts.commands import (
-    ArchiveSequence,
-    ChangeSequenceSteps,
-    CreateContact,
-    CreateSequence,
-    EnrollContact,
-    GetContact,
-    GetEnrollment,
-    GetSequence,
-    ListEnrollments,
-    PauseSequence,
-    ResumeSequence,
-)
+from contracts import commands as c
 from sequences.bootstrap import Runtime, ServiceParts, run_service
 from sequences.db import Migrations
-from services.enrollment.handlers import EnrollmentHandlers, process_subscription
+from services.enrollment import domain
+from services.enrollment.handlers import EnrollmentCommands, process_subscription
 from services.enrollment.projections import PROJECTION, projector
+from services.enrollment.queries import EnrollmentQueries
 
 NAME = "enrollment"
 MIGRATIONS = Migrations(NAME, Path(__file__).parent / "migrations")
@@ -29,21 +20,32 @@ PROJECTIONS = (PROJECTION,)
 
 
 def build(runtime: Runtime) -> ServiceParts:
-    handlers = EnrollmentHandlers(runtime)
+    commands = EnrollmentCommands(
+        runtime, soft_bounce_limit=int(os.environ.get("SOFT_BOUNCE_LIMIT", "3")))
+    queries = EnrollmentQueries(runtime)
     return ServiceParts(
-        subscriptions=[projector, process_subscription(handlers)],
+        subscriptions=[projector, process_subscription(commands)],
         requests={
-            CreateSequence: handlers.create_sequence,
-            ChangeSequenceSteps: handlers.change_steps,
-            PauseSequence: handlers.pause_sequence,
-            ResumeSequence: handlers.resume_sequence,
-            ArchiveSequence: handlers.archive_sequence,
-            CreateContact: handlers.create_contact,
-            EnrollContact: handlers.enroll_contact,
-            GetSequence: handlers.get_sequence,
-            GetContact: handlers.get_contact,
-            GetEnrollment: handlers.get_enrollment,
-            ListEnrollments: handlers.list_enrollments,
+            c.CreateSequence: commands.create_sequence,
+            c.ChangeSequenceSteps: commands.change_steps,
+            c.PauseSequence: commands.sequence_decision(domain.pause),
+            c.ResumeSequence: commands.sequence_decision(domain.resume),
+            c.ArchiveSequence: commands.sequence_decision(domain.archive),
+            c.CreateContact: commands.create_contact,
+            c.UpdateContact: commands.update_contact,
+            c.DeleteContact: commands.delete_contact,
+            c.OptOutContact: commands.opt_out_contact,
+            c.ImportContacts: commands.import_contacts,
+            c.EnrollContact: commands.enroll_contact,
+            c.EnrollSegment: commands.enroll_segment,
+            c.StopEnrollment: commands.stop_enrollment,
+            c.GetSequence: queries.get_sequence,
+            c.ListSequences: queries.list_sequences,
+            c.GetContact: queries.get_contact,
+            c.ListContacts: queries.list_contacts,
+            c.GetEnrollment: queries.get_enrollment,
+            c.ListEnrollments: queries.list_enrollments,
+            c.GetTimeline: queries.get_timeline,
         },
     )
 

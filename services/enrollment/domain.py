@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from datetime import datetime
 from functools import reduce
 from typing import Iterable, Sequence as Seq
 
 from contracts.base import Event
 from contracts.events import (
+    ContactCreated,
+    ContactDeleted,
     ContactEnrolled,
+    ContactOptedOut,
+    ContactUpdated,
     EnrollmentBounced,
     EnrollmentCompleted,
     EnrollmentReplied,
@@ -206,3 +211,91 @@ def end(state: Enrollment, ending: Event) -> list[Event]:
     if state.status != EnrollmentStatus.active:
         return []
     return [ending]
+
+
+# --- contacts ----------------------------------------------------------------------------------
+
+CONTACT_FIELDS = ("name", "company", "job_title", "owner_name", "email", "phone", "status",
+                  "tags", "lists")
+
+
+@dataclass(frozen=True)
+class Contact:
+    contact_id: uuid.UUID
+    fields: dict
+    opted_out: bool
+    deleted: bool
+    version: int
+
+
+def evolve_contact(state: Contact | None, event: Event) -> Contact:
+    match event:
+        case ContactCreated():
+            fields = event.model_dump(include=set(CONTACT_FIELDS))
+            return Contact(event.contact_id, fields, False, False, 1)
+    assert state is not None
+    state = replace(state, version=state.version + 1)
+    match event:
+        case ContactUpdated():
+            return replace(state, fields={**state.fields, **event.changes})
+        case ContactOptedOut():
+            return replace(state, opted_out=True)
+        case ContactDeleted():
+            return replace(state, deleted=True)
+    raise TypeError(f"not a contact event: {type(event).__name__}")
+
+
+def update_contact(state: Contact, changes: dict) -> list[Event]:
+    """Only what really changes is recorded (an import of the same file changes nothing)."""
+    if state.deleted:
+        raise Refused("the contact was deleted", "contact_id")
+    changed = {k: v for k, v in changes.items() if v is not None and state.fields.get(k) != v}
+    return [ContactUpdated(contact_id=state.contact_id, changes=changed)] if changed else []
+
+
+def opt_out(state: Contact, at: datetime, source: str, reason: str | None) -> list[Event]:
+    if state.opted_out:
+        return []
+    return [ContactOptedOut(contact_id=state.contact_id, opted_out_at=at, source=source,
+                            reason=reason)]
+
+
+def delete_contact(state: Contact, at: datetime) -> list[Event]:
+    return [] if state.deleted else [ContactDeleted(contact_id=state.contact_id, deleted_at=at)]
+
+
+# --- who may be enrolled -----------------------------------------------------------------------
+
+
+class Admission(StrEnum):
+    enroll = "enroll"
+    skipped_active = "skipped_active"
+    skipped_ended = "skipped_ended"
+    excluded_opted_out = "excluded_opted_out"
+    refused_bounced = "refused_bounced"
+
+
+def admission(
+    opted_out: bool,
+    email: str,
+    last_status: str | None,
+    last_email: str | None,
+    reenroll: bool,
+) -> Admission:
+    """Whether a contact can be enrolled in a sequence, given its last enrollment there (if any).
+
+    Opted-out contacts never are; an active enrollment is never doubled; an ended one is
+    followed by a new one only when asked (`reenroll`), and not when it bounced on an address
+    that has not changed since.
+    """
+    if opted_out:
+        return Admission.excluded_opted_out
+    if last_status is None:
+        return Admission.enroll
+    if last_status == EnrollmentStatus.active:
+        return Admission.skipped_active
+    if not reenroll:
+        return Admission.skipped_ended
+    if last_status == EnrollmentStatus.bounced and (last_email or "").lower() == email.lower():
+        return Admission.refused_bounced
+    return Admission.enroll

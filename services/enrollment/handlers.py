@@ -1,4 +1,8 @@
-"""Enrollment service handlers: commands and queries from the gateway, and reactions to events."""
+"""Enrollment service: commands from the gateway, and reactions to other services' events.
+
+Every write follows one pattern: load the aggregate's stream, ask the domain, append what it
+decides, and update this service's read models in the same transaction (`_record`).
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,22 @@ import uuid
 from typing import Sequence as Seq
 
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from contracts.base import Event, decode_event, stream_id
+from contracts.base import Event, EventEnvelope, decode_event, stream_id
 from contracts.commands import (
-    ArchiveSequence,
     ChangeSequenceSteps,
     CreateContact,
     CreateSequence,
+    DeleteContact,
     EnrollContact,
-    GetContact,
-    GetEnrollment,
-    GetSequence,
-    ListEnrollments,
-    PauseSequence,
-    ResumeSequence,
+    EnrollSegment,
+    ImportContacts,
+    OptOutContact,
+    Segment,
+    StopEnrollment,
+    UpdateContact,
 )
 from contracts.events import (
     BounceDetected,
@@ -29,29 +34,41 @@ from contracts.events import (
     EmailSent,
     EnrollmentBounced,
     EnrollmentReplied,
+    EnrollmentStopped,
     ReplyDetected,
     SequenceCreated,
 )
-from contracts.views import ContactView, Created, EnrollmentView, SequenceView
+from contracts.views import BulkEnrollmentResult, Created, ImportResult
 from sequences.bootstrap import Runtime
 from sequences.eventlog.store import Append, Causation, ConcurrencyConflict
 from sequences.messaging.consumer import Delivery, NotReady, Subscription, apply_in
 from sequences.messaging.rpc import Rejected
 from services.enrollment import domain
+from services.enrollment.domain import Admission
 from services.enrollment.projections import projector
 
+_APPEND_CHUNK = 2000  # events per statement in bulk writes
 
-class EnrollmentHandlers:
-    def __init__(self, runtime: Runtime):
+
+class EnrollmentCommands:
+    def __init__(self, runtime: Runtime, soft_bounce_limit: int = 3):
         self.runtime = runtime
+        self.soft_bounce_limit = soft_bounce_limit
 
-    # --- writing ----------------------------------------------------------------------------
+    # --- the write pattern ------------------------------------------------------------------
 
-    async def _record(self, conn: AsyncConnection, appends: Seq[Append], cause: Causation):
+    async def _record(self, conn: AsyncConnection, appends: Seq[Append],
+                      cause: Causation) -> list[EventEnvelope]:
         """Append, and update this service's read models in the same transaction (so the API
         reads its own writes; the consumer later finds them applied and skips them)."""
-        for envelope in await self.runtime.store.append(conn, appends, cause):
-            await apply_in(conn, projector, envelope)
+        appends = [a for a in appends if a.events]
+        written = []
+        for start in range(0, len(appends), _APPEND_CHUNK):
+            envelopes = await self.runtime.store.append(
+                conn, appends[start:start + _APPEND_CHUNK], cause)
+            await apply_in(conn, projector, envelopes)
+            written += envelopes
+        return written
 
     async def _load(self, conn: AsyncConnection, category: str, key: uuid.UUID, evolve):
         stream = stream_id(category, key)
@@ -64,91 +81,246 @@ class EnrollmentHandlers:
             raise Rejected(404, f"no such sequence: {sequence_id}", "sequence_id")
         return state, stream
 
+    async def _contact(self, conn: AsyncConnection, contact_id: uuid.UUID):
+        state, stream = await self._load(conn, "contact", contact_id, domain.evolve_contact)
+        if state is None or state.deleted:
+            raise Rejected(404, f"no such contact: {contact_id}", "contact_id")
+        return state, stream
+
+    async def _transaction(self, work, lost_race: tuple[str, str | None] = (
+            "changed by someone else meanwhile; retry", None)):
+        """Run `work(conn)` in a transaction; refusals and lost races become 409 answers."""
+        try:
+            async with self.runtime.engine.begin() as conn:
+                return await work(conn)
+        except domain.Refused as refused:
+            raise Rejected(409, str(refused), refused.field) from None
+        except ConcurrencyConflict:
+            raise Rejected(409, *lost_race) from None
+        except IntegrityError as error:
+            if "contacts_email" in str(error.orig):
+                raise Rejected(409, "another contact has this email", "email") from None
+            raise
+
+    # --- sequences --------------------------------------------------------------------------
+
     async def create_sequence(self, command: CreateSequence) -> Created:
-        sequence_id = uuid.uuid4()
-        event = SequenceCreated(sequence_id=sequence_id, **command.model_dump())
-        async with self.runtime.engine.begin() as conn:
+        event = SequenceCreated(sequence_id=uuid.uuid4(), **command.model_dump())
+
+        async def work(conn):
             await self._record(conn, [Append(event.stream_id(), 0, [event])], Causation.new())
-        return Created(id=sequence_id)
+        await self._transaction(work)
+        return Created(id=event.sequence_id)
 
     async def change_steps(self, command: ChangeSequenceSteps) -> Created:
-        async def decide(conn, state, stream):
+        async def work(conn):
+            state, stream = await self._sequence(conn, command.sequence_id)
             events = domain.change_steps(state, command.steps)
             await self._record(conn, [Append(stream, state.version, events)], Causation.new())
             if events:
                 await self._complete_those_with_nothing_left(conn, state.sequence_id,
                                                              command.steps)
-        return await self._on_sequence(command.sequence_id, decide)
+        await self._transaction(work)
+        return Created(id=command.sequence_id)
 
-    async def pause_sequence(self, command: PauseSequence) -> Created:
-        return await self._decide_on_sequence(command.sequence_id, domain.pause)
-
-    async def resume_sequence(self, command: ResumeSequence) -> Created:
-        return await self._decide_on_sequence(command.sequence_id, domain.resume)
-
-    async def archive_sequence(self, command: ArchiveSequence) -> Created:
-        return await self._decide_on_sequence(command.sequence_id, domain.archive)
-
-    async def _decide_on_sequence(self, sequence_id: uuid.UUID, decision) -> Created:
-        async def decide(conn, state, stream):
-            events = decision(state, self.runtime.clock.now())
-            await self._record(conn, [Append(stream, state.version, events)], Causation.new())
-        return await self._on_sequence(sequence_id, decide)
-
-    async def _on_sequence(self, sequence_id: uuid.UUID, decide) -> Created:
-        try:
-            async with self.runtime.engine.begin() as conn:
-                state, stream = await self._sequence(conn, sequence_id)
-                await decide(conn, state, stream)
-        except domain.Refused as refused:
-            raise Rejected(409, str(refused), refused.field) from None
-        except ConcurrencyConflict:
-            raise Rejected(409, "the sequence changed meanwhile; retry", "sequence_id") from None
-        return Created(id=sequence_id)
+    def sequence_decision(self, decide):
+        """A command handler for pause, resume or archive."""
+        async def handle(command) -> Created:
+            async def work(conn):
+                state, stream = await self._sequence(conn, command.sequence_id)
+                events = decide(state, self.runtime.clock.now())
+                await self._record(conn, [Append(stream, state.version, events)],
+                                   Causation.new())
+            await self._transaction(work)
+            return Created(id=command.sequence_id)
+        return handle
 
     async def _complete_those_with_nothing_left(self, conn, sequence_id, steps) -> None:
-        active = await conn.execute(
-            text("SELECT enrollment_id FROM enrollment.enrollments"
-                 " WHERE sequence_id = :id AND status = 'active'"),
-            {"id": sequence_id},
-        )
         now = self.runtime.clock.now()
         appends = []
-        for (enrollment_id,) in active:
+        for enrollment_id in await self._active_enrollments(conn, sequence_id=sequence_id):
             state, stream = await self._load(conn, "enrollment", enrollment_id, domain.evolve)
-            events = domain.complete_if_nothing_left(state, steps, now)
-            if events:
-                appends.append(Append(stream, state.version, events))
+            appends.append(Append(stream, state.version,
+                                  domain.complete_if_nothing_left(state, steps, now)))
         await self._record(conn, appends, Causation.new())
 
+    async def _active_enrollments(self, conn, **where) -> list[uuid.UUID]:
+        [(column, value)] = where.items()
+        rows = await conn.execute(
+            text(f"SELECT enrollment_id FROM enrollment.enrollments"
+                 f" WHERE {column} = :value AND status = 'active'"),
+            {"value": value},
+        )
+        return [row.enrollment_id for row in rows]
+
+    # --- contacts ---------------------------------------------------------------------------
+
     async def create_contact(self, command: CreateContact) -> Created:
-        contact_id = uuid.uuid4()
-        event = ContactCreated(contact_id=contact_id, **command.model_dump())
-        async with self.runtime.engine.begin() as conn:
+        event = ContactCreated(contact_id=uuid.uuid4(), **command.model_dump())
+
+        async def work(conn):
+            await self._refuse_taken_email(conn, command.email)
             await self._record(conn, [Append(event.stream_id(), 0, [event])], Causation.new())
+        await self._transaction(work)
+        return Created(id=event.contact_id)
+
+    async def update_contact(self, command: UpdateContact) -> Created:
+        async def work(conn):
+            state, stream = await self._contact(conn, command.contact_id)
+            changes = command.changes.model_dump(exclude_none=True, mode="json")
+            if "email" in changes:
+                await self._refuse_taken_email(conn, changes["email"], but=command.contact_id)
+            events = domain.update_contact(state, changes)
+            await self._record(conn, [Append(stream, state.version, events)], Causation.new())
+        await self._transaction(work)
+        return Created(id=command.contact_id)
+
+    async def _refuse_taken_email(self, conn, email: str, but: uuid.UUID | None = None) -> None:
+        taken = (await conn.execute(
+            text("SELECT contact_id FROM enrollment.contacts"
+                 " WHERE lower(email) = lower(:email) AND NOT deleted"), {"email": email})).first()
+        if taken is not None and taken.contact_id != but:
+            raise Rejected(409, f"contact {taken.contact_id} already has this email", "email")
+
+    async def delete_contact(self, command: DeleteContact) -> Created:
+        return await self._end_contact(command.contact_id, domain.delete_contact,
+                                       "contact deleted")
+
+    async def opt_out_contact(self, command: OptOutContact) -> Created:
+        def decide(state, at):
+            return domain.opt_out(state, at, command.source, command.reason)
+        return await self._end_contact(command.contact_id, decide, "opted out")
+
+    async def _end_contact(self, contact_id: uuid.UUID, decide, stop_reason: str) -> Created:
+        """Delete or opt out: the contact's event, and every active enrollment of theirs stops."""
+        async def work(conn):
+            state, stream = await self._contact(conn, contact_id)
+            now = self.runtime.clock.now()
+            cause = Causation.new()
+            await self._record(conn, [Append(stream, state.version, decide(state, now))], cause)
+            await self._stop(conn, await self._active_enrollments(conn, contact_id=contact_id),
+                             stop_reason, cause)
+        await self._transaction(work)
         return Created(id=contact_id)
 
+    async def import_contacts(self, command: ImportContacts) -> ImportResult:
+        """Upsert by email: new addresses are created, known ones updated where they differ."""
+        async def work(conn):
+            emails = [row.email.lower() for row in command.rows]
+            known = dict((await conn.execute(
+                text("SELECT lower(email), contact_id FROM enrollment.contacts"
+                     " WHERE lower(email) = ANY(:emails) AND NOT deleted"),
+                {"emails": emails})).all())
+            appends, counts = [], {"created": 0, "updated": 0, "unchanged": 0}
+            for row in command.rows:
+                fields = row.model_dump(mode="json")
+                if (contact_id := known.get(row.email.lower())) is None:
+                    event = ContactCreated(contact_id=uuid.uuid4(), **fields)
+                    known[row.email.lower()] = event.contact_id
+                    appends.append(Append(event.stream_id(), 0, [event]))
+                    counts["created"] += 1
+                    continue
+                state, stream = await self._load(conn, "contact", contact_id,
+                                                 domain.evolve_contact)
+                events = domain.update_contact(state, fields)
+                appends.append(Append(stream, state.version, events))
+                counts["updated" if events else "unchanged"] += 1
+            await self._record(conn, appends, Causation.new())
+            return ImportResult(**counts)
+        return await self._transaction(work)
+
+    # --- enrollments ------------------------------------------------------------------------
+
     async def enroll_contact(self, command: EnrollContact) -> Created:
-        enrollment_id = domain.enrollment_id_for(command.sequence_id, command.contact_id)
-        event = ContactEnrolled(
-            enrollment_id=enrollment_id,
-            sequence_id=command.sequence_id,
-            contact_id=command.contact_id,
-            enrolled_at=self.runtime.clock.now(),
+        async def work(conn):
+            sequence, _ = await self._sequence(conn, command.sequence_id)
+            domain.require_live(sequence)
+            candidates = await self._candidates(conn, command.sequence_id,
+                                                "c.contact_id = :contact_id",
+                                                {"contact_id": command.contact_id})
+            if not candidates:
+                raise Rejected(404, f"no such contact: {command.contact_id}", "contact_id")
+            [candidate] = candidates
+            verdict = _admit(candidate, command.reenroll)
+            if verdict is not Admission.enroll:
+                raise Rejected(409, _REFUSALS[verdict], "contact_id")
+            event = self._enrolled(command.sequence_id, candidate)
+            await self._record(conn, [Append(event.stream_id(), 0, [event])], Causation.new())
+            return Created(id=event.enrollment_id)
+        # two identical requests at once derive the same enrollment id: one of them loses
+        return await self._transaction(
+            work, lost_race=(_REFUSALS[Admission.skipped_active], "contact_id"))
+
+    async def enroll_segment(self, command: EnrollSegment) -> BulkEnrollmentResult:
+        """Everyone in the segment at once, in one transaction: all of them or none."""
+        async def work(conn):
+            sequence, _ = await self._sequence(conn, command.sequence_id)
+            domain.require_live(sequence)
+            where, params = _segment_filter(command.segment)
+            counts = {verdict: 0 for verdict in Admission}
+            appends = []
+            for candidate in await self._candidates(conn, command.sequence_id, where, params):
+                verdict = _admit(candidate, command.reenroll)
+                counts[verdict] += 1
+                if verdict is Admission.enroll:
+                    event = self._enrolled(command.sequence_id, candidate)
+                    appends.append(Append(event.stream_id(), 0, [event]))
+            await self._record(conn, appends, Causation.new())
+            return BulkEnrollmentResult(
+                enrolled=counts[Admission.enroll],
+                skipped_active=counts[Admission.skipped_active],
+                skipped_ended=counts[Admission.skipped_ended],
+                excluded_opted_out=counts[Admission.excluded_opted_out],
+                refused_bounced=counts[Admission.refused_bounced],
+            )
+        return await self._transaction(work)
+
+    async def _candidates(self, conn, sequence_id, where: str, params: dict) -> list:
+        """Contacts matching `where`, each with its last enrollment in this sequence."""
+        rows = await conn.execute(
+            text(
+                "SELECT c.contact_id, c.email, c.opted_out, last.status AS last_status,"
+                " last.email AS last_email, coalesce(last.attempt, 0) AS last_attempt"
+                " FROM enrollment.contacts c LEFT JOIN LATERAL ("
+                "   SELECT status, email, attempt FROM enrollment.enrollments e"
+                "   WHERE e.contact_id = c.contact_id AND e.sequence_id = :sequence_id"
+                "   ORDER BY attempt DESC LIMIT 1) last ON true"
+                f" WHERE NOT c.deleted AND {where} ORDER BY c.created_at, c.contact_id"
+            ),
+            {"sequence_id": sequence_id, **params},
         )
-        try:
-            async with self.runtime.engine.begin() as conn:
-                sequence, _ = await self._sequence(conn, command.sequence_id)
-                domain.require_live(sequence)
-                await _require(conn, "contacts", "contact_id", command.contact_id)
-                await self._record(conn, [Append(event.stream_id(), 0, [event])], Causation.new())
-        except domain.Refused as refused:
-            raise Rejected(409, str(refused), refused.field) from None
-        except ConcurrencyConflict:
-            raise Rejected(
-                409, f"contact is already enrolled in this sequence ({enrollment_id})", "contact_id"
-            ) from None
-        return Created(id=enrollment_id)
+        return rows.all()
+
+    def _enrolled(self, sequence_id: uuid.UUID, candidate) -> ContactEnrolled:
+        attempt = candidate.last_attempt + 1
+        return ContactEnrolled(
+            enrollment_id=domain.enrollment_id_for(sequence_id, candidate.contact_id, attempt),
+            sequence_id=sequence_id,
+            contact_id=candidate.contact_id,
+            enrolled_at=self.runtime.clock.now(),
+            email=candidate.email,
+            attempt=attempt,
+        )
+
+    async def stop_enrollment(self, command: StopEnrollment) -> Created:
+        async def work(conn):
+            state, _ = await self._load(conn, "enrollment", command.enrollment_id, domain.evolve)
+            if state is None:
+                raise Rejected(404, f"no such enrollment: {command.enrollment_id}",
+                               "enrollment_id")
+            await self._stop(conn, [command.enrollment_id], command.reason or "stopped by hand",
+                             Causation.new())
+        await self._transaction(work)
+        return Created(id=command.enrollment_id)
+
+    async def _stop(self, conn, enrollment_ids, reason: str, cause: Causation) -> None:
+        now = self.runtime.clock.now()
+        appends = []
+        for enrollment_id in enrollment_ids:
+            state, stream = await self._load(conn, "enrollment", enrollment_id, domain.evolve)
+            stop = EnrollmentStopped(enrollment_id=enrollment_id, stopped_at=now, reason=reason)
+            appends.append(Append(stream, state.version, domain.end(state, stop)))
+        await self._record(conn, appends, cause)
 
     # --- reacting to other services ---------------------------------------------------------
 
@@ -170,11 +342,18 @@ class EnrollmentHandlers:
             replied_at=event.received_at))
 
     async def on_bounce(self, event: BounceDetected, d: Delivery) -> None:
-        if event.kind != "hard":
-            return  # soft bounces are counted by the thread-watcher, which decides when to stop
+        """A hard bounce stops the enrollment; soft ones only once `soft_bounce_limit` of them
+        are in its bounce stream (mailbox full twice may pass, five times will not)."""
+        if event.kind == "soft":
+            bounces = await self.runtime.store.read_stream(d.conn, event.stream_id())
+            soft = sum(1 for b in bounces if b.data.get("kind") == "soft")
+            if soft < self.soft_bounce_limit:
+                return
+        reason = f"{event.status or ''} {event.diagnostic}".strip() or f"{event.kind} bounce"
+        if event.kind == "soft":
+            reason = f"{self.soft_bounce_limit} soft bounces; last: {reason}"
         await self._end(d, EnrollmentBounced(
-            enrollment_id=event.enrollment_id, bounced_at=event.detected_at,
-            reason=f"{event.status or ''} {event.diagnostic}".strip() or "hard bounce"))
+            enrollment_id=event.enrollment_id, bounced_at=event.detected_at, reason=reason))
 
     async def _end(self, d: Delivery, ending: Event) -> None:
         state, stream = await self._load(d.conn, "enrollment", ending.enrollment_id, domain.evolve)
@@ -182,62 +361,40 @@ class EnrollmentHandlers:
             await self._record(d.conn, [Append(stream, state.version, domain.end(state, ending))],
                                d.causation)
 
-    # --- queries ----------------------------------------------------------------------------
 
-    async def get_sequence(self, query: GetSequence) -> SequenceView:
-        row = await self._one(
-            "SELECT * FROM enrollment.sequences WHERE sequence_id = :id", query.sequence_id,
-            "sequence_id",
-        )
-        return SequenceView(**row, headline=f"{row['enrolled']} enrolled · {row['state']}")
-
-    async def get_contact(self, query: GetContact) -> ContactView:
-        row = await self._one(
-            "SELECT * FROM enrollment.contacts WHERE contact_id = :id", query.contact_id,
-            "contact_id",
-        )
-        return ContactView(**row)
-
-    async def get_enrollment(self, query: GetEnrollment) -> EnrollmentView:
-        row = await self._one(
-            "SELECT * FROM enrollment.enrollments WHERE enrollment_id = :id",
-            query.enrollment_id, "enrollment_id",
-        )
-        return EnrollmentView(**row)
-
-    async def list_enrollments(self, query: ListEnrollments) -> list[EnrollmentView]:
-        await self._one(
-            "SELECT 1 AS found FROM enrollment.sequences WHERE sequence_id = :id",
-            query.sequence_id, "sequence_id",
-        )
-        async with self.runtime.engine.connect() as conn:
-            rows = await conn.execute(
-                text("SELECT * FROM enrollment.enrollments WHERE sequence_id = :id"
-                     " ORDER BY enrolled_at, enrollment_id"),
-                {"id": query.sequence_id},
-            )
-            return [EnrollmentView(**row._mapping) for row in rows]
-
-    async def _one(self, sql: str, key: uuid.UUID, field: str) -> dict:
-        async with self.runtime.engine.connect() as conn:
-            row = (await conn.execute(text(sql), {"id": key})).mappings().first()
-        if row is None:
-            raise Rejected(404, f"no such {field.removesuffix('_id')}: {key}", field)
-        return dict(row)
+_REFUSALS = {
+    Admission.skipped_active: "the contact is already active in this sequence",
+    Admission.skipped_ended: "the contact's earlier enrollment in this sequence ended;"
+                             " send reenroll: true to enroll again",
+    Admission.excluded_opted_out: "the contact opted out",
+    Admission.refused_bounced: "mail to this address bounced; change the contact's email first",
+}
 
 
-async def _require(conn: AsyncConnection, table: str, field: str, key: uuid.UUID) -> None:
-    found = await conn.execute(
-        text(f"SELECT 1 FROM enrollment.{table} WHERE {field} = :id"), {"id": key}
-    )
-    if found.first() is None:
-        raise Rejected(404, f"no such {field.removesuffix('_id')}: {key}", field)
+def _admit(candidate, reenroll: bool) -> Admission:
+    return domain.admission(candidate.opted_out, candidate.email, candidate.last_status,
+                            candidate.last_email, reenroll)
 
 
-def process_subscription(handlers: EnrollmentHandlers) -> Subscription:
+def _segment_filter(segment: Segment) -> tuple[str, dict]:
+    clauses, params = ["true"], {}
+    if segment.status is not None:
+        clauses.append("c.status = :status")
+        params["status"] = segment.status
+    if segment.tag is not None:
+        clauses.append(":tag = ANY(c.tags)")
+        params["tag"] = segment.tag
+    if segment.list is not None:
+        clauses.append(":list = ANY(c.lists)")
+        params["list"] = segment.list
+    return " AND ".join(clauses), params
+
+
+def process_subscription(commands: EnrollmentCommands) -> Subscription:
     """Reactions to other services' events that move enrollments along."""
-    process = Subscription("enrollment-process", ["delivery", "inbox", "bounce"])
-    process.on(EmailSent)(handlers.on_email_sent)
-    process.on(ReplyDetected)(handlers.on_reply)
-    process.on(BounceDetected)(handlers.on_bounce)
+    process = Subscription("enrollment-process", ["delivery", "inbox", "bounce"],
+                           transaction_per_batch=True)
+    process.on(EmailSent)(commands.on_email_sent)
+    process.on(ReplyDetected)(commands.on_reply)
+    process.on(BounceDetected)(commands.on_bounce)
     return process

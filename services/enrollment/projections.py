@@ -1,4 +1,8 @@
-"""The enrollment service's read models: sequences, contacts and enrollments as the API shows them."""
+"""The enrollment service's read models: sequences, contacts and enrollments as the API shows them.
+
+Every table here is written only by these handlers, from events, so `sequences projections
+rebuild` can empty them and replay the log to the same rows.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,10 @@ from sqlalchemy import text
 
 from contracts.events import (
     ContactCreated,
+    ContactDeleted,
     ContactEnrolled,
+    ContactOptedOut,
+    ContactUpdated,
     EnrollmentBounced,
     EnrollmentCompleted,
     EnrollmentReplied,
@@ -19,17 +26,28 @@ from contracts.events import (
     SequencePaused,
     SequenceResumed,
     SequenceStepsChanged,
+    StepDue,
+    StepScheduled,
 )
+from contracts.base import EventEnvelope
 from contracts.views import EnrollmentStatus
 from sequences.messaging.consumer import Delivery, Subscription
 from sequences.projections import Projection
 
 projector = Subscription(
-    "enrollment-projector", ["sequence", "contact", "enrollment"], rebuildable=True
+    "enrollment-projector", ["sequence", "contact", "enrollment", "schedule"],
+    rebuildable=True, transaction_per_batch=True,
 )
 PROJECTION = Projection(
     projector, ("enrollment.sequences", "enrollment.contacts", "enrollment.enrollments")
 )
+
+
+def _steps_json(steps) -> str:
+    return json.dumps([s.model_dump(mode="json") for s in steps])
+
+
+# --- sequences ---------------------------------------------------------------------------------
 
 
 @projector.on(SequenceCreated)
@@ -49,7 +67,7 @@ async def sequence_created(event: SequenceCreated, d: Delivery) -> None:
             "sender_email": event.sender_email,
             "timezone": event.timezone,
             "send_policy": event.send_policy.model_dump_json(),
-            "steps": json.dumps([s.model_dump(mode="json") for s in event.steps]),
+            "steps": _steps_json(event.steps),
             "at": d.envelope.occurred_at,
         },
     )
@@ -59,8 +77,7 @@ async def sequence_created(event: SequenceCreated, d: Delivery) -> None:
 async def steps_changed(event: SequenceStepsChanged, d: Delivery) -> None:
     await d.conn.execute(
         text("UPDATE enrollment.sequences SET steps = CAST(:steps AS jsonb) WHERE sequence_id = :id"),
-        {"id": event.sequence_id,
-         "steps": json.dumps([s.model_dump(mode="json") for s in event.steps])},
+        {"id": event.sequence_id, "steps": _steps_json(event.steps)},
     )
 
 
@@ -78,37 +95,96 @@ for _change in _SEQUENCE_STATES:
     projector.on(_change)(sequence_state_changed)
 
 
+# --- contacts ----------------------------------------------------------------------------------
+
+
 @projector.on(ContactCreated)
 async def contact_created(event: ContactCreated, d: Delivery) -> None:
     await d.conn.execute(
         text(
             "INSERT INTO enrollment.contacts (contact_id, name, company, job_title, owner_name,"
-            " email, phone, created_at) VALUES (:contact_id, :name, :company, :job_title,"
-            " :owner_name, :email, :phone, :at)"
+            " email, phone, status, tags, lists, created_at, updated_at)"
+            " VALUES (:contact_id, :name, :company, :job_title, :owner_name, :email, :phone,"
+            " :status, :tags, :lists, :at, :at)"
         ),
         {**event.model_dump(), "at": d.envelope.occurred_at},
     )
 
 
-@projector.on(ContactEnrolled)
-async def contact_enrolled(event: ContactEnrolled, d: Delivery) -> None:
+_CONTACT_COLUMNS = ("name", "company", "job_title", "owner_name", "email", "phone", "status",
+                    "tags", "lists")
+
+
+@projector.on(ContactUpdated)
+async def contact_updated(event: ContactUpdated, d: Delivery) -> None:
+    changes = {k: v for k, v in event.changes.items() if k in _CONTACT_COLUMNS}
+    assignments = ", ".join(f"{column} = :{column}" for column in changes)
     await d.conn.execute(
+        text(f"UPDATE enrollment.contacts SET {assignments}, updated_at = :at"
+             " WHERE contact_id = :id"),
+        {**changes, "id": event.contact_id, "at": d.envelope.occurred_at},
+    )
+    if "name" in changes or "email" in changes:
+        await d.conn.execute(
+            text("UPDATE enrollment.enrollments e SET contact_name = c.name,"
+                 " contact_email = c.email FROM enrollment.contacts c"
+                 " WHERE c.contact_id = :id AND e.contact_id = :id"),
+            {"id": event.contact_id},
+        )
+
+
+@projector.on(ContactDeleted)
+async def contact_deleted(event: ContactDeleted, d: Delivery) -> None:
+    await d.conn.execute(
+        text("UPDATE enrollment.contacts SET deleted = true, updated_at = :at"
+             " WHERE contact_id = :id"),
+        {"id": event.contact_id, "at": event.deleted_at},
+    )
+
+
+@projector.on(ContactOptedOut)
+async def contact_opted_out(event: ContactOptedOut, d: Delivery) -> None:
+    await d.conn.execute(
+        text("UPDATE enrollment.contacts SET opted_out = true, updated_at = :at"
+             " WHERE contact_id = :id"),
+        {"id": event.contact_id, "at": event.opted_out_at},
+    )
+
+
+# --- enrollments -------------------------------------------------------------------------------
+
+
+@projector.on_batch(ContactEnrolled)
+async def contacts_enrolled(run: list[tuple[ContactEnrolled, EventEnvelope]], conn) -> None:
+    """Set-based: a bulk enrollment of 100,000 is two statements, not 200,000."""
+    events = [event for event, _ in run]
+    await conn.execute(
         text(
-            "INSERT INTO enrollment.enrollments (enrollment_id, sequence_id, contact_id, status,"
-            " current_step, sends, enrolled_at, last_activity_at)"
-            " VALUES (:enrollment_id, :sequence_id, :contact_id, :status, 0, 0, :at, :at)"
+            "INSERT INTO enrollment.enrollments (enrollment_id, sequence_id, contact_id, attempt,"
+            " email, contact_name, contact_email, status, current_step, sends, enrolled_at,"
+            " last_activity_at)"
+            " SELECT v.enrollment_id, v.sequence_id, v.contact_id, v.attempt, v.email, c.name,"
+            " c.email, 'active', 0, 0, v.at, v.at"
+            " FROM unnest(CAST(:ids AS uuid[]), CAST(:sequences AS uuid[]),"
+            "   CAST(:contacts AS uuid[]), CAST(:attempts AS integer[]), CAST(:emails AS text[]),"
+            "   CAST(:ats AS timestamptz[]))"
+            "   AS v(enrollment_id, sequence_id, contact_id, attempt, email, at)"
+            " JOIN enrollment.contacts c ON c.contact_id = v.contact_id"
         ),
         {
-            "enrollment_id": event.enrollment_id,
-            "sequence_id": event.sequence_id,
-            "contact_id": event.contact_id,
-            "status": EnrollmentStatus.active,
-            "at": event.enrolled_at,
+            "ids": [e.enrollment_id for e in events],
+            "sequences": [e.sequence_id for e in events],
+            "contacts": [e.contact_id for e in events],
+            "attempts": [e.attempt for e in events],
+            "emails": [e.email for e in events],
+            "ats": [e.enrolled_at for e in events],
         },
     )
-    await d.conn.execute(
-        text("UPDATE enrollment.sequences SET enrolled = enrolled + 1 WHERE sequence_id = :id"),
-        {"id": event.sequence_id},
+    await conn.execute(
+        text("UPDATE enrollment.sequences s SET enrolled = enrolled + n.count"
+             " FROM (SELECT id, count(*) FROM unnest(CAST(:sequences AS uuid[])) AS id"
+             "       GROUP BY id) AS n WHERE s.sequence_id = n.id"),
+        {"sequences": [e.sequence_id for e in events]},
     )
 
 
@@ -119,32 +195,47 @@ async def step_completed(event: EnrollmentStepCompleted, d: Delivery) -> None:
             "UPDATE enrollment.enrollments SET current_step = current_step + 1,"
             " sends = sends + :sent, last_activity_at = :at WHERE enrollment_id = :id"
         ),
-        {
-            "id": event.enrollment_id,
-            "sent": int(event.channel == "email"),
-            "at": event.completed_at,
-        },
+        {"id": event.enrollment_id, "sent": int(event.channel == "email"),
+         "at": event.completed_at},
     )
 
 
 _ENDINGS = {
-    EnrollmentCompleted: (EnrollmentStatus.done, "completed_at"),
-    EnrollmentReplied: (EnrollmentStatus.replied, "replied_at"),
-    EnrollmentBounced: (EnrollmentStatus.bounced, "bounced_at"),
-    EnrollmentStopped: (EnrollmentStatus.stopped, "stopped_at"),
+    EnrollmentCompleted: (EnrollmentStatus.done, "completed_at", lambda e: None),
+    EnrollmentReplied: (EnrollmentStatus.replied, "replied_at", lambda e: "replied"),
+    EnrollmentBounced: (EnrollmentStatus.bounced, "bounced_at", lambda e: e.reason),
+    EnrollmentStopped: (EnrollmentStatus.stopped, "stopped_at", lambda e: e.reason or "stopped"),
 }
 
 
 async def enrollment_ended(event, d: Delivery) -> None:
-    status, moment = _ENDINGS[type(event)]
+    status, moment, reason = _ENDINGS[type(event)]
     await d.conn.execute(
         text(
-            "UPDATE enrollment.enrollments SET status = :status, last_activity_at = :at"
-            " WHERE enrollment_id = :id"
+            "UPDATE enrollment.enrollments SET status = :status, last_activity_at = :at,"
+            " next_due_at = NULL, held = false, ended_reason = :reason WHERE enrollment_id = :id"
         ),
-        {"id": event.enrollment_id, "status": status, "at": getattr(event, moment)},
+        {"id": event.enrollment_id, "status": status, "at": getattr(event, moment),
+         "reason": reason(event)},
     )
 
 
 for _ending in _ENDINGS:
     projector.on(_ending)(enrollment_ended)
+
+
+@projector.on(StepScheduled)
+async def step_scheduled(event: StepScheduled, d: Delivery) -> None:
+    await d.conn.execute(
+        text("UPDATE enrollment.enrollments SET next_due_at = :due, held = :held"
+             " WHERE enrollment_id = :id AND status = 'active'"),
+        {"id": event.enrollment_id, "due": event.due_at, "held": event.held},
+    )
+
+
+@projector.on(StepDue)
+async def step_due(event: StepDue, d: Delivery) -> None:
+    await d.conn.execute(
+        text("UPDATE enrollment.enrollments SET next_due_at = NULL WHERE enrollment_id = :id"),
+        {"id": event.enrollment_id},
+    )

@@ -7,43 +7,45 @@ import asyncio
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Annotated
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from contracts.base import Problem
-from contracts.commands import (
-    ArchiveSequence,
-    ChangeSequenceSteps,
-    ClockAdvance,
-    CreateContact,
-    CreateSequence,
-    EnrollContact,
-    EnrollmentRequest,
-    GetContact,
-    GetEnrollment,
-    GetSequence,
-    ListEnrollments,
-    PauseSequence,
-    PreviewSchedule,
-    ResumeSequence,
-    StepsRequest,
+from contracts import commands as c
+from contracts.base import FieldError, Problem
+from contracts.views import (
+    BulkEnrollmentResult,
+    ContactPage,
+    ContactView,
+    Created,
+    EnrollmentPage,
+    EnrollmentStatus,
+    EnrollmentView,
+    ImportReport,
+    SchedulePreview,
+    SequencePage,
+    SequenceView,
+    Timeline,
 )
-from contracts.views import ContactView, Created, EnrollmentView, SchedulePreview, SequenceView
 from sequences import clock
 from sequences.bootstrap import configure_logging
 from sequences.config import Settings
 from sequences.messaging import rpc
 from sequences.messaging.nats import connect
 from sequences.tracing import setup_tracing
+from services.enrollment import contact_import
 
 PROBLEM_JSON = "application/problem+json"
 _PROBLEM_RESPONSES = {
-    status: {"model": Problem, "content": {PROBLEM_JSON: {}}} for status in (404, 409, 422, 503)
+    status: {"model": Problem, "content": {PROBLEM_JSON: {}}}
+    for status in (404, 409, 413, 415, 422, 503)
 }
+Limit = Annotated[int, Query(ge=1, le=500)]
+Cursor = Annotated[str | None, Query(max_length=500)]
 
 
 class ProblemError(Exception):
@@ -53,6 +55,229 @@ class ProblemError(Exception):
 
 def _problem_response(problem: Problem) -> JSONResponse:
     return JSONResponse(problem.model_dump(), status_code=problem.status, media_type=PROBLEM_JSON)
+
+
+def _problem(status: int, field: str, message: str) -> ProblemError:
+    return ProblemError(Problem(status=status, title=rpc.title_for(status), detail=message,
+                                errors=[FieldError(field=field, message=message)]))
+
+
+async def ask(request: Request, message: BaseModel):
+    """Send a command or query to its service; its problem becomes this response's problem."""
+    try:
+        reply = await rpc.request(request.app.state.nc, message)
+    except rpc.ServiceUnavailable:
+        raise ProblemError(Problem(status=503, title="Service unavailable",
+                                   detail="a service did not answer in time; retry")) from None
+    if reply.problem is not None:
+        raise ProblemError(reply.problem)
+    return reply.result
+
+
+sequences = APIRouter(prefix="/v1/sequences", tags=["sequences"])
+contacts = APIRouter(prefix="/v1/contacts", tags=["contacts"])
+enrollments = APIRouter(tags=["enrollments"])
+
+
+# --- sequences ---------------------------------------------------------------------------------
+
+
+@sequences.post("", status_code=201, response_model=Created)
+async def create_sequence(body: c.CreateSequence, request: Request):
+    """Save a sequence; it is live at once."""
+    return await ask(request, body)
+
+
+@sequences.get("", response_model=SequencePage)
+async def list_sequences(request: Request, limit: Limit = 50, cursor: Cursor = None):
+    """Every sequence with its headline ("N enrolled · live")."""
+    return await ask(request, c.ListSequences(page=c.Page(limit=limit, cursor=cursor)))
+
+
+@sequences.get("/{sequence_id}", response_model=SequenceView)
+async def get_sequence(sequence_id: uuid.UUID, request: Request):
+    """The sequence, its counts per status and its headline."""
+    return await ask(request, c.GetSequence(sequence_id=sequence_id))
+
+
+@sequences.put("/{sequence_id}/steps", response_model=SequenceView)
+async def change_steps(sequence_id: uuid.UUID, body: c.StepsRequest, request: Request):
+    """Replace the steps. Keep a step by sending its `step_id`; what enrollees already ran is
+    never rewritten, and their pending steps are re-planned."""
+    await ask(request, c.ChangeSequenceSteps(sequence_id=sequence_id, steps=body.steps))
+    return await ask(request, c.GetSequence(sequence_id=sequence_id))
+
+
+def _sequence_action(action: str, command: type[BaseModel], summary: str) -> None:
+    async def act(sequence_id: uuid.UUID, request: Request):
+        await ask(request, command(sequence_id=sequence_id))
+        return await ask(request, c.GetSequence(sequence_id=sequence_id))
+
+    act.__doc__ = summary
+    sequences.post(f"/{{sequence_id}}/{action}", response_model=SequenceView,
+                   name=f"{action}_sequence")(act)
+
+
+_sequence_action("pause", c.PauseSequence,
+                 "Pause: every enrollee's pending step is held until resumed.")
+_sequence_action("resume", c.ResumeSequence,
+                 "Resume: held steps go on; missed ones are re-planned from now by the same rules.")
+_sequence_action("archive", c.ArchiveSequence,
+                 "Archive: no new enrollments, nothing more goes out.")
+
+
+@sequences.get("/{sequence_id}/schedule", response_model=SchedulePreview)
+async def preview_schedule(sequence_id: uuid.UUID, request: Request, start: datetime | None = None):
+    """When each step would go out for someone enrolled at `start` (default now), in the
+    sequence's local time and in UTC."""
+    return await ask(request, c.PreviewSchedule(sequence_id=sequence_id, start=start))
+
+
+# --- enrollments -------------------------------------------------------------------------------
+
+
+@enrollments.post("/v1/sequences/{sequence_id}/enrollments", status_code=201,
+                  response_model=Created)
+async def enroll(sequence_id: uuid.UUID, body: c.EnrollmentRequest, request: Request):
+    """Enroll one contact: the first step is planned at once. A contact already active in the
+    sequence is refused (409); one whose enrollment ended needs `reenroll: true`."""
+    return await ask(request, c.EnrollContact(sequence_id=sequence_id, **body.model_dump()))
+
+
+@enrollments.post("/v1/sequences/{sequence_id}/enrollments/bulk",
+                  response_model=BulkEnrollmentResult)
+async def enroll_segment(sequence_id: uuid.UUID, body: c.BulkEnrollmentRequest, request: Request):
+    """Enroll everyone with a status, tag or list (or all contacts) at once. Answers how many
+    were enrolled, skipped as already active, and excluded as opted out."""
+    return await ask(request, c.EnrollSegment(sequence_id=sequence_id, **body.model_dump()))
+
+
+@enrollments.get("/v1/sequences/{sequence_id}/enrollments", response_model=EnrollmentPage)
+async def list_enrollments(
+    sequence_id: uuid.UUID,
+    request: Request,
+    status: EnrollmentStatus | None = None,
+    sort: c.EnrolleeSort = "enrolled_at",
+    descending: bool = False,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+):
+    """The enrollee table: status, current step, sends, opens, last activity, next due."""
+    return await ask(request, c.ListEnrollments(
+        sequence_id=sequence_id, status=status, sort=sort, descending=descending,
+        page=c.Page(limit=limit, cursor=cursor)))
+
+
+@enrollments.get("/v1/enrollments/{enrollment_id}", response_model=EnrollmentView)
+async def get_enrollment(enrollment_id: uuid.UUID, request: Request):
+    return await ask(request, c.GetEnrollment(enrollment_id=enrollment_id))
+
+
+@enrollments.get("/v1/enrollments/{enrollment_id}/timeline", response_model=Timeline)
+async def get_timeline(enrollment_id: uuid.UUID, request: Request):
+    """Every event of the enrollment, in order, with what caused it: why an email did or did
+    not go out."""
+    return await ask(request, c.GetTimeline(enrollment_id=enrollment_id))
+
+
+@enrollments.post("/v1/enrollments/{enrollment_id}/stop", response_model=EnrollmentView)
+async def stop_enrollment(enrollment_id: uuid.UUID, request: Request,
+                          body: c.StopRequest | None = None):
+    """Stop by hand (optionally saying why): no further step runs."""
+    reason = body.reason if body else None
+    await ask(request, c.StopEnrollment(enrollment_id=enrollment_id, reason=reason))
+    return await ask(request, c.GetEnrollment(enrollment_id=enrollment_id))
+
+
+# --- contacts ----------------------------------------------------------------------------------
+
+
+@contacts.post("", status_code=201, response_model=Created)
+async def create_contact(body: c.CreateContact, request: Request):
+    return await ask(request, body)
+
+
+@contacts.get("", response_model=ContactPage)
+async def list_contacts(
+    request: Request,
+    q: Annotated[str | None, Query(max_length=200, description="in name, company or email")] = None,
+    status: Annotated[str | None, Query(max_length=50)] = None,
+    tag: Annotated[str | None, Query(max_length=100)] = None,
+    list_: Annotated[str | None, Query(alias="list", max_length=100)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+):
+    return await ask(request, c.ListContacts(q=q, status=status, tag=tag, list=list_,
+                                             page=c.Page(limit=limit, cursor=cursor)))
+
+
+@contacts.post("/import", response_model=ImportReport, openapi_extra={
+    "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}})
+async def import_contacts(request: Request,
+                          map_: Annotated[list[str], Query(alias="map", max_length=20)] = []):
+    """Upsert contacts by email from a CSV file (UTF-8, UTF-8 with BOM, or CP949), sent as the
+    request body with `Content-Type: text/csv`. Columns named like the fields (or 고객명, 회사명,
+    직함, 담당자명, 이메일, ...) are understood; map others with `map=Column:field`. Rows that
+    fail are listed with their line and reason; the others are imported."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "text/csv":
+        raise _problem(415, "content-type", "send the file as text/csv")
+    data = await _body_up_to(request, contact_import.MAX_IMPORT_BYTES)
+    mapping = {}
+    for item in map_:
+        column, _, target = item.rpartition(":")
+        if not column:
+            raise _problem(422, "query.map", f"{item!r}: write it as Column:field")
+        mapping[column] = target
+    try:
+        parsed = contact_import.parse(contact_import.decode(data), mapping)
+    except contact_import.ImportFileError as error:
+        raise _problem(422, error.field, str(error)) from None
+    try:
+        return await contact_import.import_contacts(request.app.state.nc, parsed)
+    except rpc.Rejected as rejected:
+        raise ProblemError(rejected.problem) from None
+
+
+async def _body_up_to(request: Request, limit: int) -> bytes:
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise _problem(413, "body", f"the file is over {limit // 2**20} MB")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _problem(413, "body", f"the file is over {limit // 2**20} MB")
+    return bytes(body)
+
+
+@contacts.get("/{contact_id}", response_model=ContactView)
+async def get_contact(contact_id: uuid.UUID, request: Request):
+    return await ask(request, c.GetContact(contact_id=contact_id))
+
+
+@contacts.patch("/{contact_id}", response_model=ContactView)
+async def update_contact(contact_id: uuid.UUID, body: c.ContactChanges, request: Request):
+    """Change some fields; the others stay."""
+    await ask(request, c.UpdateContact(contact_id=contact_id, changes=body))
+    return await ask(request, c.GetContact(contact_id=contact_id))
+
+
+@contacts.delete("/{contact_id}", status_code=204)
+async def delete_contact(contact_id: uuid.UUID, request: Request):
+    """Delete (softly: the history stays in the log); active enrollments stop."""
+    await ask(request, c.DeleteContact(contact_id=contact_id))
+    return Response(status_code=204)
+
+
+@contacts.post("/{contact_id}/opt-out", response_model=ContactView)
+async def opt_out(contact_id: uuid.UUID, request: Request, body: c.StopRequest | None = None):
+    """Opt the contact out by hand: every active enrollment stops, and no email reaches them
+    again."""
+    reason = body.reason if body else None
+    await ask(request, c.OptOutContact(contact_id=contact_id, source="manual", reason=reason))
+    return await ask(request, c.GetContact(contact_id=contact_id))
+
+
+# --- the app -----------------------------------------------------------------------------------
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -78,103 +303,28 @@ def create_app(settings: Settings) -> FastAPI:
     async def problem(request: Request, error: ProblemError):
         return _problem_response(error.problem)
 
-    async def ask(request: Request, message: BaseModel):
-        try:
-            reply = await rpc.request(request.app.state.nc, message)
-        except rpc.ServiceUnavailable:
-            raise ProblemError(Problem(status=503, title="Service unavailable",
-                                       detail="the enrollment service did not answer; retry"))
-        if reply.problem is not None:
-            raise ProblemError(reply.problem)
-        return reply.result
-
     @app.get("/healthz", include_in_schema=False)
     async def healthz():
         return {"status": "ok"}
 
-    @app.post("/v1/sequences", status_code=201, response_model=Created, tags=["sequences"])
-    async def create_sequence(body: CreateSequence, request: Request):
-        """Save a sequence; it is live at once."""
-        return await ask(request, body)
-
-    @app.get("/v1/sequences/{sequence_id}", response_model=SequenceView, tags=["sequences"])
-    async def get_sequence(sequence_id: uuid.UUID, request: Request):
-        return await ask(request, GetSequence(sequence_id=sequence_id))
-
-    @app.put("/v1/sequences/{sequence_id}/steps", response_model=SequenceView, tags=["sequences"])
-    async def change_steps(sequence_id: uuid.UUID, body: StepsRequest, request: Request):
-        """Replace the steps. Keep a step by sending its `step_id`; what enrollees already ran is
-        never rewritten, and their pending steps are re-planned."""
-        await ask(request, ChangeSequenceSteps(sequence_id=sequence_id, steps=body.steps))
-        return await ask(request, GetSequence(sequence_id=sequence_id))
-
-    for action, command in (("pause", PauseSequence), ("resume", ResumeSequence),
-                            ("archive", ArchiveSequence)):
-        _sequence_action(app, ask, action, command)
-
-    @app.get("/v1/sequences/{sequence_id}/schedule", response_model=SchedulePreview,
-             tags=["sequences"])
-    async def preview_schedule(sequence_id: uuid.UUID, request: Request,
-                               start: datetime | None = None):
-        """When each step would go out for someone enrolled at `start` (default now), in the
-        sequence's local time and in UTC."""
-        return await ask(request, PreviewSchedule(sequence_id=sequence_id, start=start))
-
-    @app.post("/v1/contacts", status_code=201, response_model=Created, tags=["contacts"])
-    async def create_contact(body: CreateContact, request: Request):
-        return await ask(request, body)
-
-    @app.get("/v1/contacts/{contact_id}", response_model=ContactView, tags=["contacts"])
-    async def get_contact(contact_id: uuid.UUID, request: Request):
-        return await ask(request, GetContact(contact_id=contact_id))
-
-    @app.post(
-        "/v1/sequences/{sequence_id}/enrollments",
-        status_code=201,
-        response_model=Created,
-        tags=["enrollments"],
-    )
-    async def enroll(sequence_id: uuid.UUID, body: EnrollmentRequest, request: Request):
-        """Enroll one contact: the first step is planned at once."""
-        return await ask(request, EnrollContact(sequence_id=sequence_id, contact_id=body.contact_id))
-
-    @app.get(
-        "/v1/sequences/{sequence_id}/enrollments",
-        response_model=list[EnrollmentView],
-        tags=["enrollments"],
-    )
-    async def list_enrollments(sequence_id: uuid.UUID, request: Request):
-        return await ask(request, ListEnrollments(sequence_id=sequence_id))
-
-    @app.get("/v1/enrollments/{enrollment_id}", response_model=EnrollmentView, tags=["enrollments"])
-    async def get_enrollment(enrollment_id: uuid.UUID, request: Request):
-        return await ask(request, GetEnrollment(enrollment_id=enrollment_id))
-
+    for router in (sequences, contacts, enrollments):
+        app.include_router(router)
     if settings.clock == "adjustable":
-
-        @app.post("/v1/dev/clock/advance", tags=["dev"])
-        async def advance_clock(body: ClockAdvance, request: Request):
-            """Dev stack only: move every service's clock forward (e.g. `{"by": "2d"}`)."""
-            offset = await clock.advance(
-                request.app.state.nc.jetstream(), clock.parse_duration(body.by)
-            )
-            return {"offset_seconds": offset.total_seconds()}
-
+        app.include_router(_dev_clock())
     return app
 
 
-def _sequence_action(app: FastAPI, ask, action: str, command: type[BaseModel]) -> None:
-    async def act(sequence_id: uuid.UUID, request: Request):
-        await ask(request, command(sequence_id=sequence_id))
-        return await ask(request, GetSequence(sequence_id=sequence_id))
+def _dev_clock() -> APIRouter:
+    dev = APIRouter(prefix="/v1/dev", tags=["dev"])
 
-    act.__doc__ = {
-        "pause": "Pause: every enrollee's pending step is held until resumed.",
-        "resume": "Resume: held steps go on; missed ones are re-planned from now by the same rules.",
-        "archive": "Archive: no new enrollments, nothing more goes out.",
-    }[action]
-    app.post(f"/v1/sequences/{{sequence_id}}/{action}", response_model=SequenceView,
-             tags=["sequences"], name=f"{action}_sequence")(act)
+    @dev.post("/clock/advance")
+    async def advance_clock(body: c.ClockAdvance, request: Request):
+        """Dev stack only: move every service's clock forward (e.g. `{"by": "2d"}`)."""
+        offset = await clock.advance(request.app.state.nc.jetstream(),
+                                     clock.parse_duration(body.by))
+        return {"offset_seconds": offset.total_seconds()}
+
+    return dev
 
 
 def main() -> None:

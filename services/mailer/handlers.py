@@ -17,6 +17,8 @@ from sqlalchemy import text
 
 from contracts.events import (
     ContactCreated,
+    ContactOptedOut,
+    ContactUpdated,
     EmailSent,
     EnrollmentBounced,
     EnrollmentReplied,
@@ -43,6 +45,7 @@ from services.mailer.domain import (
 )
 
 log = logging.getLogger(__name__)
+_MERGE_FIELDS = ("name", "company", "job_title", "owner_name")
 _tracer = tracer(__name__)
 
 
@@ -75,7 +78,7 @@ class MailerHandlers:
         )
 
     async def on_contact_created(self, event: ContactCreated, d: Delivery) -> None:
-        values = event.model_dump(include={"name", "company", "job_title", "owner_name"})
+        values = event.model_dump(include=set(_MERGE_FIELDS))
         await d.conn.execute(
             text(
                 "INSERT INTO mailer.contacts (contact_id, email, merge_values)"
@@ -83,6 +86,22 @@ class MailerHandlers:
                 " ON CONFLICT (contact_id) DO NOTHING"
             ),
             {"id": event.contact_id, "email": event.email, "values": json.dumps(values)},
+        )
+
+    async def on_contact_updated(self, event: ContactUpdated, d: Delivery) -> None:
+        merge = {k: v for k, v in event.changes.items() if k in _MERGE_FIELDS}
+        await d.conn.execute(
+            text("UPDATE mailer.contacts SET email = coalesce(:email, email),"
+                 " merge_values = merge_values || CAST(:merge AS jsonb) WHERE contact_id = :id"),
+            {"id": event.contact_id, "email": event.changes.get("email"),
+             "merge": json.dumps(merge)},
+        )
+
+    async def on_contact_opted_out(self, event: ContactOptedOut, d: Delivery) -> None:
+        """Never mailed again, whatever is already due."""
+        await d.conn.execute(
+            text("UPDATE mailer.contacts SET opted_out = true WHERE contact_id = :id"),
+            {"id": event.contact_id},
         )
 
     async def on_enrollment_halted(self, event, d: Delivery) -> None:
@@ -105,7 +124,7 @@ class MailerHandlers:
             return  # sent already, or the enrollment ended meanwhile
         email = await self._compose(conn, event)
         if email is None:
-            return  # the step was deleted after it fell due
+            return  # the step was deleted after it fell due, or the contact opted out
         crash_point("mailer.before_smtp")
         with _tracer.start_as_current_span(
             "smtp.send",
@@ -129,12 +148,15 @@ class MailerHandlers:
         ).first()
         contact = (
             await conn.execute(
-                text("SELECT email, merge_values FROM mailer.contacts WHERE contact_id = :id"),
+                text("SELECT email, merge_values, opted_out FROM mailer.contacts"
+                     " WHERE contact_id = :id"),
                 {"id": event.contact_id},
             )
         ).first()
         if sequence is None or contact is None:
             raise NotReady("sequence or contact not seen yet")
+        if contact.opted_out:
+            return None
         previous = (
             await conn.execute(
                 text('SELECT message_id, thread_subject, "references" FROM mailer.deliveries'
@@ -204,6 +226,8 @@ def subscription(handlers: MailerHandlers) -> Subscription:
     mailer.on(SequenceCreated)(handlers.on_sequence_created)
     mailer.on(SequenceStepsChanged)(handlers.on_steps_changed)
     mailer.on(ContactCreated)(handlers.on_contact_created)
+    mailer.on(ContactUpdated)(handlers.on_contact_updated)
+    mailer.on(ContactOptedOut)(handlers.on_contact_opted_out)
     mailer.on(StepDue)(handlers.on_step_due)
     for halt in (EnrollmentReplied, EnrollmentBounced, EnrollmentStopped):
         mailer.on(halt)(handlers.on_enrollment_halted)

@@ -28,6 +28,7 @@ from contracts.events import (
     SequenceResumed,
     SequenceStepsChanged,
     StepDue,
+    StepScheduled,
 )
 from contracts.commands import PreviewSchedule
 from contracts.values import SendPolicy, Step, next_step
@@ -62,6 +63,8 @@ _PLAN = text(
         SET step_index = EXCLUDED.step_index, channel = EXCLUDED.channel,
             due_at = EXCLUDED.due_at, state = EXCLUDED.state
         WHERE scheduler.due_steps.state IN ('pending', 'held')
+          AND (scheduler.due_steps.due_at, scheduler.due_steps.state, scheduler.due_steps.step_index)
+              IS DISTINCT FROM (EXCLUDED.due_at, EXCLUDED.state, EXCLUDED.step_index)
     """
 )
 _CLAIM_DUE = text(
@@ -108,20 +111,17 @@ class SchedulerHandlers:
             {"id": event.sequence_id, "steps": _steps_json(event.steps)},
         )
         for enrollment_id in await self._active_enrollments(d.conn, event.sequence_id):
-            await self._replan(d.conn, enrollment_id)
+            await self._replan(d, enrollment_id)
 
     async def on_sequence_paused(self, event: SequencePaused | SequenceArchived, d: Delivery):
+        """Every enrollee's pending step is held (re-planned as held, so the hold is announced)."""
         state = "paused" if isinstance(event, SequencePaused) else "archived"
         await d.conn.execute(
             text("UPDATE scheduler.sequences SET state = :state WHERE sequence_id = :id"),
             {"id": event.sequence_id, "state": state},
         )
-        await d.conn.execute(
-            text("UPDATE scheduler.due_steps d SET state = 'held' FROM scheduler.enrollments e"
-                 " WHERE e.enrollment_id = d.enrollment_id AND e.sequence_id = :id"
-                 " AND d.state = 'pending'"),
-            {"id": event.sequence_id},
-        )
+        for enrollment_id in await self._active_enrollments(d.conn, event.sequence_id):
+            await self._replan(d, enrollment_id)
 
     async def on_sequence_resumed(self, event: SequenceResumed, d: Delivery) -> None:
         """Held steps go on; those whose moment passed during the pause are re-planned from the
@@ -131,7 +131,7 @@ class SchedulerHandlers:
             {"id": event.sequence_id},
         )
         for enrollment_id in await self._active_enrollments(d.conn, event.sequence_id):
-            await self._replan(d.conn, enrollment_id, not_before=event.resumed_at)
+            await self._replan(d, enrollment_id, not_before=event.resumed_at)
 
     # --- enrollments ------------------------------------------------------------------------
 
@@ -146,7 +146,7 @@ class SchedulerHandlers:
             {"id": event.enrollment_id, "sequence_id": event.sequence_id,
              "contact_id": event.contact_id, "at": event.enrolled_at, **_cause(d)},
         )
-        await self._replan(d.conn, event.enrollment_id)
+        await self._replan(d, event.enrollment_id)
 
     async def on_step_completed(self, event: EnrollmentStepCompleted, d: Delivery) -> None:
         """The next wait counts from this moment."""
@@ -160,7 +160,7 @@ class SchedulerHandlers:
             {"id": event.enrollment_id, "step_id": event.step_id, "at": event.completed_at,
              **_cause(d)},
         )
-        await self._replan(d.conn, event.enrollment_id)
+        await self._replan(d, event.enrollment_id)
 
     async def on_enrollment_ended(self, event, d: Delivery) -> None:
         """Done, replied, bounced or stopped: whatever was pending never fires."""
@@ -182,8 +182,11 @@ class SchedulerHandlers:
         )
         return [row.enrollment_id for row in rows]
 
-    async def _replan(self, conn: AsyncConnection, enrollment_id,
+    async def _replan(self, d: Delivery, enrollment_id,
                       not_before: datetime | None = None) -> None:
+        """Plan the enrollment's next step from where it stands; announce it (StepScheduled)
+        when the plan changed."""
+        conn = d.conn
         where = (await conn.execute(_WHERE_IT_STANDS, {"id": enrollment_id})).first()
         if where is None:
             raise NotReady(f"enrollment {enrollment_id} or its sequence not seen yet")
@@ -197,11 +200,15 @@ class SchedulerHandlers:
         when = due_at(where.anchor_at, step.wait_days, where.timezone, policy)
         if not_before is not None and when < not_before:
             when = due_at(not_before, 0, where.timezone, policy)
-        await conn.execute(_PLAN, {
-            "id": enrollment_id, "step_id": step.step_id, "step_index": steps.index(step),
-            "channel": step.channel, "due_at": when,
-            "state": "pending" if where.state == "live" else "held",
-        })
+        plan = {"id": enrollment_id, "step_id": step.step_id, "step_index": steps.index(step),
+                "channel": step.channel, "due_at": when,
+                "state": "pending" if where.state == "live" else "held"}
+        if (await conn.execute(_PLAN, plan)).rowcount:
+            scheduled = StepScheduled(enrollment_id=enrollment_id, step_id=step.step_id,
+                                      step_index=plan["step_index"], due_at=when,
+                                      held=plan["state"] == "held")
+            await self.runtime.store.append(
+                conn, [Append(scheduled.stream_id(), ANY_VERSION, [scheduled])], d.causation)
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -309,7 +316,8 @@ def _step_due(row) -> Append:
 
 
 def subscription(handlers: SchedulerHandlers) -> Subscription:
-    planner = Subscription("scheduler-planner", ["sequence", "enrollment"])
+    planner = Subscription("scheduler-planner", ["sequence", "enrollment"],
+                           transaction_per_batch=True)
     planner.on(SequenceCreated)(handlers.on_sequence_created)
     planner.on(SequenceStepsChanged)(handlers.on_steps_changed)
     planner.on(SequencePaused)(handlers.on_sequence_paused)

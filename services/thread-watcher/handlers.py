@@ -7,7 +7,7 @@ from sqlalchemy import text
 from contracts.events import EmailSent
 from sequences.messaging.consumer import Delivery, Subscription
 
-watcher = Subscription("thread-watcher", ["delivery"])
+watcher = Subscription("thread-watcher", ["delivery"], transaction_per_batch=True)
 
 
 @watcher.on(EmailSent)

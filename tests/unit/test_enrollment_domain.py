@@ -32,7 +32,8 @@ A, B, C = step("a"), step(wait=2), step(wait=3)
 def enrolled():
     sequence_id, contact_id = uuid.uuid4(), uuid.uuid4()
     return replay([ContactEnrolled(enrollment_id=enrollment_id_for(sequence_id, contact_id),
-                                   sequence_id=sequence_id, contact_id=contact_id, enrolled_at=NOW)])
+                                   sequence_id=sequence_id, contact_id=contact_id, enrolled_at=NOW,
+                                   email="kim@example.com")])
 
 
 def apply(state, events):
@@ -105,3 +106,26 @@ def test_a_sequence_pauses_resumes_and_archives_and_refuses_enrollment_unless_li
     archived = domain.evolve_sequence(resumed, domain.archive(resumed, NOW)[0])
     with pytest.raises(domain.Refused):
         domain.change_steps(archived, [A, B])
+
+
+def test_who_may_be_enrolled():
+    from services.enrollment.domain import Admission, admission
+
+    assert admission(False, "a@x.co", None, None, False) is Admission.enroll
+    assert admission(True, "a@x.co", None, None, True) is Admission.excluded_opted_out
+    assert admission(False, "a@x.co", "active", "a@x.co", True) is Admission.skipped_active
+    assert admission(False, "a@x.co", "done", "a@x.co", False) is Admission.skipped_ended
+    assert admission(False, "a@x.co", "done", "a@x.co", True) is Admission.enroll
+    assert admission(False, "A@x.co", "bounced", "a@x.co", True) is Admission.refused_bounced
+    assert admission(False, "new@x.co", "bounced", "a@x.co", True) is Admission.enroll
+
+
+def test_a_contact_update_records_only_what_changed():
+    from contracts.events import ContactCreated
+
+    created = ContactCreated(contact_id=uuid.uuid4(), name="김민수", email="kim@example.com",
+                             tags=["vip"])
+    state = domain.evolve_contact(None, created)
+    assert domain.update_contact(state, {"name": "김민수", "tags": ["vip"]}) == []
+    [updated] = domain.update_contact(state, {"name": "김민준", "company": None})
+    assert updated.changes == {"name": "김민준"}

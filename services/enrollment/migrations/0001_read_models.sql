@@ -14,6 +14,7 @@ CREATE TABLE enrollment.sequences (
     enrolled     integer NOT NULL DEFAULT 0,
     created_at   timestamptz NOT NULL
 );
+CREATE INDEX sequences_by_creation ON enrollment.sequences (created_at, sequence_id);
 
 CREATE TABLE enrollment.contacts (
     contact_id  uuid PRIMARY KEY,
@@ -23,17 +24,40 @@ CREATE TABLE enrollment.contacts (
     owner_name  text NOT NULL,
     email       text NOT NULL,
     phone       text NOT NULL,
-    created_at  timestamptz NOT NULL
+    status      text NOT NULL,
+    tags        text[] NOT NULL,
+    lists       text[] NOT NULL,
+    opted_out   boolean NOT NULL DEFAULT false,
+    deleted     boolean NOT NULL DEFAULT false,
+    created_at  timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL
 );
+-- one live contact per address: written in the same transaction as the event, so this index is
+-- also the guard against two contacts with one email
+CREATE UNIQUE INDEX contacts_email ON enrollment.contacts (lower(email)) WHERE NOT deleted;
+CREATE INDEX contacts_by_creation ON enrollment.contacts (created_at, contact_id) WHERE NOT deleted;
+CREATE INDEX contacts_tags ON enrollment.contacts USING gin (tags);
+CREATE INDEX contacts_lists ON enrollment.contacts USING gin (lists);
+CREATE INDEX contacts_status ON enrollment.contacts (status) WHERE NOT deleted;
 
 CREATE TABLE enrollment.enrollments (
     enrollment_id    uuid PRIMARY KEY,
     sequence_id      uuid NOT NULL,
     contact_id       uuid NOT NULL,
+    attempt          integer NOT NULL,
+    email            text NOT NULL,   -- the address it was enrolled with
+    contact_name     text NOT NULL,
+    contact_email    text NOT NULL,
     status           text NOT NULL,
     current_step     integer NOT NULL,
     sends            integer NOT NULL,
+    opens            integer NOT NULL DEFAULT 0,
     enrolled_at      timestamptz NOT NULL,
-    last_activity_at timestamptz NOT NULL
+    last_activity_at timestamptz NOT NULL,
+    next_due_at      timestamptz,
+    held             boolean NOT NULL DEFAULT false,
+    ended_reason     text
 );
-CREATE INDEX enrollments_by_sequence ON enrollment.enrollments (sequence_id, enrolled_at);
+CREATE INDEX enrollments_by_sequence ON enrollment.enrollments (sequence_id, enrolled_at, enrollment_id);
+CREATE INDEX enrollments_by_sequence_status ON enrollment.enrollments (sequence_id, status);
+CREATE INDEX enrollments_by_contact ON enrollment.enrollments (contact_id, sequence_id);

@@ -12,7 +12,8 @@ CREATE TABLE mailer.sequences (
 CREATE TABLE mailer.contacts (
     contact_id   uuid PRIMARY KEY,
     email        text  NOT NULL,
-    merge_values jsonb NOT NULL  -- {"name": ..., "company": ..., "job_title": ..., "owner_name": ...}
+    merge_values jsonb NOT NULL,  -- {"name": ..., "company": ..., "job_title": ..., "owner_name": ...}
+    opted_out    boolean NOT NULL DEFAULT false
 );
 
 -- One row per email step sent: the guard against sending a step twice, and the thread chain.

@@ -1,0 +1,192 @@
+"""Enrollment service: answers to queries, read from its read models (and, for timelines, the
+log itself)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import text
+
+from contracts.base import stream_id
+from contracts.commands import (
+    GetContact,
+    GetEnrollment,
+    GetSequence,
+    GetTimeline,
+    ListContacts,
+    ListEnrollments,
+    ListSequences,
+)
+from contracts.views import (
+    ContactPage,
+    ContactView,
+    EnrollmentPage,
+    EnrollmentStatus,
+    EnrollmentView,
+    SequencePage,
+    SequenceView,
+    Timeline,
+    TimelineEntry,
+)
+from sequences.bootstrap import Runtime
+from sequences.messaging.rpc import Rejected
+from sequences.pagination import decode_cursor, page_of
+from services.enrollment.timeline import summarize
+
+# sort key of the enrollee table: SQL expression and the type its cursor value is cast to
+_ENROLLEE_SORTS = {
+    "enrolled_at": ("enrolled_at", "timestamptz"),
+    "last_activity_at": ("last_activity_at", "timestamptz"),
+    "next_due_at": ("coalesce(next_due_at, 'infinity')", "timestamptz"),
+    "contact_name": ("contact_name", "text"),
+    "status": ("status", "text"),
+}
+# every stream that tells part of one enrollment's story
+_TIMELINE_CATEGORIES = ("enrollment", "schedule", "delivery", "inbox", "bounce")
+
+
+class EnrollmentQueries:
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+
+    async def _rows(self, sql: str, params: dict) -> list[dict]:
+        async with self.runtime.engine.connect() as conn:
+            return [dict(row) for row in (await conn.execute(text(sql), params)).mappings()]
+
+    async def _one(self, sql: str, key: uuid.UUID, field: str) -> dict:
+        rows = await self._rows(sql, {"id": key})
+        if not rows:
+            raise Rejected(404, f"no such {field.removesuffix('_id')}: {key}", field)
+        return rows[0]
+
+    # --- sequences --------------------------------------------------------------------------
+
+    async def get_sequence(self, query: GetSequence) -> SequenceView:
+        row = await self._one("SELECT * FROM enrollment.sequences WHERE sequence_id = :id",
+                              query.sequence_id, "sequence_id")
+        return (await self._with_counts([row]))[0]
+
+    async def list_sequences(self, query: ListSequences) -> SequencePage:
+        after = _after(query.page.cursor, "(created_at, sequence_id)", "timestamptz")
+        rows = await self._rows(
+            f"SELECT * FROM enrollment.sequences WHERE {after.sql}"
+            " ORDER BY created_at, sequence_id LIMIT :limit",
+            {**after.params, "limit": query.page.limit + 1},
+        )
+        rows, cursor = page_of(rows, query.page.limit, lambda r: [r["created_at"], r["sequence_id"]])
+        return SequencePage(items=await self._with_counts(rows), next_cursor=cursor)
+
+    async def _with_counts(self, rows: list[dict]) -> list[SequenceView]:
+        counts = await self._rows(
+            "SELECT sequence_id, status, count(*) AS n FROM enrollment.enrollments"
+            " WHERE sequence_id = ANY(:ids) GROUP BY sequence_id, status",
+            {"ids": [row["sequence_id"] for row in rows]},
+        )
+        views = []
+        for row in rows:
+            per_status = {status.value: 0 for status in EnrollmentStatus}
+            per_status.update({c["status"]: c["n"] for c in counts
+                               if c["sequence_id"] == row["sequence_id"]})
+            views.append(SequenceView(
+                **row, counts=per_status,
+                headline=f"{row['enrolled']:,} enrolled · {row['state']}",
+            ))
+        return views
+
+    # --- contacts ---------------------------------------------------------------------------
+
+    async def get_contact(self, query: GetContact) -> ContactView:
+        return ContactView(**await self._one(
+            "SELECT * FROM enrollment.contacts WHERE contact_id = :id AND NOT deleted",
+            query.contact_id, "contact_id"))
+
+    async def list_contacts(self, query: ListContacts) -> ContactPage:
+        clauses, params = ["NOT deleted"], {"limit": query.page.limit + 1}
+        if query.q:
+            clauses.append("(name ILIKE :q OR company ILIKE :q OR email ILIKE :q)")
+            params["q"] = f"%{_escape_like(query.q)}%"
+        for column in ("status", "tag", "list"):
+            if (value := getattr(query, column)) is not None:
+                clauses.append(f"{column} = :{column}" if column == "status"
+                               else f":{column} = ANY({column}s)")
+                params[column] = value
+        after = _after(query.page.cursor, "(created_at, contact_id)", "timestamptz")
+        rows = await self._rows(
+            f"SELECT * FROM enrollment.contacts WHERE {' AND '.join(clauses)} AND {after.sql}"
+            " ORDER BY created_at, contact_id LIMIT :limit",
+            {**params, **after.params},
+        )
+        rows, cursor = page_of(rows, query.page.limit, lambda r: [r["created_at"], r["contact_id"]])
+        return ContactPage(items=[ContactView(**r) for r in rows], next_cursor=cursor)
+
+    # --- enrollments ------------------------------------------------------------------------
+
+    async def get_enrollment(self, query: GetEnrollment) -> EnrollmentView:
+        return EnrollmentView(**await self._one(
+            "SELECT * FROM enrollment.enrollments WHERE enrollment_id = :id",
+            query.enrollment_id, "enrollment_id"))
+
+    async def list_enrollments(self, query: ListEnrollments) -> EnrollmentPage:
+        """The enrollee table of a sequence: filtered by status, sorted, a page at a time."""
+        await self._one("SELECT 1 FROM enrollment.sequences WHERE sequence_id = :id",
+                        query.sequence_id, "sequence_id")
+        expression, cast = _ENROLLEE_SORTS[query.sort]
+        direction = "DESC" if query.descending else "ASC"
+        after = _after(query.page.cursor, f"({expression}, enrollment_id)", cast,
+                       query.descending)
+        status = "AND status = :status" if query.status else ""
+        rows = await self._rows(
+            f"SELECT *, {expression} AS sort_key FROM enrollment.enrollments"
+            f" WHERE sequence_id = :sequence_id {status} AND {after.sql}"
+            f" ORDER BY {expression} {direction}, enrollment_id {direction} LIMIT :limit",
+            {"sequence_id": query.sequence_id, "status": query.status,
+             "limit": query.page.limit + 1, **after.params},
+        )
+        rows, cursor = page_of(rows, query.page.limit, lambda r: [r["sort_key"], r["enrollment_id"]])
+        return EnrollmentPage(
+            items=[EnrollmentView(**{k: v for k, v in r.items() if k != "sort_key"}) for r in rows],
+            next_cursor=cursor,
+        )
+
+    async def get_timeline(self, query: GetTimeline) -> Timeline:
+        """Every event of one enrollment, in log order, with what caused it: the answer to
+        "why did (or didn't) this email go out?"."""
+        streams = [stream_id(category, query.enrollment_id) for category in _TIMELINE_CATEGORIES]
+        rows = await self._rows(
+            "SELECT position, type, stream_id, occurred_at, correlation_id, causation_id, data"
+            " FROM eventlog.events WHERE stream_id = ANY(:streams) ORDER BY position",
+            {"streams": streams},
+        )
+        if not rows:
+            raise Rejected(404, f"no such enrollment: {query.enrollment_id}", "enrollment_id")
+        return Timeline(
+            enrollment_id=query.enrollment_id,
+            entries=[TimelineEntry(**row, summary=summarize(row["type"], row["data"]))
+                     for row in rows],
+        )
+
+
+class _After:
+    def __init__(self, sql: str, params: dict):
+        self.sql, self.params = sql, params
+
+
+def _after(cursor: str | None, key_sql: str, cast: str, descending: bool = False) -> _After:
+    """The keyset condition for rows after the cursor's row."""
+    if cursor is None:
+        return _After("true", {})
+    value, key = decode_cursor(cursor, 2)
+    try:
+        uuid.UUID(str(key))
+        if cast == "timestamptz" and value != "infinity":
+            datetime.fromisoformat(str(value))
+    except ValueError:
+        raise Rejected(422, "not a cursor this list gave out", "cursor") from None
+    operator = "<" if descending else ">"
+    return _After(f"{key_sql} {operator} (CAST(:cursor_value AS {cast}), CAST(:cursor_key AS uuid))",
+                  {"cursor_value": value, "cursor_key": key})
+
+
+def _escape_like(text_: str) -> str:
+    return text_.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
