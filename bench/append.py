@@ -7,8 +7,10 @@ target ">= 5x"; the raw COPY row is a reference ceiling without one.
 Both sides start from the same `ContactCreated` models (built before timing) and pay for their
 own serialisation inside the timed section: ours in `EventStore.append` (envelope + JSON), theirs
 turning each event into a `StoredEvent` (`model_dump` + `json.dumps`, as a pydantic-based
-eventsourcing application would). Each side gets its own fresh database; a CHECKPOINT runs
-before every timed section and every section is warmed up first.
+eventsourcing application would). Each side gets its own fresh database; every section is
+warmed up first and a CHECKPOINT runs before each timed round. The full run times 3 rounds per
+figure, alternating ours and theirs so a disturbance of the machine hits both alike, and reports
+the median (every round is in the JSON); --quick times one.
 
 eventsourcing runs with its defaults: `PostgresApplicationRecorder` (table `stored_events`,
 uuid originator ids, no DB functions: one pipelined transaction of SET LOCAL lock_timeout,
@@ -201,11 +203,12 @@ _COPY_TYPES = ["uuid", "text", "int4", "text", "int4", "timestamptz", "uuid", "u
                "text", "jsonb"]
 
 
-def copy_batched(url: str, events, label: str, warmup) -> float:
+def copy_batched(url: str, events, label: str, warmup, first: bool) -> float:
     """The same rows as our event log gets (no keys, indexes or outbox), by binary COPY."""
     with psycopg.connect(**connect_params(url)) as conn:
-        conn.execute(_BARE)
-        conn.commit()
+        if first:
+            conn.execute(_BARE)
+            conn.commit()
 
         def copy_batch(batch):
             now, correlation = datetime.now(UTC), uuid.uuid4()
@@ -216,7 +219,7 @@ def copy_batched(url: str, events, label: str, warmup) -> float:
                                     correlation, None, None, None, e.model_dump(mode="json")))
 
         conn.autocommit = True  # conn.transaction() then is the whole transaction
-        for batch in chunks(warmup, BATCH):
+        for batch in chunks(warmup, BATCH):  # a new connection: warm it up too
             copy_batch(batch)
         checkpoint(url)
         ticker = Ticker(label, len(events))
@@ -240,68 +243,85 @@ def _latency(latencies: list[float]) -> dict[str, float]:
             "max_ms": round(max(latencies) * 1000, 3)}
 
 
+class Rounds:
+    """Events/s of one figure over several rounds; the median is the figure."""
+
+    def __init__(self, name: str):
+        self.name, self.rates, self.latencies = name, [], []
+
+    def add(self, n: int, seconds: float, latencies: list[float] | None = None) -> None:
+        self.rates.append(n / seconds)
+        self.latencies += latencies or []
+        progress(f"  {self.name}: {n:,} events in {seconds:.2f}s = {n / seconds:,.0f} events/s")
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates)
+
+    def details(self) -> dict:
+        return {"median": round(self.rate), "rounds": [round(r) for r in self.rates],
+                **_latency(self.latencies)}
+
+
 async def run(quick: bool) -> list[Result]:
     n_batched = 20_000 if quick else 100_000
     n_single = 1_000 if quick else 5_000
+    rounds = 1 if quick else 3
     warm_batched, warm_single = 3 * BATCH, 200
 
     progress("append: creating databases (ours, eventsourcing, COPY)")
     ours_url, theirs_url = fresh_database("ours"), fresh_database("eventsourcing")
     copy_url = fresh_database("copy")
-
     ours = Ours(ours_url)
     await ours.setup()
     theirs = Theirs(theirs_url)
     theirs.setup()
     results: list[Result] = []
-    measured: dict[str, dict] = {}
-
-    def record(name: str, n: int, seconds: float, latencies: list[float] | None = None) -> float:
-        rate = n / seconds
-        measured[name] = {"events": n, "seconds": round(seconds, 4), **_latency(latencies or [])}
-        progress(f"  {name}: {n:,} events in {seconds:.2f}s = {rate:,.0f} events/s")
-        return rate
-
     try:
-        # a. batched: BATCH events over BATCH new streams per transaction
-        label = f"batched ({BATCH:,} events over {BATCH:,} streams per txn)"
-        progress(f"append {label}: {n_batched:,} events")
+        # a. batched: BATCH events over BATCH new streams per transaction. Rounds alternate
+        # ours and theirs so that a disturbance of the machine hits both alike.
+        label = f"batched: {BATCH:,} events over {BATCH:,} streams per txn"
+        progress(f"append {label}: {rounds} x {n_batched:,} events per side")
         await ours_batched(ours, make_events(warm_batched), "ours warm-up")
-        checkpoint(ours_url)
-        ours_b = record("ours batched", n_batched,
-                        await ours_batched(ours, make_events(n_batched), "ours batched"))
         theirs_batched(theirs, make_events(warm_batched), "eventsourcing warm-up")
-        checkpoint(theirs_url)
-        theirs_b = record("eventsourcing batched", n_batched,
-                          theirs_batched(theirs, make_events(n_batched), "eventsourcing batched"))
-        copy_b = record("COPY batched", n_batched,
-                        copy_batched(copy_url, make_events(n_batched), "COPY batched",
-                                     make_events(warm_batched)))
-        results.append(Result.compare(f"append {label}", ours_b, "events/s", theirs_b, THEIRS,
-                                      TARGET, {"ours": measured["ours batched"],
-                                               "theirs": measured["eventsourcing batched"]}))
+        ours_b, theirs_b, copy_b = Rounds("ours"), Rounds("eventsourcing"), Rounds("COPY")
+        for r in range(1, rounds + 1):
+            checkpoint(ours_url)
+            ours_b.add(n_batched, await ours_batched(ours, make_events(n_batched),
+                                                     f"ours batched, round {r}"))
+            checkpoint(theirs_url)
+            theirs_b.add(n_batched, theirs_batched(theirs, make_events(n_batched),
+                                                   f"eventsourcing batched, round {r}"))
+        for r in range(1, rounds + 1):
+            copy_b.add(n_batched, copy_batched(copy_url, make_events(n_batched),
+                                               f"COPY batched, round {r}",
+                                               make_events(warm_batched), first=r == 1))
         results.append(Result.compare(
-            f"append {label}: ours vs raw COPY (ceiling)", ours_b, "events/s", copy_b,
-            "psycopg COPY", None, {"copy": measured["COPY batched"]}))
+            label, ours_b.rate, "events/s", theirs_b.rate, THEIRS, TARGET,
+            {"ours": ours_b.details(), "theirs": theirs_b.details(), "events": n_batched}))
+        results.append(Result.compare(
+            f"{label}: ours vs raw COPY (ceiling)", ours_b.rate, "events/s", copy_b.rate,
+            "psycopg COPY", None, {"copy": copy_b.details(), "events": n_batched}))
 
         # b. single appends: one event to its own new stream per transaction
         for writers in (1, WRITERS):
             label = f"single appends, {writers} writer{'s' if writers > 1 else ''}"
             kind = "asyncio tasks / threads" if writers > 1 else "sequential"
-            progress(f"append {label} ({kind}): {n_single:,} events")
+            progress(f"append {label} ({kind}): {rounds} x {n_single:,} events per side")
             await ours_singles(ours, make_events(warm_single), writers, "ours warm-up")
-            checkpoint(ours_url)
-            seconds, lat = await ours_singles(ours, make_events(n_single), writers, f"ours {label}")
-            ours_s = record(f"ours {label}", n_single, seconds, lat)
             theirs_singles(theirs, make_events(warm_single), writers, "eventsourcing warm-up")
-            checkpoint(theirs_url)
-            seconds, lat = theirs_singles(theirs, make_events(n_single), writers,
-                                          f"eventsourcing {label}")
-            theirs_s = record(f"eventsourcing {label}", n_single, seconds, lat)
+            ours_s, theirs_s = Rounds("ours"), Rounds("eventsourcing")
+            for r in range(1, rounds + 1):
+                checkpoint(ours_url)
+                ours_s.add(n_single, *await ours_singles(ours, make_events(n_single), writers,
+                                                         f"ours {label}, round {r}"))
+                checkpoint(theirs_url)
+                theirs_s.add(n_single, *theirs_singles(theirs, make_events(n_single), writers,
+                                                       f"eventsourcing {label}, round {r}"))
             results.append(Result.compare(
-                f"append {label} (1 event, 1 txn each)", ours_s, "events/s", theirs_s, THEIRS,
-                TARGET, {"ours": measured[f"ours {label}"],
-                         "theirs": measured[f"eventsourcing {label}"]}))
+                f"{label} (1 event, 1 txn each)", ours_s.rate, "events/s", theirs_s.rate,
+                THEIRS, TARGET,
+                {"ours": ours_s.details(), "theirs": theirs_s.details(), "events": n_single}))
     finally:
         await ours.close()
         theirs.close()

@@ -114,6 +114,7 @@ class TimelineEntry(BaseModel):
     """One event of an enrollment's history, and what caused it."""
 
     position: int
+    event_id: uuid.UUID
     type: str
     stream_id: str
     occurred_at: datetime

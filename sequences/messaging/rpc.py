@@ -116,7 +116,8 @@ async def request(nc: Client, message: BaseModel, timeout: float = 10.0) -> Repl
         try:
             response = await nc.request(
                 type(message).nats_subject(),
-                message.model_dump_json().encode(),
+                # unset fields stay unset, so "not given" reaches the service as such
+                message.model_dump_json(exclude_unset=True).encode(),
                 timeout=timeout,
                 headers=current_trace_headers(),
             )

@@ -213,16 +213,17 @@ class EnrollmentCommands:
                 {"emails": emails})).all())
             appends, counts = [], {"created": 0, "updated": 0, "unchanged": 0}
             for row in command.rows:
-                fields = row.model_dump(mode="json")
                 if (contact_id := known.get(row.email.lower())) is None:
-                    event = ContactCreated(contact_id=uuid.uuid4(), **fields)
+                    event = ContactCreated(contact_id=uuid.uuid4(), **row.model_dump(mode="json"))
                     known[row.email.lower()] = event.contact_id
                     appends.append(Append(event.stream_id(), 0, [event]))
                     counts["created"] += 1
                     continue
                 state, stream = await self._load(conn, "contact", contact_id,
                                                  domain.evolve_contact)
-                events = domain.update_contact(state, fields)
+                # only the columns the file has: an empty or missing cell erases nothing
+                events = domain.update_contact(state, row.model_dump(mode="json",
+                                                                     exclude_unset=True))
                 appends.append(Append(stream, state.version, events))
                 counts["updated" if events else "unchanged"] += 1
             await self._record(conn, appends, Causation.new())

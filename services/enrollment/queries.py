@@ -154,7 +154,8 @@ class EnrollmentQueries:
         "why did (or didn't) this email go out?"."""
         streams = [stream_id(category, query.enrollment_id) for category in _TIMELINE_CATEGORIES]
         rows = await self._rows(
-            "SELECT position, type, stream_id, occurred_at, correlation_id, causation_id, data"
+            "SELECT position, event_id, type, stream_id, occurred_at, correlation_id,"
+            " causation_id, data"
             " FROM eventlog.events WHERE stream_id = ANY(:streams) ORDER BY position",
             {"streams": streams},
         )
