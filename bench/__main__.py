@@ -58,10 +58,10 @@ async def main(args: argparse.Namespace) -> list[Result]:
 if __name__ == "__main__":
     args = parse_args()
     started = time.perf_counter()
-    load = os.getloadavg()
-    if load[0] > 0.5 * (os.cpu_count() or 1):
-        common.progress(f"warning: the machine is busy (load {load[0]:.1f} on {os.cpu_count()}"
-                        " CPUs); figures will be noisy")
+    busy = common.busy_cpus()
+    if busy is not None and busy > 0.25:
+        common.progress(f"warning: other processes keep {busy:.1f} of {os.cpu_count()} CPUs busy;"
+                        " figures will be noisy")
     try:
         results = asyncio.run(main(args))
         info = common.server_info(common.server_url())
@@ -73,8 +73,7 @@ if __name__ == "__main__":
         "quick": args.quick,
         "benchmarks": args.only or list(BENCHMARKS),
         "seconds": round(time.perf_counter() - started, 1),
-        "loadavg_at_start": [round(x, 2) for x in load],
-        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "busy_cpus_at_start": None if busy is None else round(busy, 2),
         "postgres": info,
         "versions": {p: version(p) for p in ("eventsourcing", "psycopg", "sqlalchemy", "pydantic")},
     })

@@ -142,6 +142,23 @@ def checkpoint(url: str) -> None:
         pass  # not a superuser (DATABASE_URL): nothing to do about it
 
 
+def busy_cpus(seconds: float = 1.0) -> float | None:
+    """How many CPUs something else keeps busy right now (from /proc/stat; None elsewhere)."""
+    def sample():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except OSError:
+        return None
+    cpus = os.cpu_count() or 1
+    return cpus * (1 - (idle1 - idle0) / max(1, total1 - total0))
+
+
 def _safe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 

@@ -17,6 +17,7 @@ examples:
   sequences projections rebuild         rebuild every read model from the event log
   sequences clock advance 2d            move the clock of a stack started with SEQUENCES_CLOCK=adjustable
   sequences contracts export docs/      write JSON Schema of every event and command
+  sequences contacts import leads.csv   upsert contacts from a CSV file, with progress
 """
 
 
@@ -65,6 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     export = contracts_commands.add_parser("export", help="write JSON Schema files")
     export.add_argument("directory", type=Path, nargs="?", default=Path("docs/schemas"))
     export.set_defaults(func=lambda a: _export(a.directory))
+
+    contacts = commands.add_parser("contacts", help="contacts")
+    contacts_commands = contacts.add_subparsers(dest="action", required=True)
+    import_ = contacts_commands.add_parser(
+        "import", help="upsert contacts by email from a CSV file (UTF-8, UTF-8 BOM, CP949)",
+        description="Columns named like the fields (name, company, job_title, owner_name, email,"
+                    " phone, status, tags, lists) or in Korean (고객명, 회사명, 직함, 담당자명,"
+                    " 이메일, 전화번호, 상태, 태그, 리스트) are understood; map others with --map."
+                    " Tags and lists are separated by ';'. Needs NATS_URL.")
+    import_.add_argument("file", type=Path)
+    import_.add_argument("--map", action="append", default=[], metavar="COLUMN:FIELD",
+                         help="read COLUMN as FIELD (repeatable), e.g. --map 'E-mail:email'")
+    import_.add_argument("--report", type=Path, help="write the full report (failed rows) as JSON")
+    import_.set_defaults(func=lambda a: asyncio.run(_import_contacts(a)))
 
     capture = commands.add_parser("capture", help="run the local SMTP capture server")
     capture.add_argument("args", nargs=argparse.REMAINDER)
@@ -148,6 +163,41 @@ async def _advance(duration: str | None) -> None:
                     else clock.read_offset(js))
     await nc.close()
     print(f"clock offset: {offset} (now {clock.SystemClock().now() + offset:%Y-%m-%d %H:%M:%S} UTC)")
+
+
+async def _import_contacts(args) -> int:
+    from sequences.config import Settings
+    from sequences.messaging.nats import connect
+    from services.enrollment import contact_import
+
+    mapping = dict(item.rsplit(":", 1) for item in args.map if ":" in item)
+    try:
+        if args.file.stat().st_size > contact_import.MAX_IMPORT_BYTES:
+            raise contact_import.ImportFileError("file", "the file is over 50 MB: split it")
+        parsed = contact_import.parse(contact_import.decode(args.file.read_bytes()), mapping)
+    except contact_import.ImportFileError as error:
+        print(f"sequences: {args.file}: {error}", file=sys.stderr)
+        return 2
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rimported {done:,} of {total:,} rows ({done / total:.0%})", end="",
+              file=sys.stderr, flush=True)
+
+    nc = await connect(Settings.from_env().nats_url, "sequences-cli")
+    try:
+        report = await contact_import.import_contacts(nc, parsed, progress)
+    finally:
+        await nc.close()
+    print(file=sys.stderr)
+    print(f"created {report.created:,}, updated {report.updated:,},"
+          f" unchanged {report.unchanged:,}, failed {len(report.failed):,}")
+    for failure in report.failed[:20]:
+        print(f"  line {failure.row}: {failure.field or 'row'}: {failure.message}")
+    if len(report.failed) > 20:
+        print(f"  ... and {len(report.failed) - 20:,} more (--report FILE writes them all)")
+    if args.report:
+        args.report.write_text(report.model_dump_json(indent=2))
+    return 0
 
 
 def _export(directory: Path) -> None:

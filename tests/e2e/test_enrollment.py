@@ -215,3 +215,25 @@ async def test_the_enrollee_table_filters_sorts_and_pages_and_the_timeline_expla
     assert sent["causation_id"] == due["event_id"]  # the email went out because the step fell due
     assert sent["correlation_id"] == timeline[0]["correlation_id"]  # one conversation from enrollment
     assert (await api.get(f"/v1/enrollments/{uuid.uuid4()}/timeline")).status_code == 404
+
+
+async def test_the_command_line_imports_a_cp949_file_in_chunks_with_progress(stack, api, tmp_path):
+    import os
+    import sys
+
+    listing = unique("cli")
+    rows = [f"고객{i},회사{i},cli{i}.{listing}@x.example,{listing}" for i in range(2500)]
+    rows.insert(10, "깨진,행,not-an-email,x")
+    path = tmp_path / "leads.csv"
+    path.write_bytes(("고객명,회사명,이메일,리스트\n" + "\n".join(rows) + "\n").encode("cp949"))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sequences.cli", "contacts", "import", str(path),
+        env={**os.environ, **stack.env()},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert "imported 2,500 of 2,500 rows (100%)" in err.decode()
+    assert "created 2,500, updated 0, unchanged 0, failed 1" in out.decode()
+    assert "line 12: email" in out.decode()
+    page = (await api.get("/v1/contacts", params={"list": listing, "limit": 500})).json()
+    assert len(page["items"]) == 500 and page["next_cursor"]
