@@ -1,13 +1,17 @@
 """Run the benchmarks, print one table and write the results as JSON.
 
     python -m bench                 every benchmark, full size
-    python -m bench --quick         smaller runs (a minute or so), for a first look
+    python -m bench --quick         smaller runs (~15 s instead of ~3 min), for a first look
     python -m bench --only append   just the named benchmark(s)
 
 Uses an embedded PostgreSQL in a temporary directory, or fresh databases on the server of
 DATABASE_URL when it is set. Results go to bench/results/<UTC timestamp>.json and
 bench/results/latest.json; progress goes to stderr. The exit status is 1 when a figure missed
 its target.
+
+Breakdowns behind suggested changes (not in the registry, they print their own tables):
+python -m bench.profile_append, bench.experiments_append, bench.server_floor,
+bench.single_floor.
 """
 
 from __future__ import annotations
@@ -34,20 +38,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="benchmarks: " + ", ".join(BENCHMARKS)
-        + ". With DATABASE_URL set, runs on that server (creating and dropping databases);"
-        " otherwise on an embedded PostgreSQL in a temporary directory.",
+        epilog="benchmarks: " + ", ".join(BENCHMARKS),
     )
     parser.add_argument("--quick", action="store_true",
                         help="smaller runs, for a first look (the figures are noisier)")
     parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS), metavar="NAME",
-                        help=f"run only this benchmark (repeatable); one of: {', '.join(BENCHMARKS)}")
+                        help="run only this benchmark (repeatable); one of: "
+                        + ", ".join(BENCHMARKS))
     return parser.parse_args(argv)
 
 
 async def main(args: argparse.Namespace) -> list[Result]:
     results: list[Result] = []
-    for name in args.only or list(BENCHMARKS):
+    for name in dict.fromkeys(args.only or BENCHMARKS):
         common.progress(f"benchmark {name} ({'quick' if args.quick else 'full'})")
         for result in await BENCHMARKS[name](args.quick):
             result.benchmark = name
@@ -71,7 +74,7 @@ if __name__ == "__main__":
     path = common.write_json(results, {
         "command": " ".join(["python -m bench", *sys.argv[1:]]),
         "quick": args.quick,
-        "benchmarks": args.only or list(BENCHMARKS),
+        "benchmarks": list(dict.fromkeys(args.only or BENCHMARKS)),
         "seconds": round(time.perf_counter() - started, 1),
         "busy_cpus_at_start": None if busy is None else round(busy, 2),
         "postgres": info,

@@ -1,7 +1,11 @@
-"""Where the time of `EventStore.append` goes: `python -m bench.profile_append [--cprofile]`.
+"""Where the time of a batched `EventStore.append` goes, stage by stage.
 
-Not a benchmark of the registry: a breakdown to decide what to change in the store. Each
-stage runs on its own fresh database of one embedded PostgreSQL (or DATABASE_URL's server).
+    python -m bench.profile_append [--cprofile]
+
+Not a benchmark of the registry: a breakdown to decide what to change in the store. Stages:
+the Python side alone (envelopes and columns), the same INSERT with the same parameters on a raw
+psycopg connection, and the whole append through SQLAlchemy (with --cprofile: its profile,
+which shows psycopg's text array dumper, re.sub per JSON document, as the largest cost).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import psycopg
 
 from bench import common
 from bench.append import BATCH, Ours, chunks, make_events
-from bench.common import connect_params, fresh_database, progress
+from bench.common import connect_params, fresh_database
 from sequences.eventlog import store as store_module
 from sequences.eventlog.store import Append, Causation
 
@@ -45,8 +49,7 @@ async def main(cprofile: bool) -> None:
     print("python: _envelopes + _columns           ", rate(n, t1 - t0))
 
     # 2. the INSERT with the same parameters, raw psycopg (sync), one transaction per batch
-    sql = str(store_module._INSERT.compile(dialect=ours.engine.dialect))
-    sql = sql.replace("%(", "%(")  # pyformat already
+    sql = str(store_module._INSERT.compile(dialect=ours.engine.dialect))  # %(name)s style
     with psycopg.connect(**connect_params(url)) as conn:
         for cols in all_columns[:1]:
             cols = dict(cols, event_ids=[uuid.uuid4() for _ in cols["event_ids"]],

@@ -263,6 +263,15 @@ class StepsRequest(BaseModel):
     steps: Steps
 
 
+# --- thread-watcher: queries ------------------------------------------------------------------
+
+
+class GetMailboxHealth(Query):
+    """The state of every sender mailbox the thread-watcher reads."""
+
+    service: ClassVar[str] = "thread-watcher"
+
+
 class EnrollmentRequest(BaseModel):
     """HTTP body of `POST /v1/sequences/{sequence_id}/enrollments`."""
 
@@ -289,3 +298,78 @@ class ClockAdvance(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     by: str = Field(pattern=r"^\d+(\.\d+)?[smhd]$", examples=["2d", "6h"])
+
+
+# --- enrollment service: tasks and retries -----------------------------------------------------
+
+
+class RetryEnrollment(Command):
+    """Try the held step again (after fixing the contact or the mailbox)."""
+
+    service: ClassVar[str] = "enrollment"
+    enrollment_id: uuid.UUID
+
+
+class CompleteTask(Command):
+    service: ClassVar[str] = "enrollment"
+    task_id: uuid.UUID
+    outcome: Literal["done", "skipped"]
+    note: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class TaskOutcome(BaseModel):
+    """HTTP body of `POST /v1/tasks/{task_id}/complete`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    outcome: Literal["done", "skipped"]
+    note: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class ListTasks(Query):
+    service: ClassVar[str] = "enrollment"
+    owner_name: Annotated[str, Field(max_length=200)] | None = None
+    sequence_id: uuid.UUID | None = None
+    which: Literal["due", "overdue", "open", "all"] = "open"
+    page: Page = Page()
+
+
+# --- mailer ------------------------------------------------------------------------------------
+
+
+class PreviewStep(Query):
+    """Render a step for a chosen contact, or for a sample one, without sending."""
+
+    service: ClassVar[str] = "mailer"
+    sequence_id: uuid.UUID
+    step_id: uuid.UUID
+    contact_id: uuid.UUID | None = None
+
+
+class SendTestEmail(Command):
+    """Send a rendered email step to the requesting user's own address; no enrollment changes."""
+
+    service: ClassVar[str] = "mailer"
+    sequence_id: uuid.UUID
+    step_id: uuid.UUID
+    to: EmailStr
+    contact_id: uuid.UUID | None = None
+
+
+class PreviewRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    contact_id: uuid.UUID | None = None
+
+
+class TestEmailRequest(BaseModel):
+    __test__ = False
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    to: EmailStr
+    contact_id: uuid.UUID | None = None
+
+
+class RecordEmailOpen(Command):
+    """From the gateway, when an email's tracking pixel is loaded (token already verified)."""
+
+    service: ClassVar[str] = "mailer"
+    enrollment_id: uuid.UUID
+    step_id: uuid.UUID

@@ -135,6 +135,7 @@ class StepScheduled(ScheduleEvent):
     step_index: int = Field(ge=0)
     due_at: datetime
     held: bool = False
+    reason: str | None = None  # why it moved, e.g. deferred by a mailbox's daily cap
 
 
 class StepDue(ScheduleEvent):
@@ -169,6 +170,20 @@ class EmailSent(DeliveryEvent):
     references: list[str] = []
 
 
+class EnrollmentNeedsAttention(EnrollmentEvent):
+    """A step could not go out (an empty merge value, a failed send): held until retried."""
+
+    step_id: uuid.UUID
+    reason: str
+
+
+class EnrollmentRetried(EnrollmentEvent):
+    """Someone fixed the cause and asked to try the held step again."""
+
+    step_id: uuid.UUID
+    retried_at: datetime
+
+
 class EnrollmentReplied(EnrollmentEvent):
     """The contact answered: no further step runs."""
 
@@ -188,6 +203,86 @@ class EnrollmentStopped(EnrollmentEvent):
 
     stopped_at: datetime
     reason: str | None = None
+
+
+class EmailHeld(DeliveryEvent):
+    """Not sent: rendering would leave a gap ("Hi ,") or break a header."""
+
+    sequence_id: uuid.UUID
+    step_id: uuid.UUID
+    step_index: int = Field(ge=0)
+    reason: str
+
+
+class EmailFailed(DeliveryEvent):
+    """Not sent: the SMTP server kept refusing for a while (4xx past the retry bound)."""
+
+    sequence_id: uuid.UUID
+    step_id: uuid.UUID
+    step_index: int = Field(ge=0)
+    reason: str
+    smtp_code: int | None = None
+    attempts: int
+
+
+class EmailDeferred(DeliveryEvent):
+    """Not yet: the sender mailbox's daily cap or minimum gap moves it to `until`."""
+
+    step_id: uuid.UUID
+    until: datetime
+    reason: str
+
+
+class EmailOpened(DeliveryEvent):
+    """The open-tracking pixel of one email was loaded."""
+
+    step_id: uuid.UUID
+    message_id: str
+    opened_at: datetime
+
+
+class TestEmailEvent(Event):
+    category: ClassVar[str] = "testmail"
+    stream_key: ClassVar[str] = "sequence_id"
+    sequence_id: uuid.UUID
+
+
+class TestEmailSent(TestEmailEvent):
+    """"Send test to me": recorded apart from enrollments, so no count changes."""
+
+    __test__ = False  # not a pytest class
+    step_id: uuid.UUID
+    recipient: str
+    message_id: str
+    sent_at: datetime
+
+
+class TaskEvent(Event):
+    """SMS and call steps are never sent by the system: they become tasks for the owner."""
+
+    category: ClassVar[str] = "task"
+    stream_key: ClassVar[str] = "task_id"
+    task_id: uuid.UUID
+
+
+class TaskDue(TaskEvent):
+    enrollment_id: uuid.UUID
+    sequence_id: uuid.UUID
+    contact_id: uuid.UUID
+    step_id: uuid.UUID
+    step_index: int = Field(ge=0)
+    channel: Channel
+    owner_name: str
+    instructions: str  # the step's body, merged for this contact
+    due_at: datetime
+
+
+class TaskCompleted(TaskEvent):
+    enrollment_id: uuid.UUID
+    step_id: uuid.UUID
+    outcome: Literal["done", "skipped"]
+    note: str | None = None
+    completed_at: datetime
 
 
 class InboxEvent(Event):
@@ -235,6 +330,15 @@ class BounceDetected(BounceEvent):
 
 
 register(
+    EnrollmentNeedsAttention,
+    EnrollmentRetried,
+    EmailHeld,
+    EmailFailed,
+    EmailDeferred,
+    EmailOpened,
+    TestEmailSent,
+    TaskDue,
+    TaskCompleted,
     ContactUpdated,
     ContactDeleted,
     ContactOptedOut,

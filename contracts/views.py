@@ -13,6 +13,7 @@ from contracts.values import SendPolicy, Step
 
 class EnrollmentStatus(StrEnum):
     active = "active"
+    needs_attention = "needs_attention"  # a step is held until someone fixes the cause
     replied = "replied"
     done = "done"
     stopped = "stopped"
@@ -60,11 +61,14 @@ class EnrollmentView(BaseModel):
     status: EnrollmentStatus
     current_step: int  # steps completed so far: the index of the next step (the count when done)
     sends: int
-    opens: int
+    opens: int  # pixel loads, all of them
+    unique_opens: int  # emails opened at least once
     enrolled_at: datetime
     last_activity_at: datetime
     next_due_at: datetime | None  # when the next step goes out (None when nothing is planned)
     held: bool  # the next step waits for the sequence to resume
+    schedule_note: str | None  # why the next step moved (e.g. a mailbox's daily cap)
+    attention: str | None  # why a step is held (needs_attention)
     ended_reason: str | None  # why it stopped, bounced or replied
 
 
@@ -146,3 +150,44 @@ class SchedulePreview(BaseModel):
     timezone: str
     start: datetime
     steps: list[ScheduledStep]
+
+
+class StepPreview(BaseModel):
+    subject: str | None
+    text: str
+    html: str
+    missing: list[str]  # variables with no value and no fallback: sending would hold the step
+
+
+class TaskView(BaseModel):
+    task_id: uuid.UUID
+    enrollment_id: uuid.UUID
+    sequence_id: uuid.UUID
+    contact_id: uuid.UUID
+    contact_name: str
+    owner_name: str
+    channel: str
+    instructions: str
+    due_at: datetime
+    state: str  # open | done | skipped
+    overdue: bool
+
+
+class TaskPage(BaseModel):
+    items: list[TaskView]
+    next_cursor: str | None
+
+
+class MailboxHealthView(BaseModel):
+    """A sender mailbox the thread-watcher reads. `mailbox` never carries the password."""
+
+    mailbox: str  # e.g. imaps://younghee%40sales.example@imap.example.com:993
+    healthy: bool
+    state: str  # connecting | watching | failing
+    folders: list[str]
+    idle: bool  # new mail is pushed (IMAP IDLE); else it is found by polling
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    last_success_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    next_attempt_at: datetime | None = None  # when a failing mailbox is tried again

@@ -6,6 +6,12 @@ receive timestamp and a random suffix, so file names sort in arrival order. The 
 written first and the message is renamed into place, so anyone who sees an ``.eml`` can read it
 whole and find its envelope.
 
+Recipients whose address starts with ``bounce`` are refused (550 5.1.1, a hard bounce), and
+those starting with ``tempfail`` get 451 4.7.1 the first two times (``tempfail5...``: five
+times) before being accepted, so the mailer's bounce and retry paths can be seen by hand and
+tested. ``GET /messages?message_id=<id>`` tells whether a message was received: the mailer asks
+it after a crash to learn whether a send it did not get to record went through.
+
 Run it with ``python -m sequences.devstack.capture --mail-dir DIR``.
 """
 
@@ -85,6 +91,20 @@ class _StoreHandler:
 
     def __init__(self, mail_dir: Path) -> None:
         self.mail_dir = mail_dir
+        self.refusals: dict[str, int] = {}  # address -> temporary failures given so far
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        local = address.split("@", 1)[0].lower()
+        if local.startswith("bounce"):
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        if local.startswith("tempfail"):
+            times = int(match[1]) if (match := re.match(r"tempfail(\d+)", local)) else 2
+            if self.refusals.get(address, 0) < times:
+                self.refusals[address] = self.refusals.get(address, 0) + 1
+                return "451 4.7.1 Greylisted, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert envelope.original_content is not None
@@ -259,8 +279,11 @@ def _viewer_app(capture: MailCapture) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/messages")
-    def list_messages() -> list[dict[str, Any]]:
-        return [message.to_json() for message in capture.messages()]
+    def list_messages(message_id: str | None = None) -> list[dict[str, Any]]:
+        messages = capture.messages()
+        if message_id is not None:
+            messages = [m for m in messages if m.message_id == message_id]
+        return [message.to_json() for message in messages]
 
     @app.get("/messages/{capture_id}")
     def raw_message(capture_id: str) -> FileResponse:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -63,8 +64,20 @@ class Stack:
     def viewer_url(self) -> str:
         return f"http://127.0.0.1:{self.viewer_port}"
 
+    def _secret(self) -> str:
+        """A random signing secret made once per data directory, so links stay valid across
+        restarts of the dev stack."""
+        path = self.config.data_dir / "secret"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
     def env(self) -> dict[str, str]:
         return {
+            "SEQUENCES_SECRET": self._secret(),
+            "SEQUENCES_PUBLIC_URL": self.gateway_url,
+            "SMTP_VERIFY_URL": self.viewer_url,
             "DATABASE_URL": self.database_url,
             "NATS_URL": self.config.nats_url or self.nats.url,
             "SMTP_URL": f"smtp://127.0.0.1:{self.smtp_port}",

@@ -14,6 +14,7 @@ import enum
 import logging
 import zlib
 from collections import defaultdict
+from contextvars import ContextVar
 from itertools import groupby
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
 
 
+# how many times JetStream has delivered the event being handled (1 on the first try)
+_attempt: ContextVar[int] = ContextVar("delivery_attempt", default=1)
+
+
 @dataclass(frozen=True)
 class Delivery:
     """What a handler gets besides the event: its transaction and the event's envelope."""
@@ -46,6 +51,10 @@ class Delivery:
     @property
     def causation(self) -> Causation:
         return Causation.following(self.envelope)
+
+    @property
+    def attempt(self) -> int:
+        return _attempt.get()
 
 
 Handler = Callable[[Any, Delivery], Awaitable[None]]
@@ -278,6 +287,7 @@ class EventConsumer:
                 "eventlog.version": envelope.version,
             },
         ):
+            _attempt.set(msg.metadata.num_delivered or 1)
             try:
                 [outcome] = await self._while_telling_progress(
                     msg, handle_once(self._engine, self.subscription, [envelope])

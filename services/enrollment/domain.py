@@ -21,6 +21,8 @@ from contracts.events import (
     EnrollmentBounced,
     EnrollmentCompleted,
     EnrollmentReplied,
+    EnrollmentNeedsAttention,
+    EnrollmentRetried,
     EnrollmentStepCompleted,
     EnrollmentStopped,
     SequenceArchived,
@@ -128,6 +130,12 @@ class Enrollment:
     completed: tuple[uuid.UUID, ...]  # ids of the steps done, in the order they were done
     sends: int
     version: int  # of the enrollment's stream
+    held_step: uuid.UUID | None = None  # the step waiting for someone (needs attention)
+
+    @property
+    def is_open(self) -> bool:
+        """Still going: active, or held until someone fixes a cause."""
+        return self.status in (EnrollmentStatus.active, EnrollmentStatus.needs_attention)
 
 
 _ENDS_AS = {
@@ -160,7 +168,11 @@ def evolve(state: Enrollment | None, event: Event) -> Enrollment:
                 sends=state.sends + (event.channel == Channel.email),
             )
         case EnrollmentCompleted() | EnrollmentReplied() | EnrollmentBounced() | EnrollmentStopped():
-            return replace(state, status=_ENDS_AS[type(event)])
+            return replace(state, status=_ENDS_AS[type(event)], held_step=None)
+        case EnrollmentNeedsAttention():
+            return replace(state, status=EnrollmentStatus.needs_attention, held_step=event.step_id)
+        case EnrollmentRetried():
+            return replace(state, status=EnrollmentStatus.active, held_step=None)
     raise TypeError(f"not an enrollment event: {type(event).__name__}")
 
 
@@ -206,11 +218,25 @@ def complete_if_nothing_left(state: Enrollment, steps: Seq[Step], at: datetime) 
 
 
 def end(state: Enrollment, ending: Event) -> list[Event]:
-    """Reply, bounce or stop: ends an active enrollment; an ended one stays as it ended (the first
+    """Reply, bounce or stop: ends an open enrollment; an ended one stays as it ended (the first
     ending wins, and a repeated one decides nothing)."""
-    if state.status != EnrollmentStatus.active:
+    return [ending] if state.is_open else []
+
+
+def hold(state: Enrollment, step_id: uuid.UUID, reason: str) -> list[Event]:
+    """A step could not go out: the enrollment waits for someone to fix the cause."""
+    if state.status != EnrollmentStatus.active or step_id in state.completed:
         return []
-    return [ending]
+    return [EnrollmentNeedsAttention(enrollment_id=state.enrollment_id, step_id=step_id,
+                                     reason=reason)]
+
+
+def retry(state: Enrollment, at: datetime) -> list[Event]:
+    if state.status != EnrollmentStatus.needs_attention or state.held_step is None:
+        raise Refused("nothing to retry: the enrollment is not waiting on a held step",
+                      "enrollment_id")
+    return [EnrollmentRetried(enrollment_id=state.enrollment_id, step_id=state.held_step,
+                              retried_at=at)]
 
 
 # --- contacts ----------------------------------------------------------------------------------

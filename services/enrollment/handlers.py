@@ -21,8 +21,10 @@ from contracts.commands import (
     DeleteContact,
     EnrollContact,
     EnrollSegment,
+    CompleteTask,
     ImportContacts,
     OptOutContact,
+    RetryEnrollment,
     Segment,
     StopEnrollment,
     UpdateContact,
@@ -31,12 +33,15 @@ from contracts.events import (
     BounceDetected,
     ContactCreated,
     ContactEnrolled,
+    EmailFailed,
+    EmailHeld,
     EmailSent,
     EnrollmentBounced,
     EnrollmentReplied,
     EnrollmentStopped,
     ReplyDetected,
     SequenceCreated,
+    TaskCompleted,
 )
 from contracts.views import BulkEnrollmentResult, Created, ImportResult
 from sequences.bootstrap import Runtime
@@ -337,6 +342,52 @@ class EnrollmentCommands:
                                       sequence.steps, event.message_id)
         await self._record(d.conn, [Append(stream, state.version, events)], d.causation)
 
+    async def on_email_not_sent(self, event: EmailHeld | EmailFailed, d: Delivery) -> None:
+        state, stream = await self._load(d.conn, "enrollment", event.enrollment_id, domain.evolve)
+        if state is None:
+            raise NotReady(f"enrollment {event.enrollment_id} not seen yet")
+        reason = f"step {event.step_index + 1} not sent: {event.reason}"
+        await self._record(d.conn, [Append(stream, state.version,
+                                           domain.hold(state, event.step_id, reason))],
+                           d.causation)
+
+    async def retry_enrollment(self, command: RetryEnrollment) -> Created:
+        """Try the held step again, now (the scheduler fires it once more)."""
+        async def work(conn):
+            state, stream = await self._load(conn, "enrollment", command.enrollment_id,
+                                             domain.evolve)
+            if state is None:
+                raise Rejected(404, f"no such enrollment: {command.enrollment_id}",
+                               "enrollment_id")
+            events = domain.retry(state, self.runtime.clock.now())
+            await self._record(conn, [Append(stream, state.version, events)], Causation.new())
+        await self._transaction(work)
+        return Created(id=command.enrollment_id)
+
+    async def complete_task(self, command: CompleteTask) -> Created:
+        """Done or skipped, the enrollment moves on to its next step."""
+        async def work(conn):
+            task_events = await self.runtime.store.read_stream(conn, stream_id("task",
+                                                                               command.task_id))
+            if not task_events:
+                raise Rejected(404, f"no such task: {command.task_id}", "task_id")
+            if len(task_events) > 1:
+                raise Rejected(409, "the task was already completed", "task_id")
+            task = decode_event(task_events[0])
+            state, stream = await self._load(conn, "enrollment", task.enrollment_id, domain.evolve)
+            sequence, _ = await self._sequence(conn, task.sequence_id)
+            step = next((s for s in sequence.steps if s.step_id == task.step_id), None)
+            now = self.runtime.clock.now()
+            completed = TaskCompleted(task_id=task.task_id, enrollment_id=task.enrollment_id,
+                                      step_id=task.step_id, outcome=command.outcome,
+                                      note=command.note, completed_at=now)
+            moved = domain.complete_step(state, step, task.step_index, now, sequence.steps) \
+                if step is not None else []
+            await self._record(conn, [Append(completed.stream_id(), 1, [completed]),
+                                      Append(stream, state.version, moved)], Causation.new())
+        await self._transaction(work)
+        return Created(id=command.task_id)
+
     async def on_reply(self, event: ReplyDetected, d: Delivery) -> None:
         await self._end(d, EnrollmentReplied(
             enrollment_id=event.enrollment_id, reply_message_id=event.message_id,
@@ -396,6 +447,8 @@ def process_subscription(commands: EnrollmentCommands) -> Subscription:
     process = Subscription("enrollment-process", ["delivery", "inbox", "bounce"],
                            transaction_per_batch=True)
     process.on(EmailSent)(commands.on_email_sent)
+    process.on(EmailHeld)(commands.on_email_not_sent)
+    process.on(EmailFailed)(commands.on_email_not_sent)
     process.on(ReplyDetected)(commands.on_reply)
     process.on(BounceDetected)(commands.on_bounce)
     return process

@@ -19,6 +19,9 @@ from contracts.events import (
     EnrollmentBounced,
     EnrollmentCompleted,
     EnrollmentReplied,
+    EmailOpened,
+    EnrollmentNeedsAttention,
+    EnrollmentRetried,
     EnrollmentStepCompleted,
     EnrollmentStopped,
     SequenceArchived,
@@ -28,6 +31,8 @@ from contracts.events import (
     SequenceStepsChanged,
     StepDue,
     StepScheduled,
+    TaskCompleted,
+    TaskDue,
 )
 from contracts.base import EventEnvelope
 from contracts.views import EnrollmentStatus
@@ -35,11 +40,12 @@ from sequences.messaging.consumer import Delivery, Subscription
 from sequences.projections import Projection
 
 projector = Subscription(
-    "enrollment-projector", ["sequence", "contact", "enrollment", "schedule"],
+    "enrollment-projector", ["sequence", "contact", "enrollment", "schedule", "delivery", "task"],
     rebuildable=True, transaction_per_batch=True,
 )
 PROJECTION = Projection(
-    projector, ("enrollment.sequences", "enrollment.contacts", "enrollment.enrollments")
+    projector, ("enrollment.sequences", "enrollment.contacts", "enrollment.enrollments",
+                "enrollment.email_opens", "enrollment.tasks")
 )
 
 
@@ -213,7 +219,8 @@ async def enrollment_ended(event, d: Delivery) -> None:
     await d.conn.execute(
         text(
             "UPDATE enrollment.enrollments SET status = :status, last_activity_at = :at,"
-            " next_due_at = NULL, held = false, ended_reason = :reason WHERE enrollment_id = :id"
+            " next_due_at = NULL, held = false, attention = NULL, ended_reason = :reason"
+            " WHERE enrollment_id = :id"
         ),
         {"id": event.enrollment_id, "status": status, "at": getattr(event, moment),
          "reason": reason(event)},
@@ -224,12 +231,69 @@ for _ending in _ENDINGS:
     projector.on(_ending)(enrollment_ended)
 
 
+@projector.on(EnrollmentNeedsAttention)
+async def needs_attention(event: EnrollmentNeedsAttention, d: Delivery) -> None:
+    await d.conn.execute(
+        text("UPDATE enrollment.enrollments SET status = 'needs_attention', attention = :reason,"
+             " next_due_at = NULL, last_activity_at = :at WHERE enrollment_id = :id"),
+        {"id": event.enrollment_id, "reason": event.reason, "at": d.envelope.occurred_at},
+    )
+
+
+@projector.on(EnrollmentRetried)
+async def retried(event: EnrollmentRetried, d: Delivery) -> None:
+    await d.conn.execute(
+        text("UPDATE enrollment.enrollments SET status = 'active', attention = NULL,"
+             " last_activity_at = :at WHERE enrollment_id = :id"),
+        {"id": event.enrollment_id, "at": event.retried_at},
+    )
+
+
 @projector.on(StepScheduled)
 async def step_scheduled(event: StepScheduled, d: Delivery) -> None:
     await d.conn.execute(
-        text("UPDATE enrollment.enrollments SET next_due_at = :due, held = :held"
-             " WHERE enrollment_id = :id AND status = 'active'"),
-        {"id": event.enrollment_id, "due": event.due_at, "held": event.held},
+        text("UPDATE enrollment.enrollments SET next_due_at = :due, held = :held,"
+             " schedule_note = :note WHERE enrollment_id = :id AND status = 'active'"),
+        {"id": event.enrollment_id, "due": event.due_at, "held": event.held,
+         "note": event.reason},
+    )
+
+
+@projector.on(EmailOpened)
+async def email_opened(event: EmailOpened, d: Delivery) -> None:
+    first = await d.conn.execute(
+        text("INSERT INTO enrollment.email_opens (enrollment_id, step_id, opens)"
+             " VALUES (:e, :s, 1) ON CONFLICT (enrollment_id, step_id)"
+             " DO UPDATE SET opens = enrollment.email_opens.opens + 1"
+             " RETURNING opens = 1 AS first"),
+        {"e": event.enrollment_id, "s": event.step_id},
+    )
+    await d.conn.execute(
+        text("UPDATE enrollment.enrollments SET opens = opens + 1,"
+             " unique_opens = unique_opens + :first WHERE enrollment_id = :id"),
+        {"id": event.enrollment_id, "first": int(first.scalar_one())},
+    )
+
+
+@projector.on(TaskDue)
+async def task_due(event: TaskDue, d: Delivery) -> None:
+    await d.conn.execute(
+        text("INSERT INTO enrollment.tasks (task_id, enrollment_id, sequence_id, contact_id,"
+             " contact_name, step_id, step_index, owner_name, channel, instructions, due_at,"
+             " state) SELECT :task_id, :enrollment_id, :sequence_id, :contact_id, c.name,"
+             " :step_id, :step_index, :owner_name, :channel, :instructions, :due_at, 'open'"
+             " FROM enrollment.contacts c WHERE c.contact_id = :contact_id"
+             " ON CONFLICT (task_id) DO NOTHING"),
+        event.model_dump(mode="json"),
+    )
+
+
+@projector.on(TaskCompleted)
+async def task_completed(event: TaskCompleted, d: Delivery) -> None:
+    await d.conn.execute(
+        text("UPDATE enrollment.tasks SET state = :outcome, completed_at = :at"
+             " WHERE task_id = :id"),
+        {"id": event.task_id, "outcome": event.outcome, "at": event.completed_at},
     )
 
 

@@ -4,7 +4,7 @@ log itself)."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import text
 
@@ -17,6 +17,7 @@ from contracts.commands import (
     ListContacts,
     ListEnrollments,
     ListSequences,
+    ListTasks,
 )
 from contracts.views import (
     ContactPage,
@@ -26,6 +27,8 @@ from contracts.views import (
     EnrollmentView,
     SequencePage,
     SequenceView,
+    TaskPage,
+    TaskView,
     Timeline,
     TimelineEntry,
 )
@@ -166,6 +169,32 @@ class EnrollmentQueries:
             entries=[TimelineEntry(**row, summary=summarize(row["type"], row["data"]))
                      for row in rows],
         )
+
+
+    async def list_tasks(self, query: ListTasks) -> TaskPage:
+        """Tasks for people (SMS and call steps), per owner and sequence: `open`, `due` (open
+        and due by now), `overdue` (open and due more than a day ago), or `all`."""
+        now = self.runtime.clock.now()
+        clauses, params = [], {"now": now, "limit": query.page.limit + 1}
+        if query.which != "all":
+            clauses.append("state = 'open'")
+        if query.which == "due":
+            clauses.append("due_at <= :now")
+        if query.which == "overdue":
+            clauses.append("due_at <= :now - interval '1 day'")
+        for column in ("owner_name", "sequence_id"):
+            if (value := getattr(query, column)) is not None:
+                clauses.append(f"{column} = :{column}")
+                params[column] = value
+        after = _after(query.page.cursor, "(due_at, task_id)", "timestamptz")
+        rows = await self._rows(
+            f"SELECT * FROM enrollment.tasks WHERE {' AND '.join(clauses + [after.sql])}"
+            " ORDER BY due_at, task_id LIMIT :limit", {**params, **after.params})
+        rows, cursor = page_of(rows, query.page.limit, lambda r: [r["due_at"], r["task_id"]])
+        return TaskPage(items=[TaskView(
+            **{k: r[k] for k in TaskView.model_fields if k in r},
+            overdue=r["state"] == "open" and r["due_at"] <= now - timedelta(days=1),
+        ) for r in rows], next_cursor=cursor)
 
 
 class _After:

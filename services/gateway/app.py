@@ -7,12 +7,13 @@ import asyncio
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
+from urllib.parse import parse_qs
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
 from contracts import commands as c
@@ -29,6 +30,8 @@ from contracts.views import (
     SchedulePreview,
     SequencePage,
     SequenceView,
+    StepPreview,
+    TaskPage,
     Timeline,
 )
 from sequences import clock
@@ -36,6 +39,7 @@ from sequences.bootstrap import configure_logging
 from sequences.config import Settings
 from sequences.messaging import rpc
 from sequences.messaging.nats import connect
+from sequences.signing import BadToken, signer_from_env
 from sequences.tracing import setup_tracing
 from services.enrollment import contact_import
 
@@ -277,6 +281,109 @@ async def opt_out(contact_id: uuid.UUID, request: Request, body: c.StopRequest |
     return await ask(request, c.GetContact(contact_id=contact_id))
 
 
+@sequences.post("/{sequence_id}/steps/{step_id}/preview", response_model=StepPreview)
+async def preview_step(sequence_id: uuid.UUID, step_id: uuid.UUID, request: Request,
+                       body: c.PreviewRequest | None = None):
+    """Render a step for a chosen contact (or a sample one) without sending. Variables that
+    would be empty are listed in `missing`: for those contacts the step would be held."""
+    contact_id = body.contact_id if body else None
+    return await ask(request, c.PreviewStep(sequence_id=sequence_id, step_id=step_id,
+                                            contact_id=contact_id))
+
+
+@sequences.post("/{sequence_id}/steps/{step_id}/test", status_code=202, response_model=Created)
+async def send_test(sequence_id: uuid.UUID, step_id: uuid.UUID, body: c.TestEmailRequest,
+                    request: Request):
+    """Send test to me: the email step, rendered, to your own address; no enrollment changes."""
+    return await ask(request, c.SendTestEmail(sequence_id=sequence_id, step_id=step_id,
+                                              **body.model_dump()))
+
+
+@enrollments.post("/v1/enrollments/{enrollment_id}/retry", response_model=EnrollmentView)
+async def retry_enrollment(enrollment_id: uuid.UUID, request: Request):
+    """Try the held step again (after fixing the contact's data or the mailbox)."""
+    await ask(request, c.RetryEnrollment(enrollment_id=enrollment_id))
+    return await ask(request, c.GetEnrollment(enrollment_id=enrollment_id))
+
+
+tasks = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+
+@tasks.get("", response_model=TaskPage)
+async def list_tasks(
+    request: Request,
+    owner: Annotated[str | None, Query(max_length=200)] = None,
+    sequence_id: uuid.UUID | None = None,
+    which: Literal["due", "overdue", "open", "all"] = "open",
+    limit: Limit = 50,
+    cursor: Cursor = None,
+):
+    """SMS and call steps waiting for people, per owner and sequence."""
+    return await ask(request, c.ListTasks(owner_name=owner, sequence_id=sequence_id, which=which,
+                                          page=c.Page(limit=limit, cursor=cursor)))
+
+
+@tasks.post("/{task_id}/complete", response_model=Created)
+async def complete_task(task_id: uuid.UUID, body: c.TaskOutcome, request: Request):
+    """Mark the task done or skipped: the enrollment moves on to its next step."""
+    return await ask(request, c.CompleteTask(task_id=task_id, **body.model_dump()))
+
+
+# --- links in emails (no API key: they are signed) ---------------------------------------------
+
+tracking = APIRouter(include_in_schema=True, tags=["links in emails"])
+_PIXEL = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c000000000100"
+                       "01000002024401003b")
+
+
+@tracking.get("/t/{token}.gif", responses={200: {"content": {"image/gif": {}}}})
+async def open_pixel(token: Annotated[str, Path(max_length=400)], request: Request):
+    """The open-tracking pixel: records EmailOpened for the email it is in."""
+    payload = _verified(request, "open", token)
+    try:
+        await ask(request, c.RecordEmailOpen(enrollment_id=payload["e"], step_id=payload["s"]))
+    except (KeyError, ValueError):
+        raise _problem(404, "token", "no such email") from None
+    return Response(_PIXEL, media_type="image/gif",
+                    headers={"Cache-Control": "no-store, private"})
+
+
+@tracking.get("/unsubscribe/{token}", response_class=HTMLResponse)
+async def unsubscribe_page(token: Annotated[str, Path(max_length=400)], request: Request):
+    """The page behind the unsubscribe link: one button, so link scanners do not unsubscribe."""
+    _verified(request, "unsubscribe", token)
+    return HTMLResponse(_page("Unsubscribe", "Stop receiving these emails?",
+                              '<form method="post"><button type="submit">Unsubscribe</button>'
+                              "</form>"))
+
+
+@tracking.post("/unsubscribe/{token}", response_class=HTMLResponse)
+async def unsubscribe(token: Annotated[str, Path(max_length=400)], request: Request):
+    """The page's button, and RFC 8058 one-click (`List-Unsubscribe=One-Click` posted by mail
+    clients): the contact is opted out and every active enrollment of theirs stops."""
+    payload = _verified(request, "unsubscribe", token)
+    body = parse_qs((await _body_up_to(request, 4096)).decode(errors="replace"))
+    source = "one-click" if body.get("List-Unsubscribe") == ["One-Click"] else "unsubscribe-link"
+    try:
+        await ask(request, c.OptOutContact(contact_id=payload["c"], source=source))
+    except (KeyError, ValueError):
+        raise _problem(404, "token", "no such contact") from None
+    return HTMLResponse(_page("Unsubscribed", "You will not receive these emails again.", ""))
+
+
+def _verified(request: Request, purpose: str, token: str) -> dict:
+    try:
+        return request.app.state.signer.verify(purpose, token)
+    except BadToken:
+        raise _problem(404, "token", "no such link") from None
+
+
+def _page(title: str, message: str, form: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+            f"<body style='font-family:sans-serif;margin:4em auto;max-width:30em'>"
+            f"<h1>{title}</h1><p>{message}</p>{form}</body></html>")
+
+
 # --- the app -----------------------------------------------------------------------------------
 
 
@@ -307,7 +414,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def healthz():
         return {"status": "ok"}
 
-    for router in (sequences, contacts, enrollments):
+    app.state.signer = signer_from_env()
+    for router in (sequences, contacts, enrollments, tasks, tracking):
         app.include_router(router)
     if settings.clock == "adjustable":
         app.include_router(_dev_clock())

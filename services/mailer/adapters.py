@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
+import httpx
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +98,61 @@ async def _close(client: aiosmtplib.SMTP) -> None:
         await client.quit()
     except Exception:
         client.close()
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """A sender mailbox: how to reach its SMTP server and how much it may send."""
+
+    address: str
+    smtp: SmtpSettings
+    daily_cap: int | None = None  # emails per day (in the sequence's timezone)
+    min_gap_seconds: float = 0.0  # between two sends
+
+    @property
+    def limited(self) -> bool:
+        return self.daily_cap is not None or self.min_gap_seconds > 0
+
+
+class Mailboxes:
+    """Sender mailboxes from `MAILBOXES` (JSON list of {"address", "smtp_url", "daily_cap",
+    "min_gap_seconds"}); any other sender goes through the default relay (`SMTP_URL`)."""
+
+    def __init__(self, default_smtp_url: str, mailboxes_json: str | None = None):
+        self._default = SmtpSettings.from_url(default_smtp_url)
+        self._by_address: dict[str, Mailbox] = {}
+        for item in json.loads(mailboxes_json or "[]"):
+            smtp = SmtpSettings.from_url(item.get("smtp_url") or default_smtp_url)
+            mailbox = Mailbox(item["address"].lower(), smtp, item.get("daily_cap"),
+                              float(item.get("min_gap_seconds", 0)))
+            self._by_address[mailbox.address] = mailbox
+        self._senders: dict[SmtpSettings, SmtpSender] = {}
+
+    def for_address(self, address: str) -> Mailbox:
+        return self._by_address.get(address.lower()) or Mailbox(address.lower(), self._default)
+
+    def sender(self, mailbox: Mailbox) -> SmtpSender:
+        """One connection pool per SMTP server, shared by the mailboxes that use it."""
+        if mailbox.smtp not in self._senders:
+            self._senders[mailbox.smtp] = SmtpSender(mailbox.smtp)
+        return self._senders[mailbox.smtp]
+
+
+class CaptureVerifier:
+    """Asks the local capture server whether a message arrived (`SMTP_VERIFY_URL`): after a
+    crash between the SMTP server's acceptance and our record of it, this says whether to send
+    again. Without a verifier the mailer sends again (at least once)."""
+
+    def __init__(self, base_url: str):
+        self._base_url = base_url.rstrip("/")
+
+    async def was_delivered(self, message_id: str) -> bool | None:
+        try:
+            async with httpx.AsyncClient(timeout=5) as client:
+                response = await client.get(f"{self._base_url}/messages",
+                                            params={"message_id": message_id})
+                response.raise_for_status()
+        except httpx.HTTPError as error:
+            log.warning("cannot verify delivery of %s: %s", message_id, error)
+            return None
+        return bool(response.json())

@@ -29,15 +29,23 @@ def _verbatim(text: str) -> str:
 
 
 def render(
-    template: str, values: Mapping[str, str], escape: Callable[[str], str] = _verbatim
+    template: str,
+    values: Mapping[str, str],
+    escape: Callable[[str], str] = _verbatim,
+    missing: list[str] | None = None,
 ) -> str:
     """Fill merge variables from the contact's `values` (by field), using fallbacks for empties.
-    `escape` applies to everything, text and values alike (html.escape for the HTML part)."""
+    `escape` applies to everything, text and values alike (html.escape for the HTML part).
+    An empty value without fallback raises MissingMergeValue, unless a `missing` list is given:
+    then the placeholder stays as written and its name is added there (previews, tasks)."""
     out, last = [], 0
     for p in placeholders(template):
         value = (values.get(p.field or "") or "").strip() or (p.fallback or "").strip()
         if not value:
-            raise MissingMergeValue(p.variable)
+            if missing is None:
+                raise MissingMergeValue(p.variable)
+            missing.append(p.variable)
+            value = template[p.start : p.end]
         out += [escape(template[last : p.start]), escape(value)]
         last = p.end
     out.append(escape(template[last:]))
@@ -45,7 +53,8 @@ def render(
 
 
 def message_id_for(enrollment_id: uuid.UUID, step_id: uuid.UUID, sender_email: str) -> str:
-    """Stable per step: a re-send after a crash carries the same id, so clients fold it."""
+    """Stable per step: a re-send after a crash carries the same id, so clients fold it and the
+    mailer can ask whether it went through."""
     token = uuid.uuid5(_MESSAGE_ID_NAMESPACE, f"{enrollment_id}:{step_id}")
     return f"<{token}@{sender_email.rsplit('@', 1)[1]}>"
 
@@ -88,13 +97,37 @@ class OutgoingEmail:
     html_body: str
     message_id: str
     date: datetime
+    unsubscribe_url: str | None = None
 
 
-def html_body_for(text_template: str, values: Mapping[str, str]) -> str:
+@dataclass(frozen=True)
+class Links:
+    """The per-email links: open tracking pixel and unsubscribe page (None in test emails)."""
+
+    pixel_url: str
+    unsubscribe_url: str
+
+
+def text_body_for(template: str, values: Mapping[str, str], links: Links | None,
+                  missing: list[str] | None = None) -> str:
+    body = render(template, values, missing=missing)
+    if links is not None:
+        body += f"\n\n--\nUnsubscribe: {links.unsubscribe_url}\n"
+    return body
+
+
+def html_body_for(template: str, values: Mapping[str, str], links: Links | None,
+                  missing: list[str] | None = None) -> str:
     """The HTML part: the body with merge values (and everything else) escaped."""
-    escaped = render(text_template, values, escape=html.escape)
-    paragraphs = escaped.replace("\r\n", "\n").split("\n")
-    return "<!doctype html><html><body>" + "<br>\n".join(paragraphs) + "</body></html>"
+    escaped = render(template, values, escape=html.escape, missing=missing)
+    body = "<br>\n".join(escaped.replace("\r\n", "\n").split("\n"))
+    if links is not None:
+        body += (
+            f'<p style="font-size:12px;color:#888"><a href="{html.escape(links.unsubscribe_url)}">'
+            "Unsubscribe</a></p>"
+            f'<img src="{html.escape(links.pixel_url)}" width="1" height="1" alt="">'
+        )
+    return f"<!doctype html><html><body>{body}</body></html>"
 
 
 def build_message(email: OutgoingEmail) -> EmailMessage:
@@ -109,6 +142,15 @@ def build_message(email: OutgoingEmail) -> EmailMessage:
     if email.thread.in_reply_to:
         message["In-Reply-To"] = email.thread.in_reply_to
         message["References"] = " ".join(email.thread.references)
+    if email.unsubscribe_url:
+        # RFC 8058 one-click: mail clients POST "List-Unsubscribe=One-Click" to the URL
+        message["List-Unsubscribe"] = f"<{email.unsubscribe_url}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message.set_content(email.text_body)
     message.add_alternative(email.html_body, subtype="html")
     return message
+
+
+# A contact to preview steps with when none is chosen.
+SAMPLE_CONTACT = {"name": "김민수", "company": "한빛상사", "job_title": "과장",
+                  "owner_name": "이영희"}

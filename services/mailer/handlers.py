@@ -1,24 +1,35 @@
-"""Mailer handlers: keep what rendering needs, and turn each due email step into one sent email.
+"""Mailer handlers: keep what rendering needs, and turn each due email step into one sent email
+(and each due SMS or call step into a task for its owner).
 
 Sent once: the handler runs inside the consumer's transaction, which holds the lock on this
-enrollment's schedule stream position. A redelivered StepDue finds the position moved and does
-nothing; a second replica waits on the lock, then does nothing. A crash before the commit rolls
-everything back and the step is sent again: the one window left is a crash after the SMTP server
-accepted the message and before the commit (see the README, "Guarantees").
+enrollment's schedule-stream position, so a redelivered StepDue or a second replica waits and
+then finds the step sent. Before talking to the SMTP server the mailer commits a send intent on
+a connection of its own; the transaction that records the send removes it. An intent found on a
+later attempt means the mailer died between the SMTP server's acceptance and the record: it then
+asks the verifier whether the message arrived before sending again (README, "Guarantees").
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import uuid
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import aiosmtplib
 from sqlalchemy import text
 
+from contracts.commands import PreviewStep, RecordEmailOpen, SendTestEmail
 from contracts.events import (
+    BounceDetected,
     ContactCreated,
     ContactOptedOut,
     ContactUpdated,
+    EmailDeferred,
+    EmailFailed,
+    EmailHeld,
+    EmailOpened,
     EmailSent,
     EnrollmentBounced,
     EnrollmentReplied,
@@ -26,33 +37,53 @@ from contracts.events import (
     SequenceCreated,
     SequenceStepsChanged,
     StepDue,
+    TaskDue,
+    TestEmailSent,
 )
 from contracts.values import Channel
+from contracts.views import Created, StepPreview
 from sequences.bootstrap import Runtime
-from sequences.eventlog.store import ANY_VERSION, Append
+from sequences.eventlog.store import ANY_VERSION, Append, Causation
 from sequences.faults import crash_point
 from sequences.messaging.consumer import Delivery, NotReady, Subscription
+from sequences.messaging.rpc import Rejected
+from sequences.signing import Signer
 from sequences.tracing import tracer
-from services.mailer.adapters import SmtpSender
+from services.mailer.adapters import CaptureVerifier, Mailbox, Mailboxes
 from services.mailer.domain import (
+    SAMPLE_CONTACT,
+    Links,
+    MissingMergeValue,
     OutgoingEmail,
     PreviousEmail,
     build_message,
     html_body_for,
     message_id_for,
     render,
+    text_body_for,
     thread_for,
 )
 
 log = logging.getLogger(__name__)
-_MERGE_FIELDS = ("name", "company", "job_title", "owner_name")
 _tracer = tracer(__name__)
+_MERGE_FIELDS = ("name", "company", "job_title", "owner_name")
+_TASK_NAMESPACE = uuid.UUID("3d5a7a52-8f0e-4c2b-9f57-0d6c1f9a2b44")
+
+
+class TemporaryRefusal(Exception):
+    """The SMTP server said "try later" (4xx): the step comes back with a growing delay."""
 
 
 class MailerHandlers:
-    def __init__(self, runtime: Runtime, smtp: SmtpSender):
+    def __init__(self, runtime: Runtime, mailboxes: Mailboxes, signer: Signer,
+                 verifier: CaptureVerifier | None = None, retry_limit: int = 5):
         self.runtime = runtime
-        self.smtp = smtp
+        self.mailboxes = mailboxes
+        self.signer = signer
+        self.verifier = verifier
+        self.retry_limit = retry_limit
+
+    # --- what rendering needs ---------------------------------------------------------------
 
     async def on_sequence_created(self, event: SequenceCreated, d: Delivery) -> None:
         await d.conn.execute(
@@ -61,31 +92,24 @@ class MailerHandlers:
                 " steps) VALUES (:id, :name, :email, :timezone, CAST(:steps AS jsonb))"
                 " ON CONFLICT (sequence_id) DO NOTHING"
             ),
-            {
-                "id": event.sequence_id,
-                "name": event.sender_name,
-                "email": event.sender_email,
-                "timezone": event.timezone,
-                "steps": json.dumps([s.model_dump(mode="json") for s in event.steps]),
-            },
+            {"id": event.sequence_id, "name": event.sender_name, "email": event.sender_email,
+             "timezone": event.timezone, "steps": _steps_json(event.steps)},
         )
 
     async def on_steps_changed(self, event: SequenceStepsChanged, d: Delivery) -> None:
         await d.conn.execute(
             text("UPDATE mailer.sequences SET steps = CAST(:steps AS jsonb) WHERE sequence_id = :id"),
-            {"id": event.sequence_id,
-             "steps": json.dumps([s.model_dump(mode="json") for s in event.steps])},
+            {"id": event.sequence_id, "steps": _steps_json(event.steps)},
         )
 
     async def on_contact_created(self, event: ContactCreated, d: Delivery) -> None:
-        values = event.model_dump(include=set(_MERGE_FIELDS))
         await d.conn.execute(
             text(
                 "INSERT INTO mailer.contacts (contact_id, email, merge_values)"
-                " VALUES (:id, :email, CAST(:values AS jsonb))"
-                " ON CONFLICT (contact_id) DO NOTHING"
+                " VALUES (:id, :email, CAST(:values AS jsonb)) ON CONFLICT (contact_id) DO NOTHING"
             ),
-            {"id": event.contact_id, "email": event.email, "values": json.dumps(values)},
+            {"id": event.contact_id, "email": event.email,
+             "values": json.dumps(event.model_dump(include=set(_MERGE_FIELDS)))},
         )
 
     async def on_contact_updated(self, event: ContactUpdated, d: Delivery) -> None:
@@ -111,114 +135,319 @@ class MailerHandlers:
             {"id": event.enrollment_id, "reason": event.type_name()},
         )
 
+    # --- due steps --------------------------------------------------------------------------
+
     async def on_step_due(self, event: StepDue, d: Delivery) -> None:
         if event.channel != Channel.email:
-            return  # SMS and call steps become tasks for people (not the mailer's job)
-        conn = d.conn
-        blocked = await conn.execute(
-            text("SELECT 1 FROM mailer.deliveries WHERE enrollment_id = :e AND step_id = :s"
-                 " UNION ALL SELECT 1 FROM mailer.halted_enrollments WHERE enrollment_id = :e"),
-            {"e": event.enrollment_id, "s": event.step_id},
-        )
-        if blocked.first() is not None:
-            return  # sent already, or the enrollment ended meanwhile
-        email = await self._compose(conn, event)
-        if email is None:
-            return  # the step was deleted after it fell due, or the contact opted out
+            await self._task_for(event, d)
+            return
+        if await self._blocked(d.conn, event):
+            return  # sent already, or the enrollment ended, or the contact opted out
+        sequence, contact, step = await self._parts(d.conn, event)
+        if step is None:
+            return  # the step was deleted after it fell due
+        mailbox = self.mailboxes.for_address(sequence.sender_email)
+        try:
+            email = self._compose(event, sequence, contact, step,
+                                  await self._previous(d.conn, event.enrollment_id))
+            message = build_message(email)
+        except (MissingMergeValue, ValueError) as error:
+            await self._append(d, EmailHeld(
+                enrollment_id=event.enrollment_id, sequence_id=event.sequence_id,
+                step_id=event.step_id, step_index=event.step_index, reason=str(error)))
+            return
+        intent = await self._intent(event)
+        if intent is not None and intent.state == "sending" and await self._arrived(email):
+            await self._record_sent(d, event, email)  # it went through before the crash
+            return
+        if mailbox.limited and not await self._slot(d, event, email, mailbox, sequence, intent):
+            return
+        await self._set_intent(event, email.message_id, "sending")
         crash_point("mailer.before_smtp")
-        with _tracer.start_as_current_span(
-            "smtp.send",
-            attributes={
-                "enrollment_id": str(event.enrollment_id),
-                "sequence_id": str(event.sequence_id),
-                "step_index": event.step_index,
-            },
-        ):
-            await self.smtp.send(build_message(email))
-        crash_point("mailer.after_smtp")
-        await self._record_sent(d, event, email)
+        if await self._send(d, event, mailbox, message, email):
+            crash_point("mailer.after_smtp")
+            await self._record_sent(d, event, email)
 
-    async def _compose(self, conn, event: StepDue) -> OutgoingEmail | None:
-        sequence = (
-            await conn.execute(
-                text("SELECT sender_name, sender_email, timezone, steps FROM mailer.sequences"
-                     " WHERE sequence_id = :id"),
-                {"id": event.sequence_id},
-            )
-        ).first()
-        contact = (
-            await conn.execute(
-                text("SELECT email, merge_values, opted_out FROM mailer.contacts"
-                     " WHERE contact_id = :id"),
-                {"id": event.contact_id},
-            )
-        ).first()
+    async def _send(self, d: Delivery, event: StepDue, mailbox: Mailbox, message, email) -> bool:
+        """Hand the message to the SMTP server. A 5xx for the recipient is a hard bounce, a 4xx
+        is retried with backoff up to a bound, anything else (connection lost) is retried."""
+        with _tracer.start_as_current_span("smtp.send", attributes={
+            "enrollment_id": str(event.enrollment_id), "sequence_id": str(event.sequence_id),
+            "step_index": event.step_index, "smtp.host": mailbox.smtp.host,
+        }):
+            try:
+                await self.mailboxes.sender(mailbox).send(message)
+                return True
+            except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as error:
+                code, reason = _refusal(error)
+            if code is None:
+                raise RuntimeError(f"SMTP refused without a code: {reason}")
+        await self._clear_intent(event)  # refused: nothing went out
+        if code >= 500:
+            await self._append(d, BounceDetected(
+                enrollment_id=event.enrollment_id, recipient=email.recipient, kind="hard",
+                status=str(code), diagnostic=reason[:1000], original_message_id=email.message_id,
+                detected_by="smtp", detected_at=self.runtime.clock.now()))
+            return False
+        if d.attempt >= self.retry_limit:
+            await self._append(d, EmailFailed(
+                enrollment_id=event.enrollment_id, sequence_id=event.sequence_id,
+                step_id=event.step_id, step_index=event.step_index, reason=reason[:1000],
+                smtp_code=code, attempts=d.attempt))
+            return False
+        raise TemporaryRefusal(f"{code} {reason}")
+
+    async def _arrived(self, email: OutgoingEmail) -> bool:
+        return bool(self.verifier and await self.verifier.was_delivered(email.message_id))
+
+    async def _slot(self, d, event, email, mailbox: Mailbox, sequence, intent) -> bool:
+        """Per-mailbox daily cap and minimum gap: take a sending slot, or defer the step to the
+        next allowed moment (the scheduler fires it again then). Never dropped."""
+        now = self.runtime.clock.now()
+        if intent is not None and intent.state == "reserved" and intent.slot <= now + _SLACK:
+            return True  # this step's slot has come
+        zone = ZoneInfo(sequence.timezone)
+        today = now.astimezone(zone).date()
+        async with self.runtime.engine.connect() as own:
+            own = await own.execution_options(isolation_level="AUTOCOMMIT")
+            taken = (await own.execute(_TAKE_SLOT, {
+                "address": mailbox.address, "day": today, "now": now,
+                "gap": timedelta(seconds=mailbox.min_gap_seconds),
+                "cap": mailbox.daily_cap or 2**31 - 1,
+            })).first()
+        if taken is None:
+            until = datetime.combine(today + timedelta(days=1), time(0), zone)
+            reason = f"daily cap of {mailbox.daily_cap} reached for {mailbox.address}"
+        elif taken.last_slot > now + _SLACK:
+            until = taken.last_slot
+            await self._set_intent(event, email.message_id, "reserved", slot=until)
+            reason = f"{mailbox.min_gap_seconds:g} s between sends from {mailbox.address}"
+        else:
+            return True
+        await self._append(d, EmailDeferred(enrollment_id=event.enrollment_id,
+                                            step_id=event.step_id, until=until, reason=reason))
+        return False
+
+    async def _task_for(self, event: StepDue, d: Delivery) -> None:
+        """SMS and call steps are never sent: they become a task for the contact's owner."""
+        sequence, contact, step = await self._parts(d.conn, event)
+        if step is None:
+            return
+        values = contact.merge_values
+        task = TaskDue(
+            task_id=uuid.uuid5(_TASK_NAMESPACE, f"{event.enrollment_id}:{event.step_id}"),
+            enrollment_id=event.enrollment_id, sequence_id=event.sequence_id,
+            contact_id=event.contact_id, step_id=event.step_id, step_index=event.step_index,
+            channel=event.channel, owner_name=values.get("owner_name") or "",
+            instructions=render(step["body"], values, missing=[]), due_at=event.due_at,
+        )
+        await self._append(d, task)
+
+    # --- pieces -----------------------------------------------------------------------------
+
+    async def _blocked(self, conn, event: StepDue) -> bool:
+        found = await conn.execute(
+            text("SELECT 1 FROM mailer.deliveries WHERE enrollment_id = :e AND step_id = :s"
+                 " UNION ALL SELECT 1 FROM mailer.halted_enrollments WHERE enrollment_id = :e"
+                 " UNION ALL SELECT 1 FROM mailer.contacts WHERE contact_id = :c AND opted_out"),
+            {"e": event.enrollment_id, "s": event.step_id, "c": event.contact_id},
+        )
+        return found.first() is not None
+
+    async def _parts(self, conn, event):
+        sequence = (await conn.execute(
+            text("SELECT sender_name, sender_email, timezone, steps FROM mailer.sequences"
+                 " WHERE sequence_id = :id"), {"id": event.sequence_id})).first()
+        contact = (await conn.execute(
+            text("SELECT email, merge_values FROM mailer.contacts WHERE contact_id = :id"),
+            {"id": event.contact_id})).first()
         if sequence is None or contact is None:
             raise NotReady("sequence or contact not seen yet")
-        if contact.opted_out:
-            return None
-        previous = (
-            await conn.execute(
-                text('SELECT message_id, thread_subject, "references" FROM mailer.deliveries'
-                     " WHERE enrollment_id = :e ORDER BY sent_at DESC, step_index DESC LIMIT 1"),
-                {"e": event.enrollment_id},
-            )
-        ).first()
         step = next((s for s in sequence.steps if s["step_id"] == str(event.step_id)), None)
-        if step is None:
-            return None
+        return sequence, contact, step
+
+    async def _previous(self, conn, enrollment_id) -> PreviousEmail | None:
+        row = (await conn.execute(
+            text('SELECT message_id, thread_subject, "references" FROM mailer.deliveries'
+                 " WHERE enrollment_id = :e ORDER BY sent_at DESC, step_index DESC LIMIT 1"),
+            {"e": enrollment_id})).first()
+        return PreviousEmail(row.message_id, row.thread_subject, tuple(row.references)) if row else None
+
+    def _links(self, enrollment_id, step_id, contact_id) -> Links:
+        base = self.runtime.settings.public_url.rstrip("/")
+        pixel = self.signer.sign("open", {"e": str(enrollment_id), "s": str(step_id)})
+        unsubscribe = self.signer.sign("unsubscribe", {"c": str(contact_id)})
+        return Links(f"{base}/t/{pixel}.gif", f"{base}/unsubscribe/{unsubscribe}")
+
+    def _compose(self, event: StepDue, sequence, contact, step,
+                 previous: PreviousEmail | None) -> OutgoingEmail:
         values = contact.merge_values
+        links = self._links(event.enrollment_id, event.step_id, event.contact_id)
         subject = render(step["subject"], values) if step.get("subject") else None
         return OutgoingEmail(
             sender_name=sequence.sender_name,
             sender_email=sequence.sender_email,
             recipient=contact.email,
-            thread=thread_for(
-                subject,
-                PreviousEmail(previous.message_id, previous.thread_subject,
-                              tuple(previous.references)) if previous else None,
-            ),
-            text_body=render(step["body"], values),
-            html_body=html_body_for(step["body"], values),
-            message_id=message_id_for(event.enrollment_id, event.step_id,
-                                      sequence.sender_email),
+            thread=thread_for(subject, previous),
+            text_body=text_body_for(step["body"], values, links),
+            html_body=html_body_for(step["body"], values, links),
+            message_id=message_id_for(event.enrollment_id, event.step_id, sequence.sender_email),
             date=self.runtime.clock.now().astimezone(ZoneInfo(sequence.timezone)),
+            unsubscribe_url=links.unsubscribe_url,
         )
 
+    async def _intent(self, event: StepDue):
+        async with self.runtime.engine.connect() as conn:
+            return (await conn.execute(
+                text("SELECT state, slot FROM mailer.send_intents"
+                     " WHERE enrollment_id = :e AND step_id = :s"),
+                {"e": event.enrollment_id, "s": event.step_id})).first()
+
+    async def _set_intent(self, event: StepDue, message_id: str, state: str,
+                          slot: datetime | None = None) -> None:
+        """Committed at once, on a connection of its own: it must outlive a crash of the send."""
+        async with self.runtime.engine.connect() as own:
+            own = await own.execution_options(isolation_level="AUTOCOMMIT")
+            await own.execute(_SET_INTENT, {"e": event.enrollment_id, "s": event.step_id,
+                                            "m": message_id, "state": state, "slot": slot})
+
+    async def _clear_intent(self, event: StepDue) -> None:
+        async with self.runtime.engine.connect() as own:
+            own = await own.execution_options(isolation_level="AUTOCOMMIT")
+            await own.execute(_CLEAR_INTENT, {"e": event.enrollment_id, "s": event.step_id})
+
     async def _record_sent(self, d: Delivery, event: StepDue, email: OutgoingEmail) -> None:
+        await d.conn.execute(_CLEAR_INTENT, {"e": event.enrollment_id, "s": event.step_id})
         await d.conn.execute(
             text(
                 'INSERT INTO mailer.deliveries (enrollment_id, step_id, step_index, message_id,'
                 ' thread_subject, "references", recipient, sent_at) VALUES (:e, :step_id, :s,'
                 " :message_id, :thread_subject, :references, :recipient, :at)"
             ),
-            {
-                "e": event.enrollment_id,
-                "step_id": event.step_id,
-                "s": event.step_index,
-                "message_id": email.message_id,
-                "thread_subject": email.thread.thread_subject,
-                "references": list(email.thread.references),
-                "recipient": email.recipient,
-                "at": email.date,
-            },
+            {"e": event.enrollment_id, "step_id": event.step_id, "s": event.step_index,
+             "message_id": email.message_id, "thread_subject": email.thread.thread_subject,
+             "references": list(email.thread.references), "recipient": email.recipient,
+             "at": email.date},
         )
-        sent = EmailSent(
-            enrollment_id=event.enrollment_id,
-            sequence_id=event.sequence_id,
-            contact_id=event.contact_id,
-            step_id=event.step_id,
-            step_index=event.step_index,
-            message_id=email.message_id,
-            recipient=email.recipient,
-            subject=email.thread.subject,
-            sent_at=email.date,
-            in_reply_to=email.thread.in_reply_to,
-            references=list(email.thread.references),
-        )
+        await self._append(d, EmailSent(
+            enrollment_id=event.enrollment_id, sequence_id=event.sequence_id,
+            contact_id=event.contact_id, step_id=event.step_id, step_index=event.step_index,
+            message_id=email.message_id, recipient=email.recipient, subject=email.thread.subject,
+            sent_at=email.date, in_reply_to=email.thread.in_reply_to,
+            references=list(email.thread.references)))
+
+    async def _append(self, d: Delivery, event) -> None:
         await self.runtime.store.append(
-            d.conn, [Append(sent.stream_id(), ANY_VERSION, [sent])], d.causation
+            d.conn, [Append(event.stream_id(), ANY_VERSION, [event])], d.causation)
+
+    # --- requests ---------------------------------------------------------------------------
+
+    async def preview_step(self, query: PreviewStep) -> StepPreview:
+        step, values, _ = await self._step_for_request(query.sequence_id, query.step_id,
+                                                       query.contact_id)
+        missing: list[str] = []
+        subject = render(step["subject"], values, missing=missing) if step.get("subject") else None
+        return StepPreview(
+            subject=subject,
+            text=render(step["body"], values, missing=missing),
+            html=html_body_for(step["body"], values, None, missing=[]),
+            missing=sorted(set(missing)),
         )
+
+    async def send_test_email(self, command: SendTestEmail) -> Created:
+        """The step rendered as it would go out, to the requester, marked as a test. Recorded in
+        its own stream: no enrollment, send or open count changes."""
+        step, values, sequence = await self._step_for_request(
+            command.sequence_id, command.step_id, command.contact_id)
+        if step["channel"] != Channel.email:
+            raise Rejected(422, "only email steps can be sent as a test", "step_id")
+        try:
+            subject = render(step.get("subject") or "(no subject: continues the thread)", values)
+            email = OutgoingEmail(
+                sender_name=sequence.sender_name, sender_email=sequence.sender_email,
+                recipient=str(command.to), thread=thread_for(f"[TEST] {subject}", None),
+                text_body=text_body_for(step["body"], values, None),
+                html_body=html_body_for(step["body"], values, None),
+                message_id=f"<test.{uuid.uuid4()}@{sequence.sender_email.rsplit('@', 1)[1]}>",
+                date=self.runtime.clock.now().astimezone(ZoneInfo(sequence.timezone)),
+            )
+        except MissingMergeValue as missing:
+            raise Rejected(422, str(missing), "contact_id") from None
+        mailbox = self.mailboxes.for_address(sequence.sender_email)
+        await self.mailboxes.sender(mailbox).send(build_message(email))
+        sent = TestEmailSent(sequence_id=command.sequence_id, step_id=command.step_id,
+                             recipient=str(command.to), message_id=email.message_id,
+                             sent_at=self.runtime.clock.now())
+        async with self.runtime.engine.begin() as conn:
+            await self.runtime.store.append(
+                conn, [Append(sent.stream_id(), ANY_VERSION, [sent])], Causation.new())
+        return Created(id=command.step_id)
+
+    async def _step_for_request(self, sequence_id, step_id, contact_id):
+        async with self.runtime.engine.connect() as conn:
+            sequence = (await conn.execute(
+                text("SELECT sender_name, sender_email, timezone, steps FROM mailer.sequences"
+                     " WHERE sequence_id = :id"), {"id": sequence_id})).first()
+            if sequence is None:
+                raise Rejected(404, f"no such sequence: {sequence_id}", "sequence_id")
+            step = next((s for s in sequence.steps if s["step_id"] == str(step_id)), None)
+            if step is None:
+                raise Rejected(404, f"no such step in this sequence: {step_id}", "step_id")
+            if contact_id is None:
+                return step, SAMPLE_CONTACT, sequence
+            contact = (await conn.execute(
+                text("SELECT merge_values FROM mailer.contacts WHERE contact_id = :id"),
+                {"id": contact_id})).first()
+        if contact is None:
+            raise Rejected(404, f"no such contact: {contact_id}", "contact_id")
+        return step, contact.merge_values, sequence
+
+    async def record_open(self, command: RecordEmailOpen) -> Created:
+        async with self.runtime.engine.begin() as conn:
+            delivered = (await conn.execute(
+                text("SELECT message_id FROM mailer.deliveries"
+                     " WHERE enrollment_id = :e AND step_id = :s"),
+                {"e": command.enrollment_id, "s": command.step_id})).first()
+            if delivered is None:
+                raise Rejected(404, "no such email", "token")
+            opened = EmailOpened(enrollment_id=command.enrollment_id, step_id=command.step_id,
+                                 message_id=delivered.message_id,
+                                 opened_at=self.runtime.clock.now())
+            await self.runtime.store.append(
+                conn, [Append(opened.stream_id(), ANY_VERSION, [opened])], Causation.new())
+        return Created(id=command.enrollment_id)
+
+
+_SLACK = timedelta(seconds=2)
+_SET_INTENT = text(
+    "INSERT INTO mailer.send_intents (enrollment_id, step_id, message_id, state, slot)"
+    " VALUES (:e, :s, :m, :state, :slot) ON CONFLICT (enrollment_id, step_id) DO UPDATE"
+    " SET state = EXCLUDED.state, slot = coalesce(EXCLUDED.slot, mailer.send_intents.slot),"
+    " updated_at = now()"
+)
+_CLEAR_INTENT = text("DELETE FROM mailer.send_intents WHERE enrollment_id = :e AND step_id = :s")
+_TAKE_SLOT = text(
+    """
+    INSERT INTO mailer.mailbox_usage (address, day, sent, last_slot)
+    VALUES (:address, :day, 1, :now)
+    ON CONFLICT (address, day) DO UPDATE
+        SET sent = mailer.mailbox_usage.sent + 1,
+            last_slot = greatest(:now, mailer.mailbox_usage.last_slot + :gap)
+        WHERE mailer.mailbox_usage.sent < :cap
+    RETURNING sent, last_slot
+    """
+)
+
+
+def _refusal(error: Exception) -> tuple[int | None, str]:
+    """The SMTP code and text of a refusal (for several recipients, the first one's)."""
+    if isinstance(error, aiosmtplib.SMTPRecipientsRefused) and error.recipients:
+        error = error.recipients[0]
+    return getattr(error, "code", None), getattr(error, "message", str(error))
+
+
+def _steps_json(steps) -> str:
+    return json.dumps([s.model_dump(mode="json") for s in steps])
 
 
 def subscription(handlers: MailerHandlers) -> Subscription:

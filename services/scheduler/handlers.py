@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.events import (
     ContactEnrolled,
+    EmailDeferred,
+    EnrollmentRetried,
     EnrollmentBounced,
     EnrollmentCompleted,
     EnrollmentReplied,
@@ -49,6 +51,10 @@ _WHERE_IT_STANDS = text(
     SELECT e.completed, e.anchor_at, e.active, s.timezone, s.send_policy, s.steps, s.state
     FROM scheduler.enrollments e JOIN scheduler.sequences s USING (sequence_id)
     WHERE e.enrollment_id = :id
+    -- A pause or an edit (which update the sequence row) and a step completing (another
+    -- stream, maybe another replica) must not plan from each other's stale view: whoever
+    -- plans second waits for the first and reads what it wrote.
+    FOR UPDATE OF e FOR SHARE OF s
     """
 )
 _DROP_SUPERSEDED = text(
@@ -161,6 +167,26 @@ class SchedulerHandlers:
              **_cause(d)},
         )
         await self._replan(d, event.enrollment_id)
+
+    async def on_email_deferred(self, event: EmailDeferred, d: Delivery) -> None:
+        """A mailbox limit moved the step: it fires again at `until`."""
+        await self._refire(d, event.enrollment_id, event.step_id, event.until, event.reason)
+
+    async def on_retried(self, event: EnrollmentRetried, d: Delivery) -> None:
+        """Someone fixed what held the step: it fires again now."""
+        await self._refire(d, event.enrollment_id, event.step_id, event.retried_at, "retried")
+
+    async def _refire(self, d: Delivery, enrollment_id, step_id, at: datetime, reason: str):
+        row = (await d.conn.execute(
+            text("UPDATE scheduler.due_steps SET state = 'pending', due_at = :at"
+                 " WHERE enrollment_id = :e AND step_id = :s AND state = 'fired'"
+                 " RETURNING step_index"),
+            {"e": enrollment_id, "s": step_id, "at": at})).first()
+        if row is not None:
+            scheduled = StepScheduled(enrollment_id=enrollment_id, step_id=step_id,
+                                      step_index=row.step_index, due_at=at, reason=reason)
+            await self.runtime.store.append(
+                d.conn, [Append(scheduled.stream_id(), ANY_VERSION, [scheduled])], d.causation)
 
     async def on_enrollment_ended(self, event, d: Delivery) -> None:
         """Done, replied, bounced or stopped: whatever was pending never fires."""
@@ -316,8 +342,10 @@ def _step_due(row) -> Append:
 
 
 def subscription(handlers: SchedulerHandlers) -> Subscription:
-    planner = Subscription("scheduler-planner", ["sequence", "enrollment"],
+    planner = Subscription("scheduler-planner", ["sequence", "enrollment", "delivery"],
                            transaction_per_batch=True)
+    planner.on(EmailDeferred)(handlers.on_email_deferred)
+    planner.on(EnrollmentRetried)(handlers.on_retried)
     planner.on(SequenceCreated)(handlers.on_sequence_created)
     planner.on(SequenceStepsChanged)(handlers.on_steps_changed)
     planner.on(SequencePaused)(handlers.on_sequence_paused)

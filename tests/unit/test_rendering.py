@@ -36,7 +36,22 @@ def test_an_empty_value_without_fallback_is_refused_not_sent_as_a_gap():
 
 
 def test_the_html_part_escapes_merge_values():
-    assert "&lt;Acme &amp; Co&gt;" in html_body_for("at {{company_name}}", VALUES)
+    assert "&lt;Acme &amp; Co&gt;" in html_body_for("at {{company_name}}", VALUES, None)
+
+
+def test_a_preview_keeps_missing_variables_visible_and_lists_them():
+    missing = []
+    assert render("Hi {{job_title}} {{고객명}}", VALUES, missing=missing) == "Hi {{job_title}} 김민수"
+    assert missing == ["job_title"]
+
+
+def test_every_email_carries_an_unsubscribe_link_and_an_open_pixel():
+    from services.mailer.domain import Links, text_body_for
+
+    links = Links(pixel_url="https://t.example/t/abc.gif", unsubscribe_url="https://t.example/u/x")
+    assert text_body_for("Hi", VALUES, links).endswith("Unsubscribe: https://t.example/u/x\n")
+    page = html_body_for("Hi", VALUES, links)
+    assert 'src="https://t.example/t/abc.gif"' in page and 'href="https://t.example/u/x"' in page
 
 
 def test_a_step_without_subject_continues_the_previous_thread():

@@ -52,12 +52,42 @@ CREATE TABLE enrollment.enrollments (
     current_step     integer NOT NULL,
     sends            integer NOT NULL,
     opens            integer NOT NULL DEFAULT 0,
+    unique_opens     integer NOT NULL DEFAULT 0,
     enrolled_at      timestamptz NOT NULL,
     last_activity_at timestamptz NOT NULL,
     next_due_at      timestamptz,
     held             boolean NOT NULL DEFAULT false,
+    schedule_note    text,
+    attention        text,
     ended_reason     text
 );
 CREATE INDEX enrollments_by_sequence ON enrollment.enrollments (sequence_id, enrolled_at, enrollment_id);
 CREATE INDEX enrollments_by_sequence_status ON enrollment.enrollments (sequence_id, status);
 CREATE INDEX enrollments_by_contact ON enrollment.enrollments (contact_id, sequence_id);
+
+-- Opens per email (enrollment and step): unique opens are the rows, total opens the sum.
+CREATE TABLE enrollment.email_opens (
+    enrollment_id uuid    NOT NULL,
+    step_id       uuid    NOT NULL,
+    opens         integer NOT NULL,
+    PRIMARY KEY (enrollment_id, step_id)
+);
+
+-- SMS and call steps waiting for their owner.
+CREATE TABLE enrollment.tasks (
+    task_id       uuid PRIMARY KEY,
+    enrollment_id uuid        NOT NULL,
+    sequence_id   uuid        NOT NULL,
+    contact_id    uuid        NOT NULL,
+    contact_name  text        NOT NULL,
+    step_id       uuid        NOT NULL,
+    step_index    integer     NOT NULL,
+    owner_name    text        NOT NULL,
+    channel       text        NOT NULL,
+    instructions  text        NOT NULL,
+    due_at        timestamptz NOT NULL,
+    state         text        NOT NULL,  -- open | done | skipped
+    completed_at  timestamptz
+);
+CREATE INDEX tasks_open_by_owner ON enrollment.tasks (owner_name, due_at) WHERE state = 'open';
+CREATE INDEX tasks_by_sequence ON enrollment.tasks (sequence_id, due_at);

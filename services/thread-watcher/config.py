@@ -1,0 +1,99 @@
+"""Which mailboxes the thread-watcher reads, from the environment.
+
+    WATCH_MAILBOXES      mailbox URLs, separated by whitespace or commas:
+                           imaps://USER:PASSWORD@HOST[:993][?folders=INBOX,Bounces&idle=1]
+                           imap://USER:PASSWORD@HOST[:143][?...]   (no TLS: loopback and tests)
+                           maildir:///PATH                          (the dev stack's mailbox)
+                         USER and PASSWORD are percent-encoded (user%40example.com).
+    WATCH_POLL_SECONDS   how often every folder is scanned, IDLE or not (default 30)
+    WATCH_LOOKBACK_DAYS  how far back a folder is read the first time, or after its
+                         UIDVALIDITY changed (default 14)
+
+A mailbox is named in logs, health and the database by its URL without the password.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from sequences.config import ConfigError
+
+_SCHEMES = {"imap": 143, "imaps": 993, "maildir": None}
+# a new mailbox starts wherever a scheme follows a comma or whitespace (folder lists use commas)
+_SPLIT = re.compile(r"[\s,]+(?=(?:imaps?|maildir):)")
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    scheme: str
+    host: str = ""
+    port: int = 0
+    user: str = ""
+    password: str = field(default="", repr=False)
+    path: Path | None = None
+    folders: tuple[str, ...] = ("INBOX",)
+    idle: bool = True  # use IDLE when the server offers it
+
+    @property
+    def name(self) -> str:
+        """The mailbox without its password: safe for logs, health and storage."""
+        if self.scheme == "maildir":
+            return f"maildir://{self.path}"
+        user = f"{self.user}@" if self.user else ""
+        return f"{self.scheme}://{user}{self.host}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "imaps"
+
+    def redact(self, text: str) -> str:
+        """`text` with the password blanked, for error messages that might echo it."""
+        return text.replace(self.password, "***") if self.password else text
+
+
+@dataclass(frozen=True)
+class WatcherSettings:
+    mailboxes: tuple[MailboxConfig, ...]
+    poll_seconds: float = 30.0
+    lookback_days: int = 14
+
+    @classmethod
+    def from_env(cls) -> WatcherSettings:
+        try:
+            return cls(
+                mailboxes=parse_mailboxes(os.environ.get("WATCH_MAILBOXES", "")),
+                poll_seconds=float(os.environ.get("WATCH_POLL_SECONDS", "30")),
+                lookback_days=int(os.environ.get("WATCH_LOOKBACK_DAYS", "14")),
+            )
+        except ValueError as error:
+            raise ConfigError(f"thread-watcher settings: {error}") from None
+
+
+def parse_mailboxes(value: str) -> tuple[MailboxConfig, ...]:
+    return tuple(parse_mailbox(url) for url in _SPLIT.split(value.strip()) if url)
+
+
+def parse_mailbox(url: str) -> MailboxConfig:
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES:
+        raise ValueError(f"WATCH_MAILBOXES: unknown scheme {parts.scheme!r} "
+                         "(imap, imaps or maildir)")
+    query = parse_qs(parts.query)
+    folders = tuple(f.strip() for f in ",".join(query.get("folders", ["INBOX"])).split(",")
+                    if f.strip()) or ("INBOX",)
+    idle = query.get("idle", ["1"])[-1].lower() not in _FALSE
+    if parts.scheme == "maildir":
+        return MailboxConfig("maildir", path=Path(unquote(parts.netloc + parts.path)),
+                             folders=folders, idle=False)
+    if not parts.hostname or not parts.username:
+        raise ValueError(f"WATCH_MAILBOXES: {parts.scheme} URL needs a user and a host")
+    return MailboxConfig(
+        scheme=parts.scheme, host=parts.hostname, port=parts.port or _SCHEMES[parts.scheme],
+        user=unquote(parts.username), password=unquote(parts.password or ""),
+        folders=folders, idle=idle,
+    )

@@ -1,0 +1,208 @@
+"""IMAP access (aioimaplib): one logged-in connection, reading the messages of a folder that
+came after a position, and waiting for new ones with IDLE.
+
+Messages are read with BODY.PEEK, so the rep's mailbox keeps its unread marks, and only their
+first MiB is fetched (see mail.READ_LIMIT). Every failure of the server or the network surfaces
+as MailboxError, whose text never carries the password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import re
+import ssl
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import aioimaplib
+
+from services.thread_watcher.config import MailboxConfig
+from services.thread_watcher.mail import READ_LIMIT
+from services.thread_watcher.mailbox import Fetched, MailboxError, Position, Unread
+
+# aioimaplib logs every line it sends and receives at DEBUG: message contents and, with some
+# servers, credentials. Nothing of it belongs in this service's logs.
+logging.getLogger("aioimaplib").setLevel(logging.WARNING)
+
+_TIMEOUT = 30.0
+_FETCH_BATCH = 10  # UIDs per FETCH: at most ~10 MiB in memory at once
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_UID = re.compile(rb"UID (\d+)")
+_UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
+_UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]")
+
+
+class ImapSession:
+    def __init__(self, config: MailboxConfig, timeout: float = _TIMEOUT):
+        self.config = config
+        self._timeout = timeout
+        self._client: aioimaplib.IMAP4 | None = None
+        self._lost = asyncio.Event()
+
+    @property
+    def supports_idle(self) -> bool:
+        return self._client is not None and self._client.has_capability("IDLE")
+
+    async def open(self) -> None:
+        config = self.config
+        with self._errors("connect"):
+            if config.tls:
+                client = aioimaplib.IMAP4_SSL(config.host, config.port, timeout=self._timeout,
+                                              ssl_context=ssl.create_default_context())
+            else:
+                client = aioimaplib.IMAP4(config.host, config.port, timeout=self._timeout)
+            self._client = client
+            # IMAP4_SSL takes no callback; a lost connection must end an IDLE wait at once
+            client.protocol.conn_lost_cb = lambda _exc: self._lost.set()
+            await client.wait_hello_from_server()
+            response = await client.login(config.user, config.password)
+        if response.result != "OK":
+            raise MailboxError(f"login rejected: {self._text(response)}")
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.logout(), 2)
+        with contextlib.suppress(Exception):
+            client.protocol.transport.close()
+
+    async def unread(self, folder: str, after: Position | None, since: datetime) -> Unread:
+        """Messages after `after`; when the folder is new to us or its UIDVALIDITY changed, the
+        messages that arrived since `since` (their UIDs mean nothing any more)."""
+        uidvalidity, uidnext = await self._select(folder)
+        if after is not None and after.uidvalidity == uidvalidity:
+            floor = after.last_uid
+            # "n:*" always includes the highest UID, even when it is below n
+            uids = [u for u in await self._search(f"UID {floor + 1}:*") if u > floor]
+        else:
+            floor = 0
+            uids = await self._search(f"SINCE {since.day}-{_MONTHS[since.month - 1]}-{since.year}")
+        last = max(floor, uidnext - 1, *uids)
+        return Unread(self._fetch_all(uidvalidity, uids), Position(uidvalidity, last))
+
+    async def acknowledge(self, fetched: Fetched) -> None:
+        """Nothing to do: the position recorded with the decision is the acknowledgement."""
+
+    async def wait_for_change(self, timeout: float) -> bool:
+        """IDLE until the server reports a change (True) or `timeout` seconds pass (False)."""
+        client = self._require()
+        with self._errors("IDLE"):
+            idle = await client.idle_start(timeout=timeout)
+            try:
+                push = await self._next_push(timeout + 5)
+            finally:
+                client.idle_done()
+                await asyncio.wait_for(idle, self._timeout)
+        return push is not None and push != aioimaplib.STOP_WAIT_SERVER_PUSH
+
+    async def _next_push(self, timeout: float):
+        push = asyncio.ensure_future(self._require().wait_server_push(timeout))
+        lost = asyncio.ensure_future(self._lost.wait())
+        done, pending = await asyncio.wait({push, lost}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if push not in done:
+            raise MailboxError("connection lost")
+        return push.result()
+
+    async def _select(self, folder: str) -> tuple[int, int]:
+        with self._errors(f"select {folder}"):
+            response = await self._require().select(encode_folder(folder))
+        if response.result != "OK":
+            raise MailboxError(f"folder {folder!r}: {self._text(response)}")
+        uidvalidity = _code(response.lines, _UIDVALIDITY)
+        if uidvalidity is None:
+            raise MailboxError(f"folder {folder!r}: the server sent no UIDVALIDITY")
+        return uidvalidity, _code(response.lines, _UIDNEXT) or 1
+
+    async def _search(self, criteria: str) -> list[int]:
+        with self._errors("search"):
+            response = await self._require().uid_search(criteria, charset=None)
+        if response.result != "OK":
+            raise MailboxError(f"search failed: {self._text(response)}")
+        for line in response.lines:
+            if line.startswith(b"SEARCH"):
+                return sorted(int(u) for u in line.split()[1:])
+        return []
+
+    async def _fetch_all(self, uidvalidity: int, uids: list[int]) -> AsyncIterator[Fetched]:
+        for start in range(0, len(uids), _FETCH_BATCH):
+            batch = uids[start:start + _FETCH_BATCH]
+            for uid, raw in await self._fetch(batch):
+                yield Fetched(raw, Position(uidvalidity, uid))
+
+    async def _fetch(self, uids: list[int]) -> list[tuple[int, bytes]]:
+        # one byte more than is read, so that parsing can tell a message was cut
+        parts = f"(UID BODY.PEEK[]<0.{READ_LIMIT + 1}>)"
+        with self._errors("fetch"):
+            response = await self._require().uid("fetch", ",".join(map(str, uids)), parts)
+        if response.result != "OK":
+            raise MailboxError(f"fetch failed: {self._text(response)}")
+        return sorted(_fetched_messages(response.lines))
+
+    def _require(self) -> aioimaplib.IMAP4:
+        if self._client is None:
+            raise MailboxError("not connected")
+        return self._client
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str):
+        try:
+            yield
+        except MailboxError:
+            raise
+        except (OSError, asyncio.TimeoutError, aioimaplib.AioImapException) as error:
+            detail = self.config.redact(str(error) or type(error).__name__)
+            raise MailboxError(f"{doing}: {detail}") from None
+
+    def _text(self, response) -> str:
+        lines = [bytes(line).decode(errors="replace") for line in response.lines]
+        return self.config.redact(" ".join(lines)[:300])
+
+
+def _code(lines: list, pattern: re.Pattern) -> int | None:
+    for line in lines:
+        if isinstance(line, bytes) and (match := pattern.search(line)):
+            return int(match.group(1))
+    return None
+
+
+def _fetched_messages(lines: list) -> list[tuple[int, bytes]]:
+    """(UID, bytes) from FETCH response lines: `N FETCH (UID u BODY[]<0> {n}`, the literal, then
+    `)` (servers may also put the UID after the literal)."""
+    found = []
+    for index, line in enumerate(lines):
+        if isinstance(line, bytearray) and index > 0:
+            following = lines[index + 1] if index + 1 < len(lines) else b""
+            around = bytes(lines[index - 1]) + b" " + bytes(following)
+            uid = _UID.search(around)
+            if uid:
+                found.append((int(uid.group(1)), bytes(line)))
+    return found
+
+
+def encode_folder(name: str) -> str:
+    """A folder name as IMAP wants it: modified UTF-7 (RFC 3501 5.1.3), quoted. "INBOX" stays
+    itself; "받은편지함" becomes "&vBvHQNO4ycDVaA-"."""
+    out, pending = [], []
+
+    def flush() -> None:
+        if pending:
+            encoded = base64.b64encode("".join(pending).encode("utf-16-be")).decode()
+            out.append("&" + encoded.rstrip("=").replace("/", ",") + "-")
+            pending.clear()
+
+    for char in name:
+        if 0x20 <= ord(char) <= 0x7E:
+            flush()
+            out.append("&-" if char == "&" else char)
+        else:
+            pending.append(char)
+    flush()
+    quoted = "".join(out).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{quoted}"'

@@ -1,0 +1,190 @@
+"""Reading raw messages defensively: whatever arrives (broken MIME, 8-bit headers, unknown or
+mislabelled charsets such as EUC-KR sent as ks_c_5601-1987, huge attachments) becomes a `Mail`,
+never an exception. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.header import decode_header
+from email.message import Message
+from email.utils import getaddresses, parsedate_to_datetime
+
+# Only the start of a message is read: headers, the text and a delivery report all come before
+# the attachments, and a 30 MB attachment must not cost 30 MB of parsing.
+READ_LIMIT = 1 << 20
+
+# Korean mail is often labelled EUC-KR (or ks_c_5601-1987) but uses the wider Windows code page
+# cp949; decoding those as cp949 reads both. Unlabelled 8-bit text is tried in this order.
+_CHARSET_ALIASES = {"euc-kr": "cp949", "ks_c_5601-1987": "cp949", "ks_c_5601": "cp949",
+                    "x-windows-949": "cp949", "unknown-8bit": "utf-8", "x-unknown": "utf-8"}
+_GUESSES = ("utf-8", "cp949", "iso-2022-jp")
+
+_MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+_BARE_ID = re.compile(r"^[^<>\s@]+@[^<>\s@]+$")
+_WHITESPACE = re.compile(r"\s+")
+# Control characters, NUL above all: PostgreSQL refuses them in text and jsonb, so they must not
+# reach an event.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_TAG = re.compile(r"<[^>]*>")
+_STYLE = re.compile(r"<(style|script)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+# Where the quoted original starts in a reply: "On … wrote:", Outlook's separator or header
+# block, Korean clients' "… 작성:" line and "보낸 사람:" / "-----Original Message-----".
+_QUOTE_START = re.compile(
+    r"^(>|On .{4,200} wrote:\s*$|-{2,}\s*(Original Message|원본 메일|Forwarded message)"
+    r"|From:\s|보낸 사람:|\S.{4,120}(작성|님이 작성):\s*$|________________)",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Mail:
+    """What classification needs of a message."""
+
+    message: Message  # the compat32 tree: the shape flufl.bounce reads
+    key: str  # identifies the message across folders and rescans
+    message_id: str | None
+    sender: str  # the From address, lower case; "" when missing
+    subject: str
+    date: datetime | None
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    truncated: bool
+
+
+def parse(raw: bytes) -> Mail:
+    truncated = len(raw) > READ_LIMIT
+    head = raw[:READ_LIMIT]
+    message = message_from_bytes(head, policy=policy.compat32)
+    message_id = next(iter(message_ids(header_text(message, "Message-ID"))), None)
+    return Mail(
+        message=message,
+        key=message_id or "sha256:" + hashlib.sha256(head).hexdigest(),
+        message_id=message_id,
+        sender=sender_address(message),
+        subject=header_text(message, "Subject"),
+        date=_date(header_text(message, "Date")),
+        in_reply_to=message_ids(header_text(message, "In-Reply-To")),
+        references=message_ids(header_text(message, "References")),
+        truncated=truncated,
+    )
+
+
+def decode_bytes(data: bytes, charset: str | None = None) -> str:
+    """Text in the declared charset, else the first of a few common ones that fits, else with
+    replacement characters: never an error."""
+    for candidate in (_charset(charset), *_GUESSES):
+        if candidate is None:
+            continue
+        try:
+            return _CONTROL.sub("", data.decode(candidate))
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return _CONTROL.sub("", data.decode("utf-8", errors="replace"))
+
+
+def _charset(name: str | None) -> str | None:
+    if not name:
+        return None
+    name = name.strip().strip('"').lower()
+    return _CHARSET_ALIASES.get(name, name)
+
+
+def header_text(message: Message, name: str) -> str:
+    """A header's value as readable text: RFC 2047 words decoded, raw 8-bit bytes guessed."""
+    # compat32 hands raw 8-bit header bytes over as a Header in the "unknown-8bit" charset;
+    # decode_header gives those bytes back, to be decoded like any other
+    value = message.get(name)
+    if value is None:
+        return ""
+    try:
+        chunks = decode_header(value)
+    except Exception:  # malformed encoded words: keep the text as it came
+        chunks = [(str(value), None)]
+    text = "".join(
+        decode_bytes(chunk, charset) if isinstance(chunk, bytes) else chunk
+        for chunk, charset in chunks
+    )
+    return _WHITESPACE.sub(" ", _CONTROL.sub("", text)).strip()
+
+
+def message_ids(value: str) -> tuple[str, ...]:
+    """The `<id>` tokens of a Message-ID, In-Reply-To or References value, in order. A lone id
+    without brackets (some clients drop them) counts as well."""
+    found = tuple(_MESSAGE_ID.findall(value))
+    if not found and _BARE_ID.match(value.strip()):
+        return (f"<{value.strip()}>",)
+    return found
+
+
+def sender_address(message: Message) -> str:
+    addresses = getaddresses([header_text(message, "From")])
+    return next((address.lower() for _, address in addresses if "@" in address), "")
+
+
+def _date(value: str) -> datetime | None:
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def part_text(part: Message) -> str:
+    """The decoded text of a leaf part (transfer encoding and charset), "" when there is none."""
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:  # a broken transfer encoding: nothing readable in this part
+        return ""
+    if not isinstance(payload, bytes):
+        return ""
+    return decode_bytes(payload, part.get_content_charset())
+
+
+def body_text(message: Message) -> str:
+    """The message's own text: its first text/plain part, else its first HTML part as text."""
+    leaves = [p for p in _own_parts(message) if not _is_attachment(p)]
+    for wanted in ("text/plain", "text/html"):
+        for part in leaves:
+            if part.get_content_type() == wanted:
+                text = part_text(part)
+                return html_to_text(text) if wanted == "text/html" else text
+    return ""
+
+
+def _own_parts(part: Message):
+    """Leaf parts, not descending into attached messages (a bounce's copy of the original is
+    not the bounce's text)."""
+    if part.get_content_maintype() == "message":
+        return
+    if part.is_multipart():
+        for child in part.get_payload():
+            yield from _own_parts(child)
+    else:
+        yield part
+
+
+def _is_attachment(part: Message) -> bool:
+    return (part.get("Content-Disposition") or "").strip().lower().startswith("attachment")
+
+
+def html_to_text(markup: str) -> str:
+    text = _STYLE.sub(" ", markup)
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>", "\n", text)
+    return html.unescape(_TAG.sub(" ", text))
+
+
+def excerpt(text: str, limit: int = 300) -> str:
+    """What the person wrote, without the quoted original, on one line."""
+    own = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if _QUOTE_START.match(line.strip()):
+            break
+        own.append(line)
+    flat = _WHITESPACE.sub(" ", " ".join(own)).strip()
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
