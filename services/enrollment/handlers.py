@@ -346,7 +346,10 @@ class EnrollmentCommands:
         state, stream = await self._load(d.conn, "enrollment", event.enrollment_id, domain.evolve)
         if state is None:
             raise NotReady(f"enrollment {event.enrollment_id} not seen yet")
-        reason = f"step {event.step_index + 1} not sent: {event.reason}"
+        why = event.reason
+        if isinstance(event, EmailFailed):
+            why = f"SMTP {event.smtp_code} after {event.attempts} attempts: {event.reason}"
+        reason = f"step {event.step_index + 1} not sent: {why}"
         await self._record(d.conn, [Append(stream, state.version,
                                            domain.hold(state, event.step_id, reason))],
                            d.causation)

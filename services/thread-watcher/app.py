@@ -1,20 +1,31 @@
-"""The thread-watcher service: knows which messages we sent, to recognise replies and bounces."""
+"""The thread-watcher service: reads the sender mailboxes and tells the rest of the system who
+replied, whose mail bounced, and which answers were only automatic (see README.md here)."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+from contracts.commands import GetMailboxHealth
 from sequences.bootstrap import Runtime, ServiceParts, run_service
 from sequences.db import Migrations
-from services.thread_watcher.handlers import watcher
+from services.thread_watcher.config import WatcherSettings
+from services.thread_watcher.handlers import HealthQueries, enrollment_ends, watcher
+from services.thread_watcher.watcher import MailboxWatcher, Watching
 
 NAME = "thread-watcher"
 MIGRATIONS = Migrations("thread_watcher", Path(__file__).parent / "migrations")
 
 
 def build(runtime: Runtime) -> ServiceParts:
-    return ServiceParts(subscriptions=[watcher])
+    settings = WatcherSettings.from_env()
+    watching = Watching([MailboxWatcher(m, runtime, settings) for m in settings.mailboxes],
+                        settings.poll_seconds)
+    return ServiceParts(
+        subscriptions=[watcher, enrollment_ends],
+        requests={GetMailboxHealth: HealthQueries(runtime, settings).mailbox_health},
+        loops=[watching.run],
+    )
 
 
 def main() -> None:

@@ -1,13 +1,28 @@
-"""Thread-watcher handlers: remember which sent Message-IDs belong to which enrollment."""
+"""Thread-watcher handlers: remember which sent Message-IDs belong to which enrollment and which
+enrollments ended, and answer how the watched mailboxes are doing."""
 
 from __future__ import annotations
 
 from sqlalchemy import text
 
-from contracts.events import EmailSent
+from contracts.commands import GetMailboxHealth
+from contracts.events import (
+    EmailSent,
+    EnrollmentBounced,
+    EnrollmentCompleted,
+    EnrollmentReplied,
+    EnrollmentStopped,
+)
+from contracts.views import MailboxHealthView
+from sequences.bootstrap import Runtime
 from sequences.messaging.consumer import Delivery, Subscription
+from services.thread_watcher import repository
+from services.thread_watcher.config import WatcherSettings
 
-watcher = Subscription("thread-watcher", ["delivery"], transaction_per_batch=True)
+watcher = Subscription("thread-watcher", ["delivery"])
+# A consumer of its own, not a second category on the one above: a durable consumer keeps the
+# subjects it was created with.
+enrollment_ends = Subscription("thread-watcher-ends", ["enrollment"])
 
 
 @watcher.on(EmailSent)
@@ -24,3 +39,30 @@ async def remember_sent(event: EmailSent, d: Delivery) -> None:
                      "subject", "sent_at"}
         ),
     )
+
+
+_ENDED_AT = {EnrollmentReplied: "replied_at", EnrollmentBounced: "bounced_at",
+             EnrollmentStopped: "stopped_at", EnrollmentCompleted: "completed_at"}
+
+
+async def remember_end(event, d: Delivery) -> None:
+    await repository.end_enrollment(d.conn, event.enrollment_id, event.type_name(),
+                                    getattr(event, _ENDED_AT[type(event)]))
+
+
+for _ending in _ENDED_AT:
+    enrollment_ends.on(_ending)(remember_end)
+
+
+class HealthQueries:
+    def __init__(self, runtime: Runtime, settings: WatcherSettings):
+        self._runtime = runtime
+        self._mailboxes = [m.name for m in settings.mailboxes]
+
+    async def mailbox_health(self, query: GetMailboxHealth) -> list[MailboxHealthView]:
+        """Every configured mailbox; one not yet tried shows as connecting."""
+        async with self._runtime.engine.connect() as conn:
+            known = {h.mailbox: h for h in await repository.health(conn, self._mailboxes)}
+        return [known.get(name) or MailboxHealthView(mailbox=name, healthy=True,
+                                                     state="connecting", folders=[], idle=False)
+                for name in self._mailboxes]

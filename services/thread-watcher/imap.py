@@ -21,7 +21,13 @@ import aioimaplib
 
 from services.thread_watcher.config import MailboxConfig
 from services.thread_watcher.mail import READ_LIMIT
-from services.thread_watcher.mailbox import Fetched, MailboxError, Position, Unread
+from services.thread_watcher.mailbox import (
+    Fetched,
+    FolderUnavailable,
+    MailboxError,
+    Position,
+    Unread,
+)
 
 # aioimaplib logs every line it sends and receives at DEBUG: message contents and, with some
 # servers, credentials. Nothing of it belongs in this service's logs.
@@ -74,7 +80,7 @@ class ImapSession:
     async def unread(self, folder: str, after: Position | None, since: datetime) -> Unread:
         """Messages after `after`; when the folder is new to us or its UIDVALIDITY changed, the
         messages that arrived since `since` (their UIDs mean nothing any more)."""
-        uidvalidity, uidnext = await self._select(folder)
+        uidvalidity, uidnext = await self.select(folder)
         if after is not None and after.uidvalidity == uidvalidity:
             floor = after.last_uid
             # "n:*" always includes the highest UID, even when it is below n
@@ -110,11 +116,12 @@ class ImapSession:
             raise MailboxError("connection lost")
         return push.result()
 
-    async def _select(self, folder: str) -> tuple[int, int]:
+    async def select(self, folder: str) -> tuple[int, int]:
+        """Open `folder`; returns its UIDVALIDITY and UIDNEXT."""
         with self._errors(f"select {folder}"):
             response = await self._require().select(encode_folder(folder))
         if response.result != "OK":
-            raise MailboxError(f"folder {folder!r}: {self._text(response)}")
+            raise FolderUnavailable(f"folder {folder!r}: {self._text(response)}")
         uidvalidity = _code(response.lines, _UIDVALIDITY)
         if uidvalidity is None:
             raise MailboxError(f"folder {folder!r}: the server sent no UIDVALIDITY")

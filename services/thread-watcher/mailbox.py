@@ -13,6 +13,10 @@ class MailboxError(Exception):
     error. The watcher retries it later. The text never carries a password."""
 
 
+class FolderUnavailable(MailboxError):
+    """One folder cannot be read (missing, not permitted); the mailbox's other folders can."""
+
+
 @dataclass(frozen=True)
 class Position:
     """How far a folder has been read: the last UID examined, valid with its UIDVALIDITY."""
@@ -50,5 +54,3 @@ class MailSession(Protocol):
     async def acknowledge(self, fetched: Fetched) -> None:
         """Called once the message's decision is committed."""
         ...
-
-    async def wait_for_change(self, timeout: float) -> bool: ...

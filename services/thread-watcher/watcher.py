@@ -1,0 +1,299 @@
+"""Watching mailboxes: every new message of every watched folder is examined once, and what it
+means for an enrollment is appended to the event log.
+
+A mailbox is scanned whenever its watcher is woken: by the poll schedule (APScheduler, every
+WATCH_POLL_SECONDS) and, where the server offers IDLE, by the server announcing new mail. Each
+message is examined in one transaction that records the decision, appends the events and moves
+the folder's position, so a restart neither skips nor repeats one. A mailbox that cannot be read
+is retried with exponential backoff and reported unhealthy; the others carry on.
+
+Replicas share the work: a mailbox is read by the one replica holding its PostgreSQL advisory
+lock, and a standby takes over when that replica's connection goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+import psycopg
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from contracts.views import MailboxHealthView
+from sequences.bootstrap import Runtime
+from sequences.db import libpq_url
+from sequences.eventlog.store import ANY_VERSION, Append, Causation, ConcurrencyConflict
+from sequences.tracing import tracer
+from services.thread_watcher import repository
+from services.thread_watcher.config import MailboxConfig, WatcherSettings
+from services.thread_watcher.domain import Decision, Examined, decide, events_for, examine_raw
+from services.thread_watcher.imap import ImapSession
+from services.thread_watcher.mailbox import (
+    Fetched,
+    FolderUnavailable,
+    MailboxError,
+    MailSession,
+)
+from services.thread_watcher.maildir import MaildirSession
+
+log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
+# APScheduler logs every run of the poll job at INFO: a line per mailbox every few seconds
+logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+_IDLE_REFRESH = 300.0  # re-issue IDLE this often: servers and NAT drop idle connections
+_MAX_BACKOFF = 300.0
+_LEASE_NAMESPACE = 0x5E9_0003  # advisory lock space of mailbox leases
+_CONFLICT_RETRIES = 5
+
+
+def open_session(config: MailboxConfig) -> MailSession:
+    return MaildirSession(config) if config.scheme == "maildir" else ImapSession(config)
+
+
+class MailboxWatcher:
+    def __init__(self, config: MailboxConfig, runtime: Runtime, settings: WatcherSettings,
+                 backoff_base: float = 2.0):
+        self.config = config
+        self.name = config.name
+        self._runtime = runtime
+        self._settings = settings
+        self._backoff_base = backoff_base
+        self._wake = asyncio.Event()
+        self._session: MailSession | None = None
+        self._idle_folders: set[str] = set()
+        self._last_success = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def poll(self) -> None:
+        """The poll schedule's job (a coroutine, so APScheduler runs it on the event loop)."""
+        self.wake()
+
+    async def run(self) -> None:
+        """Watch the mailbox until cancelled, whenever this replica holds its lease."""
+        while True:
+            try:
+                async with MailboxLease(self._runtime.settings.database_url, self.name) as lease:
+                    log.info("%s: watching %s", self.name, ", ".join(self.config.folders))
+                    await self._watch(lease)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # PostgreSQL away, lease lost: the other mailboxes go on
+                log.warning("%s: watching interrupted (%s); resuming", self.name, error)
+                await asyncio.sleep(min(self._settings.poll_seconds, 5))
+            finally:
+                await self._close_session()
+
+    async def _watch(self, lease: MailboxLease) -> None:
+        await self._report_state("connecting", healthy=True, error=None, failures=0)
+        self.wake()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(lease.keep())
+            tasks.create_task(self._scan_when_woken())
+            if self.config.idle and self.config.scheme != "maildir":
+                for folder in self.config.folders:
+                    tasks.create_task(self._listen(folder))
+
+    # --- scanning --------------------------------------------------------------------------
+
+    async def _scan_when_woken(self) -> None:
+        failures = 0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                problems = await self.scan()
+            except MailboxError as error:
+                failures += 1
+                await self._failed(str(error), failures)
+                continue
+            failures = 0
+            await self._report_state("watching", healthy=not problems,
+                                     error="; ".join(problems) or None, failures=0)
+
+    async def scan(self) -> list[str]:
+        """Examine every new message of every folder; returns the folders that could not be read
+        (a missing folder does not stop the others)."""
+        with _tracer.start_as_current_span("imap.scan", attributes={"mailbox": self.name}):
+            session = await self._open_session()
+            problems = []
+            for folder in self.config.folders:
+                try:
+                    await self._scan_folder(session, folder)
+                except FolderUnavailable as error:
+                    problems.append(str(error))
+            return problems
+
+    async def _scan_folder(self, session: MailSession, folder: str) -> None:
+        runtime = self._runtime
+        async with runtime.engine.connect() as conn:
+            after = await repository.position(conn, self.name, folder)
+        since = runtime.clock.now() - timedelta(days=self._settings.lookback_days)
+        unread = await session.unread(folder, after, since)
+        async for fetched in unread.messages:
+            await self._examine(folder, fetched)
+            await session.acknowledge(fetched)
+        if unread.position_after is not None:
+            async with runtime.engine.begin() as conn:
+                await repository.save_position(conn, self.name, folder, unread.position_after,
+                                               runtime.clock.now())
+
+    async def _examine(self, folder: str, fetched: Fetched) -> None:
+        examined = examine_raw(fetched.raw)
+        for attempt in range(1, _CONFLICT_RETRIES + 1):
+            try:
+                decision = await self._record(folder, fetched, examined)
+            except ConcurrencyConflict:  # another writer appended to the same stream: again
+                if attempt == _CONFLICT_RETRIES:
+                    raise
+                continue
+            if decision is not None:
+                log.info("%s %s: %s %s -> %s", self.name, folder, decision.label,
+                         examined.mail.message_id or examined.mail.key,
+                         decision.sent.enrollment_id if decision.sent else "no enrollment")
+            return
+
+    async def _record(self, folder: str, fetched: Fetched, examined: Examined) -> Decision | None:
+        """One transaction: the decision, its events, the folder's position. None when the
+        message was examined before (a rescan, a copy in another folder, another replica)."""
+        runtime = self._runtime
+        with _tracer.start_as_current_span("thread-watcher.examine"):
+            async with runtime.engine.begin() as conn:
+                decision = decide(examined, await repository.find_sent(conn, examined.wanted()))
+                now = runtime.clock.now()
+                new = await repository.record_examined(conn, examined.mail.key, self.name, folder,
+                                                       decision, now)
+                if new and (events := events_for(decision, now)):
+                    appends = [Append(e.stream_id(), ANY_VERSION, [e]) for e in events]
+                    await runtime.store.append(conn, appends, Causation.new())
+                if fetched.position is not None:
+                    await repository.save_position(conn, self.name, folder, fetched.position, now)
+        return decision if new else None
+
+    async def _open_session(self) -> MailSession:
+        if self._session is None:
+            session = open_session(self.config)
+            await session.open()
+            self._session = session
+        return self._session
+
+    async def _close_session(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def _failed(self, error: str, failures: int) -> None:
+        await self._close_session()
+        delay = self.backoff(failures)
+        log.warning("%s: %s (failure %d); retrying in %.0f s", self.name, error, failures, delay)
+        await self._report_state("failing", healthy=False, error=error, failures=failures,
+                                 retry_in=delay)
+        await asyncio.sleep(delay)
+        self.wake()
+
+    def backoff(self, failures: int) -> float:
+        return min(_MAX_BACKOFF, self._backoff_base * 2 ** (failures - 1))
+
+    # --- IDLE ------------------------------------------------------------------------------
+
+    async def _listen(self, folder: str) -> None:
+        """Keep an IDLE connection on `folder` and wake the scanner when the server says new
+        mail came. Without IDLE on the server, polling alone finds the mail."""
+        failures = 0
+        while True:
+            session = ImapSession(self.config)
+            try:
+                await session.open()
+                if not session.supports_idle:
+                    log.info("%s: the server offers no IDLE; polling every %g s", self.name,
+                             self._settings.poll_seconds)
+                    return
+                await session.select(folder)
+                self._idle_folders.add(folder)
+                failures = 0
+                self.wake()  # whatever arrived before IDLE began
+                while True:
+                    if await session.wait_for_change(_IDLE_REFRESH):
+                        self.wake()
+            except MailboxError as error:
+                self._idle_folders.discard(folder)
+                failures += 1
+                log.debug("%s %s: IDLE interrupted (%s)", self.name, folder, error)
+                await asyncio.sleep(self.backoff(failures))
+            finally:
+                await session.close()
+
+    # --- health ----------------------------------------------------------------------------
+
+    async def _report_state(self, state: str, *, healthy: bool, error: str | None,
+                            failures: int, retry_in: float | None = None) -> None:
+        now = self._runtime.clock.now()
+        if state == "watching":
+            self._last_success = now
+        view = MailboxHealthView(
+            mailbox=self.name, healthy=healthy, state=state, folders=list(self.config.folders),
+            idle=bool(self._idle_folders), last_error=error, consecutive_failures=failures,
+            last_success_at=self._last_success, last_attempt_at=now,
+            next_attempt_at=now + timedelta(seconds=retry_in) if retry_in else None,
+        )
+        async with self._runtime.engine.begin() as conn:
+            await repository.save_health(conn, view)
+
+
+class MailboxLease:
+    """Only one replica reads a mailbox: the one holding an advisory lock named after it, on a
+    connection of its own. When that replica dies its connection goes, and the lock with it."""
+
+    def __init__(self, database_url: str, mailbox: str, check_every: float = 2.0):
+        self._conninfo = libpq_url(database_url)
+        self._mailbox = mailbox
+        self._check_every = check_every
+        self._conn: psycopg.AsyncConnection | None = None
+
+    async def __aenter__(self) -> MailboxLease:
+        self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        while not await self._try_lock():
+            await asyncio.sleep(self._check_every)
+        return self
+
+    async def _try_lock(self) -> bool:
+        assert self._conn is not None
+        cursor = await self._conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                                          [_LEASE_NAMESPACE, self._mailbox])
+        row = await cursor.fetchone()
+        return bool(row and row[0])
+
+    async def keep(self) -> None:
+        """Return never; raise when the lock's connection is gone."""
+        assert self._conn is not None
+        while True:
+            await asyncio.sleep(self._check_every)
+            await self._conn.execute("SELECT 1")
+
+    async def __aexit__(self, *exc) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+
+
+class Watching:
+    """Every configured mailbox, each on its own, woken by one poll schedule."""
+
+    def __init__(self, watchers: list[MailboxWatcher], poll_seconds: float):
+        self.watchers = watchers
+        self._poll_seconds = poll_seconds
+
+    async def run(self) -> None:
+        scheduler = AsyncIOScheduler()
+        for watcher in self.watchers:
+            scheduler.add_job(watcher.poll, "interval", seconds=self._poll_seconds,
+                              id=watcher.name, max_instances=1, coalesce=True)
+        scheduler.start()
+        try:
+            await asyncio.gather(*(watcher.run() for watcher in self.watchers))
+        finally:
+            scheduler.shutdown(wait=False)
