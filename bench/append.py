@@ -8,9 +8,11 @@ Both sides start from the same `ContactCreated` models (built before timing) and
 own serialisation inside the timed section: ours in `EventStore.append` (envelope + JSON), theirs
 turning each event into a `StoredEvent` (`model_dump` + `json.dumps`, as a pydantic-based
 eventsourcing application would). Each side gets its own fresh database; every section is
-warmed up first and a CHECKPOINT runs before each timed round. The full run times 5 rounds per
-figure, alternating ours and theirs so a disturbance of the machine hits both alike, and reports
-the median (every round is in the JSON); --quick times one.
+warmed up first and a CHECKPOINT runs before each timed round. Every figure is timed in short
+rounds (full: 10 of 10,000 batched / 500 single events per side; --quick: 2) that alternate which
+side goes first, and is the median round; every round and the round-by-round ratios are in the
+JSON. On a shared machine a disturbance then spoils a few rounds of both sides, not the whole
+run of one.
 
 eventsourcing runs with its defaults: `PostgresApplicationRecorder` (table `stored_events`,
 uuid originator ids, no DB functions: one pipelined transaction of SET LOCAL lock_timeout,
@@ -210,33 +212,34 @@ _COPY_TYPES = ["uuid", "text", "int4", "text", "int4", "timestamptz", "uuid", "u
                "text", "jsonb"]
 
 
-def copy_batched(url: str, events, label: str, warmup, first: bool) -> float:
+class Copy:
     """The same rows as our event log gets (no keys, indexes or outbox), by binary COPY."""
-    with psycopg.connect(**connect_params(url)) as conn:
-        if first:
-            conn.execute(_BARE)
-            conn.commit()
 
-        def copy_batch(batch):
-            now, correlation = datetime.now(UTC), uuid.uuid4()
-            with conn.transaction(), conn.cursor().copy(_COPY) as copy:
-                copy.set_types(_COPY_TYPES)
-                for e in batch:
-                    copy.write_row((uuid.uuid4(), e.stream_id(), 1, "ContactCreated", 1, now,
-                                    correlation, None, None, None, e.model_dump(mode="json")))
+    def __init__(self, url: str):
+        self.conn = psycopg.connect(**connect_params(url), autocommit=True)
+        self.conn.execute(_BARE)
 
-        conn.autocommit = True  # conn.transaction() then is the whole transaction
-        for batch in chunks(warmup, BATCH):  # a new connection: warm it up too
-            copy_batch(batch)
-        checkpoint(url)
-        ticker = Ticker(label, len(events))
-        start = time.perf_counter()
-        done = 0
-        for batch in chunks(events, BATCH):
-            copy_batch(batch)
-            done += len(batch)
-            ticker.tick(done)
-        return time.perf_counter() - start
+    def append_batch(self, batch: Sequence[ContactCreated]) -> None:
+        now, correlation = datetime.now(UTC), uuid.uuid4()
+        with self.conn.transaction(), self.conn.cursor().copy(_COPY) as copy:
+            copy.set_types(_COPY_TYPES)
+            for e in batch:
+                copy.write_row((uuid.uuid4(), e.stream_id(), 1, "ContactCreated", 1, now,
+                                correlation, None, None, None, e.model_dump(mode="json")))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def copy_batched(copy: Copy, events, label: str) -> float:
+    ticker = Ticker(label, len(events))
+    start = time.perf_counter()
+    done = 0
+    for batch in chunks(events, BATCH):
+        copy.append_batch(batch)
+        done += len(batch)
+        ticker.tick(done)
+    return time.perf_counter() - start
 
 
 # --- the benchmark -----------------------------------------------------------------------------
@@ -259,7 +262,6 @@ class Rounds:
     def add(self, n: int, seconds: float, latencies: list[float] | None = None) -> None:
         self.rates.append(n / seconds)
         self.latencies += latencies or []
-        progress(f"  {self.name}: {n:,} events in {seconds:.2f}s = {n / seconds:,.0f} events/s")
 
     @property
     def rate(self) -> float:
@@ -270,10 +272,21 @@ class Rounds:
                 **_latency(self.latencies)}
 
 
+def _paired(ours: Rounds, theirs: Rounds) -> dict:
+    """Round-by-round ratios: each pair ran back to back, so it shares the machine's state."""
+    ratios = [o / t for o, t in zip(ours.rates, theirs.rates)]
+    return {"ratio_per_round": [round(r, 2) for r in ratios],
+            "median_ratio_per_round": round(statistics.median(ratios), 2)}
+
+
 async def run(quick: bool) -> list[Result]:
+    """Each figure is timed in `rounds` short rounds (of total / rounds events per side) that
+    alternate which side goes first; a figure is the median round. On a shared machine a
+    disturbance (another process's I/O, a checkpoint) then spoils a few rounds of both sides
+    instead of the whole run of one."""
     n_batched = 20_000 if quick else 100_000
     n_single = 1_000 if quick else 5_000
-    rounds = 1 if quick else 5
+    rounds = 2 if quick else 10
     warm_batched, warm_single = 3 * BATCH, 200
 
     progress("append: creating databases (ours, eventsourcing, COPY)")
@@ -283,53 +296,71 @@ async def run(quick: bool) -> list[Result]:
     await ours.setup()
     theirs = Theirs(theirs_url)
     theirs.setup()
+    copy = Copy(copy_url)
     results: list[Result] = []
+
     try:
-        # a. batched: BATCH events over BATCH new streams per transaction. Rounds alternate
-        # ours and theirs so that a disturbance of the machine hits both alike.
+        # a. batched: BATCH events over BATCH new streams per transaction
         label = f"batched: {BATCH:,} events over {BATCH:,} streams per txn"
-        progress(f"append {label}: {rounds} x {n_batched:,} events per side")
+        per_round = n_batched // rounds
+        progress(f"append {label}: {rounds} rounds x {per_round:,} events per side")
         await ours_batched(ours, make_events(warm_batched), "ours warm-up")
         theirs_batched(theirs, make_events(warm_batched), "eventsourcing warm-up")
+        copy_batched(copy, make_events(warm_batched), "COPY warm-up")
         ours_b, theirs_b, copy_b = Rounds("ours"), Rounds("eventsourcing"), Rounds("COPY")
-        for r in range(1, rounds + 1):
-            checkpoint(ours_url)
-            ours_b.add(n_batched, await ours_batched(ours, make_events(n_batched),
-                                                     f"ours batched, round {r}"))
-            checkpoint(theirs_url)
-            theirs_b.add(n_batched, theirs_batched(theirs, make_events(n_batched),
-                                                   f"eventsourcing batched, round {r}"))
-        for r in range(1, rounds + 1):
-            copy_b.add(n_batched, copy_batched(copy_url, make_events(n_batched),
-                                               f"COPY batched, round {r}",
-                                               make_events(warm_batched), first=r == 1))
+        for r in range(rounds):
+            sides = ["ours", "theirs", "copy"]
+            for side in sides if r % 2 == 0 else sides[::-1]:
+                events = make_events(per_round)
+                if side == "ours":
+                    checkpoint(ours_url)
+                    ours_b.add(per_round, await ours_batched(ours, events, "ours"))
+                elif side == "theirs":
+                    checkpoint(theirs_url)
+                    theirs_b.add(per_round, theirs_batched(theirs, events, "eventsourcing"))
+                else:
+                    checkpoint(copy_url)
+                    copy_b.add(per_round, copy_batched(copy, events, "COPY"))
+            progress(f"  round {r + 1}/{rounds}: ours {ours_b.rates[-1]:,.0f}, eventsourcing"
+                     f" {theirs_b.rates[-1]:,.0f}, COPY {copy_b.rates[-1]:,.0f} events/s")
         results.append(Result.compare(
             label, ours_b.rate, "events/s", theirs_b.rate, THEIRS, TARGET,
-            {"ours": ours_b.details(), "theirs": theirs_b.details(), "events": n_batched}))
+            {"ours": ours_b.details(), "theirs": theirs_b.details(), **_paired(ours_b, theirs_b),
+             "events_per_side": n_batched, "events_per_round": per_round}))
         results.append(Result.compare(
             f"{label}: ours vs raw COPY (ceiling)", ours_b.rate, "events/s", copy_b.rate,
-            "psycopg COPY", None, {"copy": copy_b.details(), "events": n_batched}))
+            "psycopg COPY", None,
+            {"copy": copy_b.details(), **_paired(ours_b, copy_b), "events_per_side": n_batched}))
 
         # b. single appends: one event to its own new stream per transaction
         for writers in (1, WRITERS):
             label = f"single appends, {writers} writer{'s' if writers > 1 else ''}"
             kind = "asyncio tasks / threads" if writers > 1 else "sequential"
-            progress(f"append {label} ({kind}): {rounds} x {n_single:,} events per side")
+            per_round = n_single // rounds
+            progress(f"append {label} ({kind}): {rounds} rounds x {per_round:,} events per side")
             await ours_singles(ours, make_events(warm_single), writers, "ours warm-up")
             theirs_singles(theirs, make_events(warm_single), writers, "eventsourcing warm-up")
             ours_s, theirs_s = Rounds("ours"), Rounds("eventsourcing")
-            for r in range(1, rounds + 1):
-                checkpoint(ours_url)
-                ours_s.add(n_single, *await ours_singles(ours, make_events(n_single), writers,
-                                                         f"ours {label}, round {r}"))
-                checkpoint(theirs_url)
-                theirs_s.add(n_single, *theirs_singles(theirs, make_events(n_single), writers,
-                                                       f"eventsourcing {label}, round {r}"))
+            for r in range(rounds):
+                for side in ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours"):
+                    events = make_events(per_round)
+                    if side == "ours":
+                        checkpoint(ours_url)
+                        ours_s.add(per_round, *await ours_singles(ours, events, writers, "ours"))
+                    else:
+                        checkpoint(theirs_url)
+                        theirs_s.add(per_round, *theirs_singles(theirs, events, writers,
+                                                                "eventsourcing"))
+                progress(f"  round {r + 1}/{rounds}: ours {ours_s.rates[-1]:,.0f}, eventsourcing"
+                         f" {theirs_s.rates[-1]:,.0f} events/s")
             results.append(Result.compare(
                 f"{label} (1 event, 1 txn each)", ours_s.rate, "events/s", theirs_s.rate,
                 THEIRS, TARGET,
-                {"ours": ours_s.details(), "theirs": theirs_s.details(), "events": n_single}))
+                {"ours": ours_s.details(), "theirs": theirs_s.details(),
+                 **_paired(ours_s, theirs_s), "events_per_side": n_single,
+                 "events_per_round": per_round}))
     finally:
         await ours.close()
         theirs.close()
+        copy.close()
     return results

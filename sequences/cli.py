@@ -18,6 +18,8 @@ examples:
   sequences clock advance 2d            move the clock of a stack started with SEQUENCES_CLOCK=adjustable
   sequences contracts export docs/      write JSON Schema of every event and command
   sequences contacts import leads.csv   upsert contacts from a CSV file, with progress
+  sequences mail classify reply.eml     what the thread-watcher decides about a message, and why
+  sequences mail drop-reply --latest    answer the newest captured email (dev stack mailbox)
 """
 
 
@@ -81,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     import_.add_argument("--report", type=Path, help="write the full report (failed rows) as JSON")
     import_.set_defaults(func=lambda a: asyncio.run(_import_contacts(a)))
 
+    _add_mail_commands(commands)
+
     capture = commands.add_parser("capture", help="run the local SMTP capture server")
     capture.add_argument("args", nargs=argparse.REMAINDER)
     capture.set_defaults(func=lambda a: _capture(a.args))
@@ -90,6 +94,38 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except KeyboardInterrupt:
         return 130
+
+
+def _add_mail_commands(commands) -> None:
+    mail = commands.add_parser("mail", help="replies, bounces and auto-replies (thread-watcher)")
+    mail_commands = mail.add_subparsers(dest="action", required=True)
+    classify = mail_commands.add_parser(
+        "classify", help="what the thread-watcher decides about a raw message, and why",
+        description="Reply, bounce hard|soft, auto-reply or unrelated, with the reasons. With"
+                    " DATABASE_URL set, also which enrollment it concerns.")
+    classify.add_argument("file", type=Path, metavar="FILE.eml")
+    classify.add_argument("--json", action="store_true", help="print the decision as JSON")
+    classify.set_defaults(func=lambda a: _mail_commands().classify(a.file, a.json))
+    for kind, what in (("reply", "a reply"), ("bounce", "a bounce (550 5.1.1)"),
+                       ("auto-reply", "an out-of-office answer")):
+        drop = mail_commands.add_parser(
+            f"drop-{kind}", help=f"dev stack: put {what} to a captured email in its mailbox")
+        which = drop.add_mutually_exclusive_group(required=True)
+        which.add_argument("--message-id", help="the captured email to answer")
+        which.add_argument("--latest", action="store_true", help="answer the newest one")
+        drop.add_argument("--data-dir", type=Path, default=Path(".data"),
+                          help="the dev stack's data directory (default: ./.data)")
+        if kind == "reply":
+            drop.add_argument("--text", default="", help="what the reply says")
+        if kind == "bounce":
+            drop.add_argument("--soft", action="store_true", help="mailbox full (552 5.2.2)")
+        drop.set_defaults(func=lambda a, kind=kind: _mail_commands().drop(kind, a))
+
+
+def _mail_commands():
+    from services.thread_watcher import commands
+
+    return commands
 
 
 def _up(args) -> int:

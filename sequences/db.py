@@ -33,13 +33,9 @@ def libpq_url(url: str) -> str:
 
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(
-        sqlalchemy_url(url),
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        # a restarted PostgreSQL leaves dead connections in the pool; test each on checkout
-        pool_pre_ping=True,
-    )
+    # No pre-ping (a round trip on every checkout): after a PostgreSQL restart, a dead pooled
+    # connection fails once and is dropped; consumers redeliver and requests retry (rpc.py).
+    return create_async_engine(sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size)
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,14 @@ itself, so it is stopped through the pid it writes to `base_dir/master.pid`.
 from __future__ import annotations
 
 import getpass
+import imaplib
 import os
 import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 from types import TracebackType
 from typing import Self
 
@@ -33,24 +35,56 @@ def dovecot_binary() -> Path | None:
 
 
 class Dovecot:
-    """One Dovecot master process serving IMAP on `host:port` for `user`/`password`."""
+    """One Dovecot master process serving IMAP on `host:port` for a test user (`user`), and for
+    `more_users` (name: password), each with a mailbox of their own."""
 
     def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1",
-                 user: str = "sales", password: str = "secret") -> None:
+                 user: str = "sales", password: str = "secret",
+                 more_users: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port or free_port()
+        self.users = {user: password, **(more_users or {})}
         self.user = user
-        self.password = password
         self.run_dir = self.data_dir / "run"
         self.mail_dir = self.data_dir / "mail"
         self.log_path = self.data_dir / "dovecot.log"
         self._config = self.data_dir / "dovecot.conf"
+        self._passwd = self.data_dir / "passwd"
 
     @property
     def url(self) -> str:
-        """The WATCH_MAILBOXES form of this mailbox (carries the password: do not log it)."""
-        return f"imap://{self.user}:{self.password}@{self.host}:{self.port}"
+        """The test user's mailbox as WATCH_MAILBOXES takes it (with its password: never log)."""
+        return self.url_for(self.user)
+
+    def url_for(self, user: str, query: str = "") -> str:
+        password = quote(self.users[user], safe="")
+        return f"imap://{quote(user, safe='')}:{password}@{self.host}:{self.port}{query}"
+
+    def _write_passwd(self) -> None:
+        self._passwd.write_text("".join(f"{user}:{{PLAIN}}{password}::::::\n"
+                                        for user, password in self.users.items()))
+        self._passwd.chmod(0o644)
+
+    def append(self, user: str, raw: bytes, folder: str = "INBOX") -> None:
+        """Deliver `raw` into `folder` (created when missing) with IMAP APPEND."""
+        with self._imap(user) as imap:
+            imap.create(folder)  # "already exists" is fine
+            status, detail = imap.append(folder, None, None, raw.replace(b"\r\n", b"\n")
+                                         .replace(b"\n", b"\r\n"))
+            if status != "OK":
+                raise RuntimeError(f"APPEND to {folder} failed: {detail}")
+
+    def recreate_folder(self, user: str, folder: str) -> None:
+        """Delete and create `folder`: it comes back empty, with a new UIDVALIDITY."""
+        with self._imap(user) as imap:
+            imap.delete(folder)
+            imap.create(folder)
+
+    def _imap(self, user: str) -> imaplib.IMAP4:
+        imap = imaplib.IMAP4(self.host, self.port)
+        imap.login(user, self.users[user])
+        return imap
 
     @property
     def pid(self) -> int | None:
@@ -88,12 +122,10 @@ class Dovecot:
         # parents pytest creates are private (0700): let everyone traverse (not list) them.
         _allow_traversal(self.data_dir)
         shutil.chown(self.mail_dir, mail_owner, mail_owner)
-        passwd = self.data_dir / "passwd"
-        passwd.write_text(f"{self.user}:{{PLAIN}}{self.password}::::::\n")
-        passwd.chmod(0o644)
+        self._write_passwd()
         self._config.write_text(_CONFIG.format(
             base_dir=self.run_dir, log=self.log_path, host=self.host, port=self.port,
-            passwd=passwd, mail=self.mail_dir, mail_owner=mail_owner, login_user=login_user,
+            passwd=self._passwd, mail=self.mail_dir, mail_owner=mail_owner, login_user=login_user,
             state_dir=self.data_dir / "state",
         ))
 
@@ -170,11 +202,20 @@ listen = {host}
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+# a wrong password is answered at once, not after the delays that slow down guessing (a fixed
+# one, and one that grows with each failure, kept by anvil)
+auth_failure_delay = 0
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
 default_login_user = {login_user}
 default_internal_user = {mail_owner}
 mail_location = maildir:{mail}/%u
 mail_uid = {mail_owner}
 mail_gid = {mail_owner}
+# the mail owner is a system user, below Dovecot's default first valid UID (500)
 first_valid_uid = 0
 passdb {{
   driver = passwd-file

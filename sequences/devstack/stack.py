@@ -25,6 +25,16 @@ from sequences.services import SERVICES
 log = logging.getLogger("sequences.stack")
 
 
+def captured_mail_dir(data_dir: Path) -> Path:
+    """Where the SMTP capture server keeps every email it received."""
+    return data_dir / "mail"
+
+
+def dev_mailbox_dir(data_dir: Path) -> Path:
+    """The Maildir the thread-watcher reads as the sender mailbox (`sequences mail drop-…`)."""
+    return data_dir / "mailbox"
+
+
 @dataclass
 class StackConfig:
     data_dir: Path
@@ -47,7 +57,8 @@ class Stack:
         data = config.data_dir
         self.postgres = EmbeddedPostgres(data / "postgres")
         self.nats = NatsServer(data / "nats", free_port(config.nats_port))
-        self.mail_dir = data / "mail"
+        self.mail_dir = captured_mail_dir(data)
+        self.mailbox_dir = dev_mailbox_dir(data)
         self.log_dir = data / "logs"
         self.smtp_port = free_port(config.smtp_port)
         self.viewer_port = free_port(config.mail_viewer_port)
@@ -83,6 +94,10 @@ class Stack:
             "SMTP_URL": f"smtp://127.0.0.1:{self.smtp_port}",
             "GATEWAY_PORT": str(self.gateway_port),
             "SEQUENCES_CLOCK": self.config.clock,
+            # the thread-watcher reads a local Maildir as the sender mailbox (service_env may
+            # point it at an IMAP server instead)
+            "WATCH_MAILBOXES": f"maildir://{self.mailbox_dir}",
+            "WATCH_POLL_SECONDS": "1",
         }
 
     def start(self) -> None:
@@ -214,6 +229,7 @@ def _banner(stack: Stack) -> str:
 Sequences is running.
   API (OpenAPI docs)   {stack.gateway_url}/docs
   captured mail        {stack.viewer_url}   (files in {stack.mail_dir})
+  dev mailbox          {stack.mailbox_dir}   (answer mail: sequences mail drop-reply --latest)
   NATS                 {env['NATS_URL']}
   PostgreSQL           {env['DATABASE_URL'].replace('+psycopg', '')}
   clock                {env['SEQUENCES_CLOCK']}{'   (move it: POST /v1/dev/clock/advance {"by": "2d"})' if env['SEQUENCES_CLOCK'] == 'adjustable' else ''}

@@ -76,9 +76,10 @@ class Subscription:
     batch_handlers: dict[type[Event], BatchHandler] = field(default_factory=dict)
     # a read model that `sequences projections rebuild` may rebuild while the system runs
     rebuildable: bool = False
-    # handle each fetched batch in one transaction (read models); off where a handler has a
-    # side effect outside PostgreSQL (the mailer's SMTP send), so a crash repeats one, not many
-    transaction_per_batch: bool = False
+    # Events whose handler has a side effect outside PostgreSQL (the mailer's SMTP send) are
+    # handled one per transaction, so a crash repeats one of them, not a batch. All others of a
+    # fetched batch are handled together, in one transaction.
+    isolated: frozenset[type[Event]] = frozenset()
 
     @property
     def rebuild_lock(self) -> int:
@@ -247,10 +248,13 @@ class EventConsumer:
 
     async def _handle_batch(self, messages: list[Msg]) -> None:
         received = [(msg, EventEnvelope.model_validate_json(msg.data)) for msg in messages]
-        if self.subscription.transaction_per_batch and await self._handle_together(received):
-            return
+        isolated_types = {t.type_name() for t in self.subscription.isolated}
+        together = [item for item in received if item[1].type not in isolated_types]
+        alone = [item for item in received if item[1].type in isolated_types]
+        if together and not await self._handle_together(together):
+            alone = received  # a handler failed: one by one, so one bad event holds up no other
         by_stream: dict[str, list[tuple[Msg, EventEnvelope]]] = defaultdict(list)
-        for msg, envelope in received:
+        for msg, envelope in alone:
             by_stream[envelope.stream_id].append((msg, envelope))
         await asyncio.gather(*(self._handle_in_order(items) for items in by_stream.values()))
 

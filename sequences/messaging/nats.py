@@ -34,7 +34,7 @@ async def connect(url: str, name: str) -> Client:
         log.warning("NATS error: %s", error)
 
     await nc.connect(
-        url,
+        servers=[server.strip() for server in url.split(",")],  # a cluster: several URLs
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,

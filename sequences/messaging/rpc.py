@@ -14,6 +14,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DBAPIError
 
 from contracts.base import FieldError, Problem, Reply
 from contracts.subjects import service_queue
@@ -93,13 +94,21 @@ async def _answer(model: type[BaseModel], handler: RequestHandler, data: bytes) 
         request = model.model_validate_json(data)
     except ValidationError as error:
         return Reply(problem=problem_from_validation(error))
-    try:
-        result = await handler(request)
-    except Rejected as rejected:
-        return Reply(problem=rejected.problem)
-    except Exception:
-        log.exception("%s failed", model.__name__)
-        return Reply(problem=Problem(status=500, title="Internal error"))
+    for attempt in (1, 2):
+        try:
+            result = await handler(request)
+            break
+        except Rejected as rejected:
+            return Reply(problem=rejected.problem)
+        except DBAPIError as error:
+            if error.connection_invalidated and attempt == 1:
+                continue  # a connection PostgreSQL dropped (it restarted): once more, anew
+            log.exception("%s failed", model.__name__)
+            return Reply(problem=Problem(status=503, title="Database unavailable",
+                                        detail="retry in a moment"))
+        except Exception:
+            log.exception("%s failed", model.__name__)
+            return Reply(problem=Problem(status=500, title="Internal error"))
     if isinstance(result, BaseModel):
         result = result.model_dump(mode="json")
     elif isinstance(result, list):

@@ -7,6 +7,7 @@ decides, and update this service's read models in the same transaction (`_record
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from typing import Sequence as Seq
 
 from sqlalchemy import text
@@ -53,12 +54,14 @@ from services.enrollment.domain import Admission
 from services.enrollment.projections import projector
 
 _APPEND_CHUNK = 2000  # events per statement in bulk writes
+_STREAM_VERSION = text("SELECT max(version) FROM eventlog.events WHERE stream_id = :stream")
 
 
 class EnrollmentCommands:
     def __init__(self, runtime: Runtime, soft_bounce_limit: int = 3):
         self.runtime = runtime
         self.soft_bounce_limit = soft_bounce_limit
+        self._sequences: OrderedDict[tuple[str, int], domain.Sequence] = OrderedDict()
 
     # --- the write pattern ------------------------------------------------------------------
 
@@ -81,9 +84,17 @@ class EnrollmentCommands:
         return domain.replay(events, evolve), stream
 
     async def _sequence(self, conn: AsyncConnection, sequence_id: uuid.UUID):
-        state, stream = await self._load(conn, "sequence", sequence_id, domain.evolve_sequence)
-        if state is None:
+        """The sequence aggregate. Every email sent reads it, so decoded states are kept by
+        (stream, version): a new event makes a new key, a cached state is never stale."""
+        stream = stream_id("sequence", sequence_id)
+        version = (await conn.execute(_STREAM_VERSION, {"stream": stream})).scalar()
+        if version is None:
             raise Rejected(404, f"no such sequence: {sequence_id}", "sequence_id")
+        if (state := self._sequences.get((stream, version))) is None:
+            state, _ = await self._load(conn, "sequence", sequence_id, domain.evolve_sequence)
+            self._sequences[(stream, state.version)] = state
+            while len(self._sequences) > 1000:
+                self._sequences.popitem(last=False)
         return state, stream
 
     async def _contact(self, conn: AsyncConnection, contact_id: uuid.UUID):
@@ -447,8 +458,7 @@ def _segment_filter(segment: Segment) -> tuple[str, dict]:
 
 def process_subscription(commands: EnrollmentCommands) -> Subscription:
     """Reactions to other services' events that move enrollments along."""
-    process = Subscription("enrollment-process", ["delivery", "inbox", "bounce"],
-                           transaction_per_batch=True)
+    process = Subscription("enrollment-process", ["delivery", "inbox", "bounce"])
     process.on(EmailSent)(commands.on_email_sent)
     process.on(EmailHeld)(commands.on_email_not_sent)
     process.on(EmailFailed)(commands.on_email_not_sent)

@@ -41,7 +41,7 @@ from sequences.projections import Projection
 
 projector = Subscription(
     "enrollment-projector", ["sequence", "contact", "enrollment", "schedule", "delivery", "task"],
-    rebuildable=True, transaction_per_batch=True,
+    rebuildable=True,
 )
 PROJECTION = Projection(
     projector, ("enrollment.sequences", "enrollment.contacts", "enrollment.enrollments",

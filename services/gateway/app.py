@@ -27,6 +27,7 @@ from contracts.views import (
     EnrollmentStatus,
     EnrollmentView,
     ImportReport,
+    MailboxHealthView,
     SchedulePreview,
     SequencePage,
     SequenceView,
@@ -329,6 +330,16 @@ async def complete_task(task_id: uuid.UUID, body: c.TaskOutcome, request: Reques
     return await ask(request, c.CompleteTask(task_id=task_id, **body.model_dump()))
 
 
+mailboxes = APIRouter(prefix="/v1/mailboxes", tags=["mailboxes"])
+
+
+@mailboxes.get("/health", response_model=list[MailboxHealthView])
+async def mailbox_health(request: Request):
+    """The sender mailboxes the thread-watcher reads for replies and bounces: whether each can
+    be read, by IDLE or by polling, its last error and when a failing one is tried again."""
+    return await ask(request, c.GetMailboxHealth())
+
+
 # --- links in emails (no API key: they are signed) ---------------------------------------------
 
 tracking = APIRouter(include_in_schema=True, tags=["links in emails"])
@@ -415,7 +426,7 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok"}
 
     app.state.signer = signer_from_env()
-    for router in (sequences, contacts, enrollments, tasks, tracking):
+    for router in (sequences, contacts, enrollments, tasks, mailboxes, tracking):
         app.include_router(router)
     if settings.clock == "adjustable":
         app.include_router(_dev_clock())

@@ -141,32 +141,40 @@ class MailerHandlers:
         if event.channel != Channel.email:
             await self._task_for(event, d)
             return
-        if await self._blocked(d.conn, event):
+        found = await self._situation(d.conn, event)
+        if found.sent or found.halted or found.opted_out:
             return  # sent already, or the enrollment ended, or the contact opted out
-        sequence, contact, step = await self._parts(d.conn, event)
+        step = _step(found.steps, event.step_id)
         if step is None:
             return  # the step was deleted after it fell due
-        mailbox = self.mailboxes.for_address(sequence.sender_email)
+        mailbox = self.mailboxes.for_address(found.sender_email)
         try:
-            email = self._compose(event, sequence, contact, step,
-                                  await self._previous(d.conn, event.enrollment_id))
+            email = self._compose(event, found, step, _previous(found))
             message = build_message(email)
         except (MissingMergeValue, ValueError) as error:
             await self._append(d, EmailHeld(
                 enrollment_id=event.enrollment_id, sequence_id=event.sequence_id,
                 step_id=event.step_id, step_index=event.step_index, reason=str(error)))
             return
-        intent = await self._intent(event)
-        if intent is not None and intent.state == "sending" and await self._arrived(email):
+        if found.intent_state == "sending" and await self._arrived(email):
             await self._record_sent(d, event, email)  # it went through before the crash
             return
-        if mailbox.limited and not await self._slot(d, event, email, mailbox, sequence, intent):
+        if mailbox.limited and not await self._slot(d, event, email, mailbox, found):
             return
         await self._set_intent(event, email.message_id, "sending")
         crash_point("mailer.before_smtp")
         if await self._send(d, event, mailbox, message, email):
             crash_point("mailer.after_smtp")
             await self._record_sent(d, event, email)
+
+    async def _situation(self, conn, event: StepDue):
+        """Everything a due step needs, in one query."""
+        found = (await conn.execute(_SITUATION, {
+            "e": event.enrollment_id, "s": event.step_id, "seq": event.sequence_id,
+            "c": event.contact_id})).first()
+        if found is None:
+            raise NotReady("sequence or contact not seen yet")
+        return found
 
     async def _send(self, d: Delivery, event: StepDue, mailbox: Mailbox, message, email) -> bool:
         """Hand the message to the SMTP server. A 5xx for the recipient is a hard bounce, a 4xx
@@ -200,13 +208,13 @@ class MailerHandlers:
     async def _arrived(self, email: OutgoingEmail) -> bool:
         return bool(self.verifier and await self.verifier.was_delivered(email.message_id))
 
-    async def _slot(self, d, event, email, mailbox: Mailbox, sequence, intent) -> bool:
+    async def _slot(self, d, event, email, mailbox: Mailbox, found) -> bool:
         """Per-mailbox daily cap and minimum gap: take a sending slot, or defer the step to the
         next allowed moment (the scheduler fires it again then). Never dropped."""
         now = self.runtime.clock.now()
-        if intent is not None and intent.state == "reserved" and intent.slot <= now + _SLACK:
+        if found.intent_state == "reserved" and found.intent_slot <= now + _SLACK:
             return True  # this step's slot has come
-        zone = ZoneInfo(sequence.timezone)
+        zone = ZoneInfo(found.timezone)
         today = now.astimezone(zone).date()
         async with self.runtime.engine.connect() as own:
             own = await own.execution_options(isolation_level="AUTOCOMMIT")
@@ -230,10 +238,11 @@ class MailerHandlers:
 
     async def _task_for(self, event: StepDue, d: Delivery) -> None:
         """SMS and call steps are never sent: they become a task for the contact's owner."""
-        sequence, contact, step = await self._parts(d.conn, event)
-        if step is None:
+        found = await self._situation(d.conn, event)
+        step = _step(found.steps, event.step_id)
+        if step is None or found.halted:
             return
-        values = contact.merge_values
+        values = found.merge_values
         task = TaskDue(
             task_id=uuid.uuid5(_TASK_NAMESPACE, f"{event.enrollment_id}:{event.step_id}"),
             enrollment_id=event.enrollment_id, sequence_id=event.sequence_id,
@@ -245,63 +254,28 @@ class MailerHandlers:
 
     # --- pieces -----------------------------------------------------------------------------
 
-    async def _blocked(self, conn, event: StepDue) -> bool:
-        found = await conn.execute(
-            text("SELECT 1 FROM mailer.deliveries WHERE enrollment_id = :e AND step_id = :s"
-                 " UNION ALL SELECT 1 FROM mailer.halted_enrollments WHERE enrollment_id = :e"
-                 " UNION ALL SELECT 1 FROM mailer.contacts WHERE contact_id = :c AND opted_out"),
-            {"e": event.enrollment_id, "s": event.step_id, "c": event.contact_id},
-        )
-        return found.first() is not None
-
-    async def _parts(self, conn, event):
-        sequence = (await conn.execute(
-            text("SELECT sender_name, sender_email, timezone, steps FROM mailer.sequences"
-                 " WHERE sequence_id = :id"), {"id": event.sequence_id})).first()
-        contact = (await conn.execute(
-            text("SELECT email, merge_values FROM mailer.contacts WHERE contact_id = :id"),
-            {"id": event.contact_id})).first()
-        if sequence is None or contact is None:
-            raise NotReady("sequence or contact not seen yet")
-        step = next((s for s in sequence.steps if s["step_id"] == str(event.step_id)), None)
-        return sequence, contact, step
-
-    async def _previous(self, conn, enrollment_id) -> PreviousEmail | None:
-        row = (await conn.execute(
-            text('SELECT message_id, thread_subject, "references" FROM mailer.deliveries'
-                 " WHERE enrollment_id = :e ORDER BY sent_at DESC, step_index DESC LIMIT 1"),
-            {"e": enrollment_id})).first()
-        return PreviousEmail(row.message_id, row.thread_subject, tuple(row.references)) if row else None
-
     def _links(self, enrollment_id, step_id, contact_id) -> Links:
         base = self.runtime.settings.public_url.rstrip("/")
         pixel = self.signer.sign("open", {"e": str(enrollment_id), "s": str(step_id)})
         unsubscribe = self.signer.sign("unsubscribe", {"c": str(contact_id)})
         return Links(f"{base}/t/{pixel}.gif", f"{base}/unsubscribe/{unsubscribe}")
 
-    def _compose(self, event: StepDue, sequence, contact, step,
-                 previous: PreviousEmail | None) -> OutgoingEmail:
-        values = contact.merge_values
+    def _compose(self, event: StepDue, found, step, previous: PreviousEmail | None) -> OutgoingEmail:
+        """`found`: the sender, timezone and the contact's address and merge values."""
+        values = found.merge_values
         links = self._links(event.enrollment_id, event.step_id, event.contact_id)
         subject = render(step["subject"], values) if step.get("subject") else None
         return OutgoingEmail(
-            sender_name=sequence.sender_name,
-            sender_email=sequence.sender_email,
-            recipient=contact.email,
+            sender_name=found.sender_name,
+            sender_email=found.sender_email,
+            recipient=found.email,
             thread=thread_for(subject, previous),
             text_body=text_body_for(step["body"], values, links),
             html_body=html_body_for(step["body"], values, links),
-            message_id=message_id_for(event.enrollment_id, event.step_id, sequence.sender_email),
-            date=self.runtime.clock.now().astimezone(ZoneInfo(sequence.timezone)),
+            message_id=message_id_for(event.enrollment_id, event.step_id, found.sender_email),
+            date=self.runtime.clock.now().astimezone(ZoneInfo(found.timezone)),
             unsubscribe_url=links.unsubscribe_url,
         )
-
-    async def _intent(self, event: StepDue):
-        async with self.runtime.engine.connect() as conn:
-            return (await conn.execute(
-                text("SELECT state, slot FROM mailer.send_intents"
-                     " WHERE enrollment_id = :e AND step_id = :s"),
-                {"e": event.enrollment_id, "s": event.step_id})).first()
 
     async def _set_intent(self, event: StepDue, message_id: str, state: str,
                           slot: datetime | None = None) -> None:
@@ -419,6 +393,26 @@ class MailerHandlers:
 
 
 _SLACK = timedelta(seconds=2)
+_SITUATION = text(
+    """
+    SELECT s.sender_name, s.sender_email, s.timezone, s.steps,
+           c.email, c.merge_values, c.opted_out,
+           EXISTS (SELECT 1 FROM mailer.deliveries
+                   WHERE enrollment_id = :e AND step_id = :s) AS sent,
+           EXISTS (SELECT 1 FROM mailer.halted_enrollments WHERE enrollment_id = :e) AS halted,
+           i.state AS intent_state, i.slot AS intent_slot,
+           p.message_id AS previous_message_id, p.thread_subject AS previous_subject,
+           p."references" AS previous_references
+    FROM mailer.sequences s
+    JOIN mailer.contacts c ON c.contact_id = :c
+    LEFT JOIN mailer.send_intents i ON i.enrollment_id = :e AND i.step_id = :s
+    LEFT JOIN LATERAL (
+        SELECT message_id, thread_subject, "references" FROM mailer.deliveries
+        WHERE enrollment_id = :e ORDER BY sent_at DESC, step_index DESC LIMIT 1
+    ) p ON true
+    WHERE s.sequence_id = :seq
+    """
+)
 _SET_INTENT = text(
     "INSERT INTO mailer.send_intents (enrollment_id, step_id, message_id, state, slot)"
     " VALUES (:e, :s, :m, :state, :slot) ON CONFLICT (enrollment_id, step_id) DO UPDATE"
@@ -439,6 +433,18 @@ _TAKE_SLOT = text(
 )
 
 
+def _step(steps: list[dict], step_id: uuid.UUID) -> dict | None:
+    return next((s for s in steps if s["step_id"] == str(step_id)), None)
+
+
+def _previous(found) -> PreviousEmail | None:
+    """The last email of this enrollment: a step without subject continues its thread."""
+    if found.previous_message_id is None:
+        return None
+    return PreviousEmail(found.previous_message_id, found.previous_subject,
+                         tuple(found.previous_references))
+
+
 def _refusal(error: Exception) -> tuple[int | None, str]:
     """The SMTP code and text of a refusal (for several recipients, the first one's)."""
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused) and error.recipients:
@@ -451,7 +457,8 @@ def _steps_json(steps) -> str:
 
 
 def subscription(handlers: MailerHandlers) -> Subscription:
-    mailer = Subscription("mailer", ["sequence", "contact", "enrollment", "schedule"])
+    mailer = Subscription("mailer", ["sequence", "contact", "enrollment", "schedule"],
+                          isolated=frozenset({StepDue}))
     mailer.on(SequenceCreated)(handlers.on_sequence_created)
     mailer.on(SequenceStepsChanged)(handlers.on_steps_changed)
     mailer.on(ContactCreated)(handlers.on_contact_created)

@@ -342,8 +342,7 @@ def _step_due(row) -> Append:
 
 
 def subscription(handlers: SchedulerHandlers) -> Subscription:
-    planner = Subscription("scheduler-planner", ["sequence", "enrollment", "delivery"],
-                           transaction_per_batch=True)
+    planner = Subscription("scheduler-planner", ["sequence", "enrollment", "delivery"])
     planner.on(EmailDeferred)(handlers.on_email_deferred)
     planner.on(EnrollmentRetried)(handlers.on_retried)
     planner.on(SequenceCreated)(handlers.on_sequence_created)

@@ -11,7 +11,7 @@ from sequences.bootstrap import Runtime, ServiceParts, run_service
 from sequences.db import Migrations
 from services.thread_watcher.config import WatcherSettings
 from services.thread_watcher.handlers import HealthQueries, enrollment_ends, watcher
-from services.thread_watcher.watcher import MailboxWatcher, Watching
+from services.thread_watcher.watcher import MailboxWatcher, Storage, Watching
 
 NAME = "thread-watcher"
 MIGRATIONS = Migrations("thread_watcher", Path(__file__).parent / "migrations")
@@ -19,11 +19,12 @@ MIGRATIONS = Migrations("thread_watcher", Path(__file__).parent / "migrations")
 
 def build(runtime: Runtime) -> ServiceParts:
     settings = WatcherSettings.from_env()
-    watching = Watching([MailboxWatcher(m, runtime, settings) for m in settings.mailboxes],
+    storage = Storage.of(runtime)
+    watching = Watching([MailboxWatcher(m, storage, settings) for m in settings.mailboxes],
                         settings.poll_seconds)
     return ServiceParts(
         subscriptions=[watcher, enrollment_ends],
-        requests={GetMailboxHealth: HealthQueries(runtime, settings).mailbox_health},
+        requests={GetMailboxHealth: HealthQueries(runtime.engine, settings).mailbox_health},
         loops=[watching.run],
     )
 

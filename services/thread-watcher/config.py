@@ -75,7 +75,11 @@ class WatcherSettings:
 
 
 def parse_mailboxes(value: str) -> tuple[MailboxConfig, ...]:
-    return tuple(parse_mailbox(url) for url in _SPLIT.split(value.strip()) if url)
+    mailboxes = tuple(parse_mailbox(url) for url in _SPLIT.split(value.strip()) if url)
+    names = [m.name for m in mailboxes]
+    if twice := {name for name in names if names.count(name) > 1}:
+        raise ValueError(f"WATCH_MAILBOXES lists {', '.join(sorted(twice))} more than once")
+    return mailboxes
 
 
 def parse_mailbox(url: str) -> MailboxConfig:

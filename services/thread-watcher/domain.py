@@ -218,7 +218,8 @@ def match_bounce(bounce: Bounce, sent: Sequence[SentMessage]) -> tuple[SentMessa
     A report naming a message we did not send (the rep's own mail) concerns no enrollment."""
     if bounce.original_message_id is not None:
         by_id = {s.message_id: s for s in sent}
-        return by_id.get(bounce.original_message_id), "original Message-ID"
+        found = by_id.get(bounce.original_message_id)
+        return (found, "original Message-ID") if found else (None, None)
     return _newest([s for s in sent if s.open and s.recipient.lower() in bounce.recipients],
                    "failed recipient")
 
@@ -230,7 +231,7 @@ def _newest(candidates: list[SentMessage], how: str) -> tuple[SentMessage | None
 
 
 def why_unmatched(mail: Mail) -> tuple[str, ...]:
-    named = (*mail.in_reply_to, *mail.references)
+    named = dict.fromkeys((*mail.in_reply_to, *mail.references))  # once each, in order
     headers = (f"In-Reply-To/References name no message we sent ({', '.join(named)})" if named
                else "no In-Reply-To or References header")
     subject = normalize_subject(mail.subject)

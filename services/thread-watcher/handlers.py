@@ -4,6 +4,7 @@ enrollments ended, and answer how the watched mailboxes are doing."""
 from __future__ import annotations
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.commands import GetMailboxHealth
 from contracts.events import (
@@ -14,7 +15,6 @@ from contracts.events import (
     EnrollmentStopped,
 )
 from contracts.views import MailboxHealthView
-from sequences.bootstrap import Runtime
 from sequences.messaging.consumer import Delivery, Subscription
 from services.thread_watcher import repository
 from services.thread_watcher.config import WatcherSettings
@@ -55,13 +55,13 @@ for _ending in _ENDED_AT:
 
 
 class HealthQueries:
-    def __init__(self, runtime: Runtime, settings: WatcherSettings):
-        self._runtime = runtime
+    def __init__(self, engine: AsyncEngine, settings: WatcherSettings):
+        self._engine = engine
         self._mailboxes = [m.name for m in settings.mailboxes]
 
     async def mailbox_health(self, query: GetMailboxHealth) -> list[MailboxHealthView]:
         """Every configured mailbox; one not yet tried shows as connecting."""
-        async with self._runtime.engine.connect() as conn:
+        async with self._engine.connect() as conn:
             known = {h.mailbox: h for h in await repository.health(conn, self._mailboxes)}
         return [known.get(name) or MailboxHealthView(mailbox=name, healthy=True,
                                                      state="connecting", folders=[], idle=False)

@@ -132,10 +132,9 @@ class ImapSession:
             response = await self._require().uid_search(criteria, charset=None)
         if response.result != "OK":
             raise MailboxError(f"search failed: {self._text(response)}")
-        for line in response.lines:
-            if line.startswith(b"SEARCH"):
-                return sorted(int(u) for u in line.split()[1:])
-        return []
+        # aioimaplib hands over the untagged "SEARCH 4 7" as b"4 7"; the last line is the status
+        found = [line.split() for line in response.lines[:-1]]
+        return sorted(int(uid) for uids in found if all(u.isdigit() for u in uids) for uid in uids)
 
     async def _fetch_all(self, uidvalidity: int, uids: list[int]) -> AsyncIterator[Fetched]:
         for start in range(0, len(uids), _FETCH_BATCH):

@@ -16,15 +16,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.views import MailboxHealthView
 from sequences.bootstrap import Runtime
+from sequences.clock import Clock
 from sequences.db import libpq_url
-from sequences.eventlog.store import ANY_VERSION, Append, Causation, ConcurrencyConflict
+from sequences.eventlog.store import (
+    ANY_VERSION,
+    Append,
+    Causation,
+    ConcurrencyConflict,
+    EventStore,
+)
 from sequences.tracing import tracer
 from services.thread_watcher import repository
 from services.thread_watcher.config import MailboxConfig, WatcherSettings
@@ -53,12 +62,26 @@ def open_session(config: MailboxConfig) -> MailSession:
     return MaildirSession(config) if config.scheme == "maildir" else ImapSession(config)
 
 
+@dataclass(frozen=True)
+class Storage:
+    """Where a watcher keeps what it learns: its tables, the event log, the time it reads."""
+
+    engine: AsyncEngine
+    database_url: str  # the lease needs a connection of its own
+    store: EventStore
+    clock: Clock
+
+    @classmethod
+    def of(cls, runtime: Runtime) -> Storage:
+        return cls(runtime.engine, runtime.settings.database_url, runtime.store, runtime.clock)
+
+
 class MailboxWatcher:
-    def __init__(self, config: MailboxConfig, runtime: Runtime, settings: WatcherSettings,
+    def __init__(self, config: MailboxConfig, storage: Storage, settings: WatcherSettings,
                  backoff_base: float = 2.0):
         self.config = config
         self.name = config.name
-        self._runtime = runtime
+        self._storage = storage
         self._settings = settings
         self._backoff_base = backoff_base
         self._wake = asyncio.Event()
@@ -77,7 +100,7 @@ class MailboxWatcher:
         """Watch the mailbox until cancelled, whenever this replica holds its lease."""
         while True:
             try:
-                async with MailboxLease(self._runtime.settings.database_url, self.name) as lease:
+                async with MailboxLease(self._storage.database_url, self.name) as lease:
                     log.info("%s: watching %s", self.name, ", ".join(self.config.folders))
                     await self._watch(lease)
             except asyncio.CancelledError:
@@ -129,18 +152,18 @@ class MailboxWatcher:
             return problems
 
     async def _scan_folder(self, session: MailSession, folder: str) -> None:
-        runtime = self._runtime
-        async with runtime.engine.connect() as conn:
+        storage = self._storage
+        async with storage.engine.connect() as conn:
             after = await repository.position(conn, self.name, folder)
-        since = runtime.clock.now() - timedelta(days=self._settings.lookback_days)
+        since = storage.clock.now() - timedelta(days=self._settings.lookback_days)
         unread = await session.unread(folder, after, since)
         async for fetched in unread.messages:
             await self._examine(folder, fetched)
             await session.acknowledge(fetched)
         if unread.position_after is not None:
-            async with runtime.engine.begin() as conn:
+            async with storage.engine.begin() as conn:
                 await repository.save_position(conn, self.name, folder, unread.position_after,
-                                               runtime.clock.now())
+                                               storage.clock.now())
 
     async def _examine(self, folder: str, fetched: Fetched) -> None:
         examined = examine_raw(fetched.raw)
@@ -160,16 +183,16 @@ class MailboxWatcher:
     async def _record(self, folder: str, fetched: Fetched, examined: Examined) -> Decision | None:
         """One transaction: the decision, its events, the folder's position. None when the
         message was examined before (a rescan, a copy in another folder, another replica)."""
-        runtime = self._runtime
+        storage = self._storage
         with _tracer.start_as_current_span("thread-watcher.examine"):
-            async with runtime.engine.begin() as conn:
+            async with storage.engine.begin() as conn:
                 decision = decide(examined, await repository.find_sent(conn, examined.wanted()))
-                now = runtime.clock.now()
+                now = storage.clock.now()
                 new = await repository.record_examined(conn, examined.mail.key, self.name, folder,
                                                        decision, now)
                 if new and (events := events_for(decision, now)):
                     appends = [Append(e.stream_id(), ANY_VERSION, [e]) for e in events]
-                    await runtime.store.append(conn, appends, Causation.new())
+                    await storage.store.append(conn, appends, Causation.new())
                 if fetched.position is not None:
                     await repository.save_position(conn, self.name, folder, fetched.position, now)
         return decision if new else None
@@ -189,7 +212,7 @@ class MailboxWatcher:
     async def _failed(self, error: str, failures: int) -> None:
         await self._close_session()
         delay = self.backoff(failures)
-        log.warning("%s: %s (failure %d); retrying in %.0f s", self.name, error, failures, delay)
+        log.warning("%s: %s (failure %d); retrying in %.1f s", self.name, error, failures, delay)
         await self._report_state("failing", healthy=False, error=error, failures=failures,
                                  retry_in=delay)
         await asyncio.sleep(delay)
@@ -231,7 +254,7 @@ class MailboxWatcher:
 
     async def _report_state(self, state: str, *, healthy: bool, error: str | None,
                             failures: int, retry_in: float | None = None) -> None:
-        now = self._runtime.clock.now()
+        now = self._storage.clock.now()
         if state == "watching":
             self._last_success = now
         view = MailboxHealthView(
@@ -240,7 +263,7 @@ class MailboxWatcher:
             last_success_at=self._last_success, last_attempt_at=now,
             next_attempt_at=now + timedelta(seconds=retry_in) if retry_in else None,
         )
-        async with self._runtime.engine.begin() as conn:
+        async with self._storage.engine.begin() as conn:
             await repository.save_health(conn, view)
 
 

@@ -85,7 +85,12 @@ async def test_preview_and_send_test_to_me_change_no_enrollment(stack, api):
     sample = (await api.post(f"{url}/preview")).json()
     assert sample["subject"] == "김민수님, 한빛상사 견적 건" and sample["missing"] == []
     contact_id, _ = await new_contact(api, name="", company="<b>Acme</b>")
-    chosen = (await api.post(f"{url}/preview", json={"contact_id": contact_id})).json()
+
+    async def previewed():  # the mailer learns of a new contact a moment after it is created
+        response = await api.post(f"{url}/preview", json={"contact_id": contact_id})
+        return response.json() if response.status_code == 200 else None
+
+    chosen = await eventually(previewed)
     assert chosen["missing"] == ["고객명"] and "&lt;b&gt;Acme&lt;/b&gt;" in chosen["html"]
 
     me = f"me.{uuid.uuid4().hex[:6]}@sales.example"
