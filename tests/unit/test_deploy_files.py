@@ -489,7 +489,7 @@ def test_dockerfile():
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert re.search(r'^ENTRYPOINT \["sequences"\]', text, re.M)
-    # the OTLP exporter matches the SDK the project pins (sequences/tracing.py needs it)
+    # the OTLP exporter is a dependency, at the SDK's version (sequences/tracing.py needs it)
     pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     sdk = next(p.split("==")[1] for p in pins if p.startswith("opentelemetry-sdk=="))
-    assert f"opentelemetry-exporter-otlp-proto-http=={sdk}" in text
+    assert f"opentelemetry-exporter-otlp-proto-http=={sdk}" in pins
