@@ -285,7 +285,7 @@ class SchedulerHandlers:
         """Fire due steps in due order, at most `scheduler_max_rate` a second: a scheduler that
         was down for hours catches up steadily instead of flooding the mailer."""
         settings = self.runtime.settings
-        bucket = _TokenBucket(settings.scheduler_max_rate)
+        bucket = TokenBucket(settings.scheduler_max_rate)
         while True:
             try:
                 while (allowed := bucket.take(self.batch_size)) > 0:
@@ -298,16 +298,17 @@ class SchedulerHandlers:
             await self.runtime.clock.wait_for_change(settings.scheduler_tick_seconds)
 
 
-class _TokenBucket:
+class TokenBucket:
     """Allows `rate` a second on average, with bursts of up to one second's worth."""
 
-    def __init__(self, rate: float):
+    def __init__(self, rate: float, now=time.monotonic):
         self.rate = rate
         self.tokens = rate
-        self.updated = time.monotonic()
+        self._now = now
+        self.updated = now()
 
     def take(self, wanted: int) -> int:
-        now = time.monotonic()
+        now = self._now()
         self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
         granted = int(min(wanted, self.tokens))
