@@ -6,6 +6,7 @@ that trace, so one trace follows a request from HTTP through every service to SM
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Mapping
@@ -13,7 +14,12 @@ from typing import Mapping
 from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +27,31 @@ TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 
 
+class JsonLinesExporter(SpanExporter):
+    """Test harness: every process appends its finished spans to one file, one JSON object a
+    line (an in-memory exporter that survives the process boundary)."""
+
+    def __init__(self, path: str):
+        self._path = path
+
+    def export(self, spans) -> SpanExportResult:
+        lines = "".join(json.dumps({
+            "service": span.resource.attributes.get("service.name"),
+            "name": span.name,
+            "trace_id": format(span.context.trace_id, "032x"),
+            "span_id": format(span.context.span_id, "016x"),
+            "parent_id": format(span.parent.span_id, "016x") if span.parent else None,
+            "attributes": {k: str(v) for k, v in (span.attributes or {}).items()},
+        }) + "\n" for span in spans)
+        with open(self._path, "a") as file:  # O_APPEND: lines of processes do not interleave
+            file.write(lines)
+        return SpanExportResult.SUCCESS
+
+
 def setup_tracing(service_name: str) -> TracerProvider:
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    if trace_file := os.environ.get("SEQUENCES_TRACE_FILE"):
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(trace_file)))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
 
 from contracts import commands as c
@@ -41,7 +42,9 @@ from sequences.config import Settings
 from sequences.messaging import rpc
 from sequences.messaging.nats import connect
 from sequences.signing import BadToken, signer_from_env
-from sequences.tracing import setup_tracing
+from sequences.tracing import setup_tracing, tracer
+
+_tracer = tracer(__name__)
 from services.enrollment import contact_import
 
 PROBLEM_JSON = "application/problem+json"
@@ -412,6 +415,15 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         responses=_PROBLEM_RESPONSES,
     )
+
+    @app.middleware("http")
+    async def trace_requests(request: Request, call_next):
+        """A server span per request: the root of the trace that follows it through NATS."""
+        with _tracer.start_as_current_span(f"{request.method} {request.url.path}",
+                                           kind=SpanKind.SERVER) as span:
+            response = await call_next(request)
+            span.set_attribute("http.status_code", response.status_code)
+            return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError):

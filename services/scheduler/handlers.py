@@ -40,7 +40,13 @@ from sequences.eventlog.store import ANY_VERSION, Append, Causation
 from sequences.faults import crash_point
 from sequences.messaging.consumer import Delivery, NotReady, Subscription
 from sequences.messaging.rpc import Rejected
-from sequences.tracing import tracer
+from sequences.tracing import (
+    TRACEPARENT,
+    TRACESTATE,
+    context_from,
+    current_trace_headers,
+    tracer,
+)
 from services.scheduler.domain import due_at, local_instant, preview
 
 log = logging.getLogger(__name__)
@@ -270,9 +276,8 @@ class SchedulerHandlers:
             if not rows:
                 return 0
             crash_point("scheduler.after_claim")
-            with _tracer.start_as_current_span("scheduler.fire", attributes={"steps": len(rows)}):
-                await self.runtime.store.append(conn, [_step_due(row) for row in rows],
-                                                Causation.new())
+            await self.runtime.store.append(conn, [_step_due(row) for row in rows],
+                                            Causation.new())
             await conn.execute(_MARK_FIRED, {
                 "now": now,
                 "enrollment_ids": [r.enrollment_id for r in rows],
@@ -329,6 +334,13 @@ def _cause(d: Delivery) -> dict:
 
 
 def _step_due(row) -> Append:
+    """StepDue continues the trace of the event that planned the step, under a span of its own."""
+    planned = context_from({TRACEPARENT: row.traceparent})
+    with _tracer.start_as_current_span("fire StepDue", context=planned, attributes={
+        "enrollment_id": str(row.enrollment_id), "sequence_id": str(row.sequence_id),
+        "step_index": row.step_index,
+    }):
+        fired = current_trace_headers()
     event = StepDue(
         enrollment_id=row.enrollment_id,
         sequence_id=row.sequence_id,
@@ -338,7 +350,8 @@ def _step_due(row) -> Append:
         channel=row.channel,
         due_at=row.due_at,
     )
-    cause = Causation(row.correlation_id, row.causation_id, traceparent=row.traceparent)
+    cause = Causation(row.correlation_id, row.causation_id,
+                      traceparent=fired.get(TRACEPARENT), tracestate=fired.get(TRACESTATE))
     return Append(event.stream_id(), ANY_VERSION, [event], causation=cause)
 
 

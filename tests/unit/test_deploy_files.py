@@ -32,6 +32,7 @@ CODE_DIRS = ("sequences", "services", "contracts")
 NOT_DEPLOYED = {
     "SEQUENCES_CRASH_AT": "fault tests only: SIGKILL the process at a named point",
     "SMTP_VERIFY_URL": "the dev stack's SMTP capture server, which production does not have",
+    "SEQUENCES_TRACE_FILE": "tests only: every process appends its spans to this file",
 }
 # Read by the code but not Sequences configuration: neither deployed nor in the README's table.
 NOT_CONFIGURATION = {

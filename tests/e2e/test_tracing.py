@@ -1,0 +1,65 @@
+"""One trace follows an enrollment from the HTTP request through every service to the SMTP send."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import pytest
+
+from sequences.devstack.stack import Stack
+from sequences.services import SERVICES
+from tests.e2e.conftest import stack_config
+from tests.e2e.test_flow import SEQUENCE, mail_to, new_contact
+from tests.support import eventually
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    spans = tmp_path_factory.mktemp("traces") / "spans.jsonl"
+    env = {service: {"SEQUENCES_TRACE_FILE": str(spans)} for service in SERVICES}
+    with Stack(stack_config(tmp_path_factory, service_env=env)) as running:
+        running.spans_file = spans
+        yield running
+
+
+def spans_by_trace(path) -> dict[str, list[dict]]:
+    traces = defaultdict(list)
+    for line in path.read_text().splitlines():
+        span = json.loads(line)
+        traces[span["trace_id"]].append(span)
+    return traces
+
+
+async def test_one_enrollment_is_one_trace_across_gateway_enrollment_scheduler_and_mailer(stack, api):
+    sequence_id = (await api.post("/v1/sequences", json=SEQUENCE)).json()["id"]
+    contact_id, email = await new_contact(api)
+    await api.post(f"/v1/sequences/{sequence_id}/enrollments", json={"contact_id": contact_id})
+
+    async def sent():
+        return mail_to(stack, email)
+
+    await eventually(sent)
+
+    def the_trace():
+        for spans in spans_by_trace(stack.spans_file).values():
+            names = {s["name"] for s in spans}
+            if f"POST /v1/sequences/{sequence_id}/enrollments" in names and "smtp.send" in names:
+                return spans
+        return None
+
+    async def complete():
+        return the_trace()
+
+    spans = await eventually(complete)
+    services = {s["service"] for s in spans}
+    assert {"sequences-gateway", "sequences-enrollment", "sequences-scheduler",
+            "sequences-mailer"} <= services
+    by_id = {s["span_id"]: s for s in spans}
+    smtp = next(s for s in spans if s["name"] == "smtp.send")
+    assert smtp["attributes"]["sequence_id"] == sequence_id
+    chain, span = [], smtp  # walk from the SMTP send up to the HTTP request
+    while span is not None:
+        chain.append(span["service"])
+        span = by_id.get(span["parent_id"])
+    assert chain[-1] == "sequences-gateway" and "sequences-scheduler" in chain
