@@ -25,12 +25,14 @@ from importlib.metadata import version
 from typing import Awaitable, Callable
 
 from bench import append, common, reply_latency
+from bench import scheduler
 from bench.common import Result
 
 # name -> benchmark; each returns its figures
 BENCHMARKS: dict[str, Callable[[bool], Awaitable[list[Result]]]] = {
     "append": append.run,
     "reply_latency": reply_latency.run,
+    "scheduler": scheduler.run,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from enum import StrEnum
@@ -122,6 +123,11 @@ def next_step(steps: Sequence[Step], completed: Collection[uuid.UUID]) -> Step |
 
 
 Steps = Annotated[list[Step], Field(min_length=1, max_length=50), AfterValidator(check_steps)]
+
+
+def steps_json(steps: Sequence[Step]) -> str:
+    """The steps as stored in read models (a jsonb column)."""
+    return json.dumps([step.model_dump(mode="json") for step in steps])
 
 
 def _labels(values: list[str]) -> list[str]:

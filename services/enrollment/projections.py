@@ -6,7 +6,6 @@ rebuild` can empty them and replay the log to the same rows.
 
 from __future__ import annotations
 
-import json
 
 from sqlalchemy import text
 
@@ -35,6 +34,7 @@ from contracts.events import (
     TaskDue,
 )
 from contracts.base import EventEnvelope
+from contracts.values import steps_json
 from contracts.views import EnrollmentStatus
 from sequences.messaging.consumer import Delivery, Subscription
 from sequences.projections import Projection
@@ -48,9 +48,6 @@ PROJECTION = Projection(
                 "enrollment.email_opens", "enrollment.tasks")
 )
 
-
-def _steps_json(steps) -> str:
-    return json.dumps([s.model_dump(mode="json") for s in steps])
 
 
 # --- sequences ---------------------------------------------------------------------------------
@@ -73,7 +70,7 @@ async def sequence_created(event: SequenceCreated, d: Delivery) -> None:
             "sender_email": event.sender_email,
             "timezone": event.timezone,
             "send_policy": event.send_policy.model_dump_json(),
-            "steps": _steps_json(event.steps),
+            "steps": steps_json(event.steps),
             "at": d.envelope.occurred_at,
         },
     )
@@ -83,7 +80,7 @@ async def sequence_created(event: SequenceCreated, d: Delivery) -> None:
 async def steps_changed(event: SequenceStepsChanged, d: Delivery) -> None:
     await d.conn.execute(
         text("UPDATE enrollment.sequences SET steps = CAST(:steps AS jsonb) WHERE sequence_id = :id"),
-        {"id": event.sequence_id, "steps": _steps_json(event.steps)},
+        {"id": event.sequence_id, "steps": steps_json(event.steps)},
     )
 
 

@@ -40,7 +40,7 @@ from contracts.events import (
     TaskDue,
     TestEmailSent,
 )
-from contracts.values import Channel
+from contracts.values import Channel, steps_json
 from contracts.views import Created, StepPreview
 from sequences.bootstrap import Runtime
 from sequences.eventlog.store import ANY_VERSION, Append, Causation
@@ -93,13 +93,13 @@ class MailerHandlers:
                 " ON CONFLICT (sequence_id) DO NOTHING"
             ),
             {"id": event.sequence_id, "name": event.sender_name, "email": event.sender_email,
-             "timezone": event.timezone, "steps": _steps_json(event.steps)},
+             "timezone": event.timezone, "steps": steps_json(event.steps)},
         )
 
     async def on_steps_changed(self, event: SequenceStepsChanged, d: Delivery) -> None:
         await d.conn.execute(
             text("UPDATE mailer.sequences SET steps = CAST(:steps AS jsonb) WHERE sequence_id = :id"),
-            {"id": event.sequence_id, "steps": _steps_json(event.steps)},
+            {"id": event.sequence_id, "steps": steps_json(event.steps)},
         )
 
     async def on_contact_created(self, event: ContactCreated, d: Delivery) -> None:
@@ -216,13 +216,11 @@ class MailerHandlers:
             return True  # this step's slot has come
         zone = ZoneInfo(found.timezone)
         today = now.astimezone(zone).date()
-        async with self.runtime.engine.connect() as own:
-            own = await own.execution_options(isolation_level="AUTOCOMMIT")
-            taken = (await own.execute(_TAKE_SLOT, {
-                "address": mailbox.address, "day": today, "now": now,
-                "gap": timedelta(seconds=mailbox.min_gap_seconds),
-                "cap": mailbox.daily_cap or 2**31 - 1,
-            })).first()
+        taken = (await self._at_once(_TAKE_SLOT, {
+            "address": mailbox.address, "day": today, "now": now,
+            "gap": timedelta(seconds=mailbox.min_gap_seconds),
+            "cap": mailbox.daily_cap or 2**31 - 1,
+        })).first()
         if taken is None:
             until = datetime.combine(today + timedelta(days=1), time(0), zone)
             reason = f"daily cap of {mailbox.daily_cap} reached for {mailbox.address}"
@@ -279,16 +277,18 @@ class MailerHandlers:
 
     async def _set_intent(self, event: StepDue, message_id: str, state: str,
                           slot: datetime | None = None) -> None:
-        """Committed at once, on a connection of its own: it must outlive a crash of the send."""
-        async with self.runtime.engine.connect() as own:
-            own = await own.execution_options(isolation_level="AUTOCOMMIT")
-            await own.execute(_SET_INTENT, {"e": event.enrollment_id, "s": event.step_id,
-                                            "m": message_id, "state": state, "slot": slot})
+        await self._at_once(_SET_INTENT, {"e": event.enrollment_id, "s": event.step_id,
+                                          "m": message_id, "state": state, "slot": slot})
 
     async def _clear_intent(self, event: StepDue) -> None:
+        await self._at_once(_CLEAR_INTENT, {"e": event.enrollment_id, "s": event.step_id})
+
+    async def _at_once(self, statement, params: dict):
+        """Committed at once, on a connection of its own, outside the handler's transaction:
+        intents and mailbox slots must outlive a crash of the send (and its rollback)."""
         async with self.runtime.engine.connect() as own:
             own = await own.execution_options(isolation_level="AUTOCOMMIT")
-            await own.execute(_CLEAR_INTENT, {"e": event.enrollment_id, "s": event.step_id})
+            return await own.execute(statement, params)
 
     async def _record_sent(self, d: Delivery, event: StepDue, email: OutgoingEmail) -> None:
         await d.conn.execute(_CLEAR_INTENT, {"e": event.enrollment_id, "s": event.step_id})
@@ -451,9 +451,6 @@ def _refusal(error: Exception) -> tuple[int | None, str]:
         error = error.recipients[0]
     return getattr(error, "code", None), getattr(error, "message", str(error))
 
-
-def _steps_json(steps) -> str:
-    return json.dumps([s.model_dump(mode="json") for s in steps])
 
 
 def subscription(handlers: MailerHandlers) -> Subscription:

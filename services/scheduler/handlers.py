@@ -6,7 +6,6 @@ an enrollment starts, a step completes, the steps are edited, a paused sequence 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ from contracts.events import (
     StepScheduled,
 )
 from contracts.commands import PreviewSchedule
-from contracts.values import SendPolicy, Step, next_step
+from contracts.values import SendPolicy, Step, next_step, steps_json
 from contracts.views import ScheduledStep, SchedulePreview
 from sequences.bootstrap import Runtime
 from sequences.eventlog.store import ANY_VERSION, Append, Causation
@@ -112,7 +111,7 @@ class SchedulerHandlers:
                 " VALUES (:id, :tz, CAST(:policy AS jsonb), CAST(:steps AS jsonb))"
             ),
             {"id": event.sequence_id, "tz": event.timezone,
-             "policy": event.send_policy.model_dump_json(), "steps": _steps_json(event.steps)},
+             "policy": event.send_policy.model_dump_json(), "steps": steps_json(event.steps)},
         )
 
     async def on_steps_changed(self, event: SequenceStepsChanged, d: Delivery) -> None:
@@ -120,7 +119,7 @@ class SchedulerHandlers:
         await d.conn.execute(
             text("UPDATE scheduler.sequences SET steps = CAST(:steps AS jsonb)"
                  " WHERE sequence_id = :id"),
-            {"id": event.sequence_id, "steps": _steps_json(event.steps)},
+            {"id": event.sequence_id, "steps": steps_json(event.steps)},
         )
         for enrollment_id in await self._active_enrollments(d.conn, event.sequence_id):
             await self._replan(d, enrollment_id)
@@ -323,9 +322,6 @@ class TokenBucket:
     def give_back(self, unused: int) -> None:
         self.tokens += unused
 
-
-def _steps_json(steps: list[Step]) -> str:
-    return json.dumps([s.model_dump(mode="json") for s in steps])
 
 
 def _cause(d: Delivery) -> dict:

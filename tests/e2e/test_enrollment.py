@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.test_flow import SEQUENCE, mail_to, new_contact
+from tests.e2e.test_flow import SEQUENCE, new_contact
 from tests.support import eventually
 
 

@@ -10,7 +10,6 @@ import sys
 import uuid
 from email.utils import parsedate_to_datetime
 
-import httpx
 import pytest
 from sqlalchemy import text
 

@@ -123,7 +123,7 @@ async def consume_all(engine, js, name: str, expected: int = 1) -> dict[uuid.UUI
         return {r[0]: r[1] for r in rows} if sum(r[1] for r in rows) >= expected else None
 
     try:
-        result = await eventually(applied)
+        await eventually(applied)
         await asyncio.sleep(0.3)  # time for any duplicate to show up
         return await applied()
     finally:

@@ -1,0 +1,192 @@
+"""What the service benchmarks (scheduler, mailer, enrollment) share: their own NATS server, a
+real service run as a child process with its memory sampled, percentiles.
+
+Every server is started here on a free port (never the machine's NATS on 4222 or PostgreSQL on
+5432); PostgreSQL databases come from `bench.common.fresh_database` (the run's embedded server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from bench import common
+from contracts.subjects import EVENTS_STREAM
+from sequences.db import Migrations, create_engine, migrate
+from sequences.devstack.nats_server import NatsServer
+from sequences.devstack.ports import free_port
+from sequences.messaging.nats import ensure_events_stream
+
+MB = 1024 * 1024
+SECRET = "bench-secret-0123456789abcdef0123"  # any 32 characters; signs links nobody follows
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest rank: the smallest value with at least q% of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """p50 / p99 / max of a list of seconds, rounded for the JSON."""
+    if not values:
+        return {}
+    return {"p50_s": round(percentile(values, 50), 3), "p99_s": round(percentile(values, 99), 3),
+            "max_s": round(max(values), 3), "min_s": round(min(values), 3)}
+
+
+@contextlib.contextmanager
+def nats_server(label: str) -> Iterator[NatsServer]:
+    """A nats-server with JetStream (file store in a temporary directory) on a free port."""
+    with tempfile.TemporaryDirectory(prefix=f"sequences-bench-{label}-nats-") as temp:
+        server = NatsServer(Path(temp), free_port())
+        server.start()
+        common.progress(f"{label}: nats-server on {server.url}")
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+async def fresh_events_stream(js: JetStreamContext) -> None:
+    """The events stream, empty: a service run starts from nothing (its durable consumers go
+    with the old stream and are created again by the service)."""
+    with contextlib.suppress(NotFoundError):
+        await js.delete_stream(EVENTS_STREAM)
+    await ensure_events_stream(js)
+
+
+async def migrated_database(prefix: str, *migrations: Migrations) -> str:
+    """A fresh database with the event log's and the given schemas; returns its URL."""
+    from sequences.bootstrap import EVENTLOG_MIGRATIONS
+
+    url = common.fresh_database(prefix)
+    engine = create_engine(url, pool_size=1)
+    try:
+        await migrate(engine, EVENTLOG_MIGRATIONS, *migrations)
+    finally:
+        await engine.dispose()
+    return url
+
+
+class ServiceProcess:
+    """One real service, `python -m sequences.cli run NAME`, as a child process: its output in
+    a log file, its resident memory and CPU time sampled while it runs."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path):
+        self.name = name
+        self.env = env
+        self.log_path = Path(log_dir) / f"{name}-{time.time_ns()}.log"
+        self.process: subprocess.Popen | None = None
+        self.peak_rss = 0
+        self.idle_rss = 0  # once started, before the measured work
+        self._sampler: asyncio.Task | None = None
+        self._psutil: psutil.Process | None = None
+        self._cpu_start = 0.0
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        env = {**os.environ, "SEQUENCES_CLOCK": "system", "SEQUENCES_SECRET": SECRET,
+               "LOG_LEVEL": "INFO", **self.env}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "sequences.cli", "run", self.name],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C reaches the benchmark, which stops us
+            )
+        self._psutil = psutil.Process(self.process.pid)
+
+    async def wait_started(self, timeout: float = 60.0) -> float:
+        """Until the service logged that it started (runtime, consumers and relay are up);
+        returns the seconds it took."""
+        began = time.perf_counter()
+        marker = f"{self.name} started".encode()
+        while time.perf_counter() - began < timeout:
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited before starting:\n{self.tail()}")
+            if marker in self.log_path.read_bytes():
+                self.idle_rss = self.rss()
+                return time.perf_counter() - began
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"{self.name} did not start in {timeout:g} s:\n{self.tail()}")
+
+    def rss(self) -> int:
+        try:
+            return self._psutil.memory_info().rss if self._psutil else 0
+        except psutil.Error:
+            return 0
+
+    def cpu_seconds(self) -> float:
+        try:
+            times = self._psutil.cpu_times() if self._psutil else None
+        except psutil.Error:
+            return 0.0
+        return times.user + times.system if times else 0.0
+
+    def start_sampling(self, every: float = 0.1) -> None:
+        """Sample RSS (peak kept) from now on; CPU time counts from now too."""
+        self._cpu_start = self.cpu_seconds()
+
+        async def sample():
+            while True:
+                self.peak_rss = max(self.peak_rss, self.rss())
+                await asyncio.sleep(every)
+
+        self._sampler = asyncio.create_task(sample())
+
+    def stop_sampling(self) -> float:
+        """Stop sampling; returns the CPU seconds the service used since sampling started."""
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
+        self.peak_rss = max(self.peak_rss, self.rss())
+        return self.cpu_seconds() - self._cpu_start
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if self._sampler is not None:
+            self._sampler.cancel()
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def tail(self, size: int = 3000) -> str:
+        try:
+            data = self.log_path.read_bytes()
+        except OSError:
+            return "(no log)"
+        return data[-size:].decode(errors="replace")
+
+    def errors(self) -> list[str]:
+        """Lines of its log at WARNING or above (shown when a run went wrong)."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        return [line for line in lines if " WARNING " in line or " ERROR " in line
+                or "Traceback" in line]
