@@ -25,7 +25,7 @@ from importlib.metadata import version
 from typing import Awaitable, Callable
 
 from bench import append, common, reply_latency
-from bench import scheduler
+from bench import enrollment, mailer, scheduler
 from bench.common import Result
 
 # name -> benchmark; each returns its figures
@@ -33,6 +33,8 @@ BENCHMARKS: dict[str, Callable[[bool], Awaitable[list[Result]]]] = {
     "append": append.run,
     "reply_latency": reply_latency.run,
     "scheduler": scheduler.run,
+    "mailer": mailer.run,
+    "enrollment": enrollment.run,
 }
 
 

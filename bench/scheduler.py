@@ -52,6 +52,8 @@ from bench import common
 from bench.common import Result
 from bench.service_common import (
     MB,
+    CpuMeter,
+    postmaster_pid,
     ServiceProcess,
     fresh_events_stream,
     migrated_database,
@@ -63,6 +65,7 @@ from contracts.base import EventEnvelope
 from contracts.events import StepDue
 from contracts.subjects import EVENTS_STREAM
 from contracts.values import SendPolicy, Step
+from sequences.devstack.nats_server import NatsServer
 from sequences.messaging.nats import MSG_ID, events_stream_config
 from services.scheduler.app import MIGRATIONS
 
@@ -89,6 +92,8 @@ class Run:
     started_in: float
     on_time_start: bool  # the steps were in the table before the first fell due
     env: dict = field(default_factory=dict)
+    cpu_split: dict = field(default_factory=dict)  # CPU of scheduler, PostgreSQL, nats-server
+    p99_by_due_slice: dict = field(default_factory=dict)  # lateness p99 per 5 s of due time
 
     def details(self) -> dict:
         return {
@@ -102,7 +107,8 @@ class Run:
             "scheduler_cpu_ms_per_1k_steps": round(1000 * self.cpu_seconds / self.n * 1000, 1),
             "scheduler_start_s": round(self.started_in, 2),
             "seeded_before_first_due": self.on_time_start,
-            "scheduler_env": self.env,
+            "scheduler_env": self.env, "cpu": self.cpu_split,
+            "lateness_p99_s_by_due_slice": self.p99_by_due_slice,
         }
 
 
@@ -148,11 +154,12 @@ def _seed_due_steps(url: str, enrollment_ids: list[uuid.UUID], step_id: uuid.UUI
 # --- one scenario --------------------------------------------------------------------------
 
 
-async def _scenario(label: str, nats_url: str, log_dir: Path, n: int, window: float,
+async def _scenario(label: str, server: NatsServer, log_dir: Path, n: int, window: float,
                     extra_env: dict[str, str] | None = None) -> Run:
     """N steps due evenly over `window` seconds (0: all at one instant), fired by a real
     scheduler process; waits until every StepDue is on JetStream."""
     common.progress(f"scheduler [{label}]: fresh database, {n:,} enrollments")
+    nats_url = server.url
     url = await migrated_database("scheduler", MIGRATIONS)
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
@@ -173,7 +180,12 @@ async def _scenario(label: str, nats_url: str, log_dir: Path, n: int, window: fl
         common.progress(f"scheduler [{label}]: {n:,} steps due from {first_due:%H:%M:%S.%f}"
                         f" over {window:g} s (scheduler up in {started_in:.1f} s,"
                         f" {scheduler.idle_rss / MB:.0f} MB)")
+        pids = {"scheduler": scheduler.pid, "nats": server.pid}
+        if (pg := postmaster_pid(url)) is not None:
+            pids["postgres"] = pg
+        meter = CpuMeter(pids, trees=("postgres",))
         await asyncio.sleep(max(0.0, (first_due - datetime.now(UTC)).total_seconds() - 0.2))
+        meter.start()
         scheduler.start_sampling()
         ticker = common.Ticker(f"StepDue published ({label})", n, unit="steps")
         deadline = time.monotonic() + window + 600
@@ -185,6 +197,10 @@ async def _scenario(label: str, nats_url: str, log_dir: Path, n: int, window: fl
             ticker.tick(published)
             await asyncio.sleep(0.1)
         cpu = scheduler.stop_sampling()
+        cpu_split = meter.stop()
+        if cpu_split.get("others_cores", 0) > 0.3:
+            common.progress(f"  warning: other processes kept {cpu_split['others_cores']:.1f}"
+                            " CPUs busy meanwhile; figures are disturbed")
         common.progress(f"scheduler [{label}]: all {n:,} published; reading them back")
         scheduler.stop()
         if errors := scheduler.errors():
@@ -196,15 +212,20 @@ async def _scenario(label: str, nats_url: str, log_dir: Path, n: int, window: fl
         scheduler.stop()
         await nc.close()
     lateness, claim, relay = [], [], []
+    by_slice: dict[int, list[float]] = {}
     for enrollment_id, (due_at, at) in published_at.items():
         fired_at = fired[enrollment_id]
         lateness.append((at - due_at).total_seconds())
         claim.append((fired_at - due_at).total_seconds())
         relay.append((at - fired_at).total_seconds())
+        by_slice.setdefault(int((due_at - first_due).total_seconds() // 5), []).append(
+            lateness[-1])
     last = max(at for _, at in published_at.values())
     return Run(label, n, lateness, claim, relay, (last - first_due).total_seconds(), window,
                scheduler.peak_rss, scheduler.idle_rss, cpu, started_in, on_time,
-               extra_env or {})
+               extra_env or {}, cpu_split,
+               {f"{5 * k}-{5 * k + 5}s": round(percentile(v, 99), 2)
+                for k, v in sorted(by_slice.items())})
 
 
 async def _published_moments(js, n: int) -> dict[uuid.UUID, tuple[datetime, datetime]]:
@@ -329,18 +350,18 @@ async def run(quick: bool) -> list[Result]:
                        "raw_paced_messages": len(raw_late)}
 
         # 1. due within one minute (spread evenly)
-        spread_run = await _scenario(f"{n:,} due within {minute:g} s", server.url, log_dir, n,
+        spread_run = await _scenario(f"{n:,} due within {minute:g} s", server, log_dir, n,
                                      minute)
         results += _lateness_rows(spread_run, f"{n:,} due within {minute:g} s", raw_late,
                                   raw_details, max_target=ALL_WITHIN)
 
         # 2. due at one instant (a send time): throttled by SCHEDULER_MAX_RATE (default 2000/s)
         if not quick:
-            burst = await _scenario(f"{n:,} due at one instant", server.url, log_dir, n, 0.0)
+            burst = await _scenario(f"{n:,} due at one instant", server, log_dir, n, 0.0)
             results.append(_burst_row(burst, f"{n:,} due at one instant (send time), default"
                                       " SCHEDULER_MAX_RATE 2000/s", n, raw_seconds, raw_details,
                                       target=True))
-            free = await _scenario(f"{n:,} due at one instant, unthrottled", server.url,
+            free = await _scenario(f"{n:,} due at one instant, unthrottled", server,
                                    log_dir, n, 0.0, {"SCHEDULER_MAX_RATE": "1000000"})
             results.append(_burst_row(free, f"{n:,} due at one instant, SCHEDULER_MAX_RATE"
                                       " lifted", n, raw_seconds, raw_details, target=False))
@@ -349,7 +370,7 @@ async def run(quick: bool) -> list[Result]:
 
         # 3. 1,000 due per second
         steady_n = int(STEADY_RATE * steady_seconds)
-        steady = await _scenario(f"{STEADY_RATE:,}/s for {steady_seconds:g} s", server.url,
+        steady = await _scenario(f"{STEADY_RATE:,}/s for {steady_seconds:g} s", server,
                                  log_dir, steady_n, steady_seconds)
         results += _lateness_rows(steady, f"{STEADY_RATE:,} due/s for {steady_seconds:g} s",
                                   raw_late, raw_details, p99_target=P99_UNDER)
@@ -374,7 +395,7 @@ def _lateness_rows(run: Run, label: str, raw_late: list[float], raw_details: dic
         value = percentile(run.lateness, q)
         base = percentile(raw_late, q)
         row = Result(f"scheduler, {label}: lateness {name} (due -> StepDue on JetStream)",
-                     value, "s", base, f"raw publish at due moment, {name}",
+                     value * 1000, "ms", base * 1000, f"raw publish at due moment, {name}",
                      value / base if base else None, details=details)
         if name == "max" and max_target is not None:
             row.target, row.passed = f"<= {max_target:g} s", value <= max_target

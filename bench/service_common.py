@@ -190,3 +190,73 @@ class ServiceProcess:
             return []
         return [line for line in lines if " WARNING " in line or " ERROR " in line
                 or "Traceback" in line]
+
+
+class CpuMeter:
+    """CPU seconds used by named processes between `start()` and `stop()`. For a process tree
+    (PostgreSQL's postmaster and its backends) the children count too, live and exited."""
+
+    def __init__(self, processes: dict[str, int], trees: tuple[str, ...] = ()):
+        self._processes = {name: psutil.Process(pid) for name, pid in processes.items()}
+        self._trees = set(trees)
+        self._started: dict[str, float] = {}
+        self._wall = 0.0
+
+    def _used(self, name: str, process: psutil.Process) -> float:
+        try:
+            t = process.cpu_times()
+            used = t.user + t.system
+            if name in self._trees:
+                used += t.children_user + t.children_system
+                for child in process.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        c = child.cpu_times()
+                        used += c.user + c.system
+            return used
+        except psutil.Error:
+            return 0.0
+
+    def start(self) -> None:
+        self._wall = time.perf_counter()
+        self._machine = _machine_busy()
+        self._started = {n: self._used(n, p) for n, p in self._processes.items()}
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds per process, and `cores`: how many CPUs each kept busy on average;
+        `machine_busy_cores`: all processes together (from /proc/stat), and `others_cores`
+        what processes not measured here (other work on the machine, this benchmark's own
+        process) took meanwhile."""
+        wall = time.perf_counter() - self._wall
+        used = {n: self._used(n, p) - self._started.get(n, 0.0)
+                for n, p in self._processes.items()}
+        out = {**{f"{n}_cpu_s": round(v, 2) for n, v in used.items()},
+               **{f"{n}_cores": round(v / wall, 2) for n, v in used.items() if wall > 0},
+               "wall_s": round(wall, 2)}
+        if self._machine is not None and (now := _machine_busy()) is not None and wall > 0:
+            busy = (now - self._machine) / wall
+            out["machine_busy_cores"] = round(busy, 2)
+            out["others_cores"] = round(busy - sum(used.values()) / wall, 2)
+        return out
+
+
+def _machine_busy() -> float | None:
+    """CPU seconds every process of the machine used so far (/proc/stat; None elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (sum(values) - values[3] - values[4]) / ticks  # all but idle and iowait
+
+
+def postmaster_pid(url: str) -> int | None:
+    """The PostgreSQL server's main process, when it runs on this machine."""
+    import psycopg
+
+    with psycopg.connect(**common.connect_params(url)) as conn:
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    try:
+        return psutil.Process(backend).ppid()
+    except psutil.Error:
+        return None

@@ -10,6 +10,7 @@ itself, so it is stopped through the pid it writes to `base_dir/master.pid`.
 from __future__ import annotations
 
 import getpass
+import grp
 import imaplib
 import os
 import shutil
@@ -115,17 +116,18 @@ class Dovecot:
         return self.url
 
     def _prepare_files(self) -> None:
-        mail_owner, login_user = _run_as()
+        mail_owner, mail_group, login_user = _run_as()
         for directory in (self.data_dir, self.run_dir, self.mail_dir):
             directory.mkdir(parents=True, exist_ok=True)
         # The unprivileged mail and login processes must reach these directories, and the
         # parents pytest creates are private (0700): let everyone traverse (not list) them.
         _allow_traversal(self.data_dir)
-        shutil.chown(self.mail_dir, mail_owner, mail_owner)
+        shutil.chown(self.mail_dir, mail_owner, mail_group)
         self._write_passwd()
         self._config.write_text(_CONFIG.format(
             base_dir=self.run_dir, log=self.log_path, host=self.host, port=self.port,
-            passwd=self._passwd, mail=self.mail_dir, mail_owner=mail_owner, login_user=login_user,
+            passwd=self._passwd, mail=self.mail_dir, mail_owner=mail_owner, mail_group=mail_group,
+            login_user=login_user,
             state_dir=self.data_dir / "state",
         ))
 
@@ -168,12 +170,12 @@ class Dovecot:
         self.stop()
 
 
-def _run_as() -> tuple[str, str]:
-    """(owner of the mail, user of the login processes)."""
+def _run_as() -> tuple[str, str, str]:
+    """(owner of the mail, its group, user of the login processes)."""
     if os.geteuid() == 0:
-        return "dovecot", "dovenull"
+        return "dovecot", "dovecot", "dovenull"
     me = getpass.getuser()
-    return me, me
+    return me, grp.getgrgid(os.getgid()).gr_name, me
 
 
 def _allow_traversal(path: Path) -> None:
@@ -206,15 +208,17 @@ auth_mechanisms = plain login
 # one, and one that grows with each failure, kept by anvil)
 auth_failure_delay = 0
 service anvil {{
+  chroot =
   unix_listener anvil-auth-penalty {{
     mode = 0
   }}
 }}
 default_login_user = {login_user}
 default_internal_user = {mail_owner}
+default_internal_group = {mail_group}
 mail_location = maildir:{mail}/%u
 mail_uid = {mail_owner}
-mail_gid = {mail_owner}
+mail_gid = {mail_group}
 # the mail owner is a system user, below Dovecot's default first valid UID (500)
 first_valid_uid = 0
 passdb {{
@@ -223,9 +227,11 @@ passdb {{
 }}
 userdb {{
   driver = static
-  args = uid={mail_owner} gid={mail_owner} home={mail}/%u
+  args = uid={mail_owner} gid={mail_group} home={mail}/%u
 }}
+# no chroot: only root may chroot, and the server runs as the current user when not root
 service imap-login {{
+  chroot =
   inet_listener imap {{
     address = {host}
     port = {port}

@@ -192,7 +192,8 @@ def _columns(envelopes: list[EventEnvelope]) -> dict[str, list]:
 
 
 def _envelope(row) -> EventEnvelope:
-    return EventEnvelope(
+    # rows of the log were validated when appended: no need to validate them again on each read
+    return EventEnvelope.model_construct(
         event_id=row.event_id,
         stream_id=row.stream_id,
         version=row.version,

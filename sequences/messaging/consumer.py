@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from contracts.base import Event, EventEnvelope, UnknownEventType, decode_event
+from contracts.base import EVENT_TYPES, Event, EventEnvelope, current_data, decode_event
 from contracts.subjects import EVENTS_STREAM, category_subjects
 from sequences.eventlog.store import Causation
 from sequences.tracing import context_from, tracer
@@ -58,8 +58,10 @@ class Delivery:
 
 
 Handler = Callable[[Any, Delivery], Awaitable[None]]
-# handles a run of consecutive events of one type at once (fast paths for bulk writes, rebuilds)
-BatchHandler = Callable[[list[tuple[Any, EventEnvelope]], AsyncConnection], Awaitable[None]]
+# Handles a run of consecutive events of one type at once, set-based (bulk writes, rebuilds):
+# it gets the envelopes, their data upcast to the current schema version but not validated
+# (validating a million events would cost more than the work itself).
+BatchHandler = Callable[[list[EventEnvelope], AsyncConnection], Awaitable[None]]
 
 
 @dataclass
@@ -176,22 +178,26 @@ async def apply_in(
     return outcomes
 
 
+def _upcast(envelope: EventEnvelope) -> EventEnvelope:
+    if envelope.schema_version == EVENT_TYPES[envelope.type].schema_version:
+        return envelope
+    return envelope.model_copy(update={"data": current_data(envelope)})
+
+
 async def _dispatch(conn: AsyncConnection, subscription: Subscription,
                     envelopes: list[EventEnvelope]) -> None:
     """Run handlers in log order; a run of same-typed events goes to its batch handler at once."""
-    decoded = []
-    for envelope in envelopes:
-        try:
-            decoded.append((decode_event(envelope), envelope))
-        except UnknownEventType:
-            log.warning("%s: skipping unknown event type %s", subscription.name, envelope.type)
-    for event_type, run in groupby(decoded, key=lambda item: type(item[0])):
+    batch_handlers = {t.type_name(): h for t, h in subscription.batch_handlers.items()}
+    handlers = {t.type_name(): h for t, h in subscription.handlers.items()}
+    for type_name, run in groupby(envelopes, key=lambda envelope: envelope.type):
         run = list(run)
-        if batch_handler := subscription.batch_handlers.get(event_type):
-            await batch_handler(run, conn)
-        elif handler := subscription.handlers.get(event_type):
-            for event, envelope in run:
-                await handler(event, Delivery(conn, envelope))
+        if type_name not in EVENT_TYPES:
+            log.warning("%s: skipping unknown event type %s", subscription.name, type_name)
+        elif batch_handler := batch_handlers.get(type_name):
+            await batch_handler([_upcast(envelope) for envelope in run], conn)
+        elif handler := handlers.get(type_name):
+            for envelope in run:
+                await handler(decode_event(envelope), Delivery(conn, envelope))
 
 
 class EventConsumer:

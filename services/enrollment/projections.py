@@ -6,9 +6,11 @@ rebuild` can empty them and replay the log to the same rows.
 
 from __future__ import annotations
 
+import json
 
 from sqlalchemy import text
 
+from contracts.base import EventEnvelope
 from contracts.events import (
     ContactCreated,
     ContactDeleted,
@@ -33,7 +35,6 @@ from contracts.events import (
     TaskCompleted,
     TaskDue,
 )
-from contracts.base import EventEnvelope
 from contracts.values import steps_json
 from contracts.views import EnrollmentStatus
 from sequences.messaging.consumer import Delivery, Subscription
@@ -101,16 +102,21 @@ for _change in _SEQUENCE_STATES:
 # --- contacts ----------------------------------------------------------------------------------
 
 
-@projector.on(ContactCreated)
-async def contact_created(event: ContactCreated, d: Delivery) -> None:
-    await d.conn.execute(
+@projector.on_batch(ContactCreated)
+async def contacts_created(run: list[EventEnvelope], conn) -> None:
+    """Set-based: an import of 100,000 contacts is one statement."""
+    await conn.execute(
         text(
             "INSERT INTO enrollment.contacts (contact_id, name, company, job_title, owner_name,"
             " email, phone, status, tags, lists, created_at, updated_at)"
-            " VALUES (:contact_id, :name, :company, :job_title, :owner_name, :email, :phone,"
-            " :status, :tags, :lists, :at, :at)"
+            " SELECT c.contact_id, c.name, c.company, c.job_title, c.owner_name, c.email,"
+            " c.phone, c.status, ARRAY(SELECT jsonb_array_elements_text(c.tags)),"
+            " ARRAY(SELECT jsonb_array_elements_text(c.lists)), c.at, c.at"
+            " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS c(contact_id uuid, name text,"
+            "   company text, job_title text, owner_name text, email text, phone text,"
+            "   status text, tags jsonb, lists jsonb, at timestamptz)"
         ),
-        {**event.model_dump(), "at": d.envelope.occurred_at},
+        {"rows": json.dumps([{**e.data, "at": e.occurred_at.isoformat()} for e in run])},
     )
 
 
@@ -158,9 +164,9 @@ async def contact_opted_out(event: ContactOptedOut, d: Delivery) -> None:
 
 
 @projector.on_batch(ContactEnrolled)
-async def contacts_enrolled(run: list[tuple[ContactEnrolled, EventEnvelope]], conn) -> None:
+async def contacts_enrolled(run: list[EventEnvelope], conn) -> None:
     """Set-based: a bulk enrollment of 100,000 is two statements, not 200,000."""
-    events = [event for event, _ in run]
+    run = [e.data for e in run]
     await conn.execute(
         text(
             "INSERT INTO enrollment.enrollments (enrollment_id, sequence_id, contact_id, attempt,"
@@ -175,57 +181,75 @@ async def contacts_enrolled(run: list[tuple[ContactEnrolled, EventEnvelope]], co
             " JOIN enrollment.contacts c ON c.contact_id = v.contact_id"
         ),
         {
-            "ids": [e.enrollment_id for e in events],
-            "sequences": [e.sequence_id for e in events],
-            "contacts": [e.contact_id for e in events],
-            "attempts": [e.attempt for e in events],
-            "emails": [e.email for e in events],
-            "ats": [e.enrolled_at for e in events],
+            "ids": [e["enrollment_id"] for e in run],
+            "sequences": [e["sequence_id"] for e in run],
+            "contacts": [e["contact_id"] for e in run],
+            "attempts": [e.get("attempt", 1) for e in run],
+            "emails": [e["email"] for e in run],
+            "ats": [e["enrolled_at"] for e in run],
         },
     )
     await conn.execute(
         text("UPDATE enrollment.sequences s SET enrolled = enrolled + n.count"
              " FROM (SELECT id, count(*) FROM unnest(CAST(:sequences AS uuid[])) AS id"
              "       GROUP BY id) AS n WHERE s.sequence_id = n.id"),
-        {"sequences": [e.sequence_id for e in events]},
+        {"sequences": [e["sequence_id"] for e in run]},
     )
 
 
-@projector.on(EnrollmentStepCompleted)
-async def step_completed(event: EnrollmentStepCompleted, d: Delivery) -> None:
-    await d.conn.execute(
-        text(
-            "UPDATE enrollment.enrollments SET current_step = current_step + 1,"
-            " sends = sends + :sent, last_activity_at = :at WHERE enrollment_id = :id"
-        ),
-        {"id": event.enrollment_id, "sent": int(event.channel == "email"),
-         "at": event.completed_at},
+@projector.on_batch(EnrollmentStepCompleted)
+async def steps_completed(run: list[EventEnvelope], conn) -> None:
+    run = [e.data for e in run]
+    per_enrollment: dict[str, dict] = {}
+    for e in run:  # one enrollment may complete several steps within one run
+        seen = per_enrollment.setdefault(e["enrollment_id"], {"steps": 0, "sends": 0})
+        seen["steps"] += 1
+        seen["sends"] += e["channel"] == "email"
+        seen["at"] = e["completed_at"]
+    await conn.execute(
+        text("UPDATE enrollment.enrollments e SET current_step = e.current_step + v.steps,"
+             " sends = e.sends + v.sends, last_activity_at = v.at"
+             " FROM unnest(CAST(:ids AS uuid[]), CAST(:steps AS integer[]),"
+             "   CAST(:sends AS integer[]), CAST(:ats AS timestamptz[])) AS v(id, steps, sends, at)"
+             " WHERE e.enrollment_id = v.id"),
+        {"ids": list(per_enrollment), "steps": [v["steps"] for v in per_enrollment.values()],
+         "sends": [v["sends"] for v in per_enrollment.values()],
+         "ats": [v["at"] for v in per_enrollment.values()]},
     )
 
 
+# each ending: the status it sets, the field of its moment, and the reason it shows
 _ENDINGS = {
     EnrollmentCompleted: (EnrollmentStatus.done, "completed_at", lambda e: None),
     EnrollmentReplied: (EnrollmentStatus.replied, "replied_at", lambda e: "replied"),
-    EnrollmentBounced: (EnrollmentStatus.bounced, "bounced_at", lambda e: e.reason),
-    EnrollmentStopped: (EnrollmentStatus.stopped, "stopped_at", lambda e: e.reason or "stopped"),
+    EnrollmentBounced: (EnrollmentStatus.bounced, "bounced_at", lambda e: e["reason"]),
+    EnrollmentStopped: (EnrollmentStatus.stopped, "stopped_at",
+                        lambda e: e.get("reason") or "stopped"),
 }
 
 
-async def enrollment_ended(event, d: Delivery) -> None:
-    status, moment, reason = _ENDINGS[type(event)]
-    await d.conn.execute(
-        text(
-            "UPDATE enrollment.enrollments SET status = :status, last_activity_at = :at,"
-            " next_due_at = NULL, held = false, attention = NULL, ended_reason = :reason"
-            " WHERE enrollment_id = :id"
-        ),
-        {"id": event.enrollment_id, "status": status, "at": getattr(event, moment),
-         "reason": reason(event)},
-    )
+def _ending(event_type):
+    status, moment, reason = _ENDINGS[event_type]
+
+    async def enrollments_ended(run: list[EventEnvelope], conn) -> None:
+        last = {e.data["enrollment_id"]: e.data for e in run}
+        await conn.execute(
+            text(
+                "UPDATE enrollment.enrollments e SET status = :status, last_activity_at = v.at,"
+                " next_due_at = NULL, held = false, attention = NULL, ended_reason = v.reason"
+                " FROM unnest(CAST(:ids AS uuid[]), CAST(:ats AS timestamptz[]),"
+                "   CAST(:reasons AS text[])) AS v(id, at, reason)"
+                " WHERE e.enrollment_id = v.id"
+            ),
+            {"status": status, "ids": list(last), "ats": [e[moment] for e in last.values()],
+             "reasons": [reason(e) for e in last.values()]},
+        )
+
+    return enrollments_ended
 
 
-for _ending in _ENDINGS:
-    projector.on(_ending)(enrollment_ended)
+for _ending_type in _ENDINGS:
+    projector.on_batch(_ending_type)(_ending(_ending_type))
 
 
 @projector.on(EnrollmentNeedsAttention)
@@ -246,13 +270,27 @@ async def retried(event: EnrollmentRetried, d: Delivery) -> None:
     )
 
 
-@projector.on(StepScheduled)
-async def step_scheduled(event: StepScheduled, d: Delivery) -> None:
-    await d.conn.execute(
-        text("UPDATE enrollment.enrollments SET next_due_at = :due, held = :held,"
-             " schedule_note = :note WHERE enrollment_id = :id AND status = 'active'"),
-        {"id": event.enrollment_id, "due": event.due_at, "held": event.held,
-         "note": event.reason},
+@projector.on_batch(StepScheduled)
+async def steps_scheduled(run: list[EventEnvelope], conn) -> None:
+    last = {e.data["enrollment_id"]: e.data for e in run}  # the latest plan of each enrollment wins
+    await conn.execute(
+        text("UPDATE enrollment.enrollments e SET next_due_at = v.due, held = v.held,"
+             " schedule_note = v.note FROM unnest(CAST(:ids AS uuid[]),"
+             "   CAST(:dues AS timestamptz[]), CAST(:helds AS boolean[]), CAST(:notes AS text[]))"
+             "   AS v(id, due, held, note)"
+             " WHERE e.enrollment_id = v.id AND e.status = 'active'"),
+        {"ids": list(last), "dues": [e["due_at"] for e in last.values()],
+         "helds": [e.get("held", False) for e in last.values()],
+         "notes": [e.get("reason") for e in last.values()]},
+    )
+
+
+@projector.on_batch(StepDue)
+async def steps_due(run: list[EventEnvelope], conn) -> None:
+    await conn.execute(
+        text("UPDATE enrollment.enrollments SET next_due_at = NULL"
+             " WHERE enrollment_id = ANY(CAST(:ids AS uuid[]))"),
+        {"ids": list({e.data["enrollment_id"] for e in run})},
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
 from typing import Any, Literal, Sequence
@@ -19,7 +19,7 @@ from typing import Any, Literal, Sequence
 from contracts.base import Event
 from contracts.events import AutoReplyDetected, BounceDetected, ReplyDetected
 from services.thread_watcher.bounces import Bounce, read_bounce
-from services.thread_watcher.mail import Mail, body_text, excerpt, parse
+from services.thread_watcher.mail import Mail, body_text, excerpt, parse, unreadable
 
 Kind = Literal["reply", "bounce", "auto_reply", "unrelated"]
 
@@ -90,13 +90,14 @@ class Decision:
     reasons: tuple[str, ...]
     sent: SentMessage | None = None  # the message of ours it concerns
     matched_by: str | None = None
-    excerpt: str = field(default="")
+    excerpt: str = ""  # a reply's own words
 
     @property
     def label(self) -> str:
         bounce = self.examined.bounce
-        return f"bounce {bounce.kind}" if self.kind == "bounce" and bounce else \
-            self.kind.replace("_", "-")
+        if self.kind == "bounce" and bounce is not None:
+            return f"bounce {bounce.kind}"
+        return self.kind.replace("_", "-")
 
     def as_dict(self) -> dict[str, Any]:
         mail, bounce = self.examined.mail, self.examined.bounce
@@ -128,7 +129,8 @@ def examine_raw(raw: bytes) -> Examined:
     try:
         return examine(parse(raw))
     except Exception as error:  # a message nothing could read: unrelated, and the watcher goes on
-        return Examined(parse(b""), None, None, (f"unreadable message ({type(error).__name__})",))
+        return Examined(unreadable(raw), None, None,
+                        (f"unreadable message ({type(error).__name__})",))
 
 
 def examine(mail: Mail) -> Examined:

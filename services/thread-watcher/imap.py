@@ -42,6 +42,8 @@ _UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]")
 
 
 class ImapSession:
+    """One logged-in IMAP connection (TLS for imaps://)."""
+
     def __init__(self, config: MailboxConfig, timeout: float = _TIMEOUT):
         self.config = config
         self._timeout = timeout
@@ -104,7 +106,7 @@ class ImapSession:
             finally:
                 client.idle_done()
                 await asyncio.wait_for(idle, self._timeout)
-        return push is not None and push != aioimaplib.STOP_WAIT_SERVER_PUSH
+        return push != aioimaplib.STOP_WAIT_SERVER_PUSH
 
     async def _next_push(self, timeout: float):
         push = asyncio.ensure_future(self._require().wait_server_push(timeout))

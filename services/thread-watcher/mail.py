@@ -58,21 +58,30 @@ class Mail:
 
 
 def parse(raw: bytes) -> Mail:
-    truncated = len(raw) > READ_LIMIT
     head = raw[:READ_LIMIT]
     message = message_from_bytes(head, policy=policy.compat32)
     message_id = next(iter(message_ids(header_text(message, "Message-ID"))), None)
     return Mail(
         message=message,
-        key=message_id or "sha256:" + hashlib.sha256(head).hexdigest(),
+        key=message_id or content_key(raw),
         message_id=message_id,
         sender=sender_address(message),
         subject=header_text(message, "Subject"),
         date=_date(header_text(message, "Date")),
         in_reply_to=message_ids(header_text(message, "In-Reply-To")),
         references=message_ids(header_text(message, "References")),
-        truncated=truncated,
+        truncated=len(raw) > READ_LIMIT,
     )
+
+
+def unreadable(raw: bytes) -> Mail:
+    """A message nothing could be read from: no headers, only its identity."""
+    return Mail(Message(), content_key(raw), None, "", "", None, (), (), len(raw) > READ_LIMIT)
+
+
+def content_key(raw: bytes) -> str:
+    """What identifies a message without a Message-ID: a hash of what was read of it."""
+    return "sha256:" + hashlib.sha256(raw[:READ_LIMIT]).hexdigest()
 
 
 def decode_bytes(data: bytes, charset: str | None = None) -> str:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -77,6 +77,8 @@ class Storage:
 
 
 class MailboxWatcher:
+    """One mailbox: scanned when woken, its health reported, its IDLE connections kept."""
+
     def __init__(self, config: MailboxConfig, storage: Storage, settings: WatcherSettings,
                  backoff_base: float = 2.0):
         self.config = config
@@ -87,7 +89,7 @@ class MailboxWatcher:
         self._wake = asyncio.Event()
         self._session: MailSession | None = None
         self._idle_folders: set[str] = set()
-        self._last_success = None
+        self._last_success: datetime | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -200,7 +202,11 @@ class MailboxWatcher:
     async def _open_session(self) -> MailSession:
         if self._session is None:
             session = open_session(self.config)
-            await session.open()
+            try:
+                await session.open()
+            except BaseException:  # a refused login leaves a connection open
+                await session.close()
+                raise
             self._session = session
         return self._session
 
@@ -279,8 +285,12 @@ class MailboxLease:
 
     async def __aenter__(self) -> MailboxLease:
         self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-        while not await self._try_lock():
-            await asyncio.sleep(self._check_every)
+        try:
+            while not await self._try_lock():  # another replica reads it: stand by
+                await asyncio.sleep(self._check_every)
+        except BaseException:
+            await self.__aexit__()
+            raise
         return self
 
     async def _try_lock(self) -> bool:

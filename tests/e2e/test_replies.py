@@ -5,6 +5,7 @@ customer or a mail server would send back."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from datetime import UTC, datetime
 
 import httpx
@@ -156,3 +157,22 @@ async def test_a_restarted_watcher_emits_no_event_twice_and_reports_its_mailbox(
         True, True, ["INBOX", "Bounces"])
     assert health["mailbox"] == f"imap://{dovecot.user}@127.0.0.1:{dovecot.port}"
     assert "s3cret" not in str(health)
+
+
+async def test_the_dev_mailbox_takes_a_reply_dropped_with_the_command(stack, api, sequence_id):
+    """What `sequences up` does: the watcher reads a Maildir, and a person answers a captured
+    email with `sequences mail drop-reply`."""
+    stack.kill_service("thread-watcher")
+    stack.start_service("thread-watcher",
+                        extra_env={"WATCH_MAILBOXES": f"maildir://{stack.mailbox_dir}"})
+    enrollment_id, _, first = await enroll(stack, api, sequence_id)
+    dropped = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sequences.cli", "mail", "drop-reply", "--message-id",
+        first["Message-ID"], "--text", "좋습니다", "--data-dir", str(stack.config.data_dir),
+        stdout=asyncio.subprocess.PIPE)
+    output, _ = await dropped.communicate()
+    assert dropped.returncode == 0 and "dropped a reply" in output.decode()
+    await becomes(api, enrollment_id, "replied")
+    [(excerpt,)] = await query(stack, "SELECT data->>'excerpt' FROM eventlog.events WHERE"
+                                      " stream_id = :s", s=f"inbox-{enrollment_id}")
+    assert excerpt.startswith("좋습니다")

@@ -267,6 +267,17 @@ def test_garbage_is_unrelated_not_an_error(raw):
     assert decide(examine_raw(raw), SENT).label == "unrelated"
 
 
+def test_a_message_that_breaks_the_reader_is_unrelated_and_still_has_an_identity(monkeypatch):
+    def choke(mail):
+        raise RecursionError("deeply nested MIME")
+
+    monkeypatch.setattr("services.thread_watcher.domain.read_bounce", choke)
+    first, second = (examine_raw(raw) for raw in (b"Subject: a\r\n\r\n", b"Subject: b\r\n\r\n"))
+    assert decide(first, SENT).label == "unrelated"
+    assert first.reasons == ("unreadable message (RecursionError)",)
+    assert first.mail.key != second.mail.key  # each is examined once, not once for all
+
+
 def test_the_dev_mailbox_messages_are_what_they_claim_to_be():
     original = message_from_bytes(
         f"From: Younghee <younghee@sales.example>\r\nTo: kim@customer.example\r\n"
