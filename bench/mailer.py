@@ -58,6 +58,7 @@ from bench.service_common import (
     migrated_database,
     nats_server,
     postmaster_pid,
+    py_spy,
 )
 from contracts.events import StepDue
 from contracts.values import Step
@@ -232,7 +233,8 @@ async def _sent(url: str) -> tuple[int, float | None]:
 
 
 async def _end_to_end(label: str, n: int, server_url: str, capture: Capture, log_dir: Path,
-                      verify: bool) -> dict:
+                      verify: bool, profile: tuple[Path, float] | None = None) -> dict:
+    """`profile`: (file, seconds) to record the mailer with py-spy once it started."""
     common.progress(f"mailer [{label}]: fresh database, {n:,} contacts, {n:,} StepDue on"
                     " JetStream")
     url = await migrated_database("mailer", *all_migrations())
@@ -256,6 +258,7 @@ async def _end_to_end(label: str, n: int, server_url: str, capture: Capture, log
         meter = CpuMeter(pids, trees=("postgres",))
         meter.start()
         mailer.start_sampling()
+        spy = py_spy(mailer.pid, profile[1], profile[0]) if profile else None
         began = time.perf_counter()
         ticker = common.Ticker(f"EmailSent recorded ({label})", n, unit="emails")
         while (sent := (await _sent(url))[0]) < n:
@@ -266,6 +269,8 @@ async def _end_to_end(label: str, n: int, server_url: str, capture: Capture, log
             ticker.tick(sent)
             await asyncio.sleep(0.1)
         seconds = time.perf_counter() - began
+        if spy is not None:
+            await asyncio.to_thread(spy.wait)
         mailer.stop_sampling()
         cpu = meter.stop()
         _, steady = await _sent(url)

@@ -54,6 +54,7 @@ from bench.service_common import (
     MB,
     CpuMeter,
     postmaster_pid,
+    py_spy,
     ServiceProcess,
     fresh_events_stream,
     migrated_database,
@@ -155,7 +156,8 @@ def _seed_due_steps(url: str, enrollment_ids: list[uuid.UUID], step_id: uuid.UUI
 
 
 async def _scenario(label: str, server: NatsServer, log_dir: Path, n: int, window: float,
-                    extra_env: dict[str, str] | None = None) -> Run:
+                    extra_env: dict[str, str] | None = None,
+                    profile: tuple[Path, float] | None = None) -> Run:
     """N steps due evenly over `window` seconds (0: all at one instant), fired by a real
     scheduler process; waits until every StepDue is on JetStream."""
     common.progress(f"scheduler [{label}]: fresh database, {n:,} enrollments")
@@ -187,6 +189,7 @@ async def _scenario(label: str, server: NatsServer, log_dir: Path, n: int, windo
         await asyncio.sleep(max(0.0, (first_due - datetime.now(UTC)).total_seconds() - 0.2))
         meter.start()
         scheduler.start_sampling()
+        spy = py_spy(scheduler.pid, profile[1], profile[0]) if profile else None
         ticker = common.Ticker(f"StepDue published ({label})", n, unit="steps")
         deadline = time.monotonic() + window + 600
         while (published := (await js.stream_info(EVENTS_STREAM)).state.messages) < n:
@@ -196,6 +199,8 @@ async def _scenario(label: str, server: NatsServer, log_dir: Path, n: int, windo
                 raise TimeoutError(f"only {published:,} of {n:,} StepDue after 10 min")
             ticker.tick(published)
             await asyncio.sleep(0.1)
+        if spy is not None:
+            await asyncio.to_thread(spy.wait)
         cpu = scheduler.stop_sampling()
         cpu_split = meter.stop()
         if cpu_split.get("others_cores", 0) > 0.3:

@@ -260,3 +260,57 @@ def postmaster_pid(url: str) -> int | None:
         return psutil.Process(backend).ppid()
     except psutil.Error:
         return None
+
+
+# --- profiling (python -m bench.profile_services) ---------------------------------------------
+
+
+def py_spy(pid: int, seconds: float, out: Path, rate: int = 200) -> subprocess.Popen:
+    """Sample a process with py-spy (collapsed stacks, "raw" format) for `seconds`."""
+    binary = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen(
+        [str(binary), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", str(rate),
+         "-f", "raw", "-o", str(out), "--nonblocking"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def summarize_stacks(path: Path, top: int = 30, focus: str | None = None) -> str:
+    """Inclusive and self shares of the functions in a py-spy raw (collapsed) profile.
+    `focus`: only stacks through a frame containing this text."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        if focus and focus not in stack:
+            continue
+        n = int(count)
+        total += n
+        frames = [_short(f) for f in stack.split(";")]
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+    if not total:
+        return "(no samples)"
+    lines = [f"{total:,} samples" + (f" through {focus!r}" if focus else ""),
+             "  inclusive%  self%  function"]
+    for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {100 * n / total:9.1f}  {100 * own.get(frame, 0) / total:5.1f}  {frame}")
+    lines.append("  top self:")
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {100 * n / total:9.1f}%  {frame}")
+    return "\n".join(lines)
+
+
+def _short(frame: str) -> str:
+    """'send_message (aiosmtplib/smtp.py:123)' -> 'send_message (aiosmtplib/smtp.py)'."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    path, _, _ = where.rpartition(":")
+    path = path or where
+    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{name} ({path})"

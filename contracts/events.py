@@ -139,7 +139,8 @@ class StepScheduled(ScheduleEvent):
 
 
 class StepDue(ScheduleEvent):
-    """The step's moment has come: the mailer sends an email step, people get a task for others."""
+    """The step's moment has come: the mailer sends an email step, or makes a task of an SMS or
+    call step."""
 
     sequence_id: uuid.UUID
     contact_id: uuid.UUID

@@ -23,6 +23,13 @@ def public_models() -> dict[str, type[BaseModel]]:
     return models
 
 
+def export_asyncapi(path: Path) -> Path:
+    from contracts.asyncapi import asyncapi_document
+
+    path.write_text(json.dumps(asyncapi_document(), indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+    return path
+
+
 def export_json_schemas(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []

@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     contracts = commands.add_parser("contracts", help="the public contracts")
     contracts_commands = contracts.add_subparsers(dest="action", required=True)
-    export = contracts_commands.add_parser("export", help="write JSON Schema files")
+    export = contracts_commands.add_parser(
+        "export", help="write JSON Schema files, and the AsyncAPI document one folder up")
     export.add_argument("directory", type=Path, nargs="?", default=Path("docs/schemas"))
     export.set_defaults(func=lambda a: _export(a.directory))
 
@@ -236,10 +237,11 @@ async def _import_contacts(args) -> int:
 
 
 def _export(directory: Path) -> None:
-    from contracts.schema import export_json_schemas
+    from contracts.schema import export_asyncapi, export_json_schemas
 
     for path in export_json_schemas(directory):
         print(path)
+    print(export_asyncapi(directory.parent / "asyncapi.json"))
 
 
 def _capture(argv: list[str]) -> None:

@@ -18,9 +18,9 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import quote
 from types import TracebackType
 from typing import Self
+from urllib.parse import quote
 
 from sequences.devstack.ports import free_port, wait_for_port
 
@@ -61,31 +61,6 @@ class Dovecot:
     def url_for(self, user: str, query: str = "") -> str:
         password = quote(self.users[user], safe="")
         return f"imap://{quote(user, safe='')}:{password}@{self.host}:{self.port}{query}"
-
-    def _write_passwd(self) -> None:
-        self._passwd.write_text("".join(f"{user}:{{PLAIN}}{password}::::::\n"
-                                        for user, password in self.users.items()))
-        self._passwd.chmod(0o644)
-
-    def append(self, user: str, raw: bytes, folder: str = "INBOX") -> None:
-        """Deliver `raw` into `folder` (created when missing) with IMAP APPEND."""
-        with self._imap(user) as imap:
-            imap.create(folder)  # "already exists" is fine
-            status, detail = imap.append(folder, None, None, raw.replace(b"\r\n", b"\n")
-                                         .replace(b"\n", b"\r\n"))
-            if status != "OK":
-                raise RuntimeError(f"APPEND to {folder} failed: {detail}")
-
-    def recreate_folder(self, user: str, folder: str) -> None:
-        """Delete and create `folder`: it comes back empty, with a new UIDVALIDITY."""
-        with self._imap(user) as imap:
-            imap.delete(folder)
-            imap.create(folder)
-
-    def _imap(self, user: str) -> imaplib.IMAP4:
-        imap = imaplib.IMAP4(self.host, self.port)
-        imap.login(user, self.users[user])
-        return imap
 
     @property
     def pid(self) -> int | None:
@@ -131,6 +106,11 @@ class Dovecot:
             state_dir=self.data_dir / "state",
         ))
 
+    def _write_passwd(self) -> None:
+        self._passwd.write_text("".join(f"{user}:{{PLAIN}}{password}::::::\n"
+                                        for user, password in self.users.items()))
+        self._passwd.chmod(0o644)
+
     def _wait_for_pid_file(self) -> None:
         # the master may listen a moment before it writes master.pid, which stop() needs
         deadline = time.monotonic() + 5
@@ -160,6 +140,32 @@ class Dovecot:
             # the master called setsid(): its group is itself and every child it forked
             os.killpg(pid, signal.SIGKILL)
         (self.run_dir / "master.pid").unlink(missing_ok=True)
+
+    # --- what the tests do with it --------------------------------------------------------
+
+    def append(self, user: str, raw: bytes, folder: str = "INBOX") -> None:
+        """Deliver `raw` into `folder` (created when missing) with IMAP APPEND."""
+        with self._imap(user) as imap:
+            imap.create(folder)  # "already exists" is fine
+            crlf = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")  # as IMAP wants lines
+            status, detail = imap.append(folder, None, None, crlf)
+            if status != "OK":
+                raise RuntimeError(f"APPEND to {folder} failed: {detail}")
+
+    def recreate_folder(self, user: str, folder: str) -> None:
+        """Delete and create `folder`: it comes back empty, with a new UIDVALIDITY."""
+        with self._imap(user) as imap:
+            imap.delete(folder)
+            imap.create(folder)
+
+    def _imap(self, user: str) -> imaplib.IMAP4:
+        imap = imaplib.IMAP4(self.host, self.port)
+        try:
+            imap.login(user, self.users[user])
+        except imaplib.IMAP4.error:
+            imap.shutdown()
+            raise
+        return imap
 
     def __enter__(self) -> Self:
         self.start()

@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
 
 from contracts import commands as c
+from contracts.asyncapi import asyncapi_document
 from contracts.base import FieldError, Problem
 from contracts.views import (
     BulkEnrollmentResult,
@@ -436,6 +437,13 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     async def healthz():
         return {"status": "ok"}
+
+    asyncapi = asyncapi_document()
+
+    @app.get("/asyncapi.json", tags=["events"])
+    async def events_document():
+        """The AsyncAPI document of every public event (subject, envelope, data schema)."""
+        return asyncapi
 
     app.state.signer = signer_from_env()
     for router in (sequences, contacts, enrollments, tasks, mailboxes, tracking):

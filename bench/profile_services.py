@@ -1,0 +1,138 @@
+"""Where the time goes in the service benchmarks: py-spy profiles of the real service process
+(or of the in-process enrollment code), summarised as inclusive / self shares per function.
+
+    python -m bench.profile_services mailer [--n 3000] [--seconds 20]
+    python -m bench.profile_services scheduler [--n 60000] [--window 0] [--seconds 20]
+    python -m bench.profile_services rebuild [--events 200000]
+    python -m bench.profile_services bulk [--n 100000]
+
+Profiles (py-spy "raw" collapsed stacks) are kept in bench/results/profiles/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from bench import common
+from bench.service_common import nats_server, py_spy, summarize_stacks
+
+OUT = Path(__file__).resolve().parent / "results" / "profiles"
+
+
+async def _mailer(args) -> Path:
+    from bench import mailer
+
+    out = OUT / f"mailer-{time.strftime('%Y%m%dT%H%M%S')}.txt"
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as root, \
+            tempfile.TemporaryDirectory() as logs, nats_server("mailer") as server:
+        capture = mailer.Capture(Path(root), Path(logs))
+        capture.start()
+        try:
+            result = await mailer._end_to_end("profiled", args.n, server.url, capture,
+                                              Path(logs), verify=True,
+                                              profile=(out, args.seconds))
+        finally:
+            capture.stop()
+    common.progress(f"mailer: {result['per_s']:.0f} emails/s; cpu {result}")
+    return out
+
+
+async def _scheduler(args) -> Path:
+    from bench import scheduler
+
+    out = OUT / f"scheduler-{time.strftime('%Y%m%dT%H%M%S')}.txt"
+    env = {"SCHEDULER_MAX_RATE": "1000000"} if args.unthrottled else None
+    with tempfile.TemporaryDirectory() as logs, nats_server("scheduler") as server:
+        run = await scheduler._scenario("profiled", server, Path(logs), args.n, args.window,
+                                        env, profile=(out, args.seconds))
+    common.progress(f"scheduler: {run.details()}")
+    return out
+
+
+async def _in_process(work, name: str, seconds: float) -> Path:
+    out = OUT / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.txt"
+    spy = None
+
+    async def start_spy():
+        nonlocal spy
+        spy = py_spy(os.getpid(), seconds, out)
+
+    await work(start_spy)
+    if spy is not None:
+        await asyncio.to_thread(spy.wait)
+    return out
+
+
+async def _rebuild(args) -> Path:
+    from bench import enrollment
+    from sequences.clock import SystemClock
+    from sequences.db import create_engine
+    from sequences.eventlog.store import EventStore
+    from sequences.projections import rebuild
+    from services.enrollment.projections import PROJECTION
+
+    async def work(start_spy):
+        url = await enrollment.migrated_database("rebuild", enrollment.MIGRATIONS)
+        written = await asyncio.to_thread(enrollment._write_events, url, args.events)
+        engine = create_engine(url)
+        try:
+            await start_spy()
+            began = time.perf_counter()
+            replayed = await rebuild(engine, EventStore(SystemClock()), PROJECTION)
+            seconds = time.perf_counter() - began
+            common.progress(f"rebuild: {replayed:,} of {written:,} in {seconds:.1f} s ="
+                            f" {replayed / seconds:,.0f} events/s")
+        finally:
+            await engine.dispose()
+
+    return await _in_process(work, "rebuild", args.seconds)
+
+
+async def _bulk(args) -> Path:
+    from bench import enrollment
+
+    async def work(start_spy):
+        await start_spy()
+        await enrollment._bulk_enroll(args.n, quick=False)
+
+    return await _in_process(work, "bulk", args.seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile_services")
+    sub = parser.add_subparsers(dest="what", required=True)
+    m = sub.add_parser("mailer")
+    m.add_argument("--n", type=int, default=3000)
+    m.add_argument("--seconds", type=float, default=20)
+    s = sub.add_parser("scheduler")
+    s.add_argument("--n", type=int, default=60_000)
+    s.add_argument("--window", type=float, default=0.0)
+    s.add_argument("--seconds", type=float, default=20)
+    s.add_argument("--unthrottled", action="store_true")
+    r = sub.add_parser("rebuild")
+    r.add_argument("--events", type=int, default=200_000)
+    r.add_argument("--seconds", type=float, default=20)
+    b = sub.add_parser("bulk")
+    b.add_argument("--n", type=int, default=100_000)
+    b.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--focus", help="only stacks through a frame containing this text")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    run = {"mailer": _mailer, "scheduler": _scheduler, "rebuild": _rebuild, "bulk": _bulk}
+    try:
+        out = asyncio.run(run[args.what](args))
+    finally:
+        common.close()
+    print(f"profile: {out}")
+    print(summarize_stacks(out, args.top, args.focus))
+
+
+if __name__ == "__main__":
+    main()
