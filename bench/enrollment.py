@@ -378,5 +378,5 @@ async def _rebuild(total: int) -> list[Result]:
 
 async def run(quick: bool) -> list[Result]:
     results = await _bulk_enroll(20_000 if quick else 100_000, quick)
-    results += await _rebuild(200_000 if quick else 1_000_000)
+    results += await _rebuild(50_000 if quick else 1_000_000)
     return results

@@ -233,7 +233,8 @@ async def _sent(url: str) -> tuple[int, float | None]:
 
 
 async def _end_to_end(label: str, n: int, server_url: str, capture: Capture, log_dir: Path,
-                      verify: bool, profile: tuple[Path, float] | None = None) -> dict:
+                      verify: bool, profile: tuple[Path, float] | None = None,
+                      module_args: list[str] | None = None) -> dict:
     """`profile`: (file, seconds) to record the mailer with py-spy once it started."""
     common.progress(f"mailer [{label}]: fresh database, {n:,} contacts, {n:,} StepDue on"
                     " JetStream")
@@ -247,7 +248,7 @@ async def _end_to_end(label: str, n: int, server_url: str, capture: Capture, log
            "SMTP_URL": f"smtp://127.0.0.1:{capture.smtp_port}"}
     if verify:
         env["SMTP_VERIFY_URL"] = f"http://127.0.0.1:{capture.http_port}"
-    mailer = ServiceProcess("mailer", env, log_dir)
+    mailer = ServiceProcess("mailer", env, log_dir, module_args)
     meter = None
     try:
         mailer.start()
@@ -293,7 +294,7 @@ async def _end_to_end(label: str, n: int, server_url: str, capture: Capture, log
 
 
 async def run(quick: bool) -> list[Result]:
-    n = 2_000 if quick else 10_000
+    n = 1_000 if quick else 10_000
     shm = Path("/dev/shm")
     with tempfile.TemporaryDirectory(prefix="sequences-bench-mailer-",
                                      dir=shm if shm.is_dir() else None) as mail_root, \

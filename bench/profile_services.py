@@ -19,9 +19,31 @@ import time
 from pathlib import Path
 
 from bench import common
-from bench.service_common import nats_server, py_spy, summarize_stacks
+from bench.service_common import bucket_stacks, nats_server, py_spy, summarize_stacks
 
 OUT = Path(__file__).resolve().parent / "results" / "profiles"
+
+# where a sample goes: the first bucket with a marker in its stack (order matters: the
+# specific before the enclosing)
+BUCKETS = [
+    ("OpenTelemetry spans and context (no exporter configured)",
+     ("(trace/", "(propagate/", "(context/", "(baggage/", "_decorator.py", "tracing.py")),
+    ("consumer: positions `moved` list (apply_in listcomp)", ("apply_in.<locals>.<listcomp>",)),
+    ("relay: outbox -> JetStream (validate, dump, publish)", ("eventlog/relay.py",)),
+    ("email: render + build MIME message", ("build_message", "_compose", "mailer/domain.py")),
+    ("email: SMTP conversation (aiosmtplib, flattening)", ("aiosmtplib",)),
+    ("EventStore.append (envelopes, array params, INSERT)", ("EventStore.append",)),
+    ("EventStore.read_all (SELECT, envelopes)", ("EventStore.read_all",)),
+    ("decode events (pydantic)", ("decode_event", "_upcast")),
+    ("projection handlers (enrollment read models)", ("enrollment/projections.py",)),
+    ("mailer handler: its DB statements, the rest", ("mailer/handlers.py",)),
+    ("scheduler firing: claim, StepDue models, mark", ("scheduler/handlers.py",)),
+    ("enrollment commands (candidates, admission, events)", ("enrollment/handlers.py",)),
+    ("consumer: fetch, positions, ack", ("messaging/consumer.py",)),
+    ("NATS client", ("nats/aio/", "nats/js/")),
+    ("DB driver + SQLAlchemy, caller not visible (greenlet)", ("psycopg", "sqlalchemy")),
+    ("asyncio event loop", ("asyncio/", "selectors.py")),
+]
 
 
 async def _mailer(args) -> Path:
@@ -107,6 +129,8 @@ async def _bulk(args) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile_services")
     sub = parser.add_subparsers(dest="what", required=True)
+    f = sub.add_parser("summarize", help="summarise a profile recorded earlier")
+    f.add_argument("file", type=Path)
     m = sub.add_parser("mailer")
     m.add_argument("--n", type=int, default=3000)
     m.add_argument("--seconds", type=float, default=20)
@@ -125,6 +149,10 @@ def main() -> None:
     parser.add_argument("--focus", help="only stacks through a frame containing this text")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.what == "summarize":
+        print(summarize_stacks(args.file, args.top, args.focus))
+        print("by part:\n" + bucket_stacks(args.file, BUCKETS))
+        return
     run = {"mailer": _mailer, "scheduler": _scheduler, "rebuild": _rebuild, "bulk": _bulk}
     try:
         out = asyncio.run(run[args.what](args))
@@ -132,6 +160,7 @@ def main() -> None:
         common.close()
     print(f"profile: {out}")
     print(summarize_stacks(out, args.top, args.focus))
+    print("by part:\n" + bucket_stacks(out, BUCKETS))
 
 
 if __name__ == "__main__":

@@ -157,7 +157,8 @@ def _seed_due_steps(url: str, enrollment_ids: list[uuid.UUID], step_id: uuid.UUI
 
 async def _scenario(label: str, server: NatsServer, log_dir: Path, n: int, window: float,
                     extra_env: dict[str, str] | None = None,
-                    profile: tuple[Path, float] | None = None) -> Run:
+                    profile: tuple[Path, float] | None = None,
+                    module_args: list[str] | None = None) -> Run:
     """N steps due evenly over `window` seconds (0: all at one instant), fired by a real
     scheduler process; waits until every StepDue is on JetStream."""
     common.progress(f"scheduler [{label}]: fresh database, {n:,} enrollments")
@@ -167,7 +168,7 @@ async def _scenario(label: str, server: NatsServer, log_dir: Path, n: int, windo
     js = nc.jetstream()
     await fresh_events_stream(js)
     scheduler = ServiceProcess("scheduler", {"DATABASE_URL": url, "NATS_URL": nats_url,
-                                             **(extra_env or {})}, log_dir)
+                                             **(extra_env or {})}, log_dir, module_args)
     try:
         scheduler.start()  # starts up while we seed
         enrollment_ids, _, step_id = await asyncio.to_thread(_seed_enrollments, url, n)

@@ -86,9 +86,12 @@ class ServiceProcess:
     """One real service, `python -m sequences.cli run NAME`, as a child process: its output in
     a log file, its resident memory and CPU time sampled while it runs."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path):
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path,
+                 module_args: list[str] | None = None):
         self.name = name
         self.env = env
+        # what `python -m` runs; experiments run the same service with patched settings
+        self.module_args = module_args or ["sequences.cli", "run", name]
         self.log_path = Path(log_dir) / f"{name}-{time.time_ns()}.log"
         self.process: subprocess.Popen | None = None
         self.peak_rss = 0
@@ -107,7 +110,7 @@ class ServiceProcess:
                "LOG_LEVEL": "INFO", **self.env}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "sequences.cli", "run", self.name],
+                [sys.executable, "-m", *self.module_args],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C reaches the benchmark, which stops us
             )
@@ -302,6 +305,31 @@ def summarize_stacks(path: Path, top: int = 30, focus: str | None = None) -> str
     for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"  {100 * n / total:9.1f}%  {frame}")
     return "\n".join(lines)
+
+
+def bucket_stacks(path: Path, buckets: list[tuple[str, tuple[str, ...]]]) -> str:
+    """Share of samples per bucket: each stack goes to the first bucket one of whose markers
+    occurs in it (in order); the rest is "other". An empty stack is py-spy's idle/unknown."""
+    counts: dict[str, int] = {name: 0 for name, _ in buckets}
+    counts["other"] = counts["idle (no Python frame)"] = 0
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        if not stack.strip():
+            counts["idle (no Python frame)"] += n
+            continue
+        for name, markers in buckets:
+            if any(m in stack for m in markers):
+                counts[name] += n
+                break
+        else:
+            counts["other"] += n
+    return "\n".join(f"  {100 * n / max(1, total):5.1f}%  {name}"
+                     for name, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n)
 
 
 def _short(frame: str) -> str:

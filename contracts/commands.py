@@ -239,10 +239,10 @@ class ListEnrollments(Query):
 
 class ListContacts(Query):
     service: ClassVar[str] = "enrollment"
-    q: Annotated[str, Field(max_length=200)] | None = None  # in name, company or email
-    status: Annotated[str, Field(max_length=50)] | None = None
-    tag: Annotated[str, Field(max_length=100)] | None = None
-    list: Annotated[str, Field(max_length=100)] | None = None
+    q: Annotated[SingleLine, Field(max_length=200)] | None = None  # in name, company or email
+    status: Annotated[SingleLine, Field(max_length=50)] | None = None
+    tag: Label | None = None
+    list: Label | None = None
     page: Page = Page()
 
 
@@ -297,7 +297,8 @@ class ClockAdvance(BaseModel):
     """HTTP body of the dev stack's `POST /v1/dev/clock/advance`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    by: str = Field(pattern=r"^\d+(\.\d+)?[smhd]$", examples=["2d", "6h"])
+    # at most 9999 of a unit: ten thousand days is as far as a test clock needs to go
+    by: str = Field(pattern=r"^\d{1,4}(\.\d{1,3})?[smhd]$", examples=["2d", "6h"])
 
 
 # --- enrollment service: tasks and retries -----------------------------------------------------
@@ -327,7 +328,7 @@ class TaskOutcome(BaseModel):
 
 class ListTasks(Query):
     service: ClassVar[str] = "enrollment"
-    owner_name: Annotated[str, Field(max_length=200)] | None = None
+    owner_name: Annotated[SingleLine, Field(max_length=200)] | None = None
     sequence_id: uuid.UUID | None = None
     which: Literal["due", "overdue", "open", "all"] = "open"
     page: Page = Page()

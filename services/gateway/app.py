@@ -14,8 +14,9 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from opentelemetry.trace import SpanKind
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from contracts import commands as c
 from contracts.asyncapi import asyncapi_document
@@ -51,7 +52,7 @@ from services.enrollment import contact_import
 PROBLEM_JSON = "application/problem+json"
 _PROBLEM_RESPONSES = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}}
-    for status in (404, 409, 413, 415, 422, 503)
+    for status in (400, 404, 409, 413, 415, 422, 503)
 }
 Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=500)]
@@ -430,9 +431,23 @@ def create_app(settings: Settings) -> FastAPI:
     async def invalid_request(request: Request, error: RequestValidationError):
         return _problem_response(rpc.problem_from_validation(error))
 
+    @app.exception_handler(ValidationError)
+    async def invalid_parameters(request: Request, error: ValidationError):
+        """A command or query built from path and query parameters refused them."""
+        return _problem_response(rpc.problem_from_validation(error))
+
     @app.exception_handler(ProblemError)
     async def problem(request: Request, error: ProblemError):
         return _problem_response(error.problem)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        """FastAPI's own refusals (a body that is not JSON at all, ...), as problem details."""
+        return _problem_response(Problem(
+            status=error.status_code, title=rpc.title_for(error.status_code),
+            detail=str(error.detail),
+            errors=[FieldError(field="body", message=str(error.detail))]
+            if error.status_code == 400 else []))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz():

@@ -90,7 +90,7 @@ def drop(kind: str, args) -> int:
         return 1
     raw = _ANSWERS[kind](original, SystemClock().now(), args)
     path = deliver(dev_mailbox_dir(args.data_dir), raw)
-    print(f"dropped a {kind} to {original['Message-ID']} ({original['To']}) into {path}")
+    print(f"{kind} to {original['Message-ID']} ({original['To']}) dropped into {path}")
     return 0
 
 

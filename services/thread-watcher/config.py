@@ -52,8 +52,12 @@ class MailboxConfig:
         return self.scheme == "imaps"
 
     def redact(self, text: str) -> str:
-        """`text` with the password blanked, for error messages that might echo it."""
-        return text.replace(self.password, "***") if self.password else text
+        """`text` with the password blanked, for error messages that might echo it (as typed,
+        or escaped as in an IMAP LOGIN command)."""
+        if not self.password:
+            return text
+        escaped = self.password.replace("\\", "\\\\").replace('"', '\\"')
+        return text.replace(escaped, "***").replace(self.password, "***")
 
 
 @dataclass(frozen=True)
@@ -65,13 +69,17 @@ class WatcherSettings:
     @classmethod
     def from_env(cls) -> WatcherSettings:
         try:
-            return cls(
+            settings = cls(
                 mailboxes=parse_mailboxes(os.environ.get("WATCH_MAILBOXES", "")),
                 poll_seconds=float(os.environ.get("WATCH_POLL_SECONDS", "30")),
                 lookback_days=int(os.environ.get("WATCH_LOOKBACK_DAYS", "14")),
             )
         except ValueError as error:
             raise ConfigError(f"thread-watcher settings: {error}") from None
+        if settings.poll_seconds <= 0 or settings.lookback_days < 0:
+            raise ConfigError("WATCH_POLL_SECONDS must be positive, WATCH_LOOKBACK_DAYS not "
+                              "negative")
+        return settings
 
 
 def parse_mailboxes(value: str) -> tuple[MailboxConfig, ...]:

@@ -76,6 +76,8 @@ class Examined:
 
     def wanted(self) -> Wanted:
         ids = {*self.mail.in_reply_to, *self.mail.references}
+        if self.mail.message_id:
+            ids.add(self.mail.message_id)  # to recognise a copy of our own mail
         if self.bounce is not None:
             if self.bounce.original_message_id:
                 ids.add(self.bounce.original_message_id)
@@ -182,6 +184,9 @@ def normalize_subject(subject: str) -> str:
 
 def decide(examined: Examined, sent: Sequence[SentMessage]) -> Decision:
     """What the message is, and which of our sent messages (so which enrollment) it concerns."""
+    if any(s.message_id == examined.mail.message_id for s in sent):
+        # a copy of our own mail (Bcc to the rep, a rule filing it): it answers our earlier step
+        return Decision("unrelated", examined, (*examined.reasons, "a copy of a message we sent"))
     if examined.bounce is not None:
         return _decided("bounce", examined, match_bounce(examined.bounce, sent))
     match = match_thread(examined.mail, sent)

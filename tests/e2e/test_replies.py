@@ -171,7 +171,7 @@ async def test_the_dev_mailbox_takes_a_reply_dropped_with_the_command(stack, api
         first["Message-ID"], "--text", "좋습니다", "--data-dir", str(stack.config.data_dir),
         stdout=asyncio.subprocess.PIPE)
     output, _ = await dropped.communicate()
-    assert dropped.returncode == 0 and "dropped a reply" in output.decode()
+    assert dropped.returncode == 0 and f"reply to {first['Message-ID']}" in output.decode()
     await becomes(api, enrollment_id, "replied")
     [(excerpt,)] = await query(stack, "SELECT data->>'excerpt' FROM eventlog.events WHERE"
                                       " stream_id = :s", s=f"inbox-{enrollment_id}")

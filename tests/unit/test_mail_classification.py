@@ -240,6 +240,14 @@ def test_ordinary_subjects_are_not_taken_for_auto_replies(subject):
     assert examine_raw(raw).auto_reply is None
 
 
+def test_a_copy_of_our_own_follow_up_is_not_a_reply_to_the_first_email():
+    raw = (f"From: younghee@sales.example\r\nTo: kim@customer.example\r\nSubject: Re: 김민수님,"
+           f" 한빛상사 견적 건\r\nMessage-ID: {ours(2)}\r\nIn-Reply-To: {ours(1)}\r\n\r\n"
+           "혹시 검토해 보셨을까요?\r\n").encode()
+    decision = decide(examine_raw(raw), SENT)
+    assert (decision.label, decision.reasons) == ("unrelated", ("a copy of a message we sent",))
+
+
 def test_a_person_quoting_a_delivery_failure_is_not_a_bounce():
     raw = ("From: kim@customer.example\r\nSubject: Re: Quote for Acme Corp\r\n"
            f"In-Reply-To: {ours(3)}\r\n\r\nYour message could not be delivered to my colleague"
@@ -302,6 +310,8 @@ def test_mailbox_urls_name_mailboxes_without_their_passwords():
     assert (imap.name, imap.idle, imap.tls) == ("imap://u@127.0.0.1:1143", False, False)
     assert (maildir.name, str(maildir.path)) == ("maildir:///var/mail/dev", "/var/mail/dev")
     assert imaps.redact("LOGIN failed for p@ss") == "LOGIN failed for ***"
+    [quotes] = parse_mailboxes("imap://u:a%22b%5Cc@h")  # a"b\c, escaped in an IMAP command
+    assert quotes.redact('LOGIN u "a\\"b\\\\c"') == 'LOGIN u "***"'
     assert "p@ss" not in repr(imaps)
     with pytest.raises(ValueError, match="more than once"):
         parse_mailboxes("imap://u:a@h imap://u:b@h")

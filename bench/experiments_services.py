@@ -1,0 +1,282 @@
+"""Experiments behind the suggestions for the scheduler, mailer and projection rebuild: the same
+benchmarks with one setting changed at a time (by environment, or by patching a default in the
+service process started here, never by editing the services), and microbenchmarks of single
+hot spots. Not in the registry; each prints its own table.
+
+    python -m bench.experiments_services mailer [--n 3000]
+    python -m bench.experiments_services scheduler [--n 50000]
+    python -m bench.experiments_services moved          # apply_in's `moved` list, per batch
+    python -m bench.experiments_services message        # building + flattening one email
+
+`service NAME [--concurrency C] [--fetch F] [--pool P] [--smtp-pool S] [--fire-batch B]` runs a
+service with patched defaults; the experiments start it that way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import timeit
+import uuid
+from pathlib import Path
+
+from bench import common
+
+
+# --- a service with patched defaults -----------------------------------------------------------
+
+
+def _run_patched(args) -> None:
+    import sequences.bootstrap as bootstrap
+    import sequences.db as db
+    from sequences.messaging import consumer
+    from sequences.services import service_module
+
+    if args.concurrency or args.fetch:
+        original = consumer.EventConsumer.__init__
+
+        def init(self, *a, **kw):
+            if args.concurrency:
+                kw["concurrency"] = args.concurrency
+            if args.fetch:
+                kw["batch_size"] = args.fetch
+            original(self, *a, **kw)
+
+        consumer.EventConsumer.__init__ = init
+    if args.pool:
+        make = db.create_engine
+        bootstrap.create_engine = lambda url, pool_size=10: make(url, pool_size=args.pool)
+    if args.smtp_pool:
+        from services.mailer import adapters
+
+        sender_init = adapters.SmtpSender.__init__
+        adapters.SmtpSender.__init__ = lambda self, settings, pool_size=8, timeout=30.0: \
+            sender_init(self, settings, args.smtp_pool, timeout)
+    if args.fire_batch:
+        from services.scheduler import handlers
+
+        handlers_init = handlers.SchedulerHandlers.__init__
+        handlers.SchedulerHandlers.__init__ = lambda self, runtime, batch_size=500: \
+            handlers_init(self, runtime, args.fire_batch)
+    service_module(args.name).main()
+
+
+def _patched(name: str, **settings) -> list[str] | None:
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items() if v]
+    return ["bench.experiments_services", "service", name, *flags] if flags else None
+
+
+# --- mailer ------------------------------------------------------------------------------------
+
+
+MAILER_VARIANTS = [
+    ("as configured (8 handlers, pool 10+10, 8 SMTP)", {}, {}),
+    ("OTEL_SDK_DISABLED=true (no spans)", {"OTEL_SDK_DISABLED": "true"}, {}),
+    ("32 concurrent handlers, pool 40+40", {}, {"concurrency": 32, "pool": 40}),
+    ("32 handlers, pool 40+40, 16 SMTP connections", {},
+     {"concurrency": 32, "pool": 40, "smtp_pool": 16}),
+]
+
+
+async def _mailer(args) -> None:
+    from bench import mailer
+    from bench.service_common import nats_server
+
+    rows = []
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as root, \
+            tempfile.TemporaryDirectory() as logs, nats_server("mailer") as server:
+        capture = mailer.Capture(Path(root), Path(logs))
+        capture.start()
+        try:
+            for repeat in range(args.repeat):
+                for label, env, patch in MAILER_VARIANTS:
+                    import os
+                    saved = {k: os.environ.get(k) for k in env}
+                    os.environ.update(env)
+                    try:
+                        r = await mailer._end_to_end(label, args.n, server.url, capture,
+                                                     Path(logs), verify=True,
+                                                     module_args=_patched("mailer", **patch))
+                    finally:
+                        for k, v in saved.items():
+                            if v is None:
+                                os.environ.pop(k, None)
+                            else:
+                                os.environ[k] = v
+                    rows.append((label, r))
+        finally:
+            capture.stop()
+    print(f"\nmailer, {args.n:,} emails per run")
+    print(f"{'variant':52} {'emails/s':>9} {'mailer ms/email':>16} {'pg ms/email':>12}"
+          f" {'capture ms/email':>17} {'others cores':>13}")
+    for label, r in rows:
+        n = r["emails"]
+        print(f"{label:52} {r['per_s']:9.0f} {1000 * r['mailer_cpu_s'] / n:16.2f}"
+              f" {1000 * r.get('postgres_cpu_s', 0) / n:12.2f}"
+              f" {1000 * r['capture_cpu_s'] / n:17.2f} {r.get('others_cores', 0):13.2f}")
+
+
+# --- scheduler ---------------------------------------------------------------------------------
+
+
+SCHEDULER_VARIANTS = [
+    ("unthrottled (SCHEDULER_MAX_RATE lifted)", {}, {}),
+    ("unthrottled, OTEL_SDK_DISABLED=true", {"OTEL_SDK_DISABLED": "true"}, {}),
+    ("unthrottled, firing batch 2000 (not 500)", {}, {"fire_batch": 2000}),
+    ("unthrottled, no spans, batch 2000", {"OTEL_SDK_DISABLED": "true"}, {"fire_batch": 2000}),
+]
+
+
+async def _scheduler(args) -> None:
+    from bench import scheduler
+    from bench.service_common import nats_server
+
+    rows = []
+    with tempfile.TemporaryDirectory() as logs, nats_server("scheduler") as server:
+        for repeat in range(args.repeat):
+            for label, env, patch in SCHEDULER_VARIANTS:
+                run = await scheduler._scenario(
+                    label, server, Path(logs), args.n, 0.0,
+                    {"SCHEDULER_MAX_RATE": "1000000", **env},
+                    module_args=_patched("scheduler", **patch))
+                rows.append((label, run))
+    print(f"\nscheduler, {args.n:,} steps due at one instant")
+    print(f"{'variant':44} {'all published s':>16} {'steps/s':>8} {'sched ms/1k':>12}"
+          f" {'pg ms/1k':>9} {'others cores':>13}")
+    for label, run in rows:
+        cpu = run.cpu_split
+        print(f"{label:44} {run.all_published_after_start:16.1f}"
+              f" {run.n / run.all_published_after_start:8.0f}"
+              f" {1e6 * cpu.get('scheduler_cpu_s', 0) / run.n:12.0f}"
+              f" {1e6 * cpu.get('postgres_cpu_s', 0) / run.n:9.0f}"
+              f" {cpu.get('others_cores', 0):13.2f}")
+
+
+# --- microbenchmarks ---------------------------------------------------------------------------
+
+
+def _moved(args) -> None:
+    """apply_in's `moved = [s for s in streams if any(e.stream_id == s for e in due)]` against a
+    set, for one rebuild batch of 5,000 events (the mix of the enrollment benchmark's log)."""
+    from bench.enrollment import _events
+    from contracts.base import EventEnvelope
+
+    rows = list(_events(20_000))[:5000]
+    due = [EventEnvelope(event_id=r[0], stream_id=r[1], version=r[2], type=r[3],
+                         schema_version=r[4], occurred_at=r[5], correlation_id=r[6],
+                         causation_id=r[7], data={}) for r in rows]
+    streams = sorted({e.stream_id for e in due})
+
+    def quadratic():
+        return [s for s in streams if any(e.stream_id == s for e in due)]
+
+    def linear():
+        touched = {e.stream_id for e in due}
+        return [s for s in streams if s in touched]
+
+    assert quadratic() == linear()
+    q = min(timeit.repeat(quadratic, number=1, repeat=3))
+    lin = min(timeit.repeat(linear, number=20, repeat=3)) / 20
+    print(f"one batch: {len(due):,} events over {len(streams):,} streams")
+    print(f"  any() per stream (as in apply_in): {q * 1000:9.1f} ms per batch"
+          f" = {q / len(due) * 1e6:6.1f} us per event")
+    print(f"  set of touched streams:            {lin * 1000:9.3f} ms per batch"
+          f" = {lin / len(due) * 1e6:6.3f} us per event")
+
+
+def _message(args) -> None:
+    """CPU per email of building the message and of aiosmtplib flattening it for DATA."""
+    from email import policy as email_policy
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+    from email.header import Header
+    from email.utils import formataddr, format_datetime
+
+    from aiosmtplib.email import flatten_message
+
+    from bench.mailer import SENDER_EMAIL, SENDER_NAME, STEP, TIMEZONE, _contact
+    from bench.service_common import SECRET
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+    from sequences.signing import Signer
+    from services.mailer.domain import (Links, OutgoingEmail, build_message, html_body_for,
+                                        message_id_for, render, text_body_for, thread_for)
+
+    signer = Signer(SECRET.encode())
+    date = datetime.now(UTC).astimezone(ZoneInfo(TIMEZONE))
+    _, email, values = _contact(7)
+
+    def outgoing():
+        enrollment_id = uuid.uuid4()
+        links = Links(f"http://x/t/{signer.sign('open', {'e': str(enrollment_id)})}.gif",
+                      f"http://x/unsubscribe/{signer.sign('unsubscribe', {'c': 'c'})}")
+        return OutgoingEmail(
+            sender_name=SENDER_NAME, sender_email=SENDER_EMAIL, recipient=email,
+            thread=thread_for(render(STEP.subject, values), None),
+            text_body=text_body_for(STEP.body, values, links),
+            html_body=html_body_for(STEP.body, values, links),
+            message_id=message_id_for(enrollment_id, STEP.step_id, SENDER_EMAIL), date=date,
+            unsubscribe_url=links.unsubscribe_url)
+
+    def compat32(e: OutgoingEmail) -> bytes:
+        m = MIMEMultipart("alternative")
+        m["From"] = formataddr((str(Header(e.sender_name, "utf-8")), e.sender_email))
+        m["To"] = e.recipient
+        m["Subject"] = Header(e.thread.subject, "utf-8")
+        m["Date"] = format_datetime(e.date)
+        m["Message-ID"] = e.message_id
+        m["List-Unsubscribe"] = f"<{e.unsubscribe_url}>"
+        m["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        m.attach(MIMEText(e.text_body, "plain", "utf-8"))
+        m.attach(MIMEText(e.html_body, "html", "utf-8"))
+        return m.as_bytes(policy=email_policy.compat32.clone(linesep="\r\n"))
+
+    sample = outgoing()
+    cases = [
+        ("compose (render, links, OutgoingEmail)", lambda: outgoing()),
+        ("build_message (EmailMessage, policy.default)", lambda: build_message(sample)),
+        ("build_message + aiosmtplib flatten (as sent now)",
+         lambda: flatten_message(build_message(sample))),
+        ("compat32 MIMEMultipart, as_bytes once", lambda: compat32(sample)),
+    ]
+    print("per email, best of 5 runs of 300:")
+    for label, work in cases:
+        best = min(timeit.repeat(work, number=300, repeat=5)) / 300
+        print(f"  {label:52} {best * 1e6:8.0f} us")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.experiments_services")
+    sub = parser.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("service")
+    s.add_argument("name")
+    for flag in ("concurrency", "fetch", "pool", "smtp-pool", "fire-batch"):
+        s.add_argument(f"--{flag}", type=int)
+    m = sub.add_parser("mailer")
+    m.add_argument("--n", type=int, default=3000)
+    m.add_argument("--repeat", type=int, default=1)
+    c = sub.add_parser("scheduler")
+    c.add_argument("--n", type=int, default=50_000)
+    c.add_argument("--repeat", type=int, default=1)
+    sub.add_parser("moved")
+    sub.add_parser("message")
+    args = parser.parse_args()
+    if args.what == "service":
+        _run_patched(args)
+        return
+    if args.what in ("moved", "message"):
+        {"moved": _moved, "message": _message}[args.what](args)
+        return
+    try:
+        asyncio.run({"mailer": _mailer, "scheduler": _scheduler}[args.what](args))
+    finally:
+        common.close()
+
+
+if __name__ == "__main__":
+    main()
