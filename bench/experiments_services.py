@@ -7,6 +7,7 @@ hot spots. Not in the registry; each prints its own table.
     python -m bench.experiments_services scheduler [--n 50000]
     python -m bench.experiments_services moved          # apply_in's `moved` list, per batch
     python -m bench.experiments_services message        # building + flattening one email
+    python -m bench.experiments_services statements     # client cost of one SQL round trip
 
 `service NAME [--concurrency C] [--fetch F] [--pool P] [--smtp-pool S] [--fire-batch B]` runs a
 service with patched defaults; the experiments start it that way.
@@ -250,6 +251,50 @@ def _message(args) -> None:
         print(f"  {label:52} {best * 1e6:8.0f} us")
 
 
+async def _statements(args) -> None:
+    """Per statement cost on the client side: SQLAlchemy's async engine (as the services use
+    it) against psycopg's AsyncConnection, N trivial statements in one transaction."""
+    import psycopg
+    from sqlalchemy import text
+
+    from sequences.db import create_engine, libpq_url
+
+    url = common.fresh_database("statements")
+    n = args.n
+    engine = create_engine(url)
+    results = []
+    try:
+        for round_ in range(3):
+            async with engine.begin() as conn:  # warm: connection, compiled cache, prepare
+                for i in range(50):
+                    await conn.execute(text("SELECT :x"), {"x": i})
+            cpu, wall = time.process_time(), time.perf_counter()
+            async with engine.begin() as conn:
+                for i in range(n):
+                    await conn.execute(text("SELECT :x"), {"x": i})
+            results.append(("SQLAlchemy async engine, text()", time.process_time() - cpu,
+                            time.perf_counter() - wall))
+            async with await psycopg.AsyncConnection.connect(libpq_url(url)) as raw:
+                async with raw.transaction():
+                    for i in range(50):
+                        await raw.execute("SELECT %s", [i])
+                cpu, wall = time.process_time(), time.perf_counter()
+                async with raw.transaction():
+                    for i in range(n):
+                        await raw.execute("SELECT %s", [i])
+                results.append(("psycopg AsyncConnection", time.process_time() - cpu,
+                                time.perf_counter() - wall))
+    finally:
+        await engine.dispose()
+    print(f"{n:,} sequential statements in one transaction (3 rounds; best):")
+    for label in dict.fromkeys(r[0] for r in results):
+        mine = [r for r in results if r[0] == label]
+        cpu = min(r[1] for r in mine) / n
+        wall = min(r[2] for r in mine) / n
+        print(f"  {label:34} client CPU {cpu * 1e6:6.0f} us, wall {wall * 1e6:6.0f} us"
+              " per statement")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.experiments_services")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -263,6 +308,8 @@ def main() -> None:
     c = sub.add_parser("scheduler")
     c.add_argument("--n", type=int, default=50_000)
     c.add_argument("--repeat", type=int, default=1)
+    t = sub.add_parser("statements")
+    t.add_argument("--n", type=int, default=5000)
     sub.add_parser("moved")
     sub.add_parser("message")
     args = parser.parse_args()
@@ -273,7 +320,8 @@ def main() -> None:
         {"moved": _moved, "message": _message}[args.what](args)
         return
     try:
-        asyncio.run({"mailer": _mailer, "scheduler": _scheduler}[args.what](args))
+        asyncio.run({"mailer": _mailer, "scheduler": _scheduler,
+                     "statements": _statements}[args.what](args))
     finally:
         common.close()
 
