@@ -54,6 +54,7 @@ _PROBLEM_RESPONSES = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}}
     for status in (400, 404, 409, 413, 415, 422, 503)
 }
+MAX_BODY_BYTES = 1024 * 1024
 Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=500)]
 
@@ -417,6 +418,18 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         responses=_PROBLEM_RESPONSES,
     )
+
+    @app.middleware("http")
+    async def limit_body_size(request: Request, call_next):
+        """Bodies over 1 MB are refused before they are read (CSV imports: 50 MB, checked by
+        the import itself as it streams)."""
+        length = request.headers.get("content-length")
+        if (request.url.path != "/v1/contacts/import" and length and length.isdigit()
+                and int(length) > MAX_BODY_BYTES):
+            return _problem_response(Problem(
+                status=413, title=rpc.title_for(413), detail="the body is over 1 MB",
+                errors=[FieldError(field="body", message="the body is over 1 MB")]))
+        return await call_next(request)
 
     @app.middleware("http")
     async def trace_requests(request: Request, call_next):

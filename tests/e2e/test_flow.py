@@ -199,3 +199,9 @@ async def test_rebuilding_projections_from_the_log_gives_the_same_tables(stack, 
     assert rebuild.returncode == 0, progress.decode()
     assert "enrollment-projector: rebuilt from" in progress.decode()
     assert await read_models(stack) == live
+
+
+async def test_an_oversized_body_is_refused_before_it_is_read(api):
+    huge = {**SEQUENCE, "purpose": "x" * (1024 * 1024 + 1)}
+    response = await api.post("/v1/sequences", json=huge)
+    assert response.status_code == 413 and response.json()["errors"][0]["field"] == "body"
