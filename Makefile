@@ -7,12 +7,20 @@ BIN    := $(VENV)/bin
 # re-install when the dependencies change
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test bench bench-quick install clean-data
+.PHONY: up test bench bench-quick install clean-data constraints
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
+		-e '.[test,bench]'
 	@touch $(STAMP)
+
+# pin every package (dependencies of dependencies too) from a fresh virtual environment
+constraints:
+	rm -rf .venv-constraints && $(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/python -m pip install --quiet -e '.[test,bench]'
+	{ sed -n '1,3p' constraints.txt; .venv-constraints/bin/python -m pip freeze --exclude-editable; } \
+		> constraints.new && mv constraints.new constraints.txt && rm -rf .venv-constraints
 
 install: $(STAMP)
 

@@ -307,19 +307,25 @@ def _events(total: int):
                                    "opened_at": next(clock).isoformat()}, correlation)
 
 
-def _write_events(url: str, total: int) -> int:
+def _write_events(url: str, total: int) -> tuple[int, dict]:
+    """Write the log; returns how many events and its mix (count per type, and the mean
+    length of runs of one type, which decides how much the batch handlers can batch)."""
     ticker = common.Ticker("writing events (COPY)", total)
-    written = 0
+    written, runs, previous = 0, 0, None
+    types: dict[str, int] = {}
     with psycopg.connect(**common.connect_params(url), autocommit=True) as conn:
         with conn.transaction(), conn.cursor().copy(
                 f"COPY eventlog.events ({_EVENT_COLUMNS}) FROM STDIN") as copy:
             for values in _events(total):
                 copy.write_row(values)
                 written += 1
+                types[values[3]] = types.get(values[3], 0) + 1
+                runs += values[3] != previous
+                previous = values[3]
                 if written % 10_000 == 0:
                     ticker.tick(written)
         conn.execute("VACUUM ANALYZE eventlog.events")
-    return written
+    return written, {"types": types, "mean_run_of_one_type": round(written / max(1, runs), 2)}
 
 
 async def _read_all(engine, store, categories) -> tuple[int, float]:
@@ -335,7 +341,7 @@ async def _read_all(engine, store, categories) -> tuple[int, float]:
 async def _rebuild(total: int) -> list[Result]:
     common.progress(f"enrollment: rebuild, fresh database, writing {total:,} events")
     url = await migrated_database("rebuild", MIGRATIONS)
-    written = await asyncio.to_thread(_write_events, url, total)
+    written, mix = await asyncio.to_thread(_write_events, url, total)
     engine, store = create_engine(url), EventStore(SystemClock())
     categories = PROJECTION.subscription.categories
     try:
@@ -373,7 +379,7 @@ async def _rebuild(total: int) -> list[Result]:
         details={"events": replayed, "seconds": round(seconds, 2),
                  "read_all_per_s": [round(read_before / read_s_before),
                                     round(read_after / read_s_after)],
-                 "enrollments_done": done, "opens": opens})]
+                 "enrollments_done": done, "opens": opens, "log": mix})]
 
 
 async def run(quick: bool) -> list[Result]:

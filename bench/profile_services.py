@@ -101,7 +101,7 @@ async def _rebuild(args) -> Path:
 
     async def work(start_spy):
         url = await enrollment.migrated_database("rebuild", enrollment.MIGRATIONS)
-        written = await asyncio.to_thread(enrollment._write_events, url, args.events)
+        written, _ = await asyncio.to_thread(enrollment._write_events, url, args.events)
         engine = create_engine(url)
         try:
             await start_spy()

@@ -259,10 +259,10 @@ def postmaster_pid(url: str) -> int | None:
 
     with psycopg.connect(**common.connect_params(url)) as conn:
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-    try:
-        return psutil.Process(backend).ppid()
-    except psutil.Error:
-        return None
+        try:  # while the backend is alive: it exits with the connection
+            return psutil.Process(backend).ppid()
+        except psutil.Error:
+            return None
 
 
 # --- profiling (python -m bench.profile_services) ---------------------------------------------
