@@ -170,7 +170,7 @@ async def apply_in(
             outcomes.append(Outcome.applied)
             due.append(envelope)
     await _dispatch(conn, subscription, due)
-    moved = [stream for stream in streams if any(e.stream_id == stream for e in due)]
+    moved = sorted({e.stream_id for e in due})
     if moved:
         await conn.execute(
             _SET_POSITIONS, {**params, "streams": moved, "versions": [positions[s] for s in moved]}
