@@ -7,13 +7,13 @@ and queues them in the outbox for the relay. A writer whose expected version is 
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Sequence
 
+import psycopg
+import pydantic_core
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.base import Event, EventEnvelope
@@ -58,15 +58,19 @@ class Append:
     causation: Causation | None = None  # when it differs from the one of the whole append
 
 
-_INSERT = text(
-    """
+# Executed on the psycopg connection under the caller's SQLAlchemy connection (same
+# transaction). Binary placeholders (%(name)b) send the arrays in binary, so psycopg builds no
+# text array literals (quoting every " of every JSON document in Python); the columns that are
+# usually all NULL (causation, trace context) stay text, as a binary array of only NULLs has no
+# element type. Measured in bench/experiments_append.py.
+_INSERT = """
     WITH new AS (
         SELECT * FROM unnest(
-            CAST(:event_ids AS uuid[]), CAST(:stream_ids AS text[]), CAST(:versions AS integer[]),
-            CAST(:types AS text[]), CAST(:schema_versions AS integer[]),
-            CAST(:occurred_ats AS timestamptz[]), CAST(:correlation_ids AS uuid[]),
-            CAST(:causation_ids AS uuid[]), CAST(:traceparents AS text[]),
-            CAST(:tracestates AS text[]), CAST(:datas AS text[])
+            %(event_ids)b::uuid[], %(stream_ids)b::text[], %(versions)b::integer[],
+            %(types)b::text[], %(schema_versions)b::integer[],
+            %(occurred_ats)b::timestamptz[], %(correlation_ids)b::uuid[],
+            %(causation_ids)s::uuid[], %(traceparents)s::text[],
+            %(tracestates)s::text[], %(datas)b::text[]
         ) WITH ORDINALITY AS t(event_id, stream_id, version, type, schema_version, occurred_at,
                                correlation_id, causation_id, traceparent, tracestate, data, n)
     ), inserted AS (
@@ -79,8 +83,7 @@ _INSERT = text(
         RETURNING position
     )
     INSERT INTO eventlog.outbox (position) SELECT position FROM inserted
-    """
-)
+"""
 
 _CURRENT_VERSIONS = text(
     "SELECT stream_id, max(version) AS version FROM eventlog.events"
@@ -110,11 +113,12 @@ class EventStore:
             span.set_attribute("eventlog.events", len(envelopes))
             if not envelopes:
                 return []
+            driver = (await conn.get_raw_connection()).driver_connection
             try:
-                await conn.execute(_INSERT, _columns(envelopes))
-            except IntegrityError as error:
+                await driver.execute(_INSERT, _columns(envelopes))
+            except psycopg.errors.UniqueViolation as error:
                 # the caller's transaction is now aborted: it rolls back and decides again
-                raise ConcurrencyConflict(str(error.orig)) from error
+                raise ConcurrencyConflict(str(error)) from error
             return envelopes
 
     async def _envelopes(self, conn, appends, causation, trace_headers) -> list[EventEnvelope]:
@@ -187,7 +191,8 @@ def _columns(envelopes: list[EventEnvelope]) -> dict[str, list]:
         "causation_ids": [e.causation_id for e in envelopes],
         "traceparents": [e.traceparent for e in envelopes],
         "tracestates": [e.tracestate for e in envelopes],
-        "datas": [json.dumps(e.data, ensure_ascii=False) for e in envelopes],
+        # pydantic-core's JSON encoder: the same text as json.dumps(ensure_ascii=False), faster
+        "datas": [pydantic_core.to_json(e.data).decode() for e in envelopes],
     }
 
 
