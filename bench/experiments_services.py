@@ -8,6 +8,7 @@ hot spots. Not in the registry; each prints its own table.
     python -m bench.experiments_services moved          # apply_in's `moved` list, per batch
     python -m bench.experiments_services message        # building + flattening one email
     python -m bench.experiments_services statements     # client cost of one SQL round trip
+    python -m bench.experiments_services enrollment     # bulk + rebuild, `moved` made linear
 
 `service NAME [--concurrency C] [--fetch F] [--pool P] [--smtp-pool S] [--fire-batch B]` runs a
 service with patched defaults; the experiments start it that way.
@@ -295,6 +296,55 @@ async def _statements(args) -> None:
               " per statement")
 
 
+_QUADRATIC = "moved = [stream for stream in streams if any(e.stream_id == stream for e in due)]"
+_LINEAR = ("touched = {e.stream_id for e in due}\n"
+           "    moved = [stream for stream in streams if stream in touched]")
+
+
+def _linear_apply_in():
+    """consumer.apply_in with only its `moved` line made linear (compiled from its current
+    source, so everything else stays as the service runs it); None if the line is gone."""
+    import inspect
+    import textwrap
+
+    from sequences.messaging import consumer
+
+    source = textwrap.dedent(inspect.getsource(consumer.apply_in))
+    if _QUADRATIC not in source:
+        return None
+    namespace = dict(vars(consumer))
+    exec(compile(source.replace(_QUADRATIC, _LINEAR), consumer.__file__, "exec"), namespace)
+    return namespace["apply_in"]
+
+
+async def _enrollment(args) -> None:
+    """Bulk enrollment and rebuild as the benchmark runs them, then again with apply_in's
+    `moved` list computed from a set (patched in this process only)."""
+    from bench import enrollment
+    from sequences import projections
+    from services.enrollment import handlers
+
+    linear = _linear_apply_in()
+    if linear is None:
+        print("apply_in no longer has the quadratic `moved` line: nothing to compare")
+        return
+    original = handlers.apply_in, projections.apply_in
+    rows = []
+    for label, patch in (("as is", None), ("moved from a set", linear)):
+        if patch is not None:
+            handlers.apply_in = projections.apply_in = patch
+        try:
+            [bulk] = await enrollment._bulk_enroll(args.n, quick=False)
+            [rebuilt] = await enrollment._rebuild(args.events)
+        finally:
+            handlers.apply_in, projections.apply_in = original
+        rows.append((label, bulk.value, rebuilt.value))
+    print(f"\n{'variant':20} {'bulk-enroll ' + format(args.n, ',') + ' s':>20}"
+          f" {'rebuild events/s':>17}")
+    for label, bulk_s, rate in rows:
+        print(f"{label:20} {bulk_s:20.2f} {rate:17,.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.experiments_services")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -310,6 +360,9 @@ def main() -> None:
     c.add_argument("--repeat", type=int, default=1)
     t = sub.add_parser("statements")
     t.add_argument("--n", type=int, default=5000)
+    e = sub.add_parser("enrollment")
+    e.add_argument("--n", type=int, default=100_000)
+    e.add_argument("--events", type=int, default=200_000)
     sub.add_parser("moved")
     sub.add_parser("message")
     args = parser.parse_args()
@@ -321,7 +374,7 @@ def main() -> None:
         return
     try:
         asyncio.run({"mailer": _mailer, "scheduler": _scheduler,
-                     "statements": _statements}[args.what](args))
+                     "statements": _statements, "enrollment": _enrollment}[args.what](args))
     finally:
         common.close()
 

@@ -361,11 +361,11 @@ async def run(quick: bool) -> list[Result]:
         results += _lateness_rows(spread_run, f"{n:,} due within {minute:g} s", raw_late,
                                   raw_details, max_target=ALL_WITHIN)
 
-        # 2. due at one instant (a send time): throttled by SCHEDULER_MAX_RATE (default 2000/s)
+        # 2. due at one instant (a send time): bounded by SCHEDULER_MAX_RATE (its default)
         if not quick:
             burst = await _scenario(f"{n:,} due at one instant", server, log_dir, n, 0.0)
             results.append(_burst_row(burst, f"{n:,} due at one instant (send time), default"
-                                      " SCHEDULER_MAX_RATE 2000/s", n, raw_seconds, raw_details,
+                                      " SCHEDULER_MAX_RATE", n, raw_seconds, raw_details,
                                       target=True))
             free = await _scenario(f"{n:,} due at one instant, unthrottled", server,
                                    log_dir, n, 0.0, {"SCHEDULER_MAX_RATE": "1000000"})

@@ -47,7 +47,7 @@ class Settings:
             gateway_port=port,
             public_url=os.environ.get("SEQUENCES_PUBLIC_URL", f"http://{host}:{port}"),
             scheduler_tick_seconds=float(os.environ.get("SCHEDULER_TICK_SECONDS", "0.5")),
-            scheduler_max_rate=float(os.environ.get("SCHEDULER_MAX_RATE", "2000")),
+            scheduler_max_rate=float(os.environ.get("SCHEDULER_MAX_RATE", "5000")),
             nats_replicas=int(os.environ.get("NATS_STREAM_REPLICAS", "1")),
             log_level=os.environ.get("LOG_LEVEL", "INFO"),
         )
