@@ -38,17 +38,16 @@ from sequences.tracing import TRACEPARENT, TRACESTATE, current_trace_headers
 # The current statement with binary placeholders (%(name)b, psycopg's own syntax, passed through
 # untouched by exec_driver_sql): arrays go over the wire in binary, so psycopg does not build
 # text array literals (quoting and backslash-escaping every " of every JSON document with a
-# regular expression, in Python). The data still travels as text[] cast to jsonb per row. The
-# columns that are usually all NULL (causation, trace context) stay text (%(name)s): a binary
-# array of only NULLs has no element type, and their text form needs no quoting anyway.
+# regular expression, in Python). The data still travels as text[] cast to jsonb per row.
+# Arrays of only NULLs (causation ids, trace context, usually) work too.
 _INSERT_BINARY = """
     WITH new AS (
         SELECT * FROM unnest(
             %(event_ids)b::uuid[], %(stream_ids)b::text[], %(versions)b::integer[],
             %(types)b::text[], %(schema_versions)b::integer[],
             %(occurred_ats)b::timestamptz[], %(correlation_ids)b::uuid[],
-            %(causation_ids)s::uuid[], %(traceparents)s::text[],
-            %(tracestates)s::text[], %(datas)b::text[]
+            %(causation_ids)b::uuid[], %(traceparents)b::text[],
+            %(tracestates)b::text[], %(datas)b::text[]
         ) WITH ORDINALITY AS t(event_id, stream_id, version, type, schema_version, occurred_at,
                                correlation_id, causation_id, traceparent, tracestate, data, n)
     ), inserted AS (
@@ -206,6 +205,19 @@ async def _same_rows(engine, store) -> None:
             " WHERE e.stream_id = :s"), {"s": event.stream_id()})).scalar_one()
     assert stored == ours, (stored, ours)
     assert outboxed == 1
+    # causation and trace context present, two streams, two events in one of them
+    first, second = make_events(2)
+    cause = Causation(uuid.uuid4(), uuid.uuid4(),
+                      "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "k1=v1,k2=v2")
+    async with engine.begin() as conn:
+        ours = await store.append(conn, [
+            Append(first.stream_id(), 0, [first, first]),
+            Append(second.stream_id(), ANY_VERSION, [second], Causation.new()),
+        ], cause)
+    async with engine.connect() as conn:
+        stored = (await reference.read_stream(conn, first.stream_id())
+                  + await reference.read_stream(conn, second.stream_id()))
+    assert stored == ours, (stored, ours)
     try:
         async with engine.begin() as conn:
             await store.append(conn, [Append(event.stream_id(), 0, [event])], Causation.new())
