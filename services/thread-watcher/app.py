@@ -19,7 +19,7 @@ MIGRATIONS = Migrations("thread_watcher", Path(__file__).parent / "migrations")
 
 def build(runtime: Runtime) -> ServiceParts:
     settings = WatcherSettings.from_env()
-    storage = Storage.of(runtime)
+    storage = Storage.of(runtime, watcher.name)
     watching = Watching([MailboxWatcher(m, storage, settings) for m in settings.mailboxes],
                         settings.poll_seconds)
     return ServiceParts(

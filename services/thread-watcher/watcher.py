@@ -18,11 +18,13 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Awaitable, Callable
 
 import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from contracts.subjects import EVENTS_STREAM
 from contracts.views import MailboxHealthView
 from sequences.bootstrap import Runtime
 from sequences.clock import Clock
@@ -70,10 +72,19 @@ class Storage:
     database_url: str  # the lease needs a connection of its own
     store: EventStore
     clock: Clock
+    # Whether every EmailSent published so far is in watcher.sent_messages. A mailbox is read
+    # only then: after downtime, a reply must not be read before the send it answers is known,
+    # or it would be filed as unrelated (and its UID passed for good).
+    caught_up: Callable[[], Awaitable[bool]] | None = None
 
     @classmethod
-    def of(cls, runtime: Runtime) -> Storage:
-        return cls(runtime.engine, runtime.settings.database_url, runtime.store, runtime.clock)
+    def of(cls, runtime: Runtime, consumer: str) -> Storage:
+        async def caught_up() -> bool:
+            info = await runtime.js.consumer_info(EVENTS_STREAM, consumer)
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        return cls(runtime.engine, runtime.settings.database_url, runtime.store, runtime.clock,
+                   caught_up)
 
 
 class MailboxWatcher:
@@ -130,6 +141,10 @@ class MailboxWatcher:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if not await self._sends_known():
+                await asyncio.sleep(0.5)
+                self.wake()  # read the mailbox as soon as the sends are known
+                continue
             try:
                 problems = await self.scan()
             except MailboxError as error:
@@ -139,6 +154,14 @@ class MailboxWatcher:
             failures = 0
             await self._report_state("watching", healthy=not problems,
                                      error="; ".join(problems) or None, failures=0)
+
+    async def _sends_known(self) -> bool:
+        caught_up = self._storage.caught_up
+        try:
+            return caught_up is None or await caught_up()
+        except Exception as error:  # NATS away: read anyway rather than stop watching
+            log.warning("%s: cannot tell whether sent mail is known (%s)", self.name, error)
+            return True
 
     async def scan(self) -> list[str]:
         """Examine every new message of every folder; returns the folders that could not be read

@@ -176,3 +176,20 @@ async def test_the_dev_mailbox_takes_a_reply_dropped_with_the_command(stack, api
     [(excerpt,)] = await query(stack, "SELECT data->>'excerpt' FROM eventlog.events WHERE"
                                       " stream_id = :s", s=f"inbox-{enrollment_id}")
     assert excerpt.startswith("좋습니다")
+
+
+async def test_a_reply_that_came_while_the_watcher_was_down_is_matched_when_it_is_back(
+        stack, api, dovecot, sequence_id):
+    stack.kill_service("thread-watcher")
+    contact_id, email = await new_contact(api)
+    enrolled = await api.post(f"/v1/sequences/{sequence_id}/enrollments",
+                              json={"contact_id": contact_id})
+
+    async def sent():
+        return mail_to(stack, email)
+
+    [first] = await eventually(sent, timeout=30)
+    await deliver(dovecot, reply_to(first, now(), "답장드립니다"))
+    # back up: its backlog of sent mail must be known before the mailbox is read
+    stack.start_service("thread-watcher", extra_env=stack.config.service_env["thread-watcher"])
+    await becomes(api, enrolled.json()["id"], "replied")
