@@ -9,6 +9,7 @@ hot spots. Not in the registry; each prints its own table.
     python -m bench.experiments_services message        # building + flattening one email
     python -m bench.experiments_services statements     # client cost of one SQL round trip
     python -m bench.experiments_services enrollment     # bulk + rebuild, `moved` made linear
+    python -m bench.experiments_services read           # reading the log for a rebuild, by path
 
 `service NAME [--concurrency C] [--fetch F] [--pool P] [--smtp-pool S] [--fire-batch B]` runs a
 service with patched defaults; the experiments start it that way.
@@ -345,6 +346,86 @@ async def _enrollment(args) -> None:
         print(f"{label:20} {bulk_s:20.2f} {rate:17,.0f}")
 
 
+async def _read(args) -> None:
+    """How fast the log can be read for a rebuild, by path: EventStore.read_all (SQLAlchemy,
+    envelopes) against psycopg directly, with and without decoding `data` and building
+    envelopes. The floor under any rebuild rate."""
+    import json
+
+    import psycopg
+
+    from bench import enrollment
+    from bench.service_common import migrated_database
+    from contracts.base import EventEnvelope
+    from sequences.clock import SystemClock
+    from sequences.db import create_engine, libpq_url
+    from sequences.eventlog.store import EventStore
+    from services.enrollment.projections import PROJECTION
+
+    url = await migrated_database("read", enrollment.MIGRATIONS)
+    written, _ = await asyncio.to_thread(enrollment._write_events, url, args.events)
+    categories = PROJECTION.subscription.categories
+    columns = ("position, event_id, stream_id, version, type, schema_version, occurred_at,"
+               " correlation_id, causation_id, traceparent, tracestate")
+    where = ("WHERE position > %s AND split_part(stream_id, '-', 1) = ANY(%s)"
+             " ORDER BY position LIMIT %s")
+
+    async def store_read():
+        engine, store = create_engine(url), EventStore(SystemClock())
+        count, after = 0, 0
+        try:
+            async with engine.connect() as conn:
+                while batch := await store.read_all(conn, categories, after, 5000):
+                    count += len(batch)
+                    after = batch[-1][0]
+        finally:
+            await engine.dispose()
+        return count
+
+    def raw(data_sql: str, binary: bool, envelopes: bool, loads=None):
+        async def read():
+            count, after = 0, 0
+            async with await psycopg.AsyncConnection.connect(libpq_url(url)) as conn:
+                cur = conn.cursor(binary=binary)
+                while True:
+                    await cur.execute(f"SELECT {columns}, {data_sql} FROM eventlog.events"
+                                      f" {where}", [after, list(categories), 5000])
+                    rows = await cur.fetchall()
+                    if not rows:
+                        return count
+                    if envelopes:
+                        for r in rows:
+                            EventEnvelope.model_construct(
+                                event_id=r[1], stream_id=r[2], version=r[3], type=r[4],
+                                schema_version=r[5], occurred_at=r[6], correlation_id=r[7],
+                                causation_id=r[8], traceparent=r[9], tracestate=r[10],
+                                data=loads(r[11]) if loads else r[11])
+                    elif loads:
+                        for r in rows:
+                            loads(r[11])
+                    count += len(rows)
+                    after = rows[-1][0]
+        return read
+
+    cases = [
+        ("EventStore.read_all (as rebuild reads)", store_read),
+        ("psycopg, jsonb decoded by psycopg, envelopes", raw("data", False, True)),
+        ("psycopg, jsonb decoded, tuples only", raw("data", False, False)),
+        ("psycopg, data as text, json.loads, tuples", raw("data::text", False, False,
+                                                            json.loads)),
+        ("psycopg binary, data as text, no decoding", raw("data::text", True, False)),
+    ]
+    print(f"\nreading {written:,} events (best of 2):")
+    for label, read in cases:
+        best = None
+        for _ in range(2):
+            start = time.perf_counter()
+            count = await read()
+            seconds = time.perf_counter() - start
+            best = seconds if best is None else min(best, seconds)
+        print(f"  {label:48} {count / best:10,.0f} events/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.experiments_services")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -363,6 +444,8 @@ def main() -> None:
     e = sub.add_parser("enrollment")
     e.add_argument("--n", type=int, default=100_000)
     e.add_argument("--events", type=int, default=200_000)
+    rd = sub.add_parser("read")
+    rd.add_argument("--events", type=int, default=300_000)
     sub.add_parser("moved")
     sub.add_parser("message")
     args = parser.parse_args()
@@ -374,7 +457,8 @@ def main() -> None:
         return
     try:
         asyncio.run({"mailer": _mailer, "scheduler": _scheduler,
-                     "statements": _statements, "enrollment": _enrollment}[args.what](args))
+                     "statements": _statements, "enrollment": _enrollment,
+                     "read": _read}[args.what](args))
     finally:
         common.close()
 

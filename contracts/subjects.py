@@ -16,6 +16,9 @@ EVENTS_SUBJECTS = f"{EVENTS_ROOT}.>"
 COMMANDS_ROOT = "seq.commands"
 QUERIES_ROOT = "seq.queries"
 
+# Key-value bucket of the gateway's Idempotency-Key responses (kept a day).
+IDEMPOTENCY_BUCKET = "SEQUENCES_IDEMPOTENCY"
+
 # Key-value bucket holding the offset of the adjustable clock (tests and the dev stack only).
 CLOCK_BUCKET = "SEQUENCES_CLOCK"
 CLOCK_OFFSET_KEY = "offset_seconds"

@@ -48,6 +48,7 @@ from sequences.tracing import setup_tracing, tracer
 
 _tracer = tracer(__name__)
 from services.enrollment import contact_import
+from services.gateway.idempotency import idempotent
 
 PROBLEM_JSON = "application/problem+json"
 _PROBLEM_RESPONSES = {
@@ -418,6 +419,10 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         responses=_PROBLEM_RESPONSES,
     )
+
+    @app.middleware("http")
+    async def idempotency(request: Request, call_next):
+        return await idempotent(request, call_next, _problem_response)
 
     @app.middleware("http")
     async def limit_body_size(request: Request, call_next):

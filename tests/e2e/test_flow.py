@@ -205,3 +205,20 @@ async def test_an_oversized_body_is_refused_before_it_is_read(api):
     huge = {**SEQUENCE, "purpose": "x" * (1024 * 1024 + 1)}
     response = await api.post("/v1/sequences", json=huge)
     assert response.status_code == 413 and response.json()["errors"][0]["field"] == "body"
+
+
+async def test_a_repeated_post_with_the_same_idempotency_key_returns_the_first_result(api):
+    key = {"Idempotency-Key": f"create-{uuid.uuid4()}"}
+    first = await api.post("/v1/sequences", json=SEQUENCE, headers=key)
+    again = await api.post("/v1/sequences", json=SEQUENCE, headers=key)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    other = await api.post("/v1/sequences", json={**SEQUENCE, "name": "other"}, headers=key)
+    assert other.status_code == 422 and other.json()["errors"][0]["field"] == "Idempotency-Key"
+    fresh = await api.post("/v1/sequences", json=SEQUENCE)
+    assert fresh.json()["id"] != first.json()["id"]
+    racing = await asyncio.gather(*(api.post("/v1/contacts", json={
+        "email": "race@x.example"}, headers={"Idempotency-Key": "race"}) for _ in range(5)))
+    created = [r for r in racing if r.status_code == 201]
+    assert len({r.json()["id"] for r in created}) == 1
+    assert all(r.status_code in (201, 409) for r in racing)
