@@ -10,6 +10,7 @@ hot spots. Not in the registry; each prints its own table.
     python -m bench.experiments_services statements     # client cost of one SQL round trip
     python -m bench.experiments_services enrollment     # bulk + rebuild, `moved` made linear
     python -m bench.experiments_services read           # reading the log for a rebuild, by path
+    python -m bench.experiments_services round-trips    # SQL statements + SMTP commands per email
 
 `service NAME [--concurrency C] [--fetch F] [--pool P] [--smtp-pool S] [--fire-batch B]` runs a
 service with patched defaults; the experiments start it that way.
@@ -19,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
-import sys
 import tempfile
 import time
 import timeit
@@ -65,7 +64,45 @@ def _run_patched(args) -> None:
         handlers_init = handlers.SchedulerHandlers.__init__
         handlers.SchedulerHandlers.__init__ = lambda self, runtime, batch_size=500: \
             handlers_init(self, runtime, args.fire_batch)
+    if args.count_to:
+        _count_round_trips(args.count_to)
     service_module(args.name).main()
+
+
+def _count_round_trips(path: str) -> None:
+    """Count what the process sends: SQL statements by their first words, commits, SMTP
+    commands; written as JSON to `path` when the service stops."""
+    import atexit
+    import collections
+    import json
+    import re
+
+    import aiosmtplib
+    import psycopg
+
+    counts: collections.Counter = collections.Counter()
+    execute, commit = psycopg.AsyncCursor.execute, psycopg.AsyncConnection.commit
+
+    async def counted_execute(self, query, *a, **kw):
+        sql = query.decode() if isinstance(query, bytes) else str(query)
+        counts["sql: " + re.sub(r"\s+", " ", sql).strip()[:70]] += 1
+        counts["sql statements"] += 1
+        return await execute(self, query, *a, **kw)
+
+    async def counted_commit(self):
+        counts["sql commits"] += 1
+        return await commit(self)
+
+    command = aiosmtplib.SMTP.execute_command
+
+    async def counted_command(self, *a, **kw):
+        counts["smtp commands"] += 1
+        return await command(self, *a, **kw)
+
+    psycopg.AsyncCursor.execute = counted_execute
+    psycopg.AsyncConnection.commit = counted_commit
+    aiosmtplib.SMTP.execute_command = counted_command
+    atexit.register(lambda: Path(path).write_text(json.dumps(counts, indent=1)))
 
 
 def _patched(name: str, **settings) -> list[str] | None:
@@ -426,6 +463,37 @@ async def _read(args) -> None:
         print(f"  {label:48} {count / best:10,.0f} events/s")
 
 
+async def _round_trips(args) -> None:
+    """SQL statements, commits and SMTP commands the mailer process sends per email."""
+    import json
+
+    from bench import mailer
+    from bench.service_common import nats_server
+
+    with tempfile.TemporaryDirectory() as root, tempfile.TemporaryDirectory() as logs, \
+            nats_server("mailer") as server:
+        counts_file = Path(logs) / "counts.json"
+        capture = mailer.Capture(Path(root), Path(logs))
+        capture.start()
+        try:
+            r = await mailer._end_to_end(
+                "counted", args.n, server.url, capture, Path(logs), verify=True,
+                module_args=["bench.experiments_services", "service", "mailer",
+                             f"--count-to={counts_file}"])
+        finally:
+            capture.stop()
+        for _ in range(50):
+            if counts_file.exists():
+                break
+            await asyncio.sleep(0.1)
+        counts = json.loads(counts_file.read_text())
+    n = r["emails"]
+    print(f"\nper email, over {n:,} emails (the mailer process, relay included):")
+    for key, value in sorted(counts.items(), key=lambda kv: -kv[1]):
+        if value >= n / 20:
+            print(f"  {value / n:6.2f}  {key}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.experiments_services")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -433,6 +501,7 @@ def main() -> None:
     s.add_argument("name")
     for flag in ("concurrency", "fetch", "pool", "smtp-pool", "fire-batch"):
         s.add_argument(f"--{flag}", type=int)
+    s.add_argument("--count-to", help="count SQL statements and SMTP commands into this file")
     m = sub.add_parser("mailer")
     m.add_argument("--n", type=int, default=3000)
     m.add_argument("--repeat", type=int, default=1)
@@ -446,6 +515,8 @@ def main() -> None:
     e.add_argument("--events", type=int, default=200_000)
     rd = sub.add_parser("read")
     rd.add_argument("--events", type=int, default=300_000)
+    rt = sub.add_parser("round-trips")
+    rt.add_argument("--n", type=int, default=1000)
     sub.add_parser("moved")
     sub.add_parser("message")
     args = parser.parse_args()
@@ -458,7 +529,7 @@ def main() -> None:
     try:
         asyncio.run({"mailer": _mailer, "scheduler": _scheduler,
                      "statements": _statements, "enrollment": _enrollment,
-                     "read": _read}[args.what](args))
+                     "read": _read, "round-trips": _round_trips}[args.what](args))
     finally:
         common.close()
 

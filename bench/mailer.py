@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -144,9 +143,10 @@ def _prebuilt(n: int) -> list[tuple[str, bytes]]:
     for i in range(n):
         _, email, values = _contact(i)
         enrollment_id = uuid.uuid4()
-        links = Links(
-            f"http://127.0.0.1:8080/t/{signer.sign('open', {'e': str(enrollment_id), 's': str(STEP.step_id)})}.gif",
-            f"http://127.0.0.1:8080/unsubscribe/{signer.sign('unsubscribe', {'c': str(uuid.uuid4())})}")
+        pixel = signer.sign("open", {"e": str(enrollment_id), "s": str(STEP.step_id)})
+        unsubscribe = signer.sign("unsubscribe", {"c": str(uuid.uuid4())})
+        links = Links(f"http://127.0.0.1:8080/t/{pixel}.gif",
+                      f"http://127.0.0.1:8080/unsubscribe/{unsubscribe}")
         outgoing = OutgoingEmail(
             sender_name=SENDER_NAME, sender_email=SENDER_EMAIL, recipient=email,
             thread=thread_for(render(STEP.subject, values), None),

@@ -179,7 +179,7 @@ async def _scenario(label: str, server: NatsServer, log_dir: Path, n: int, windo
         await asyncio.to_thread(_seed_due_steps, url, enrollment_ids, step_id, due)
         on_time = datetime.now(UTC) < first_due
         if not on_time:
-            common.progress(f"  warning: seeding ended after the first step fell due")
+            common.progress("  warning: seeding ended after the first step fell due")
         common.progress(f"scheduler [{label}]: {n:,} steps due from {first_due:%H:%M:%S.%f}"
                         f" over {window:g} s (scheduler up in {started_in:.1f} s,"
                         f" {scheduler.idle_rss / MB:.0f} MB)")

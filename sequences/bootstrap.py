@@ -20,6 +20,7 @@ from sequences.clock import AdjustableClock, Clock, SystemClock
 from sequences.config import Settings
 from sequences.db import Migrations, create_engine, migrate
 from sequences.eventlog.relay import Relay
+from sequences.health import serve_health
 from sequences.eventlog.store import EventStore
 from sequences.messaging import rpc
 from sequences.messaging.consumer import EventConsumer, Subscription
@@ -89,6 +90,8 @@ def background_loops(runtime: Runtime, parts: ServiceParts) -> list[Callable[[],
     if isinstance(runtime.clock, AdjustableClock):
         clock = runtime.clock
         loops.append(lambda: clock.follow(runtime.js))
+    if runtime.settings.health_port:
+        loops.append(lambda: serve_health(runtime.settings.health_port, runtime.engine, runtime.nc))
     return loops + parts.loops
 
 

@@ -30,6 +30,7 @@ class Settings:
     scheduler_max_rate: float
     nats_replicas: int
     log_level: str
+    health_port: int | None  # /healthz and /readyz for probes (the gateway serves its own)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -50,4 +51,5 @@ class Settings:
             scheduler_max_rate=float(os.environ.get("SCHEDULER_MAX_RATE", "5000")),
             nats_replicas=int(os.environ.get("NATS_STREAM_REPLICAS", "1")),
             log_level=os.environ.get("LOG_LEVEL", "INFO"),
+            health_port=int(os.environ["HEALTH_PORT"]) if os.environ.get("HEALTH_PORT") else None,
         )

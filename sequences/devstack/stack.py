@@ -64,6 +64,7 @@ class Stack:
         self.viewer_port = free_port(config.mail_viewer_port)
         self.gateway_port = free_port(config.gateway_port)
         self.processes: dict[tuple[str, int], subprocess.Popen] = {}
+        self.health_ports: dict[tuple[str, int], int] = {}
         self._capture: subprocess.Popen | None = None
         self.database_url = ""
 
@@ -121,6 +122,9 @@ class Stack:
     def start_service(self, name: str, replica: int = 0, extra_env: dict | None = None) -> None:
         label = name if replica == 0 else f"{name}-{replica}"
         env = {**self.config.service_env.get(name, {}), **(extra_env or {})}
+        if name != "gateway":  # every process its own /healthz and /readyz
+            port = self.health_ports.setdefault((name, replica), free_port())
+            env.setdefault("HEALTH_PORT", str(port))
         self.processes[(name, replica)] = self._spawn(label, ["sequences.cli", "run", name], env)
 
     def _spawn(self, label: str, module_args: list[str], extra_env: dict[str, str]) -> subprocess.Popen:

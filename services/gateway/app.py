@@ -471,6 +471,18 @@ def create_app(settings: Settings) -> FastAPI:
     async def healthz():
         return {"status": "ok"}
 
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request):
+        """Ready when NATS is connected and the enrollment service answers through it."""
+        checks = {"nats": request.app.state.nc.is_connected, "enrollment": False}
+        try:
+            await ask(request, c.GetSequence(sequence_id=uuid.UUID(int=0)))
+        except ProblemError as problem:
+            checks["enrollment"] = problem.problem.status == 404
+        ready = all(checks.values())
+        return JSONResponse({"status": "ready" if ready else "not ready", **checks},
+                            status_code=200 if ready else 503)
+
     asyncapi = asyncapi_document()
 
     @app.get("/asyncapi.json", tags=["events"])

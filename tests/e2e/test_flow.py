@@ -10,6 +10,7 @@ import sys
 import uuid
 from email.utils import parsedate_to_datetime
 
+import httpx
 import pytest
 from sqlalchemy import text
 
@@ -222,3 +223,17 @@ async def test_a_repeated_post_with_the_same_idempotency_key_returns_the_first_r
     created = [r for r in racing if r.status_code == 201]
     assert len({r.json()["id"] for r in created}) == 1
     assert all(r.status_code in (201, 409) for r in racing)
+
+
+async def test_every_service_answers_health_and_readiness(stack, api):
+    async with httpx.AsyncClient(timeout=10) as client:
+        for (name, _), port in stack.health_ports.items():
+            alive = await client.get(f"http://127.0.0.1:{port}/healthz")
+            ready = await client.get(f"http://127.0.0.1:{port}/readyz")
+            assert alive.status_code == 200, name
+            assert (ready.status_code, ready.json()) == (
+                200, {"status": "ready", "nats": True, "postgresql": True}), name
+    assert {name for name, _ in stack.health_ports} == {
+        "enrollment", "scheduler", "mailer", "thread-watcher"}
+    ready = await api.get("/readyz")
+    assert (ready.status_code, ready.json()["enrollment"]) == (200, True)

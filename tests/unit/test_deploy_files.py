@@ -436,8 +436,8 @@ def test_k8s_gateway_probes_and_service():
     deployment, container = _k8s_sequences_deployments()["gateway"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert str(ports["http"]) == config["GATEWAY_PORT"]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}, probe
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     selecting = [s for s in _k8s("Service").values() if s["spec"].get("selector")
                  and s["spec"]["selector"].items() <= pod_labels.items()]
@@ -494,3 +494,14 @@ def test_dockerfile():
     pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     sdk = next(p.split("==")[1] for p in pins if p.startswith("opentelemetry-sdk=="))
     assert f"opentelemetry-exporter-otlp-proto-http=={sdk}" in pins
+
+
+def test_k8s_every_other_service_has_health_and_readiness_probes_on_health_port():
+    config, _ = _config_and_secret()
+    for service, (_, container) in _k8s_sequences_deployments().items():
+        if service == "gateway":
+            continue
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert str(ports["health"]) == config["HEALTH_PORT"], service
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
