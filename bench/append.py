@@ -77,7 +77,7 @@ def chunks(items: Sequence, size: int) -> list[Sequence]:
 class Ours:
     def __init__(self, url: str):
         self.url = url
-        self.engine = create_engine(url)  # the service defaults: pool 10 + 10, pre-ping
+        self.engine = create_engine(url)  # what the services use
         self.store = EventStore(SystemClock())
 
     async def setup(self) -> None:

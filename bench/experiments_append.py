@@ -1,12 +1,14 @@
-"""Candidate changes to `EventStore.append`, measured side by side with the current one.
+"""Changes to `EventStore.append`, one at a time, measured side by side.
 
     python -m bench.experiments_append [--quick]
 
-Not part of the benchmark registry: it backs the suggestions for sequences/eventlog/store.py
-with numbers. Each variant is a drop-in `EventStore` (same signature, same rows, same
-envelopes returned, same `ConcurrencyConflict`), run on its own fresh database through the same
-SQLAlchemy engine settings as the services, and checked to store exactly what the current
-store stores.
+Not part of the benchmark registry: it backs the changes to sequences/eventlog/store.py and
+sequences/db.py with numbers. The first variant is the store as it was (SQLAlchemy `text()`,
+text array parameters, `json.dumps`); the last is `EventStore` as it is now. Each variant is a
+drop-in `EventStore` (same signature, rows, returned envelopes and `ConcurrencyConflict`,
+checked against the current store first), on its own fresh database, each single-append figure
+with and without `pool_pre_ping` (which `create_engine` had, and no longer has). Rounds go over
+every variant in turn, so a disturbance of a shared machine hits all alike; figures are medians.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import statistics
 import time
 import uuid
+
 import psycopg
 import pydantic_core
 from sqlalchemy import text
@@ -29,7 +32,7 @@ from bench.common import checkpoint, fresh_database, progress
 from contracts.base import EventEnvelope
 from sequences.bootstrap import EVENTLOG_MIGRATIONS
 from sequences.clock import SystemClock
-from sequences.db import create_engine, migrate, sqlalchemy_url
+from sequences.db import migrate, sqlalchemy_url
 from sequences.eventlog.store import (
     _CURRENT_VERSIONS,
     _INSERT,
@@ -45,6 +48,48 @@ from sequences.tracing import TRACEPARENT, TRACESTATE, current_trace_headers
 # The statement with binary placeholders, as sequences/eventlog/store.py now runs it (this
 # file measured it against the text-parameter statement it replaced).
 _INSERT_BINARY = _INSERT
+
+
+_INSERT_TEXT = text(
+    """
+    WITH new AS (
+        SELECT * FROM unnest(
+            CAST(:event_ids AS uuid[]), CAST(:stream_ids AS text[]), CAST(:versions AS integer[]),
+            CAST(:types AS text[]), CAST(:schema_versions AS integer[]),
+            CAST(:occurred_ats AS timestamptz[]), CAST(:correlation_ids AS uuid[]),
+            CAST(:causation_ids AS uuid[]), CAST(:traceparents AS text[]),
+            CAST(:tracestates AS text[]), CAST(:datas AS text[])
+        ) WITH ORDINALITY AS t(event_id, stream_id, version, type, schema_version, occurred_at,
+                               correlation_id, causation_id, traceparent, tracestate, data, n)
+    ), inserted AS (
+        INSERT INTO eventlog.events (event_id, stream_id, version, type, schema_version,
+                                     occurred_at, correlation_id, causation_id, traceparent,
+                                     tracestate, data)
+        SELECT event_id, stream_id, version, type, schema_version, occurred_at, correlation_id,
+               causation_id, traceparent, tracestate, CAST(data AS jsonb)
+        FROM new ORDER BY n
+        RETURNING position
+    )
+    INSERT INTO eventlog.outbox (position) SELECT position FROM inserted
+    """
+)
+
+
+class Before(EventStore):
+    """The store as it was: SQLAlchemy text(), so psycopg builds text array literals."""
+
+    async def append(self, conn, appends, causation):
+        with _tracer.start_as_current_span("eventlog.append") as span:
+            span.set_attribute("eventlog.streams", len(appends))
+            envelopes = await self._envelopes(conn, appends, causation, current_trace_headers())
+            span.set_attribute("eventlog.events", len(envelopes))
+            if not envelopes:
+                return []
+            try:
+                await conn.execute(_INSERT_TEXT, _columns(envelopes))
+            except IntegrityError as error:
+                raise ConcurrencyConflict(str(error.orig)) from error
+            return envelopes
 
 
 class BinaryParams(EventStore):
@@ -149,10 +194,11 @@ class DriverConnection(FastJson):
 
 
 VARIANTS: dict[str, type[EventStore]] = {
-    "current": EventStore,
-    "binary params": BinaryParams,
-    "binary params + to_json": FastJson,
-    "binary params + to_json + driver execute": DriverConnection,
+    "before: text() + text arrays + json.dumps": Before,
+    "+ binary params (exec_driver_sql)": BinaryParams,
+    "+ binary params + to_json": FastJson,
+    "+ binary params + to_json + driver execute": DriverConnection,
+    "EventStore as it is now": EventStore,
 }
 
 
@@ -212,23 +258,22 @@ async def _same_rows(engine, store) -> None:
 
 
 async def main(quick: bool) -> None:
-    n_batched = 20_000 if quick else 100_000
-    n_single = 1_000 if quick else 5_000
-    rounds = 2 if quick else 3
-    setups = []  # (label, engine, store, url)
+    rounds = 2 if quick else 10
+    n_batched, n_single = 10_000, 500  # per round and variant
+    setups = []  # (label, engine, store, url, pre_ping)
     for name, cls in VARIANTS.items():
-        for no_ping in (False, True):
-            label = name + (" [no pool_pre_ping]" if no_ping else "")
+        for pre_ping in (True, False):
+            label = name + (" [pre-ping]" if pre_ping else "")
             url = fresh_database("experiment")
-            engine = (create_async_engine(sqlalchemy_url(url), pool_size=10, max_overflow=10)
-                      if no_ping else create_engine(url))
+            engine = create_async_engine(sqlalchemy_url(url), pool_size=10, max_overflow=10,
+                                         pool_pre_ping=pre_ping)
             await migrate(engine, EVENTLOG_MIGRATIONS)
             store = cls(SystemClock())
             await _same_rows(engine, store)
             await _batched(engine, store, make_events(3 * BATCH))
             await _singles(engine, store, make_events(200), 1)
             await _singles(engine, store, make_events(200), 8)
-            setups.append((label, engine, store, url, no_ping))
+            setups.append((label, engine, store, url, pre_ping))
     measures = (
         ("batched", n_batched, lambda e, s, ev: _batched(e, s, ev)),
         ("single x1", n_single, lambda e, s, ev: _singles(e, s, ev, 1)),
@@ -236,23 +281,24 @@ async def main(quick: bool) -> None:
     )
     rates: dict[tuple[str, str], list[float]] = {}
     for measure, n, run in measures:
-        for r in range(rounds):  # rounds go over every variant in turn: noise hits all alike
-            for label, engine, store, url, no_ping in setups:
-                if no_ping and measure == "batched":
+        for r in range(rounds):
+            order = setups if r % 2 == 0 else setups[::-1]
+            for label, engine, store, url, pre_ping in order:
+                if pre_ping and measure == "batched":
                     continue  # one checkout per 1,000 events: the ping does not matter
                 events = make_events(n)
                 checkpoint(url)
                 rate = n / await run(engine, store, events)
                 rates.setdefault((label, measure), []).append(rate)
-                progress(f"{label}: {measure} round {r + 1}: {rate:,.0f} events/s")
+            progress(f"{measure}: round {r + 1}/{rounds} done")
     for _, engine, *_ in setups:
         await engine.dispose()
-    print(f"\n{'variant':<50} {'batched':>10} {'single x1':>10} {'single x8':>10}"
+    print(f"\n{'variant':<55} {'batched':>9} {'single x1':>10} {'single x8':>10}"
           f"  (events/s, median of {rounds} rounds)")
     for label, *_ in setups:
-        cells = [f"{statistics.median(rates[label, m]):>10,.0f}" if (label, m) in rates
-                 else f"{'-':>10}" for m, _, _ in measures]
-        print(f"{label:<50} {' '.join(cells)}")
+        cells = [f"{statistics.median(rates[label, m]):>{w},.0f}" if (label, m) in rates
+                 else f"{'-':>{w}}" for (m, _, _), w in zip(measures, (9, 10, 10))]
+        print(f"{label:<55} {' '.join(cells)}")
 
 
 if __name__ == "__main__":
