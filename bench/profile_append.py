@@ -4,8 +4,9 @@
 
 Not a benchmark of the registry: a breakdown to decide what to change in the store. Stages:
 the Python side alone (envelopes and columns), the same INSERT with the same parameters on a raw
-psycopg connection, and the whole append through SQLAlchemy (with --cprofile: its profile,
-which shows psycopg's text array dumper, re.sub per JSON document, as the largest cost).
+psycopg connection, and the whole append through SQLAlchemy (with --cprofile, its profile:
+before the store sent binary parameters, psycopg's text array dumper, a re.sub per JSON
+document, was the largest cost; bench/experiments_append.py keeps that version as `Before`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ async def main(cprofile: bool) -> None:
     print("python: _envelopes + _columns           ", rate(n, t1 - t0))
 
     # 2. the INSERT with the same parameters, raw psycopg (sync), one transaction per batch
-    sql = str(store_module._INSERT.compile(dialect=ours.engine.dialect))  # %(name)s style
+    sql = store_module._INSERT  # psycopg placeholders since the store executes it on psycopg
     with psycopg.connect(**connect_params(url)) as conn:
         for cols in all_columns[:1]:
             cols = dict(cols, event_ids=[uuid.uuid4() for _ in cols["event_ids"]],

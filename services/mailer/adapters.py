@@ -6,11 +6,12 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 import httpx
+
+from services.mailer.domain import Message
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +52,17 @@ class SmtpSender:
         self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
         self._slots = asyncio.Semaphore(pool_size)
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Message) -> None:
         """Hand the message to the relay; raises on refusal. A connection the server closed in
         the meantime is replaced once before giving up."""
         async with self._slots:
             client = await self._connection()
             try:
                 try:
-                    await client.send_message(message)
+                    await client.sendmail(message.sender, [message.recipient], message.payload)
                 except aiosmtplib.SMTPServerDisconnected:
                     client = await self._connect()
-                    await client.send_message(message)
+                    await client.sendmail(message.sender, [message.recipient], message.payload)
             except BaseException:
                 await _close(client)
                 raise

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
+from email import message_from_bytes, policy
 
 import pytest
 
@@ -77,7 +79,9 @@ def test_the_message_is_multipart_alternative_with_threading_headers():
         text_body="안녕하세요", html_body="<p>안녕하세요</p>", message_id="<2@sales.example>",
         date=datetime(2026, 11, 26, 9, 30, tzinfo=UTC),
     )
-    message = build_message(email)
+    built = build_message(email)
+    assert (built.sender, built.recipient) == ("rep@sales.example", "kim@example.com")
+    message = message_from_bytes(built.payload, policy=policy.default)
     assert message.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
     assert message["Subject"] == "Re: 견적"
@@ -94,3 +98,14 @@ def test_header_injection_is_refused_when_building():
     )
     with pytest.raises(ValueError):
         build_message(email)
+
+
+@pytest.mark.parametrize("field", ["sender_name", "recipient"])
+def test_header_injection_in_any_header_value_is_refused(field):
+    email = OutgoingEmail(
+        sender_name="x", sender_email="rep@sales.example", recipient="kim@example.com",
+        thread=thread_for("Hi", None), text_body="b", html_body="b",
+        message_id="<1@sales.example>", date=datetime(2026, 11, 26, tzinfo=UTC),
+    )
+    with pytest.raises(ValueError, match="header injection"):
+        build_message(dataclasses.replace(email, **{field: "a@b.co\r\nBcc: all@example.com"}))
