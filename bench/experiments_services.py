@@ -276,12 +276,28 @@ def _message(args) -> None:
         m.attach(MIMEText(e.html_body, "html", "utf-8"))
         return m.as_bytes(policy=email_policy.compat32.clone(linesep="\r\n"))
 
+    def email_message(e: OutgoingEmail) -> bytes:
+        """How the mailer built messages before (EmailMessage, policy.default), flattened as
+        aiosmtplib's send_message did."""
+        from email.headerregistry import Address
+        from email.message import EmailMessage
+
+        m = EmailMessage()
+        m["From"] = Address(e.sender_name, addr_spec=e.sender_email)
+        m["To"] = e.recipient
+        m["Subject"] = e.thread.subject
+        m["Date"] = format_datetime(e.date)
+        m["Message-ID"] = e.message_id
+        m["List-Unsubscribe"] = f"<{e.unsubscribe_url}>"
+        m.set_content(e.text_body)
+        m.add_alternative(e.html_body, subtype="html")
+        return flatten_message(m)
+
     sample = outgoing()
     cases = [
         ("compose (render, links, OutgoingEmail)", lambda: outgoing()),
-        ("build_message (EmailMessage, policy.default)", lambda: build_message(sample)),
-        ("build_message + aiosmtplib flatten (as sent now)",
-         lambda: flatten_message(build_message(sample))),
+        ("EmailMessage + aiosmtplib flatten (as before)", lambda: email_message(sample)),
+        ("build_message (compat32, as sent now)", lambda: build_message(sample)),
         ("compat32 MIMEMultipart, as_bytes once", lambda: compat32(sample)),
     ]
     print("per email, best of 5 runs of 300:")

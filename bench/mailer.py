@@ -154,7 +154,7 @@ def _prebuilt(n: int) -> list[tuple[str, bytes]]:
             html_body=html_body_for(STEP.body, values, links),
             message_id=message_id_for(enrollment_id, STEP.step_id, SENDER_EMAIL), date=date,
             unsubscribe_url=links.unsubscribe_url)
-        messages.append((email, build_message(outgoing).as_bytes()))
+        messages.append((email, build_message(outgoing).payload))
     return messages
 
 
