@@ -11,9 +11,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Sequence
 
-import psycopg
 import pydantic_core
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.base import Event, EventEnvelope
@@ -58,11 +58,9 @@ class Append:
     causation: Causation | None = None  # when it differs from the one of the whole append
 
 
-# Executed on the psycopg connection under the caller's SQLAlchemy connection (same
-# transaction). Binary placeholders (%(name)b) send the arrays in binary, so psycopg builds no
-# text array literals (quoting every " of every JSON document in Python); the columns that are
-# usually all NULL (causation, trace context) stay text, as a binary array of only NULLs has no
-# element type. Measured in bench/experiments_append.py.
+# Passed through to psycopg as it is (exec_driver_sql). Binary placeholders (%(name)b) send the
+# arrays in binary, so psycopg builds no text array literals (quoting every " of every JSON
+# document in Python): twice the batched rate (bench/experiments_append.py has the variants).
 _INSERT = """
     WITH new AS (
         SELECT * FROM unnest(
@@ -113,12 +111,11 @@ class EventStore:
             span.set_attribute("eventlog.events", len(envelopes))
             if not envelopes:
                 return []
-            driver = (await conn.get_raw_connection()).driver_connection
             try:
-                await driver.execute(_INSERT, _columns(envelopes))
-            except psycopg.errors.UniqueViolation as error:
+                await conn.exec_driver_sql(_INSERT, _columns(envelopes))
+            except IntegrityError as error:
                 # the caller's transaction is now aborted: it rolls back and decides again
-                raise ConcurrencyConflict(str(error)) from error
+                raise ConcurrencyConflict(str(error.orig)) from error
             return envelopes
 
     async def _envelopes(self, conn, appends, causation, trace_headers) -> list[EventEnvelope]:
