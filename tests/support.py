@@ -32,3 +32,22 @@ def sequences_process(args: list[str], env: dict[str, str], **kwargs) -> subproc
         env={**os.environ, **env},
         **kwargs,
     )
+
+
+async def nothing_pending(database_url: str, enrollment_id: str) -> None:
+    """Until the scheduler has no pending step for the enrollment: an ending (reply, stop,
+    opt-out) reaches it a moment after the API shows it, and a test moving the clock must wait."""
+    from sqlalchemy import text
+
+    from sequences.db import create_engine
+
+    async def settled():
+        engine = create_engine(database_url, pool_size=1)
+        async with engine.connect() as conn:
+            pending = (await conn.execute(text(
+                "SELECT count(*) FROM scheduler.due_steps WHERE enrollment_id = :e"
+                " AND state IN ('pending', 'held')"), {"e": enrollment_id})).scalar_one()
+        await engine.dispose()
+        return pending == 0
+
+    await eventually(settled)

@@ -17,7 +17,7 @@ from sequences.devstack.stack import Stack
 from sequences.messaging.nats import connect
 from tests.e2e.conftest import stack_config
 from tests.e2e.test_flow import SEQUENCE, mail_to, new_contact
-from tests.support import eventually
+from tests.support import eventually, nothing_pending
 
 CAPPED = "capped@sales.example"
 
@@ -154,6 +154,7 @@ async def test_unsubscribing_stops_every_enrollment_and_no_email_follows(stack, 
     async with httpx.AsyncClient(timeout=10) as client:
         assert (await client.post(first["List-Unsubscribe"].strip("<>"))).status_code == 200
     await view_when(api, enrollment_id, lambda v: v["status"] == "stopped")
+    await nothing_pending(stack.database_url, enrollment_id)
     await advance(stack, timedelta(days=3))
     await asyncio.sleep(2)
     assert len(mail_to(stack, email)) == 1

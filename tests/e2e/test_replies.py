@@ -18,7 +18,7 @@ from sequences.devstack.stack import Stack
 from services.thread_watcher.devmail import auto_reply_to, bounce_of, reply_to
 from tests.e2e.conftest import stack_config
 from tests.e2e.test_flow import SEQUENCE, mail_to, new_contact
-from tests.support import eventually
+from tests.support import eventually, nothing_pending
 
 WATCHED = ("ReplyDetected", "BounceDetected", "AutoReplyDetected")
 
@@ -104,6 +104,7 @@ async def test_a_reply_stops_the_enrollment_and_its_next_step_never_goes_out(
 
     await deliver(dovecot, reply_to(first, now(), "네, 검토했습니다. 통화 가능하세요?"))
     await becomes(api, replied_id, "replied")
+    await nothing_pending(stack.database_url, replied_id)
 
     # two days later the control enrollment gets its second email; the replied one gets none
     assert (await api.post("/v1/dev/clock/advance", json={"by": "2d"})).status_code == 200

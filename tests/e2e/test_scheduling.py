@@ -121,13 +121,19 @@ async def step_due_counts(stack, sequence_id) -> tuple[int, int]:
 async def test_pausing_holds_steps_and_resuming_replans_missed_ones_from_the_resume_moment(stack, api):
     sequence_id = (await api.post("/v1/sequences", json=sequence([0, 1], send_time=None))).json()["id"]
     contact_id, email = await new_contact(api)
-    await api.post(f"/v1/sequences/{sequence_id}/enrollments", json={"contact_id": contact_id})
+    enrolled = await api.post(f"/v1/sequences/{sequence_id}/enrollments",
+                              json={"contact_id": contact_id})
 
     async def sent(n):
         return len(mail_to(stack, email)) == n
 
+    async def held():  # the scheduler applies the pause a moment after the API answers
+        view = (await api.get(f"/v1/enrollments/{enrolled.json()['id']}")).json()
+        return view["held"] and view["current_step"] == 1
+
     await eventually(lambda: sent(1))
     paused = await api.post(f"/v1/sequences/{sequence_id}/pause")
+    await eventually(held)
     assert paused.json()["state"] == "paused"
     assert "paused" in paused.json()["headline"]
     refused = await api.post(f"/v1/sequences/{sequence_id}/enrollments",
