@@ -45,6 +45,7 @@ from sequences.bootstrap import EVENTLOG_MIGRATIONS
 from sequences.clock import SystemClock
 from sequences.db import create_engine, migrate
 from sequences.eventlog.store import Append, Causation, EventStore
+from bench.common import BENCH_WORKSPACE
 
 THEIRS = "eventsourcing"
 TARGET = 5.0
@@ -86,12 +87,12 @@ class Ours:
     async def append_batch(self, events: Sequence[ContactCreated]) -> None:
         async with self.engine.begin() as conn:
             await self.store.append(
-                conn, [Append(e.stream_id(), 0, [e]) for e in events], Causation.new()
+                conn, [Append(e.stream_id(), 0, [e]) for e in events], Causation.new(BENCH_WORKSPACE)
             )
 
     async def append_one(self, event: ContactCreated) -> None:
         async with self.engine.begin() as conn:
-            await self.store.append(conn, [Append(event.stream_id(), 0, [event])], Causation.new())
+            await self.store.append(conn, [Append(event.stream_id(), 0, [event])], Causation.new(BENCH_WORKSPACE))
 
     async def close(self) -> None:
         await self.engine.dispose()

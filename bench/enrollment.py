@@ -43,7 +43,7 @@ import psycopg
 from sqlalchemy import text
 
 from bench import common
-from bench.common import Result
+from bench.common import BENCH_WORKSPACE, Result
 from bench.service_common import migrated_database
 from contracts.commands import CreateSequence, EnrollSegment, GetEnrollment, Segment
 from contracts.events import (
@@ -72,13 +72,13 @@ REBUILD_RATE = 50_000  # events/s
 READ_BATCH = 5_000  # rebuild's batch size
 TAG = "webinar"
 
-_EVENT_COLUMNS = ("event_id, stream_id, version, type, schema_version, occurred_at,"
+_EVENT_COLUMNS = ("event_id, workspace_id, stream_id, version, type, schema_version, occurred_at,"
                   " correlation_id, causation_id, data")
 
 
 def _sequence_command() -> CreateSequence:
     return CreateSequence(
-        name="견적 후속", sender_name="이영희", sender_email="younghee@sales.example",
+        workspace_id=BENCH_WORKSPACE, name="견적 후속", sender_name="이영희", sender_email="younghee@sales.example",
         timezone="Asia/Seoul", send_policy=SendPolicy(mode="send_time", send_time="09:30"),
         steps=[Step(channel="email", wait_days=0, subject="{{고객명}}님, {{회사명}} 견적 건",
                     body="안녕하세요 {{고객명}}님, 보내드린 견적 관련 연락드립니다."),
@@ -114,20 +114,20 @@ def _seed_contacts(url: str, total: int) -> int:
         rows.append(data)
     with psycopg.connect(**common.connect_params(url), autocommit=True) as conn:
         with conn.transaction(), conn.cursor().copy(
-                "COPY enrollment.contacts (contact_id, name, company, job_title, owner_name,"
-                " email, phone, status, tags, lists, created_at, updated_at)"
+                "COPY enrollment.contacts (contact_id, workspace_id, name, company, job_title,"
+                " owner_name, email, phone, status, tags, lists, created_at, updated_at)"
                 " FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["uuid", "text", "text", "text", "text", "text", "text", "text",
+            copy.set_types(["uuid", "uuid", "text", "text", "text", "text", "text", "text", "text",
                             "text[]", "text[]", "timestamptz", "timestamptz"])
             for i, d in enumerate(rows):
                 at = now + timedelta(microseconds=i)
-                copy.write_row((uuid.UUID(d["contact_id"]), d["name"], d["company"],
+                copy.write_row((uuid.UUID(d["contact_id"]), BENCH_WORKSPACE, d["name"], d["company"],
                                 d["job_title"], d["owner_name"], d["email"], d["phone"],
                                 d["status"], d["tags"], d["lists"], at, at))
         with conn.transaction(), conn.cursor().copy(
                 f"COPY eventlog.events ({_EVENT_COLUMNS}) FROM STDIN") as copy:
             for d in rows:
-                copy.write_row((uuid.uuid4(), f"contact-{d['contact_id']}", 1, "ContactCreated",
+                copy.write_row((uuid.uuid4(), BENCH_WORKSPACE, f"contact-{d['contact_id']}", 1, "ContactCreated",
                                 1, now, uuid.uuid4(), None, json.dumps(d, ensure_ascii=False)))
         conn.execute("ANALYZE")
     return tagged
@@ -181,7 +181,8 @@ async def _bulk_enroll(n: int, quick: bool) -> list[Result]:
         common.progress(f"enrollment: enroll_segment(tag={TAG!r}) of {tagged:,} contacts")
         start = time.perf_counter()
         answer = await commands.enroll_segment(
-            EnrollSegment(sequence_id=sequence_id, segment=Segment(tag=TAG)))
+            EnrollSegment(workspace_id=BENCH_WORKSPACE, sequence_id=sequence_id,
+                          segment=Segment(tag=TAG)))
         answered = time.perf_counter() - start
         async with runtime.engine.connect() as conn:
             while (await conn.execute(
@@ -191,7 +192,8 @@ async def _bulk_enroll(n: int, quick: bool) -> list[Result]:
             last = (await conn.execute(text(
                 "SELECT data->>'enrollment_id' FROM eventlog.events"
                 " WHERE type = 'ContactEnrolled' ORDER BY position DESC LIMIT 1"))).scalar()
-        view = await queries.get_enrollment(GetEnrollment(enrollment_id=uuid.UUID(last)))
+        view = await queries.get_enrollment(GetEnrollment(workspace_id=BENCH_WORKSPACE,
+                                                          enrollment_id=uuid.UUID(last)))
         seconds = time.perf_counter() - start
         async with runtime.engine.connect() as conn:
             logged = (await conn.execute(text(
@@ -220,18 +222,19 @@ async def _bulk_enroll(n: int, quick: bool) -> list[Result]:
 
 def _events(total: int):
     """Rows for eventlog.events, about `total` of them, in the order the services append
-    them; yields (event_id, stream_id, version, type, schema_version, occurred_at,
+    them; yields (event_id, workspace_id, stream_id, version, type, schema_version, occurred_at,
     correlation_id, causation_id, data-json)."""
     command = _sequence_command()
     sequences = []
     for k in range(10):
-        sequence = SequenceCreated(sequence_id=uuid.uuid4(), **command.model_dump())
+        sequence = SequenceCreated(sequence_id=uuid.uuid4(),
+                                   **command.model_dump(exclude={"workspace_id"}))
         sequences.append(sequence)
     t0 = datetime(2026, 11, 2, 0, 30, tzinfo=UTC)
     clock = iter(t0 + timedelta(milliseconds=i) for i in range(10 * total))
 
     def row(event_type: type, stream: str, version: int, data: dict, correlation: uuid.UUID):
-        return (uuid.uuid4(), stream, version, event_type.__name__, 1, next(clock), correlation,
+        return (uuid.uuid4(), BENCH_WORKSPACE, stream, version, event_type.__name__, 1, next(clock), correlation,
                 None, json.dumps(data, ensure_ascii=False))
 
     for sequence in sequences:

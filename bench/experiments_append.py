@@ -44,6 +44,7 @@ from sequences.eventlog.store import (
     _tracer,
 )
 from sequences.tracing import TRACEPARENT, TRACESTATE, current_trace_headers
+from bench.common import BENCH_WORKSPACE
 
 # The statement with binary placeholders, as sequences/eventlog/store.py now runs it (this
 # file measured it against the text-parameter statement it replaced).
@@ -207,7 +208,7 @@ async def _batched(engine, store, events) -> float:
     for batch in chunks(events, BATCH):
         async with engine.begin() as conn:
             await store.append(conn, [Append(e.stream_id(), 0, [e]) for e in batch],
-                               Causation.new())
+                               Causation.new(BENCH_WORKSPACE))
     return time.perf_counter() - start
 
 
@@ -215,7 +216,7 @@ async def _singles(engine, store, events, writers) -> float:
     async def writer(mine):
         for e in mine:
             async with engine.begin() as conn:
-                await store.append(conn, [Append(e.stream_id(), 0, [e])], Causation.new())
+                await store.append(conn, [Append(e.stream_id(), 0, [e])], Causation.new(BENCH_WORKSPACE))
 
     start = time.perf_counter()
     await asyncio.gather(*(writer(events[i::writers]) for i in range(writers)))
@@ -227,7 +228,7 @@ async def _same_rows(engine, store) -> None:
     reference = EventStore(SystemClock())
     event = make_events(1)[0]
     async with engine.begin() as conn:
-        ours = await store.append(conn, [Append(event.stream_id(), 0, [event])], Causation.new())
+        ours = await store.append(conn, [Append(event.stream_id(), 0, [event])], Causation.new(BENCH_WORKSPACE))
     async with engine.connect() as conn:
         stored = await reference.read_stream(conn, event.stream_id())
         outboxed = (await conn.execute(text(
@@ -237,12 +238,12 @@ async def _same_rows(engine, store) -> None:
     assert outboxed == 1
     # causation and trace context present, two streams, two events in one of them
     first, second = make_events(2)
-    cause = Causation(uuid.uuid4(), uuid.uuid4(),
+    cause = Causation(BENCH_WORKSPACE, uuid.uuid4(), uuid.uuid4(),
                       "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "k1=v1,k2=v2")
     async with engine.begin() as conn:
         ours = await store.append(conn, [
             Append(first.stream_id(), 0, [first, first]),
-            Append(second.stream_id(), ANY_VERSION, [second], Causation.new()),
+            Append(second.stream_id(), ANY_VERSION, [second], Causation.new(BENCH_WORKSPACE)),
         ], cause)
     async with engine.connect() as conn:
         stored = (await reference.read_stream(conn, first.stream_id())
@@ -250,7 +251,7 @@ async def _same_rows(engine, store) -> None:
     assert stored == ours, (stored, ours)
     try:
         async with engine.begin() as conn:
-            await store.append(conn, [Append(event.stream_id(), 0, [event])], Causation.new())
+            await store.append(conn, [Append(event.stream_id(), 0, [event])], Causation.new(BENCH_WORKSPACE))
     except ConcurrencyConflict:
         pass
     else:

@@ -69,6 +69,7 @@ from sequences.eventlog.store import Append, Causation, EventStore
 from sequences.services import all_migrations
 from sequences.signing import Signer
 from services.mailer.domain import (
+from bench.common import BENCH_WORKSPACE
     Links,
     OutgoingEmail,
     build_message,
@@ -207,7 +208,7 @@ async def _seed(url: str, nats_url: str, n: int) -> None:
                               channel="email", due_at=now)
                 appends.append(Append(due.stream_id(), 0, [due]))
             async with engine.begin() as conn:
-                await store.append(conn, appends, Causation.new())
+                await store.append(conn, appends, Causation.new(BENCH_WORKSPACE))
         async with engine.connect() as conn:
             await conn.execute(text("ANALYZE eventlog.events"))
     finally:

@@ -25,6 +25,7 @@ from bench.append import BATCH, Ours, chunks, make_events
 from bench.common import connect_params, fresh_database
 from sequences.eventlog import store as store_module
 from sequences.eventlog.store import Append, Causation
+from bench.common import BENCH_WORKSPACE
 
 
 def rate(n, seconds):
@@ -44,7 +45,7 @@ async def main(cprofile: bool) -> None:
     all_columns = []
     for batch in chunks(events, BATCH):
         appends = [Append(e.stream_id(), 0, [e]) for e in batch]
-        envelopes = await ours.store._envelopes(None, appends, Causation.new(), {})
+        envelopes = await ours.store._envelopes(None, appends, Causation.new(BENCH_WORKSPACE), {})
         all_columns.append(store_module._columns(envelopes))
     t1 = time.perf_counter()
     print("python: _envelopes + _columns           ", rate(n, t1 - t0))

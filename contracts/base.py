@@ -42,6 +42,8 @@ class EventEnvelope(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     event_id: uuid.UUID
+    # the workspace whose data the event is: subscribers and webhooks filter by it
+    workspace_id: uuid.UUID
     stream_id: str
     version: int = Field(ge=1)
     type: str

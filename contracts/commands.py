@@ -29,8 +29,12 @@ Name = Annotated[SingleLine, Field(min_length=1, max_length=200)]
 
 
 class Command(BaseModel):
+    """Do this, in this workspace. The gateway sets `workspace_id` from the caller's API key;
+    a service never acts on data of another workspace than the command's."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
     service: ClassVar[str]
+    workspace_id: uuid.UUID
 
     @classmethod
     def nats_subject(cls) -> str:
@@ -38,8 +42,11 @@ class Command(BaseModel):
 
 
 class Query(BaseModel):
+    """Tell me, about this workspace's data only."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
     service: ClassVar[str]
+    workspace_id: uuid.UUID
 
     @classmethod
     def nats_subject(cls) -> str:
@@ -49,8 +56,10 @@ class Query(BaseModel):
 # --- enrollment service: commands -------------------------------------------------------------
 
 
-class CreateSequence(Command):
-    service: ClassVar[str] = "enrollment"
+class SequenceDefinition(BaseModel):
+    """HTTP body of `POST /v1/sequences`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: Name
     purpose: Annotated[str, Field(max_length=2000)] | None = None
@@ -59,6 +68,10 @@ class CreateSequence(Command):
     timezone: TimezoneName
     send_policy: SendPolicy
     steps: Steps
+
+
+class CreateSequence(SequenceDefinition, Command):
+    service: ClassVar[str] = "enrollment"
 
 
 class ChangeSequenceSteps(Command):
@@ -267,9 +280,16 @@ class StepsRequest(BaseModel):
 
 
 class GetMailboxHealth(Query):
-    """The state of every sender mailbox the thread-watcher reads."""
+    """The state of the sender mailboxes the thread-watcher reads, of these addresses."""
 
     service: ClassVar[str] = "thread-watcher"
+    addresses: Annotated[list[EmailStr], Field(max_length=1000)]
+
+
+class ListSenderAddresses(Query):
+    """The addresses the workspace's sequences send from (a list of strings)."""
+
+    service: ClassVar[str] = "enrollment"
 
 
 class EnrollmentRequest(BaseModel):
@@ -362,9 +382,10 @@ class PreviewRequest(BaseModel):
 
 
 class TestEmailRequest(BaseModel):
+    """HTTP body of "send test to me" (it goes to the API key's user)."""
+
     __test__ = False
     model_config = ConfigDict(frozen=True, extra="forbid")
-    to: EmailStr
     contact_id: uuid.UUID | None = None
 
 
@@ -374,3 +395,19 @@ class RecordEmailOpen(Command):
     service: ClassVar[str] = "mailer"
     enrollment_id: uuid.UUID
     step_id: uuid.UUID
+
+
+# --- workspaces, users and API keys (HTTP bodies; the gateway answers them itself) -----------
+
+
+class NewApiKeyRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: Name
+    # a user of the same workspace; by default the caller
+    user_id: uuid.UUID | None = None
+
+
+class NewUserRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    email: EmailStr
+    name: Annotated[SingleLine, Field(max_length=200)] = ""

@@ -191,3 +191,47 @@ class MailboxHealthView(BaseModel):
     last_success_at: datetime | None = None
     last_attempt_at: datetime | None = None
     next_attempt_at: datetime | None = None  # when a failing mailbox is tried again
+
+
+# --- workspaces, users and API keys (the gateway's) -------------------------------------------
+
+
+class UserView(BaseModel):
+    user_id: uuid.UUID
+    email: str
+    name: str
+    created_at: datetime
+
+
+class WorkspaceView(BaseModel):
+    """Who is calling: the workspace of the API key and the user it belongs to."""
+
+    workspace_id: uuid.UUID
+    name: str
+    user: UserView
+
+
+class ApiKeyView(BaseModel):
+    key_id: uuid.UUID
+    name: str
+    prefix: str  # the key's first characters, to tell keys apart; the rest is never shown again
+    user_id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class NewApiKey(ApiKeyView):
+    # shown once, in the answer that creates it (a repeat of that request answers null); only
+    # its SHA-256 is stored
+    key: str | None
+
+
+class ApiKeyPage(BaseModel):
+    items: list[ApiKeyView]
+    next_cursor: str | None
+
+
+class UserPage(BaseModel):
+    items: list[UserView]
+    next_cursor: str | None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+import uuid
 from pathlib import Path
 
 from sequences.services import SERVICES, service_module
@@ -16,7 +18,10 @@ examples:
   sequences projections rebuild         rebuild every read model from the event log
   sequences clock advance 2d            move the clock of a stack started with SEQUENCES_CLOCK=adjustable
   sequences contracts export docs/      write JSON Schema of every event and command
-  sequences contacts import leads.csv   upsert contacts from a CSV file, with progress
+  sequences admin create-workspace Acme --email me@acme.com
+                                        a workspace, its first user and an API key
+  sequences contacts import leads.csv --workspace ID
+                                        upsert contacts from a CSV file, with progress
   sequences mail classify reply.eml     what the thread-watcher decides about a message, and why
   sequences mail drop-reply --latest    answer the newest captured email (dev stack mailbox)
 """
@@ -78,10 +83,25 @@ def main(argv: list[str] | None = None) -> int:
                     " 이메일, 전화번호, 상태, 태그, 리스트) are understood; map others with --map."
                     " Tags and lists are separated by ';'. Needs NATS_URL.")
     import_.add_argument("file", type=Path)
+    import_.add_argument("--workspace", type=uuid.UUID, required=True, metavar="ID",
+                         help="the workspace to import into (`GET /v1/me` or `sequences admin"
+                              " create-workspace` tells its id)")
     import_.add_argument("--map", action="append", default=[], metavar="COLUMN:FIELD",
                          help="read COLUMN as FIELD (repeatable), e.g. --map 'E-mail:email'")
     import_.add_argument("--report", type=Path, help="write the full report (failed rows) as JSON")
     import_.set_defaults(func=lambda a: asyncio.run(_import_contacts(a)))
+
+    admin = commands.add_parser("admin", help="workspaces and keys (needs DATABASE_URL)")
+    admin_commands = admin.add_subparsers(dest="action", required=True)
+    create_workspace = admin_commands.add_parser(
+        "create-workspace", help="create a workspace, its first user and an API key (printed once)")
+    create_workspace.add_argument("name", help="the workspace's name, e.g. your company")
+    create_workspace.add_argument("--email", required=True,
+                                  help="the first user's email (where 'send test to me' goes)")
+    create_workspace.add_argument("--user-name", default="", help="the first user's name")
+    create_workspace.add_argument("--json", action="store_true",
+                                  help="print workspace_id, user_id, user_email and api_key as JSON")
+    create_workspace.set_defaults(func=lambda a: asyncio.run(_create_workspace(a)))
 
     _add_mail_commands(commands)
 
@@ -221,7 +241,7 @@ async def _import_contacts(args) -> int:
 
     nc = await connect(Settings.from_env().nats_url, "sequences-cli")
     try:
-        report = await contact_import.import_contacts(nc, parsed, progress)
+        report = await contact_import.import_contacts(nc, args.workspace, parsed, progress)
     finally:
         await nc.close()
     print(file=sys.stderr)
@@ -233,6 +253,34 @@ async def _import_contacts(args) -> int:
         print(f"  ... and {len(report.failed) - 20:,} more (--report FILE writes them all)")
     if args.report:
         args.report.write_text(report.model_dump_json(indent=2))
+    return 0
+
+
+async def _create_workspace(args) -> int:
+    from pydantic import EmailStr, TypeAdapter, ValidationError
+
+    from services.gateway import accounts
+
+    try:
+        TypeAdapter(EmailStr).validate_python(args.email)
+    except ValidationError:
+        print(f"sequences: --email: not an email address: {args.email!r}", file=sys.stderr)
+        return 2
+    _, engine = await _runtime_parts()
+    try:
+        async with engine.begin() as conn:
+            workspace, key = await accounts.create_workspace(conn, args.name, args.email,
+                                                             args.user_name)
+    finally:
+        await engine.dispose()
+    if args.json:
+        print(json.dumps({"workspace_id": str(workspace.workspace_id),
+                          "user_id": str(workspace.user.user_id),
+                          "user_email": workspace.user.email, "api_key": key.key}))
+        return 0
+    print(f"workspace {workspace.name}: {workspace.workspace_id}")
+    print(f"user {workspace.user.email}: {workspace.user.user_id}")
+    print(f"API key (shown once; keep it): {key.key}")
     return 0
 
 

@@ -7,9 +7,13 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from typing import Awaitable, Callable, TypeVar
 
 T = TypeVar("T")
+
+# the workspace of events that tests append straight to the log
+TEST_WORKSPACE = uuid.UUID("00000000-0000-4000-8000-00000000000a")
 
 
 async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 15.0,

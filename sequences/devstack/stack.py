@@ -4,6 +4,7 @@ drive the very same class."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -11,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +67,16 @@ class Stack:
         self.health_ports: dict[tuple[str, int], int] = {}
         self._capture: subprocess.Popen | None = None
         self.database_url = ""
+        self.workspace: dict[str, str] = {}  # workspace_id, user_id, user_email, api_key
+
+    @property
+    def api_key(self) -> str:
+        """A key of the dev workspace, made on the first start of this data directory."""
+        return self.workspace["api_key"]
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     @property
     def gateway_url(self) -> str:
@@ -118,6 +128,20 @@ class Stack:
             for replica in range(self.config.replicas.get(name, 1)):
                 self.start_service(name, replica)
         self.wait_until_ready()
+        self.workspace = self._dev_workspace()
+
+    def _dev_workspace(self) -> dict[str, str]:
+        """The workspace `sequences up` prints a key of: made once per data directory (a key is
+        shown only once, so the dev stack keeps it in a file of its own, readable by you only)."""
+        path = self.config.data_dir / "workspace.json"
+        if not path.exists():
+            made = subprocess.run(
+                [sys.executable, "-m", "sequences.cli", "admin", "create-workspace", "Local",
+                 "--email", "you@example.com", "--user-name", "You", "--json"],
+                env={**os.environ, **self.env()}, capture_output=True, text=True, check=True)
+            path.write_text(made.stdout)
+            path.chmod(0o600)
+        return json.loads(path.read_text())
 
     def start_service(self, name: str, replica: int = 0, extra_env: dict | None = None) -> None:
         label = name if replica == 0 else f"{name}-{replica}"
@@ -142,13 +166,13 @@ class Stack:
         )
 
     def wait_until_ready(self, timeout: float = 60.0) -> None:
-        """Until the gateway answers and the enrollment service answers through it."""
+        """Until the gateway is ready: NATS, PostgreSQL and the enrollment service through it."""
         deadline = time.monotonic() + timeout
-        probe = f"{self.gateway_url}/v1/sequences/{uuid.uuid4()}"
+        probe = f"{self.gateway_url}/readyz"
         while time.monotonic() < deadline:
             self._fail_if_exited()
             try:
-                if httpx.get(probe, timeout=2).status_code == 404:
+                if httpx.get(probe, timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -232,6 +256,9 @@ def _banner(stack: Stack) -> str:
     return f"""
 Sequences is running.
   API (OpenAPI docs)   {stack.gateway_url}/docs
+  API key              {stack.api_key}
+                       (workspace "Local", user you@example.com; send it as
+                       Authorization: Bearer <key>; kept in {stack.config.data_dir}/workspace.json)
   captured mail        {stack.viewer_url}   (files in {stack.mail_dir})
   dev mailbox          {stack.mailbox_dir}   (answer mail: sequences mail drop-reply --latest)
   NATS                 {env['NATS_URL']}

@@ -28,7 +28,7 @@ _tracer = tracer(__name__)
 
 _LEADER_LOCK = 0x5E9_0002
 _BATCH = """
-    SELECT o.position, e.event_id, e.stream_id, e.version, e.type, e.schema_version,
+    SELECT o.position, e.event_id, e.workspace_id, e.stream_id, e.version, e.type, e.schema_version,
            e.occurred_at, e.correlation_id, e.causation_id, e.traceparent, e.tracestate, e.data
     FROM eventlog.outbox o JOIN eventlog.events e ON e.position = o.position
     ORDER BY o.position LIMIT %s

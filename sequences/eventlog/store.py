@@ -31,8 +31,10 @@ class ConcurrencyConflict(Exception):
 
 @dataclass(frozen=True)
 class Causation:
-    """Why events are appended: the conversation (correlation) and the message that caused them."""
+    """Why events are appended: the workspace they belong to, the conversation (correlation) and
+    the message that caused them. Events caused by an event stay in its workspace."""
 
+    workspace_id: uuid.UUID
     correlation_id: uuid.UUID
     causation_id: uuid.UUID | None = None
     # the trace to continue; by default the one active when appending
@@ -40,12 +42,13 @@ class Causation:
     tracestate: str | None = None
 
     @classmethod
-    def new(cls) -> Causation:
-        return cls(correlation_id=uuid.uuid4())
+    def new(cls, workspace_id: uuid.UUID) -> Causation:
+        return cls(workspace_id=workspace_id, correlation_id=uuid.uuid4())
 
     @classmethod
     def following(cls, envelope: EventEnvelope) -> Causation:
-        return cls(correlation_id=envelope.correlation_id, causation_id=envelope.event_id)
+        return cls(workspace_id=envelope.workspace_id, correlation_id=envelope.correlation_id,
+                   causation_id=envelope.event_id)
 
 
 @dataclass(frozen=True)
@@ -64,18 +67,18 @@ class Append:
 _INSERT = """
     WITH new AS (
         SELECT * FROM unnest(
-            %(event_ids)b::uuid[], %(stream_ids)b::text[], %(versions)b::integer[],
+            %(event_ids)b::uuid[], %(workspace_ids)b::uuid[], %(stream_ids)b::text[], %(versions)b::integer[],
             %(types)b::text[], %(schema_versions)b::integer[],
             %(occurred_ats)b::timestamptz[], %(correlation_ids)b::uuid[],
             %(causation_ids)s::uuid[], %(traceparents)s::text[],
             %(tracestates)s::text[], %(datas)b::text[]
-        ) WITH ORDINALITY AS t(event_id, stream_id, version, type, schema_version, occurred_at,
+        ) WITH ORDINALITY AS t(event_id, workspace_id, stream_id, version, type, schema_version, occurred_at,
                                correlation_id, causation_id, traceparent, tracestate, data, n)
     ), inserted AS (
-        INSERT INTO eventlog.events (event_id, stream_id, version, type, schema_version,
-                                     occurred_at, correlation_id, causation_id, traceparent,
-                                     tracestate, data)
-        SELECT event_id, stream_id, version, type, schema_version, occurred_at, correlation_id,
+        INSERT INTO eventlog.events (event_id, workspace_id, stream_id, version, type,
+                                     schema_version, occurred_at, correlation_id, causation_id,
+                                     traceparent, tracestate, data)
+        SELECT event_id, workspace_id, stream_id, version, type, schema_version, occurred_at, correlation_id,
                causation_id, traceparent, tracestate, CAST(data AS jsonb)
         FROM new ORDER BY n
         RETURNING position
@@ -89,7 +92,7 @@ _CURRENT_VERSIONS = text(
 )
 
 _COLUMNS = (
-    "event_id, stream_id, version, type, schema_version, occurred_at, correlation_id,"
+    "event_id, workspace_id, stream_id, version, type, schema_version, occurred_at, correlation_id,"
     " causation_id, traceparent, tracestate, data"
 )
 
@@ -137,6 +140,7 @@ class EventStore:
                 envelopes.append(
                     EventEnvelope(
                         event_id=uuid.uuid4(),
+                        workspace_id=cause.workspace_id,
                         stream_id=append.stream_id,
                         version=base + offset,
                         type=event.type_name(),
@@ -179,6 +183,7 @@ class EventStore:
 def _columns(envelopes: list[EventEnvelope]) -> dict[str, list]:
     return {
         "event_ids": [e.event_id for e in envelopes],
+        "workspace_ids": [e.workspace_id for e in envelopes],
         "stream_ids": [e.stream_id for e in envelopes],
         "versions": [e.version for e in envelopes],
         "types": [e.type for e in envelopes],
@@ -197,6 +202,7 @@ def _envelope(row) -> EventEnvelope:
     # rows of the log were validated when appended: no need to validate them again on each read
     return EventEnvelope.model_construct(
         event_id=row.event_id,
+        workspace_id=row.workspace_id,
         stream_id=row.stream_id,
         version=row.version,
         type=row.type,

@@ -39,7 +39,7 @@ class Rejected(Exception):
         )
 
 
-_TITLES = {400: "Bad request", 404: "Not found", 409: "Conflict", 413: "Too large", 415: "Unsupported media type",
+_TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 409: "Conflict", 413: "Too large", 415: "Unsupported media type",
            422: "Invalid input"}
 
 

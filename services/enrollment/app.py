@@ -49,6 +49,7 @@ def build(runtime: Runtime) -> ServiceParts:
             c.GetEnrollment: queries.get_enrollment,
             c.ListEnrollments: queries.list_enrollments,
             c.GetTimeline: queries.get_timeline,
+            c.ListSenderAddresses: queries.list_sender_addresses,
         },
     )
 

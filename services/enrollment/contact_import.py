@@ -4,6 +4,8 @@ chunks. Used alike by `POST /v1/contacts/import` and `sequences contacts import`
 
 from __future__ import annotations
 
+import uuid
+
 import csv
 import io
 from dataclasses import dataclass, field
@@ -114,6 +116,7 @@ def _fields(columns: dict[int, str], values: list[str]) -> dict:
 
 async def import_contacts(
     nc: Client,
+    workspace_id: uuid.UUID,
     parsed: ParsedFile,
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> ImportReport:
@@ -121,8 +124,8 @@ async def import_contacts(
     totals = {"created": 0, "updated": 0, "unchanged": 0}
     contacts = [contact for _, contact in parsed.rows]
     for start in range(0, len(contacts), CHUNK_ROWS):
-        reply = await rpc.request(
-            nc, ImportContacts(rows=contacts[start:start + CHUNK_ROWS]), timeout=120)
+        chunk = ImportContacts(workspace_id=workspace_id, rows=contacts[start:start + CHUNK_ROWS])
+        reply = await rpc.request(nc, chunk, timeout=120)
         if reply.problem is not None:
             raise rpc.Rejected(reply.problem.status, reply.problem.detail or reply.problem.title)
         for key in totals:

@@ -2,6 +2,9 @@
 
 Every write follows one pattern: load the aggregate's stream, ask the domain, append what it
 decides, and update this service's read models in the same transaction (`_record`).
+
+A command acts in its workspace only: an aggregate of another workspace is as absent as one that
+never existed (404), and what it appends is caused in the command's workspace.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ from services.enrollment.domain import Admission
 from services.enrollment.projections import projector
 
 _APPEND_CHUNK = 2000  # events per statement in bulk writes
-_STREAM_VERSION = text("SELECT max(version) FROM eventlog.events WHERE stream_id = :stream")
+_STREAM_HEAD = text("SELECT version, workspace_id FROM eventlog.events WHERE stream_id = :stream"
+                    " ORDER BY version DESC LIMIT 1")
 
 
 class EnrollmentCommands:
@@ -78,18 +82,26 @@ class EnrollmentCommands:
             written += envelopes
         return written
 
-    async def _load(self, conn: AsyncConnection, category: str, key: uuid.UUID, evolve):
+    async def _load(self, conn: AsyncConnection, category: str, key: uuid.UUID, evolve,
+                    workspace_id: uuid.UUID | None = None):
+        """The aggregate's state (None when it has no events, or, given `workspace_id`, when it
+        is another workspace's) and its stream."""
         stream = stream_id(category, key)
-        events = [decode_event(e) for e in await self.runtime.store.read_stream(conn, stream)]
-        return domain.replay(events, evolve), stream
+        envelopes = await self.runtime.store.read_stream(conn, stream)
+        if envelopes and workspace_id is not None and envelopes[0].workspace_id != workspace_id:
+            envelopes = []
+        return domain.replay([decode_event(e) for e in envelopes], evolve), stream
 
-    async def _sequence(self, conn: AsyncConnection, sequence_id: uuid.UUID):
-        """The sequence aggregate. Every email sent reads it, so decoded states are kept by
-        (stream, version): a new event makes a new key, a cached state is never stale."""
+    async def _sequence(self, conn: AsyncConnection, sequence_id: uuid.UUID,
+                        workspace_id: uuid.UUID | None = None):
+        """The sequence aggregate (of `workspace_id`, when given). Every email sent reads it, so
+        decoded states are kept by (stream, version): a new event makes a new key, a cached
+        state is never stale."""
         stream = stream_id("sequence", sequence_id)
-        version = (await conn.execute(_STREAM_VERSION, {"stream": stream})).scalar()
-        if version is None:
+        head = (await conn.execute(_STREAM_HEAD, {"stream": stream})).first()
+        if head is None or workspace_id not in (None, head.workspace_id):
             raise Rejected(404, f"no such sequence: {sequence_id}", "sequence_id")
+        version = head.version
         if (state := self._sequences.get((stream, version))) is None:
             state, _ = await self._load(conn, "sequence", sequence_id, domain.evolve_sequence)
             self._sequences[(stream, state.version)] = state
@@ -97,8 +109,10 @@ class EnrollmentCommands:
                 self._sequences.popitem(last=False)
         return state, stream
 
-    async def _contact(self, conn: AsyncConnection, contact_id: uuid.UUID):
-        state, stream = await self._load(conn, "contact", contact_id, domain.evolve_contact)
+    async def _contact(self, conn: AsyncConnection, contact_id: uuid.UUID,
+                       workspace_id: uuid.UUID):
+        state, stream = await self._load(conn, "contact", contact_id, domain.evolve_contact,
+                                         workspace_id)
         if state is None or state.deleted:
             raise Rejected(404, f"no such contact: {contact_id}", "contact_id")
         return state, stream
@@ -121,21 +135,24 @@ class EnrollmentCommands:
     # --- sequences --------------------------------------------------------------------------
 
     async def create_sequence(self, command: CreateSequence) -> Created:
-        event = SequenceCreated(sequence_id=uuid.uuid4(), **command.model_dump())
+        event = SequenceCreated(sequence_id=uuid.uuid4(),
+                                **command.model_dump(exclude={"workspace_id"}))
 
         async def work(conn):
-            await self._record(conn, [Append(event.stream_id(), 0, [event])], Causation.new())
+            await self._record(conn, [Append(event.stream_id(), 0, [event])],
+                               Causation.new(command.workspace_id))
         await self._transaction(work)
         return Created(id=event.sequence_id)
 
     async def change_steps(self, command: ChangeSequenceSteps) -> Created:
         async def work(conn):
-            state, stream = await self._sequence(conn, command.sequence_id)
+            state, stream = await self._sequence(conn, command.sequence_id, command.workspace_id)
             events = domain.change_steps(state, command.steps)
-            await self._record(conn, [Append(stream, state.version, events)], Causation.new())
+            cause = Causation.new(command.workspace_id)
+            await self._record(conn, [Append(stream, state.version, events)], cause)
             if events:
                 await self._complete_those_with_nothing_left(conn, state.sequence_id,
-                                                             command.steps)
+                                                             command.steps, cause)
         await self._transaction(work)
         return Created(id=command.sequence_id)
 
@@ -143,22 +160,23 @@ class EnrollmentCommands:
         """A command handler for pause, resume or archive."""
         async def handle(command) -> Created:
             async def work(conn):
-                state, stream = await self._sequence(conn, command.sequence_id)
+                state, stream = await self._sequence(conn, command.sequence_id,
+                                                     command.workspace_id)
                 events = decide(state, self.runtime.clock.now())
                 await self._record(conn, [Append(stream, state.version, events)],
-                                   Causation.new())
+                                   Causation.new(command.workspace_id))
             await self._transaction(work)
             return Created(id=command.sequence_id)
         return handle
 
-    async def _complete_those_with_nothing_left(self, conn, sequence_id, steps) -> None:
+    async def _complete_those_with_nothing_left(self, conn, sequence_id, steps, cause) -> None:
         now = self.runtime.clock.now()
         appends = []
         for enrollment_id in await self._active_enrollments(conn, sequence_id=sequence_id):
             state, stream = await self._load(conn, "enrollment", enrollment_id, domain.evolve)
             appends.append(Append(stream, state.version,
                                   domain.complete_if_nothing_left(state, steps, now)))
-        await self._record(conn, appends, Causation.new())
+        await self._record(conn, appends, cause)
 
     async def _active_enrollments(self, conn, **where) -> list[uuid.UUID]:
         [(column, value)] = where.items()
@@ -172,47 +190,55 @@ class EnrollmentCommands:
     # --- contacts ---------------------------------------------------------------------------
 
     async def create_contact(self, command: CreateContact) -> Created:
-        event = ContactCreated(contact_id=uuid.uuid4(), **command.model_dump())
+        event = ContactCreated(contact_id=uuid.uuid4(),
+                               **command.model_dump(exclude={"workspace_id"}))
 
         async def work(conn):
-            await self._refuse_taken_email(conn, command.email)
-            await self._record(conn, [Append(event.stream_id(), 0, [event])], Causation.new())
+            await self._refuse_taken_email(conn, command.workspace_id, command.email)
+            await self._record(conn, [Append(event.stream_id(), 0, [event])],
+                               Causation.new(command.workspace_id))
         await self._transaction(work)
         return Created(id=event.contact_id)
 
     async def update_contact(self, command: UpdateContact) -> Created:
         async def work(conn):
-            state, stream = await self._contact(conn, command.contact_id)
+            state, stream = await self._contact(conn, command.contact_id, command.workspace_id)
             changes = command.changes.model_dump(exclude_none=True, mode="json")
             if "email" in changes:
-                await self._refuse_taken_email(conn, changes["email"], but=command.contact_id)
+                await self._refuse_taken_email(conn, command.workspace_id, changes["email"],
+                                               but=command.contact_id)
             events = domain.update_contact(state, changes)
-            await self._record(conn, [Append(stream, state.version, events)], Causation.new())
+            await self._record(conn, [Append(stream, state.version, events)],
+                               Causation.new(command.workspace_id))
         await self._transaction(work)
         return Created(id=command.contact_id)
 
-    async def _refuse_taken_email(self, conn, email: str, but: uuid.UUID | None = None) -> None:
+    async def _refuse_taken_email(self, conn, workspace_id: uuid.UUID, email: str,
+                                  but: uuid.UUID | None = None) -> None:
         taken = (await conn.execute(
-            text("SELECT contact_id FROM enrollment.contacts"
-                 " WHERE lower(email) = lower(:email) AND NOT deleted"), {"email": email})).first()
+            text("SELECT contact_id FROM enrollment.contacts WHERE workspace_id = :ws"
+                 " AND lower(email) = lower(:email) AND NOT deleted"),
+            {"ws": workspace_id, "email": email})).first()
         if taken is not None and taken.contact_id != but:
             raise Rejected(409, f"contact {taken.contact_id} already has this email", "email")
 
     async def delete_contact(self, command: DeleteContact) -> Created:
-        return await self._end_contact(command.contact_id, domain.delete_contact,
-                                       "contact deleted")
+        return await self._end_contact(command, domain.delete_contact, "contact deleted")
 
     async def opt_out_contact(self, command: OptOutContact) -> Created:
         def decide(state, at):
             return domain.opt_out(state, at, command.source, command.reason)
-        return await self._end_contact(command.contact_id, decide, "opted out")
+        return await self._end_contact(command, decide, "opted out")
 
-    async def _end_contact(self, contact_id: uuid.UUID, decide, stop_reason: str) -> Created:
+    async def _end_contact(self, command: DeleteContact | OptOutContact, decide,
+                           stop_reason: str) -> Created:
         """Delete or opt out: the contact's event, and every active enrollment of theirs stops."""
+        contact_id = command.contact_id
+
         async def work(conn):
-            state, stream = await self._contact(conn, contact_id)
+            state, stream = await self._contact(conn, contact_id, command.workspace_id)
             now = self.runtime.clock.now()
-            cause = Causation.new()
+            cause = Causation.new(command.workspace_id)
             await self._record(conn, [Append(stream, state.version, decide(state, now))], cause)
             await self._stop(conn, await self._active_enrollments(conn, contact_id=contact_id),
                              stop_reason, cause)
@@ -225,8 +251,8 @@ class EnrollmentCommands:
             emails = [row.email.lower() for row in command.rows]
             known = dict((await conn.execute(
                 text("SELECT lower(email), contact_id FROM enrollment.contacts"
-                     " WHERE lower(email) = ANY(:emails) AND NOT deleted"),
-                {"emails": emails})).all())
+                     " WHERE workspace_id = :ws AND lower(email) = ANY(:emails) AND NOT deleted"),
+                {"ws": command.workspace_id, "emails": emails})).all())
             appends, counts = [], {"created": 0, "updated": 0, "unchanged": 0}
             for row in command.rows:
                 if (contact_id := known.get(row.email.lower())) is None:
@@ -242,7 +268,7 @@ class EnrollmentCommands:
                                                                      exclude_unset=True))
                 appends.append(Append(stream, state.version, events))
                 counts["updated" if events else "unchanged"] += 1
-            await self._record(conn, appends, Causation.new())
+            await self._record(conn, appends, Causation.new(command.workspace_id))
             return ImportResult(**counts)
         return await self._transaction(work)
 
@@ -250,9 +276,9 @@ class EnrollmentCommands:
 
     async def enroll_contact(self, command: EnrollContact) -> Created:
         async def work(conn):
-            sequence, _ = await self._sequence(conn, command.sequence_id)
+            sequence, _ = await self._sequence(conn, command.sequence_id, command.workspace_id)
             domain.require_live(sequence)
-            candidates = await self._candidates(conn, command.sequence_id,
+            candidates = await self._candidates(conn, command.workspace_id, command.sequence_id,
                                                 "c.contact_id = :contact_id",
                                                 {"contact_id": command.contact_id})
             if not candidates:
@@ -262,7 +288,8 @@ class EnrollmentCommands:
             if verdict is not Admission.enroll:
                 raise Rejected(409, _REFUSALS[verdict], "contact_id")
             event = self._enrolled(command.sequence_id, candidate)
-            await self._record(conn, [Append(event.stream_id(), 0, [event])], Causation.new())
+            await self._record(conn, [Append(event.stream_id(), 0, [event])],
+                               Causation.new(command.workspace_id))
             return Created(id=event.enrollment_id)
         # two identical requests at once derive the same enrollment id: one of them loses
         return await self._transaction(
@@ -271,18 +298,19 @@ class EnrollmentCommands:
     async def enroll_segment(self, command: EnrollSegment) -> BulkEnrollmentResult:
         """Everyone in the segment at once, in one transaction: all of them or none."""
         async def work(conn):
-            sequence, _ = await self._sequence(conn, command.sequence_id)
+            sequence, _ = await self._sequence(conn, command.sequence_id, command.workspace_id)
             domain.require_live(sequence)
             where, params = _segment_filter(command.segment)
             counts = {verdict: 0 for verdict in Admission}
             appends = []
-            for candidate in await self._candidates(conn, command.sequence_id, where, params):
+            for candidate in await self._candidates(conn, command.workspace_id,
+                                                    command.sequence_id, where, params):
                 verdict = _admit(candidate, command.reenroll)
                 counts[verdict] += 1
                 if verdict is Admission.enroll:
                     event = self._enrolled(command.sequence_id, candidate)
                     appends.append(Append(event.stream_id(), 0, [event]))
-            await self._record(conn, appends, Causation.new())
+            await self._record(conn, appends, Causation.new(command.workspace_id))
             return BulkEnrollmentResult(
                 enrolled=counts[Admission.enroll],
                 skipped_active=counts[Admission.skipped_active],
@@ -292,8 +320,9 @@ class EnrollmentCommands:
             )
         return await self._transaction(work)
 
-    async def _candidates(self, conn, sequence_id, where: str, params: dict) -> list:
-        """Contacts matching `where`, each with its last enrollment in this sequence."""
+    async def _candidates(self, conn, workspace_id, sequence_id, where: str, params: dict) -> list:
+        """The workspace's contacts matching `where`, each with its last enrollment in this
+        sequence."""
         rows = await conn.execute(
             text(
                 "SELECT c.contact_id, c.email, c.opted_out, last.status AS last_status,"
@@ -302,9 +331,10 @@ class EnrollmentCommands:
                 "   SELECT status, email, attempt FROM enrollment.enrollments e"
                 "   WHERE e.contact_id = c.contact_id AND e.sequence_id = :sequence_id"
                 "   ORDER BY attempt DESC LIMIT 1) last ON true"
-                f" WHERE NOT c.deleted AND {where} ORDER BY c.created_at, c.contact_id"
+                " WHERE c.workspace_id = :workspace_id AND NOT c.deleted"
+                f" AND {where} ORDER BY c.created_at, c.contact_id"
             ),
-            {"sequence_id": sequence_id, **params},
+            {"workspace_id": workspace_id, "sequence_id": sequence_id, **params},
         )
         return rows.all()
 
@@ -321,12 +351,13 @@ class EnrollmentCommands:
 
     async def stop_enrollment(self, command: StopEnrollment) -> Created:
         async def work(conn):
-            state, _ = await self._load(conn, "enrollment", command.enrollment_id, domain.evolve)
+            state, _ = await self._load(conn, "enrollment", command.enrollment_id, domain.evolve,
+                                        command.workspace_id)
             if state is None:
                 raise Rejected(404, f"no such enrollment: {command.enrollment_id}",
                                "enrollment_id")
             await self._stop(conn, [command.enrollment_id], command.reason or "stopped by hand",
-                             Causation.new())
+                             Causation.new(command.workspace_id))
         await self._transaction(work)
         return Created(id=command.enrollment_id)
 
@@ -369,12 +400,13 @@ class EnrollmentCommands:
         """Try the held step again, now (the scheduler fires it once more)."""
         async def work(conn):
             state, stream = await self._load(conn, "enrollment", command.enrollment_id,
-                                             domain.evolve)
+                                             domain.evolve, command.workspace_id)
             if state is None:
                 raise Rejected(404, f"no such enrollment: {command.enrollment_id}",
                                "enrollment_id")
             events = domain.retry(state, self.runtime.clock.now())
-            await self._record(conn, [Append(stream, state.version, events)], Causation.new())
+            await self._record(conn, [Append(stream, state.version, events)],
+                               Causation.new(command.workspace_id))
         await self._transaction(work)
         return Created(id=command.enrollment_id)
 
@@ -383,7 +415,7 @@ class EnrollmentCommands:
         async def work(conn):
             task_events = await self.runtime.store.read_stream(conn, stream_id("task",
                                                                                command.task_id))
-            if not task_events:
+            if not task_events or task_events[0].workspace_id != command.workspace_id:
                 raise Rejected(404, f"no such task: {command.task_id}", "task_id")
             if len(task_events) > 1:
                 raise Rejected(409, "the task was already completed", "task_id")
@@ -398,7 +430,8 @@ class EnrollmentCommands:
             moved = domain.complete_step(state, step, task.step_index, now, sequence.steps) \
                 if step is not None else []
             await self._record(conn, [Append(completed.stream_id(), 1, [completed]),
-                                      Append(stream, state.version, moved)], Causation.new())
+                                      Append(stream, state.version, moved)],
+                               Causation.new(command.workspace_id))
         await self._transaction(work)
         return Created(id=command.task_id)
 

@@ -58,13 +58,14 @@ PROJECTION = Projection(
 async def sequence_created(event: SequenceCreated, d: Delivery) -> None:
     await d.conn.execute(
         text(
-            "INSERT INTO enrollment.sequences (sequence_id, name, purpose, sender_name,"
-            " sender_email, timezone, send_policy, steps, state, created_at)"
-            " VALUES (:id, :name, :purpose, :sender_name, :sender_email, :timezone,"
-            " CAST(:send_policy AS jsonb), CAST(:steps AS jsonb), 'live', :at)"
+            "INSERT INTO enrollment.sequences (sequence_id, workspace_id, name, purpose,"
+            " sender_name, sender_email, timezone, send_policy, steps, state, created_at)"
+            " VALUES (:id, :workspace_id, :name, :purpose, :sender_name, :sender_email,"
+            " :timezone, CAST(:send_policy AS jsonb), CAST(:steps AS jsonb), 'live', :at)"
         ),
         {
             "id": event.sequence_id,
+            "workspace_id": d.envelope.workspace_id,
             "name": event.name,
             "purpose": event.purpose,
             "sender_name": event.sender_name,
@@ -107,16 +108,18 @@ async def contacts_created(run: list[EventEnvelope], conn) -> None:
     """Set-based: an import of 100,000 contacts is one statement."""
     await conn.execute(
         text(
-            "INSERT INTO enrollment.contacts (contact_id, name, company, job_title, owner_name,"
-            " email, phone, status, tags, lists, created_at, updated_at)"
-            " SELECT c.contact_id, c.name, c.company, c.job_title, c.owner_name, c.email,"
+            "INSERT INTO enrollment.contacts (contact_id, workspace_id, name, company, job_title,"
+            " owner_name, email, phone, status, tags, lists, created_at, updated_at)"
+            " SELECT c.contact_id, c.workspace_id, c.name, c.company, c.job_title, c.owner_name, c.email,"
             " c.phone, c.status, ARRAY(SELECT jsonb_array_elements_text(c.tags)),"
             " ARRAY(SELECT jsonb_array_elements_text(c.lists)), c.at, c.at"
-            " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS c(contact_id uuid, name text,"
+            " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS c(contact_id uuid,"
+            "   workspace_id uuid, name text,"
             "   company text, job_title text, owner_name text, email text, phone text,"
             "   status text, tags jsonb, lists jsonb, at timestamptz)"
         ),
-        {"rows": json.dumps([{**e.data, "at": e.occurred_at.isoformat()} for e in run])},
+        {"rows": json.dumps([{**e.data, "at": e.occurred_at.isoformat(),
+                              "workspace_id": str(e.workspace_id)} for e in run])},
     )
 
 
@@ -169,11 +172,11 @@ async def contacts_enrolled(run: list[EventEnvelope], conn) -> None:
     run = [e.data for e in run]
     await conn.execute(
         text(
-            "INSERT INTO enrollment.enrollments (enrollment_id, sequence_id, contact_id, attempt,"
-            " email, contact_name, contact_email, status, current_step, sends, enrolled_at,"
-            " last_activity_at)"
-            " SELECT v.enrollment_id, v.sequence_id, v.contact_id, v.attempt, v.email, c.name,"
-            " c.email, 'active', 0, 0, v.at, v.at"
+            "INSERT INTO enrollment.enrollments (enrollment_id, workspace_id, sequence_id,"
+            " contact_id, attempt, email, contact_name, contact_email, status, current_step,"
+            " sends, enrolled_at, last_activity_at)"
+            " SELECT v.enrollment_id, c.workspace_id, v.sequence_id, v.contact_id, v.attempt,"
+            " v.email, c.name, c.email, 'active', 0, 0, v.at, v.at"
             " FROM unnest(CAST(:ids AS uuid[]), CAST(:sequences AS uuid[]),"
             "   CAST(:contacts AS uuid[]), CAST(:attempts AS integer[]), CAST(:emails AS text[]),"
             "   CAST(:ats AS timestamptz[]))"
@@ -313,9 +316,10 @@ async def email_opened(event: EmailOpened, d: Delivery) -> None:
 @projector.on(TaskDue)
 async def task_due(event: TaskDue, d: Delivery) -> None:
     await d.conn.execute(
-        text("INSERT INTO enrollment.tasks (task_id, enrollment_id, sequence_id, contact_id,"
-             " contact_name, step_id, step_index, owner_name, channel, instructions, due_at,"
-             " state) SELECT :task_id, :enrollment_id, :sequence_id, :contact_id, c.name,"
+        text("INSERT INTO enrollment.tasks (task_id, workspace_id, enrollment_id, sequence_id,"
+             " contact_id, contact_name, step_id, step_index, owner_name, channel, instructions,"
+             " due_at, state) SELECT :task_id, c.workspace_id, :enrollment_id, :sequence_id,"
+             " :contact_id, c.name,"
              " :step_id, :step_index, :owner_name, :channel, :instructions, :due_at, 'open'"
              " FROM enrollment.contacts c WHERE c.contact_id = :contact_id"
              " ON CONFLICT (task_id) DO NOTHING"),

@@ -16,6 +16,7 @@ from contracts.commands import (
     GetTimeline,
     ListContacts,
     ListEnrollments,
+    ListSenderAddresses,
     ListSequences,
     ListTasks,
 )
@@ -57,8 +58,9 @@ class EnrollmentQueries:
         async with self.runtime.engine.connect() as conn:
             return [dict(row) for row in (await conn.execute(text(sql), params)).mappings()]
 
-    async def _one(self, sql: str, key: uuid.UUID, field: str) -> dict:
-        rows = await self._rows(sql, {"id": key})
+    async def _one(self, sql: str, workspace_id: uuid.UUID, key: uuid.UUID, field: str) -> dict:
+        """The row of `key` in the workspace (`:ws`); another workspace's is as absent."""
+        rows = await self._rows(sql, {"id": key, "ws": workspace_id})
         if not rows:
             raise Rejected(404, f"no such {field.removesuffix('_id')}: {key}", field)
         return rows[0]
@@ -66,16 +68,17 @@ class EnrollmentQueries:
     # --- sequences --------------------------------------------------------------------------
 
     async def get_sequence(self, query: GetSequence) -> SequenceView:
-        row = await self._one("SELECT * FROM enrollment.sequences WHERE sequence_id = :id",
-                              query.sequence_id, "sequence_id")
+        row = await self._one("SELECT * FROM enrollment.sequences"
+                              " WHERE sequence_id = :id AND workspace_id = :ws",
+                              query.workspace_id, query.sequence_id, "sequence_id")
         return (await self._with_counts([row]))[0]
 
     async def list_sequences(self, query: ListSequences) -> SequencePage:
         after = _after(query.page.cursor, "(created_at, sequence_id)", "timestamptz")
         rows = await self._rows(
-            f"SELECT * FROM enrollment.sequences WHERE {after.sql}"
+            f"SELECT * FROM enrollment.sequences WHERE workspace_id = :ws AND {after.sql}"
             " ORDER BY created_at, sequence_id LIMIT :limit",
-            {**after.params, "limit": query.page.limit + 1},
+            {**after.params, "ws": query.workspace_id, "limit": query.page.limit + 1},
         )
         rows, cursor = page_of(rows, query.page.limit, lambda r: [r["created_at"], r["sequence_id"]])
         return SequencePage(items=await self._with_counts(rows), next_cursor=cursor)
@@ -101,11 +104,13 @@ class EnrollmentQueries:
 
     async def get_contact(self, query: GetContact) -> ContactView:
         return ContactView(**await self._one(
-            "SELECT * FROM enrollment.contacts WHERE contact_id = :id AND NOT deleted",
-            query.contact_id, "contact_id"))
+            "SELECT * FROM enrollment.contacts"
+            " WHERE contact_id = :id AND workspace_id = :ws AND NOT deleted",
+            query.workspace_id, query.contact_id, "contact_id"))
 
     async def list_contacts(self, query: ListContacts) -> ContactPage:
-        clauses, params = ["NOT deleted"], {"limit": query.page.limit + 1}
+        clauses = ["workspace_id = :ws", "NOT deleted"]
+        params = {"ws": query.workspace_id, "limit": query.page.limit + 1}
         if query.q:
             clauses.append("(name ILIKE :q OR company ILIKE :q OR email ILIKE :q)")
             params["q"] = f"%{_escape_like(query.q)}%"
@@ -127,13 +132,14 @@ class EnrollmentQueries:
 
     async def get_enrollment(self, query: GetEnrollment) -> EnrollmentView:
         return EnrollmentView(**await self._one(
-            "SELECT * FROM enrollment.enrollments WHERE enrollment_id = :id",
-            query.enrollment_id, "enrollment_id"))
+            "SELECT * FROM enrollment.enrollments WHERE enrollment_id = :id AND workspace_id = :ws",
+            query.workspace_id, query.enrollment_id, "enrollment_id"))
 
     async def list_enrollments(self, query: ListEnrollments) -> EnrollmentPage:
         """The enrollee table of a sequence: filtered by status, sorted, a page at a time."""
-        await self._one("SELECT 1 FROM enrollment.sequences WHERE sequence_id = :id",
-                        query.sequence_id, "sequence_id")
+        await self._one("SELECT 1 FROM enrollment.sequences"
+                        " WHERE sequence_id = :id AND workspace_id = :ws",
+                        query.workspace_id, query.sequence_id, "sequence_id")
         expression, cast = _ENROLLEE_SORTS[query.sort]
         direction = "DESC" if query.descending else "ASC"
         after = _after(query.page.cursor, f"({expression}, enrollment_id)", cast,
@@ -159,8 +165,9 @@ class EnrollmentQueries:
         rows = await self._rows(
             "SELECT position, event_id, type, stream_id, occurred_at, correlation_id,"
             " causation_id, data"
-            " FROM eventlog.events WHERE stream_id = ANY(:streams) ORDER BY position",
-            {"streams": streams},
+            " FROM eventlog.events WHERE stream_id = ANY(:streams) AND workspace_id = :ws"
+            " ORDER BY position",
+            {"streams": streams, "ws": query.workspace_id},
         )
         if not rows:
             raise Rejected(404, f"no such enrollment: {query.enrollment_id}", "enrollment_id")
@@ -170,12 +177,18 @@ class EnrollmentQueries:
                      for row in rows],
         )
 
+    async def list_sender_addresses(self, query: ListSenderAddresses) -> list[str]:
+        rows = await self._rows("SELECT DISTINCT lower(sender_email) AS address"
+                                " FROM enrollment.sequences WHERE workspace_id = :ws ORDER BY 1",
+                                {"ws": query.workspace_id})
+        return [row["address"] for row in rows]
 
     async def list_tasks(self, query: ListTasks) -> TaskPage:
         """Tasks for people (SMS and call steps), per owner and sequence: `open`, `due` (open
         and due by now), `overdue` (open and due more than a day ago), or `all`."""
         now = self.runtime.clock.now()
-        clauses, params = [], {"now": now, "limit": query.page.limit + 1}
+        clauses = ["workspace_id = :ws"]
+        params = {"ws": query.workspace_id, "now": now, "limit": query.page.limit + 1}
         if query.which != "all":
             clauses.append("state = 'open'")
         if query.which == "due":

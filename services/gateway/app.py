@@ -1,5 +1,6 @@
-"""The gateway: the HTTP API (FastAPI). It holds no business state: it validates input with the
-contract models, sends commands and queries to the services over NATS, and answers with theirs."""
+"""The gateway: the HTTP API (FastAPI). It holds no business state: it knows who calls (API keys
+of workspaces, `accounts.py`), validates input with the contract models, sends commands and
+queries to the services over NATS in the caller's workspace, and answers with theirs."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from typing import Annotated, Literal
 from urllib.parse import parse_qs
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from contracts import commands as c
 from contracts.asyncapi import asyncapi_document
@@ -37,10 +41,17 @@ from contracts.views import (
     StepPreview,
     TaskPage,
     Timeline,
+    ApiKeyPage,
+    ApiKeyView,
+    NewApiKey,
+    UserPage,
+    UserView,
+    WorkspaceView,
 )
 from sequences import clock
 from sequences.bootstrap import configure_logging
 from sequences.config import Settings
+from sequences.db import create_engine, migrate
 from sequences.messaging import rpc
 from sequences.messaging.nats import connect
 from sequences.signing import BadToken, signer_from_env
@@ -48,12 +59,16 @@ from sequences.tracing import setup_tracing, tracer
 
 _tracer = tracer(__name__)
 from services.enrollment import contact_import
+from services.gateway import accounts
+from services.gateway.accounts import Principal
 from services.gateway.idempotency import idempotent
+
+MIGRATIONS = accounts.MIGRATIONS
 
 PROBLEM_JSON = "application/problem+json"
 _PROBLEM_RESPONSES = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}}
-    for status in (400, 404, 409, 413, 415, 422, 503)
+    for status in (400, 401, 404, 409, 413, 415, 422, 503)
 }
 MAX_BODY_BYTES = 1024 * 1024
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -66,7 +81,9 @@ class ProblemError(Exception):
 
 
 def _problem_response(problem: Problem) -> JSONResponse:
-    return JSONResponse(problem.model_dump(), status_code=problem.status, media_type=PROBLEM_JSON)
+    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
+    return JSONResponse(problem.model_dump(), status_code=problem.status, media_type=PROBLEM_JSON,
+                        headers=headers)
 
 
 def _problem(status: int, field: str, message: str) -> ProblemError:
@@ -74,7 +91,34 @@ def _problem(status: int, field: str, message: str) -> ProblemError:
                                 errors=[FieldError(field=field, message=message)]))
 
 
-async def ask(request: Request, message: BaseModel):
+# --- who is calling ---------------------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey",
+                     description="An API key of your workspace: `Authorization: Bearer sqk_...`")
+
+
+async def caller(request: Request,
+                 _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    """Every /v1 endpoint needs a key (the middleware `authenticate_callers` checked it)."""
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        raise _problem(401, "authorization", "send an API key: Authorization: Bearer <key>")
+    return principal
+
+
+Caller = Annotated[Principal, Depends(caller)]
+
+
+def workspace_of(request: Request) -> uuid.UUID:
+    return request.state.principal.workspace_id
+
+
+async def ask(request: Request, kind: type[BaseModel], /, **fields):
+    """Send a command or query, in the caller's workspace, to its service."""
+    return await send(request, kind(workspace_id=workspace_of(request), **fields))
+
+
+async def send(request: Request, message: BaseModel):
     """Send a command or query to its service; its problem becomes this response's problem."""
     try:
         reply = await rpc.request(request.app.state.nc, message)
@@ -86,44 +130,114 @@ async def ask(request: Request, message: BaseModel):
     return reply.result
 
 
-sequences = APIRouter(prefix="/v1/sequences", tags=["sequences"])
-contacts = APIRouter(prefix="/v1/contacts", tags=["contacts"])
-enrollments = APIRouter(tags=["enrollments"])
+_KEY_REQUIRED = [Depends(caller)]
+sequences = APIRouter(prefix="/v1/sequences", tags=["sequences"], dependencies=_KEY_REQUIRED)
+contacts = APIRouter(prefix="/v1/contacts", tags=["contacts"], dependencies=_KEY_REQUIRED)
+enrollments = APIRouter(tags=["enrollments"], dependencies=_KEY_REQUIRED)
+
+
+# --- the workspace: who am I, its users and API keys ------------------------------------------
+
+workspace = APIRouter(prefix="/v1", tags=["workspace"], dependencies=_KEY_REQUIRED)
+
+
+@workspace.get("/me", response_model=WorkspaceView)
+async def who_am_i(request: Request, me: Caller):
+    """The workspace of this API key, and the user it belongs to."""
+    async with request.app.state.engine.connect() as conn:
+        return await accounts.describe(conn, me)
+
+
+@workspace.get("/users", response_model=UserPage)
+async def list_users(request: Request, me: Caller, limit: Limit = 50, cursor: Cursor = None):
+    async with request.app.state.engine.connect() as conn:
+        items, next_cursor = await _answered(accounts.list_users(conn, me.workspace_id, limit,
+                                                                 cursor))
+    return UserPage(items=items, next_cursor=next_cursor)
+
+
+@workspace.post("/users", status_code=201, response_model=UserView)
+async def add_user(body: c.NewUserRequest, request: Request, me: Caller):
+    """Add a user to this workspace (then make them a key with `POST /v1/api-keys`)."""
+    try:
+        async with request.app.state.engine.begin() as conn:
+            return await accounts.add_user(conn, me.workspace_id, body.email, body.name)
+    except accounts.EmailTaken:
+        raise _problem(409, "email", "this workspace has a user with this email") from None
+
+
+@workspace.get("/api-keys", response_model=ApiKeyPage)
+async def list_api_keys(request: Request, me: Caller, limit: Limit = 50, cursor: Cursor = None):
+    """This workspace's keys, by prefix (the keys themselves are never shown again)."""
+    async with request.app.state.engine.connect() as conn:
+        items, next_cursor = await _answered(accounts.list_keys(conn, me.workspace_id, limit,
+                                                                cursor))
+    return ApiKeyPage(items=items, next_cursor=next_cursor)
+
+
+@workspace.post("/api-keys", status_code=201, response_model=NewApiKey)
+async def create_api_key(body: c.NewApiKeyRequest, request: Request, me: Caller):
+    """A new key for you (or another user of this workspace). The key is in this answer only:
+    keep it; a repeat of this request (same `Idempotency-Key`) answers without it."""
+    user_id = body.user_id or me.user_id
+    async with request.app.state.engine.begin() as conn:
+        if not await accounts.user_in(conn, me.workspace_id, user_id):
+            raise _problem(404, "user_id", f"no such user: {user_id}")
+        created = await accounts.issue_key(conn, me.workspace_id, user_id, body.name)
+    request.state.one_time_fields = ("key",)  # not kept for idempotent repeats
+    return created
+
+
+@workspace.delete("/api-keys/{key_id}", response_model=ApiKeyView)
+async def revoke_api_key(key_id: uuid.UUID, request: Request, me: Caller):
+    """Revoke a key: it stops working at once."""
+    async with request.app.state.engine.begin() as conn:
+        revoked = await accounts.revoke_key(conn, me.workspace_id, key_id)
+    if revoked is None:
+        raise _problem(404, "key_id", f"no such API key: {key_id}")
+    return revoked
+
+
+async def _answered(work):
+    try:
+        return await work
+    except rpc.Rejected as rejected:
+        raise ProblemError(rejected.problem) from None
 
 
 # --- sequences ---------------------------------------------------------------------------------
 
 
 @sequences.post("", status_code=201, response_model=Created)
-async def create_sequence(body: c.CreateSequence, request: Request):
+async def create_sequence(body: c.SequenceDefinition, request: Request):
     """Save a sequence; it is live at once."""
-    return await ask(request, body)
+    return await ask(request, c.CreateSequence, **body.model_dump())
 
 
 @sequences.get("", response_model=SequencePage)
 async def list_sequences(request: Request, limit: Limit = 50, cursor: Cursor = None):
     """Every sequence with its headline ("N enrolled · live")."""
-    return await ask(request, c.ListSequences(page=c.Page(limit=limit, cursor=cursor)))
+    return await ask(request, c.ListSequences, page=c.Page(limit=limit, cursor=cursor))
 
 
 @sequences.get("/{sequence_id}", response_model=SequenceView)
 async def get_sequence(sequence_id: uuid.UUID, request: Request):
     """The sequence, its counts per status and its headline."""
-    return await ask(request, c.GetSequence(sequence_id=sequence_id))
+    return await ask(request, c.GetSequence, sequence_id=sequence_id)
 
 
 @sequences.put("/{sequence_id}/steps", response_model=SequenceView)
 async def change_steps(sequence_id: uuid.UUID, body: c.StepsRequest, request: Request):
     """Replace the steps. Keep a step by sending its `step_id`; what enrollees already ran is
     never rewritten, and their pending steps are re-planned."""
-    await ask(request, c.ChangeSequenceSteps(sequence_id=sequence_id, steps=body.steps))
-    return await ask(request, c.GetSequence(sequence_id=sequence_id))
+    await ask(request, c.ChangeSequenceSteps, sequence_id=sequence_id, steps=body.steps)
+    return await ask(request, c.GetSequence, sequence_id=sequence_id)
 
 
 def _sequence_action(action: str, command: type[BaseModel], summary: str) -> None:
     async def act(sequence_id: uuid.UUID, request: Request):
-        await ask(request, command(sequence_id=sequence_id))
-        return await ask(request, c.GetSequence(sequence_id=sequence_id))
+        await ask(request, command, sequence_id=sequence_id)
+        return await ask(request, c.GetSequence, sequence_id=sequence_id)
 
     act.__doc__ = summary
     sequences.post(f"/{{sequence_id}}/{action}", response_model=SequenceView,
@@ -142,7 +256,7 @@ _sequence_action("archive", c.ArchiveSequence,
 async def preview_schedule(sequence_id: uuid.UUID, request: Request, start: datetime | None = None):
     """When each step would go out for someone enrolled at `start` (default now), in the
     sequence's local time and in UTC."""
-    return await ask(request, c.PreviewSchedule(sequence_id=sequence_id, start=start))
+    return await ask(request, c.PreviewSchedule, sequence_id=sequence_id, start=start)
 
 
 # --- enrollments -------------------------------------------------------------------------------
@@ -153,7 +267,7 @@ async def preview_schedule(sequence_id: uuid.UUID, request: Request, start: date
 async def enroll(sequence_id: uuid.UUID, body: c.EnrollmentRequest, request: Request):
     """Enroll one contact: the first step is planned at once. A contact already active in the
     sequence is refused (409); one whose enrollment ended needs `reenroll: true`."""
-    return await ask(request, c.EnrollContact(sequence_id=sequence_id, **body.model_dump()))
+    return await ask(request, c.EnrollContact, sequence_id=sequence_id, **body.model_dump())
 
 
 @enrollments.post("/v1/sequences/{sequence_id}/enrollments/bulk",
@@ -161,7 +275,7 @@ async def enroll(sequence_id: uuid.UUID, body: c.EnrollmentRequest, request: Req
 async def enroll_segment(sequence_id: uuid.UUID, body: c.BulkEnrollmentRequest, request: Request):
     """Enroll everyone with a status, tag or list (or all contacts) at once. Answers how many
     were enrolled, skipped as already active, and excluded as opted out."""
-    return await ask(request, c.EnrollSegment(sequence_id=sequence_id, **body.model_dump()))
+    return await ask(request, c.EnrollSegment, sequence_id=sequence_id, **body.model_dump())
 
 
 @enrollments.get("/v1/sequences/{sequence_id}/enrollments", response_model=EnrollmentPage)
@@ -175,21 +289,21 @@ async def list_enrollments(
     cursor: Cursor = None,
 ):
     """The enrollee table: status, current step, sends, opens, last activity, next due."""
-    return await ask(request, c.ListEnrollments(
+    return await ask(request, c.ListEnrollments, 
         sequence_id=sequence_id, status=status, sort=sort, descending=descending,
-        page=c.Page(limit=limit, cursor=cursor)))
+        page=c.Page(limit=limit, cursor=cursor))
 
 
 @enrollments.get("/v1/enrollments/{enrollment_id}", response_model=EnrollmentView)
 async def get_enrollment(enrollment_id: uuid.UUID, request: Request):
-    return await ask(request, c.GetEnrollment(enrollment_id=enrollment_id))
+    return await ask(request, c.GetEnrollment, enrollment_id=enrollment_id)
 
 
 @enrollments.get("/v1/enrollments/{enrollment_id}/timeline", response_model=Timeline)
 async def get_timeline(enrollment_id: uuid.UUID, request: Request):
     """Every event of the enrollment, in order, with what caused it: why an email did or did
     not go out."""
-    return await ask(request, c.GetTimeline(enrollment_id=enrollment_id))
+    return await ask(request, c.GetTimeline, enrollment_id=enrollment_id)
 
 
 @enrollments.post("/v1/enrollments/{enrollment_id}/stop", response_model=EnrollmentView)
@@ -197,16 +311,16 @@ async def stop_enrollment(enrollment_id: uuid.UUID, request: Request,
                           body: c.StopRequest | None = None):
     """Stop by hand (optionally saying why): no further step runs."""
     reason = body.reason if body else None
-    await ask(request, c.StopEnrollment(enrollment_id=enrollment_id, reason=reason))
-    return await ask(request, c.GetEnrollment(enrollment_id=enrollment_id))
+    await ask(request, c.StopEnrollment, enrollment_id=enrollment_id, reason=reason)
+    return await ask(request, c.GetEnrollment, enrollment_id=enrollment_id)
 
 
 # --- contacts ----------------------------------------------------------------------------------
 
 
 @contacts.post("", status_code=201, response_model=Created)
-async def create_contact(body: c.CreateContact, request: Request):
-    return await ask(request, body)
+async def create_contact(body: c.ContactFields, request: Request):
+    return await ask(request, c.CreateContact, **body.model_dump())
 
 
 @contacts.get("", response_model=ContactPage)
@@ -219,8 +333,8 @@ async def list_contacts(
     limit: Limit = 50,
     cursor: Cursor = None,
 ):
-    return await ask(request, c.ListContacts(q=q, status=status, tag=tag, list=list_,
-                                             page=c.Page(limit=limit, cursor=cursor)))
+    return await ask(request, c.ListContacts, q=q, status=status, tag=tag, list=list_,
+                                             page=c.Page(limit=limit, cursor=cursor))
 
 
 @contacts.post("/import", response_model=ImportReport, openapi_extra={
@@ -245,7 +359,8 @@ async def import_contacts(request: Request,
     except contact_import.ImportFileError as error:
         raise _problem(422, error.field, str(error)) from None
     try:
-        return await contact_import.import_contacts(request.app.state.nc, parsed)
+        return await contact_import.import_contacts(request.app.state.nc, workspace_of(request),
+                                                    parsed)
     except rpc.Rejected as rejected:
         raise ProblemError(rejected.problem) from None
 
@@ -263,20 +378,20 @@ async def _body_up_to(request: Request, limit: int) -> bytes:
 
 @contacts.get("/{contact_id}", response_model=ContactView)
 async def get_contact(contact_id: uuid.UUID, request: Request):
-    return await ask(request, c.GetContact(contact_id=contact_id))
+    return await ask(request, c.GetContact, contact_id=contact_id)
 
 
 @contacts.patch("/{contact_id}", response_model=ContactView)
 async def update_contact(contact_id: uuid.UUID, body: c.ContactChanges, request: Request):
     """Change some fields; the others stay."""
-    await ask(request, c.UpdateContact(contact_id=contact_id, changes=body))
-    return await ask(request, c.GetContact(contact_id=contact_id))
+    await ask(request, c.UpdateContact, contact_id=contact_id, changes=body)
+    return await ask(request, c.GetContact, contact_id=contact_id)
 
 
 @contacts.delete("/{contact_id}", status_code=204)
 async def delete_contact(contact_id: uuid.UUID, request: Request):
     """Delete (softly: the history stays in the log); active enrollments stop."""
-    await ask(request, c.DeleteContact(contact_id=contact_id))
+    await ask(request, c.DeleteContact, contact_id=contact_id)
     return Response(status_code=204)
 
 
@@ -285,8 +400,8 @@ async def opt_out(contact_id: uuid.UUID, request: Request, body: c.StopRequest |
     """Opt the contact out by hand: every active enrollment stops, and no email reaches them
     again."""
     reason = body.reason if body else None
-    await ask(request, c.OptOutContact(contact_id=contact_id, source="manual", reason=reason))
-    return await ask(request, c.GetContact(contact_id=contact_id))
+    await ask(request, c.OptOutContact, contact_id=contact_id, source="manual", reason=reason)
+    return await ask(request, c.GetContact, contact_id=contact_id)
 
 
 @sequences.post("/{sequence_id}/steps/{step_id}/preview", response_model=StepPreview)
@@ -295,26 +410,28 @@ async def preview_step(sequence_id: uuid.UUID, step_id: uuid.UUID, request: Requ
     """Render a step for a chosen contact (or a sample one) without sending. Variables that
     would be empty are listed in `missing`: for those contacts the step would be held."""
     contact_id = body.contact_id if body else None
-    return await ask(request, c.PreviewStep(sequence_id=sequence_id, step_id=step_id,
-                                            contact_id=contact_id))
+    return await ask(request, c.PreviewStep, sequence_id=sequence_id, step_id=step_id,
+                                            contact_id=contact_id)
 
 
 @sequences.post("/{sequence_id}/steps/{step_id}/test", status_code=202, response_model=Created)
-async def send_test(sequence_id: uuid.UUID, step_id: uuid.UUID, body: c.TestEmailRequest,
-                    request: Request):
-    """Send test to me: the email step, rendered, to your own address; no enrollment changes."""
-    return await ask(request, c.SendTestEmail(sequence_id=sequence_id, step_id=step_id,
-                                              **body.model_dump()))
+async def send_test(sequence_id: uuid.UUID, step_id: uuid.UUID, request: Request,
+                    me: Caller, body: c.TestEmailRequest | None = None):
+    """Send test to me: the email step, rendered, to your own address (the API key's user);
+    no enrollment changes."""
+    contact_id = body.contact_id if body else None
+    return await ask(request, c.SendTestEmail, sequence_id=sequence_id, step_id=step_id,
+                     to=me.user_email, contact_id=contact_id)
 
 
 @enrollments.post("/v1/enrollments/{enrollment_id}/retry", response_model=EnrollmentView)
 async def retry_enrollment(enrollment_id: uuid.UUID, request: Request):
     """Try the held step again (after fixing the contact's data or the mailbox)."""
-    await ask(request, c.RetryEnrollment(enrollment_id=enrollment_id))
-    return await ask(request, c.GetEnrollment(enrollment_id=enrollment_id))
+    await ask(request, c.RetryEnrollment, enrollment_id=enrollment_id)
+    return await ask(request, c.GetEnrollment, enrollment_id=enrollment_id)
 
 
-tasks = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+tasks = APIRouter(prefix="/v1/tasks", tags=["tasks"], dependencies=_KEY_REQUIRED)
 
 
 @tasks.get("", response_model=TaskPage)
@@ -327,24 +444,26 @@ async def list_tasks(
     cursor: Cursor = None,
 ):
     """SMS and call steps waiting for people, per owner and sequence."""
-    return await ask(request, c.ListTasks(owner_name=owner, sequence_id=sequence_id, which=which,
-                                          page=c.Page(limit=limit, cursor=cursor)))
+    return await ask(request, c.ListTasks, owner_name=owner, sequence_id=sequence_id, which=which,
+                                          page=c.Page(limit=limit, cursor=cursor))
 
 
 @tasks.post("/{task_id}/complete", response_model=Created)
 async def complete_task(task_id: uuid.UUID, body: c.TaskOutcome, request: Request):
     """Mark the task done or skipped: the enrollment moves on to its next step."""
-    return await ask(request, c.CompleteTask(task_id=task_id, **body.model_dump()))
+    return await ask(request, c.CompleteTask, task_id=task_id, **body.model_dump())
 
 
-mailboxes = APIRouter(prefix="/v1/mailboxes", tags=["mailboxes"])
+mailboxes = APIRouter(prefix="/v1/mailboxes", tags=["mailboxes"], dependencies=_KEY_REQUIRED)
 
 
 @mailboxes.get("/health", response_model=list[MailboxHealthView])
 async def mailbox_health(request: Request):
     """The sender mailboxes the thread-watcher reads for replies and bounces: whether each can
-    be read, by IDLE or by polling, its last error and when a failing one is tried again."""
-    return await ask(request, c.GetMailboxHealth())
+    be read, by IDLE or by polling, its last error and when a failing one is tried again.
+    Only the mailboxes this workspace's sequences send from."""
+    senders = await ask(request, c.ListSenderAddresses)
+    return await ask(request, c.GetMailboxHealth, addresses=senders)
 
 
 # --- links in emails (no API key: they are signed) ---------------------------------------------
@@ -359,8 +478,9 @@ async def open_pixel(token: Annotated[str, Path(max_length=400)], request: Reque
     """The open-tracking pixel: records EmailOpened for the email it is in."""
     payload = _verified(request, "open", token)
     try:
-        await ask(request, c.RecordEmailOpen(enrollment_id=payload["e"], step_id=payload["s"]))
-    except (KeyError, ValueError):
+        await send(request, c.RecordEmailOpen(workspace_id=payload["w"],
+                                              enrollment_id=payload["e"], step_id=payload["s"]))
+    except (KeyError, ValueError, ValidationError):
         raise _problem(404, "token", "no such email") from None
     return Response(_PIXEL, media_type="image/gif",
                     headers={"Cache-Control": "no-store, private"})
@@ -383,8 +503,9 @@ async def unsubscribe(token: Annotated[str, Path(max_length=400)], request: Requ
     body = parse_qs((await _body_up_to(request, 4096)).decode(errors="replace"))
     source = "one-click" if body.get("List-Unsubscribe") == ["One-Click"] else "unsubscribe-link"
     try:
-        await ask(request, c.OptOutContact(contact_id=payload["c"], source=source))
-    except (KeyError, ValueError):
+        await send(request, c.OptOutContact(workspace_id=payload["w"], contact_id=payload["c"],
+                                            source=source))
+    except (KeyError, ValueError, ValidationError):
         raise _problem(404, "token", "no such contact") from None
     return HTMLResponse(_page("Unsubscribed", "You will not receive these emails again.", ""))
 
@@ -408,9 +529,12 @@ def _page(title: str, message: str, form: str) -> str:
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        app.state.engine = create_engine(settings.database_url, pool_size=5)
+        await migrate(app.state.engine, accounts.MIGRATIONS)
         app.state.nc = await connect(settings.nats_url, name="sequences-gateway")
         yield
         await app.state.nc.close()
+        await app.state.engine.dispose()
 
     app = FastAPI(
         title="Sequences API",
@@ -423,6 +547,28 @@ def create_app(settings: Settings) -> FastAPI:
     @app.middleware("http")
     async def idempotency(request: Request, call_next):
         return await idempotent(request, call_next, _problem_response)
+
+    @app.middleware("http")
+    async def authenticate_callers(request: Request, call_next):
+        """Who calls /v1 (before idempotency, whose entries are kept per workspace). A request
+        without a key goes on and is refused by the route; a wrong key is refused here."""
+        request.state.principal = None
+        authorization = request.headers.get("authorization")
+        if authorization is not None and request.url.path.startswith("/v1/"):
+            scheme, _, key = authorization.partition(" ")
+            principal = None
+            if scheme.lower() == "bearer":
+                try:
+                    principal = await accounts.authenticate(request.app.state.engine, key.strip())
+                except DBAPIError:
+                    return _problem_response(Problem(status=503, title="Database unavailable",
+                                                     detail="retry in a moment"))
+            if principal is None:
+                return _problem_response(_problem(401, "authorization",
+                                                  "this API key is not valid (unknown, revoked or"
+                                                  " malformed)").problem)
+            request.state.principal = principal
+        return await call_next(request)
 
     @app.middleware("http")
     async def limit_body_size(request: Request, call_next):
@@ -474,9 +620,17 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/readyz", include_in_schema=False)
     async def readyz(request: Request):
         """Ready when NATS is connected and the enrollment service answers through it."""
-        checks = {"nats": request.app.state.nc.is_connected, "enrollment": False}
+        nobody = uuid.UUID(int=0)
+        checks = {"nats": request.app.state.nc.is_connected, "postgresql": False,
+                  "enrollment": False}
         try:
-            await ask(request, c.GetSequence(sequence_id=uuid.UUID(int=0)))
+            async with request.app.state.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["postgresql"] = True
+        except DBAPIError:
+            pass
+        try:
+            await send(request, c.GetSequence(workspace_id=nobody, sequence_id=nobody))
         except ProblemError as problem:
             checks["enrollment"] = problem.problem.status == 404
         ready = all(checks.values())
@@ -491,7 +645,7 @@ def create_app(settings: Settings) -> FastAPI:
         return asyncapi
 
     app.state.signer = signer_from_env()
-    for router in (sequences, contacts, enrollments, tasks, mailboxes, tracking):
+    for router in (workspace, sequences, contacts, enrollments, tasks, mailboxes, tracking):
         app.include_router(router)
     if settings.clock == "adjustable":
         app.include_router(_dev_clock())

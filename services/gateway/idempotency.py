@@ -1,7 +1,7 @@
 """`Idempotency-Key` on POST: a repeat of a request returns the first one's response.
 
-The gateway holds no state of its own, so responses are kept in a NATS key-value bucket for a
-day. The first request creates its entry as "pending" (`create` fails if the entry exists, so
+Entries are kept per workspace (the caller's API key says which), in a NATS key-value bucket
+for a day. The first request creates its entry as "pending" (`create` fails if the entry exists, so
 of two racing repeats only one runs); a repeat while it runs gets 409, a repeat afterwards the
 stored response, and the same key with a different request 422. A response of 5xx is not kept:
 the request may be tried again.
@@ -36,15 +36,17 @@ async def bucket(js):
 async def idempotent(request: Request, call_next, problem_response) -> Response:
     """Middleware body: pass through unless a POST carries an Idempotency-Key."""
     key = request.headers.get(HEADER)
-    if request.method != "POST" or key is None:
-        return await call_next(request)
+    principal = getattr(request.state, "principal", None)
+    if request.method != "POST" or key is None or principal is None:
+        return await call_next(request)  # (without a key the route refuses it anyway)
     if not _VALID.match(key):
         return problem_response(_problem(422, "printable ASCII without spaces, 1 to 200"
                                               " characters"))
     body = await request.body()
     fingerprint = hashlib.sha256(body).hexdigest()
-    # scoped by what is asked of whom (the API key will join here with workspaces)
-    entry = hashlib.sha256(f"{request.url.path}\n{key}".encode()).hexdigest()
+    # scoped by workspace and path: two workspaces may well pick the same key
+    entry = hashlib.sha256(
+        f"{principal.workspace_id}\n{request.url.path}\n{key}".encode()).hexdigest()
     kv = await bucket(request.app.state.nc.jetstream())
     try:
         await kv.create(entry, json.dumps({"pending": True, "request": fingerprint}).encode())
@@ -57,10 +59,20 @@ async def idempotent(request: Request, call_next, problem_response) -> Response:
     else:
         await kv.put(entry, json.dumps({
             "request": fingerprint, "status": response.status_code,
-            "media_type": response.headers.get("content-type"), "body": content.decode(),
+            "media_type": response.headers.get("content-type"),
+            "body": _without_secrets(content, getattr(request.state, "one_time_fields", ())),
         }).encode())
     return Response(content, status_code=response.status_code,
                     headers=dict(response.headers))
+
+
+def _without_secrets(content: bytes, one_time_fields: tuple[str, ...]) -> str:
+    """What a repeat answers: the first response, with what may be shown only once (a new API
+    key, a webhook secret) as null, so no secret is ever kept outside its hash."""
+    if not one_time_fields:
+        return content.decode()
+    body = json.loads(content)
+    return json.dumps({**body, **{name: None for name in one_time_fields if name in body}})
 
 
 async def _repeat(kv, entry: str, fingerprint: str, problem_response) -> Response:

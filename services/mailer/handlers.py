@@ -88,11 +88,12 @@ class MailerHandlers:
     async def on_sequence_created(self, event: SequenceCreated, d: Delivery) -> None:
         await d.conn.execute(
             text(
-                "INSERT INTO mailer.sequences (sequence_id, sender_name, sender_email, timezone,"
-                " steps) VALUES (:id, :name, :email, :timezone, CAST(:steps AS jsonb))"
+                "INSERT INTO mailer.sequences (sequence_id, workspace_id, sender_name,"
+                " sender_email, timezone, steps)"
+                " VALUES (:id, :ws, :name, :email, :timezone, CAST(:steps AS jsonb))"
                 " ON CONFLICT (sequence_id) DO NOTHING"
             ),
-            {"id": event.sequence_id, "name": event.sender_name, "email": event.sender_email,
+            {"id": event.sequence_id, "ws": d.envelope.workspace_id, "name": event.sender_name, "email": event.sender_email,
              "timezone": event.timezone, "steps": steps_json(event.steps)},
         )
 
@@ -105,10 +106,11 @@ class MailerHandlers:
     async def on_contact_created(self, event: ContactCreated, d: Delivery) -> None:
         await d.conn.execute(
             text(
-                "INSERT INTO mailer.contacts (contact_id, email, merge_values)"
-                " VALUES (:id, :email, CAST(:values AS jsonb)) ON CONFLICT (contact_id) DO NOTHING"
+                "INSERT INTO mailer.contacts (contact_id, workspace_id, email, merge_values)"
+                " VALUES (:id, :ws, :email, CAST(:values AS jsonb))"
+                " ON CONFLICT (contact_id) DO NOTHING"
             ),
-            {"id": event.contact_id, "email": event.email,
+            {"id": event.contact_id, "ws": d.envelope.workspace_id, "email": event.email,
              "values": json.dumps(event.model_dump(include=set(_MERGE_FIELDS)))},
         )
 
@@ -149,7 +151,7 @@ class MailerHandlers:
             return  # the step was deleted after it fell due
         mailbox = self.mailboxes.for_address(found.sender_email)
         try:
-            email = self._compose(event, found, step, _previous(found))
+            email = self._compose(d, event, found, step, _previous(found))
             message = build_message(email)
         except (MissingMergeValue, ValueError) as error:
             await self._append(d, EmailHeld(
@@ -252,16 +254,20 @@ class MailerHandlers:
 
     # --- pieces -----------------------------------------------------------------------------
 
-    def _links(self, enrollment_id, step_id, contact_id) -> Links:
+    def _links(self, workspace_id, enrollment_id, step_id, contact_id) -> Links:
+        """Signed links: the gateway takes their workspace and ids as they say (no API key)."""
         base = self.runtime.settings.public_url.rstrip("/")
-        pixel = self.signer.sign("open", {"e": str(enrollment_id), "s": str(step_id)})
-        unsubscribe = self.signer.sign("unsubscribe", {"c": str(contact_id)})
+        w = str(workspace_id)
+        pixel = self.signer.sign("open", {"w": w, "e": str(enrollment_id), "s": str(step_id)})
+        unsubscribe = self.signer.sign("unsubscribe", {"w": w, "c": str(contact_id)})
         return Links(f"{base}/t/{pixel}.gif", f"{base}/unsubscribe/{unsubscribe}")
 
-    def _compose(self, event: StepDue, found, step, previous: PreviousEmail | None) -> OutgoingEmail:
+    def _compose(self, d: Delivery, event: StepDue, found, step,
+                 previous: PreviousEmail | None) -> OutgoingEmail:
         """`found`: the sender, timezone and the contact's address and merge values."""
         values = found.merge_values
-        links = self._links(event.enrollment_id, event.step_id, event.contact_id)
+        links = self._links(d.envelope.workspace_id, event.enrollment_id, event.step_id,
+                            event.contact_id)
         subject = render(step["subject"], values) if step.get("subject") else None
         return OutgoingEmail(
             sender_name=found.sender_name,
@@ -317,8 +323,7 @@ class MailerHandlers:
     # --- requests ---------------------------------------------------------------------------
 
     async def preview_step(self, query: PreviewStep) -> StepPreview:
-        step, values, _ = await self._step_for_request(query.sequence_id, query.step_id,
-                                                       query.contact_id)
+        step, values, _ = await self._step_for_request(query)
         missing: list[str] = []
         subject = render(step["subject"], values, missing=missing) if step.get("subject") else None
         return StepPreview(
@@ -331,8 +336,7 @@ class MailerHandlers:
     async def send_test_email(self, command: SendTestEmail) -> Created:
         """The step rendered as it would go out, to the requester, marked as a test. Recorded in
         its own stream: no enrollment, send or open count changes."""
-        step, values, sequence = await self._step_for_request(
-            command.sequence_id, command.step_id, command.contact_id)
+        step, values, sequence = await self._step_for_request(command)
         if step["channel"] != Channel.email:
             raise Rejected(422, "only email steps can be sent as a test", "step_id")
         try:
@@ -354,14 +358,19 @@ class MailerHandlers:
                              sent_at=self.runtime.clock.now())
         async with self.runtime.engine.begin() as conn:
             await self.runtime.store.append(
-                conn, [Append(sent.stream_id(), ANY_VERSION, [sent])], Causation.new())
+                conn, [Append(sent.stream_id(), ANY_VERSION, [sent])],
+                Causation.new(command.workspace_id))
         return Created(id=command.step_id)
 
-    async def _step_for_request(self, sequence_id, step_id, contact_id):
+    async def _step_for_request(self, request: PreviewStep | SendTestEmail):
+        """The step, the merge values (of the chosen contact or a sample one) and the sequence,
+        of the request's workspace."""
+        sequence_id, step_id, contact_id = request.sequence_id, request.step_id, request.contact_id
         async with self.runtime.engine.connect() as conn:
             sequence = (await conn.execute(
                 text("SELECT sender_name, sender_email, timezone, steps FROM mailer.sequences"
-                     " WHERE sequence_id = :id"), {"id": sequence_id})).first()
+                     " WHERE sequence_id = :id AND workspace_id = :ws"),
+                {"id": sequence_id, "ws": request.workspace_id})).first()
             if sequence is None:
                 raise Rejected(404, f"no such sequence: {sequence_id}", "sequence_id")
             step = next((s for s in sequence.steps if s["step_id"] == str(step_id)), None)
@@ -370,8 +379,9 @@ class MailerHandlers:
             if contact_id is None:
                 return step, SAMPLE_CONTACT, sequence
             contact = (await conn.execute(
-                text("SELECT merge_values FROM mailer.contacts WHERE contact_id = :id"),
-                {"id": contact_id})).first()
+                text("SELECT merge_values FROM mailer.contacts"
+                     " WHERE contact_id = :id AND workspace_id = :ws"),
+                {"id": contact_id, "ws": request.workspace_id})).first()
         if contact is None:
             raise Rejected(404, f"no such contact: {contact_id}", "contact_id")
         return step, contact.merge_values, sequence
@@ -388,7 +398,8 @@ class MailerHandlers:
                                  message_id=delivered.message_id,
                                  opened_at=self.runtime.clock.now())
             await self.runtime.store.append(
-                conn, [Append(opened.stream_id(), ANY_VERSION, [opened])], Causation.new())
+                conn, [Append(opened.stream_id(), ANY_VERSION, [opened])],
+                Causation.new(command.workspace_id))
         return Created(id=command.enrollment_id)
 
 

@@ -81,7 +81,7 @@ _PLAN = text(
 _CLAIM_DUE = text(
     """
     SELECT d.enrollment_id, d.step_id, d.step_index, d.channel, d.due_at, e.sequence_id,
-           e.contact_id, e.correlation_id, e.causation_id, e.traceparent
+           e.contact_id, e.workspace_id, e.correlation_id, e.causation_id, e.traceparent
     FROM scheduler.due_steps d JOIN scheduler.enrollments e USING (enrollment_id)
     WHERE d.state = 'pending' AND d.due_at <= :now
     ORDER BY d.due_at
@@ -107,10 +107,11 @@ class SchedulerHandlers:
     async def on_sequence_created(self, event: SequenceCreated, d: Delivery) -> None:
         await d.conn.execute(
             text(
-                "INSERT INTO scheduler.sequences (sequence_id, timezone, send_policy, steps)"
-                " VALUES (:id, :tz, CAST(:policy AS jsonb), CAST(:steps AS jsonb))"
+                "INSERT INTO scheduler.sequences (sequence_id, workspace_id, timezone,"
+                " send_policy, steps)"
+                " VALUES (:id, :ws, :tz, CAST(:policy AS jsonb), CAST(:steps AS jsonb))"
             ),
-            {"id": event.sequence_id, "tz": event.timezone,
+            {"id": event.sequence_id, "ws": d.envelope.workspace_id, "tz": event.timezone,
              "policy": event.send_policy.model_dump_json(), "steps": steps_json(event.steps)},
         )
 
@@ -149,13 +150,14 @@ class SchedulerHandlers:
     async def on_contact_enrolled(self, event: ContactEnrolled, d: Delivery) -> None:
         await d.conn.execute(
             text(
-                "INSERT INTO scheduler.enrollments (enrollment_id, sequence_id, contact_id,"
-                " anchor_at, correlation_id, causation_id, traceparent)"
-                " VALUES (:id, :sequence_id, :contact_id, :at, :correlation_id, :causation_id,"
-                " :traceparent)"
+                "INSERT INTO scheduler.enrollments (enrollment_id, workspace_id, sequence_id,"
+                " contact_id, anchor_at, correlation_id, causation_id, traceparent)"
+                " VALUES (:id, :ws, :sequence_id, :contact_id, :at, :correlation_id,"
+                " :causation_id, :traceparent)"
             ),
-            {"id": event.enrollment_id, "sequence_id": event.sequence_id,
-             "contact_id": event.contact_id, "at": event.enrolled_at, **_cause(d)},
+            {"id": event.enrollment_id, "ws": d.envelope.workspace_id,
+             "sequence_id": event.sequence_id, "contact_id": event.contact_id,
+             "at": event.enrolled_at, **_cause(d)},
         )
         await self._replan(d, event.enrollment_id)
 
@@ -247,7 +249,8 @@ class SchedulerHandlers:
         async with self.runtime.engine.connect() as conn:
             sequence = (await conn.execute(
                 text("SELECT timezone, send_policy, steps FROM scheduler.sequences"
-                     " WHERE sequence_id = :id"), {"id": query.sequence_id})).first()
+                     " WHERE sequence_id = :id AND workspace_id = :ws"),
+                {"id": query.sequence_id, "ws": query.workspace_id})).first()
         if sequence is None:
             raise Rejected(404, f"no such sequence: {query.sequence_id}", "sequence_id")
         zone = ZoneInfo(sequence.timezone)
@@ -275,8 +278,9 @@ class SchedulerHandlers:
             if not rows:
                 return 0
             crash_point("scheduler.after_claim")
-            await self.runtime.store.append(conn, [_step_due(row) for row in rows],
-                                            Causation.new())
+            # each StepDue follows its own enrollment's cause (and workspace)
+            appends = [_step_due(row) for row in rows]
+            await self.runtime.store.append(conn, appends, appends[0].causation)
             await conn.execute(_MARK_FIRED, {
                 "now": now,
                 "enrollment_ids": [r.enrollment_id for r in rows],
@@ -346,8 +350,9 @@ def _step_due(row) -> Append:
         channel=row.channel,
         due_at=row.due_at,
     )
-    cause = Causation(row.correlation_id, row.causation_id,
-                      traceparent=fired.get(TRACEPARENT), tracestate=fired.get(TRACESTATE))
+    cause = Causation(workspace_id=row.workspace_id, correlation_id=row.correlation_id,
+                      causation_id=row.causation_id, traceparent=fired.get(TRACEPARENT),
+                      tracestate=fired.get(TRACESTATE))
     return Append(event.stream_id(), ANY_VERSION, [event], causation=cause)
 
 

@@ -5,6 +5,10 @@
                            imap://USER:PASSWORD@HOST[:143][?...]   (no TLS: loopback and tests)
                            maildir:///PATH                          (the dev stack's mailbox)
                          USER and PASSWORD are percent-encoded (user%40example.com).
+                         `address=` names the sender address whose mail it receives (default:
+                         USER when it is an address); a mailbox without one is a catch-all
+                         (the dev Maildir, a shared inbox). A workspace's mailbox health shows
+                         the mailboxes of its sequences' sender addresses, and the catch-alls.
     WATCH_POLL_SECONDS   how often every folder is scanned, IDLE or not (default 30)
     WATCH_LOOKBACK_DAYS  how far back a folder is read the first time, or after its
                          UIDVALIDITY changed (default 14)
@@ -38,6 +42,7 @@ class MailboxConfig:
     path: Path | None = None
     folders: tuple[str, ...] = ("INBOX",)
     idle: bool = True  # use IDLE when the server offers it
+    address: str = ""  # the sender address it receives for ("": a catch-all)
 
     @property
     def name(self) -> str:
@@ -99,13 +104,16 @@ def parse_mailbox(url: str) -> MailboxConfig:
     folders = tuple(f.strip() for f in ",".join(query.get("folders", ["INBOX"])).split(",")
                     if f.strip()) or ("INBOX",)
     idle = query.get("idle", ["1"])[-1].lower() not in _FALSE
+    address = query.get("address", [""])[-1].strip().lower()
     if parts.scheme == "maildir":
         return MailboxConfig("maildir", path=Path(unquote(parts.netloc + parts.path)),
-                             folders=folders, idle=False)
+                             folders=folders, idle=False, address=address)
     if not parts.hostname or not parts.username:
         raise ValueError(f"WATCH_MAILBOXES: {parts.scheme} URL needs a user and a host")
     return MailboxConfig(
         scheme=parts.scheme, host=parts.hostname, port=parts.port or _SCHEMES[parts.scheme],
         user=unquote(parts.username), password=unquote(parts.password or ""),
         folders=folders, idle=idle,
+        address=address or (unquote(parts.username).lower() if "@" in parts.username
+                            or "%40" in parts.username else ""),
     )

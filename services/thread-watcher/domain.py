@@ -57,6 +57,7 @@ class SentMessage:
     subject: str
     sent_at: datetime
     open: bool  # the enrollment has not ended (replied, bounced, stopped or done)
+    workspace_id: uuid.UUID | None = None  # whose: what it causes is recorded there
 
 
 @dataclass(frozen=True)

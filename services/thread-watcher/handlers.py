@@ -29,15 +29,14 @@ enrollment_ends = Subscription("thread-watcher-ends", ["enrollment"])
 async def remember_sent(event: EmailSent, d: Delivery) -> None:
     await d.conn.execute(
         text(
-            "INSERT INTO watcher.sent_messages (message_id, enrollment_id, sequence_id,"
-            " contact_id, recipient, subject, sent_at) VALUES (:message_id, :enrollment_id,"
-            " :sequence_id, :contact_id, :recipient, :subject, :sent_at)"
-            " ON CONFLICT (message_id) DO NOTHING"
+            "INSERT INTO watcher.sent_messages (message_id, workspace_id, enrollment_id,"
+            " sequence_id, contact_id, recipient, subject, sent_at) VALUES (:message_id,"
+            " :workspace_id, :enrollment_id, :sequence_id, :contact_id, :recipient, :subject,"
+            " :sent_at) ON CONFLICT (message_id) DO NOTHING"
         ),
-        event.model_dump(
-            include={"message_id", "enrollment_id", "sequence_id", "contact_id", "recipient",
-                     "subject", "sent_at"}
-        ),
+        {**event.model_dump(include={"message_id", "enrollment_id", "sequence_id", "contact_id",
+                                     "recipient", "subject", "sent_at"}),
+         "workspace_id": d.envelope.workspace_id},
     )
 
 
@@ -57,12 +56,15 @@ for _ending in _ENDED_AT:
 class HealthQueries:
     def __init__(self, engine: AsyncEngine, settings: WatcherSettings):
         self._engine = engine
-        self._mailboxes = [m.name for m in settings.mailboxes]
+        self._mailboxes = settings.mailboxes
 
     async def mailbox_health(self, query: GetMailboxHealth) -> list[MailboxHealthView]:
-        """Every configured mailbox; one not yet tried shows as connecting."""
+        """The mailboxes of the asked addresses, and the catch-alls; one not yet tried shows
+        as connecting."""
+        asked = {address.lower() for address in query.addresses}
+        names = [m.name for m in self._mailboxes if not m.address or m.address in asked]
         async with self._engine.connect() as conn:
-            known = {h.mailbox: h for h in await repository.health(conn, self._mailboxes)}
+            known = {h.mailbox: h for h in await repository.health(conn, names)}
         return [known.get(name) or MailboxHealthView(mailbox=name, healthy=True,
                                                      state="connecting", folders=[], idle=False)
-                for name in self._mailboxes]
+                for name in names]

@@ -15,7 +15,7 @@ from services.thread_watcher.mailbox import Position
 
 _FIND_SENT = text(
     "SELECT s.message_id, s.enrollment_id, lower(s.recipient) AS recipient, s.subject,"
-    " s.sent_at, e.enrollment_id IS NULL AS open"
+    " s.sent_at, e.enrollment_id IS NULL AS open, s.workspace_id"
     " FROM watcher.sent_messages s"
     " LEFT JOIN watcher.ended_enrollments e ON e.enrollment_id = s.enrollment_id"
     " WHERE s.message_id = ANY(:ids) OR lower(s.recipient) = ANY(:addresses)"

@@ -217,7 +217,8 @@ class MailboxWatcher:
                                                        decision, now)
                 if new and (events := events_for(decision, now)):
                     appends = [Append(e.stream_id(), ANY_VERSION, [e]) for e in events]
-                    await storage.store.append(conn, appends, Causation.new())
+                    await storage.store.append(conn, appends,
+                                               Causation.new(decision.sent.workspace_id))
                 if fetched.position is not None:
                     await repository.save_position(conn, self.name, folder, fetched.position, now)
         return decision if new else None

@@ -31,5 +31,6 @@ def stack(tmp_path_factory):
 async def api(stack):
     import httpx
 
-    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30,
+                                 headers=stack.api_headers) as client:
         yield client

@@ -228,7 +228,7 @@ async def test_the_command_line_imports_a_cp949_file_in_chunks_with_progress(sta
     path.write_bytes(("고객명,회사명,이메일,리스트\n" + "\n".join(rows) + "\n").encode("cp949"))
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sequences.cli", "contacts", "import", str(path),
-        env={**os.environ, **stack.env()},
+        "--workspace", stack.workspace["workspace_id"], env={**os.environ, **stack.env()},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()

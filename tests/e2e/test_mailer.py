@@ -93,8 +93,12 @@ async def test_preview_and_send_test_to_me_change_no_enrollment(stack, api):
     chosen = await eventually(previewed)
     assert chosen["missing"] == ["고객명"] and "&lt;b&gt;Acme&lt;/b&gt;" in chosen["html"]
 
+    # a user of the workspace of their own, with a key of their own: the test goes to them
     me = f"me.{uuid.uuid4().hex[:6]}@sales.example"
-    sent = await api.post(f"{url}/test", json={"to": me})
+    user = (await api.post("/v1/users", json={"email": me, "name": "Me"})).json()
+    key = (await api.post("/v1/api-keys", json={"name": "mine", "user_id": user["user_id"]}))
+    assert key.status_code == 201, key.text
+    sent = await api.post(f"{url}/test", headers={"Authorization": f"Bearer {key.json()['key']}"})
     assert sent.status_code == 202, sent.text
     async def delivered():
         return mail_to(stack, me)

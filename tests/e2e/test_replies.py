@@ -88,7 +88,8 @@ async def watched_events(stack) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def sequence_id(stack):
-    created = httpx.post(f"{stack.gateway_url}/v1/sequences", json=SEQUENCE, timeout=30)
+    created = httpx.post(f"{stack.gateway_url}/v1/sequences", json=SEQUENCE, timeout=30,
+                         headers=stack.api_headers)
     assert created.status_code == 201, created.text
     return created.json()["id"]
 

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from contracts.base import stream_id
 from contracts.events import ContactCreated
 from sequences.eventlog.store import ANY_VERSION, Append, Causation, ConcurrencyConflict
+from tests.support import TEST_WORKSPACE
 
 
 def contact(contact_id: uuid.UUID | None = None, name: str = "김민수") -> ContactCreated:
@@ -27,7 +28,7 @@ async def test_append_then_read_keeps_versions_and_data(engine, store):
     async with engine.begin() as conn:
         written = await store.append(
             conn, [Append(event.stream_id(), 0, [event, contact(event.contact_id, "박")])],
-            Causation.new(),
+            Causation.new(TEST_WORKSPACE),
         )
     assert [e.version for e in written] == [1, 2]
     async with engine.connect() as conn:
@@ -45,7 +46,7 @@ async def test_two_concurrent_appends_at_the_same_version_exactly_one_wins(engin
         async with engine.begin() as conn:
             await both_ready.wait()
             event = ContactCreated(contact_id=uuid.UUID(stream[8:]), name=name, email="a@b.co")
-            await store.append(conn, [Append(stream, 0, [event])], Causation.new())
+            await store.append(conn, [Append(stream, 0, [event])], Causation.new(TEST_WORKSPACE))
 
     results = await asyncio.gather(append_as("a"), append_as("b"), return_exceptions=True)
     assert sorted(type(r).__name__ for r in results) == ["ConcurrencyConflict", "NoneType"]
@@ -56,12 +57,12 @@ async def test_two_concurrent_appends_at_the_same_version_exactly_one_wins(engin
 async def test_a_stale_expected_version_is_a_conflict_not_an_overwrite(engine, store):
     event = contact()
     async with engine.begin() as conn:
-        await store.append(conn, [Append(event.stream_id(), 0, [event])], Causation.new())
+        await store.append(conn, [Append(event.stream_id(), 0, [event])], Causation.new(TEST_WORKSPACE))
     with pytest.raises(ConcurrencyConflict):
         async with engine.begin() as conn:
             await store.append(
                 conn, [Append(event.stream_id(), 0, [contact(event.contact_id, "x")])],
-                Causation.new(),
+                Causation.new(TEST_WORKSPACE),
             )
     async with engine.connect() as conn:
         assert [e.data["name"] for e in await store.read_stream(conn, event.stream_id())] == ["김민수"]
@@ -70,14 +71,14 @@ async def test_a_stale_expected_version_is_a_conflict_not_an_overwrite(engine, s
 async def test_a_multi_stream_append_is_atomic(engine, store):
     taken = contact()
     async with engine.begin() as conn:
-        await store.append(conn, [Append(taken.stream_id(), 0, [taken])], Causation.new())
+        await store.append(conn, [Append(taken.stream_id(), 0, [taken])], Causation.new(TEST_WORKSPACE))
     fresh = contact()
     with pytest.raises(ConcurrencyConflict):
         async with engine.begin() as conn:
             await store.append(
                 conn,
                 [Append(fresh.stream_id(), 0, [fresh]), Append(taken.stream_id(), 0, [taken])],
-                Causation.new(),
+                Causation.new(TEST_WORKSPACE),
             )
     async with engine.connect() as conn:
         assert await store.read_stream(conn, fresh.stream_id()) == []
@@ -89,6 +90,6 @@ async def test_any_version_appends_after_what_is_there(engine, store):
     for _ in range(3):
         async with engine.begin() as conn:
             await store.append(conn, [Append(event.stream_id(), ANY_VERSION, [event])],
-                               Causation.new())
+                               Causation.new(TEST_WORKSPACE))
     async with engine.connect() as conn:
         assert [e.version for e in await store.read_stream(conn, event.stream_id())] == [1, 2, 3]

@@ -28,7 +28,7 @@ from services.thread_watcher.config import WatcherSettings, parse_mailbox
 from services.thread_watcher.devmail import auto_reply_to, bounce_of, reply_to
 from services.thread_watcher.handlers import HealthQueries, watcher as sent_subscription
 from services.thread_watcher.watcher import MailboxWatcher, Storage, Watching
-from tests.support import eventually
+from tests.support import TEST_WORKSPACE, eventually
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mail"
 WATCHED = ("ReplyDetected", "BounceDetected", "AutoReplyDetected")
@@ -87,7 +87,7 @@ async def sent_email(storage, to: str, subject: str = "Quote", message_id: str |
         recipient=to, subject=subject, sent_at=datetime.now(UTC))
     async with storage.engine.begin() as conn:
         [envelope] = await storage.store.append(
-            conn, [Append(event.stream_id(), 0, [event])], Causation.new())
+            conn, [Append(event.stream_id(), 0, [event])], Causation.new(TEST_WORKSPACE))
     await handle_once(storage.engine, sent_subscription, [envelope])
     raw = (f"From: Younghee Lee <younghee@sales.example>\r\nTo: {to}\r\nSubject: {subject}\r\n"
            f"Date: Wed, 25 Nov 2026 09:30:00 +0900\r\nMessage-ID: {event.message_id}\r\n"
@@ -126,7 +126,7 @@ async def test_a_reply_is_seen_within_seconds_through_idle(dovecot, user, storag
         [(kind, stream, data)] = await detected(storage.engine)
         latency = time.monotonic() - appended
         health = await HealthQueries(storage.engine, target_settings(target)).mailbox_health(
-            GetMailboxHealth())
+            GetMailboxHealth(workspace_id=TEST_WORKSPACE, addresses=[]))
     assert (kind, stream) == ("ReplyDetected", f"inbox-{sent.enrollment_id}")
     assert (data["matched_by"], data["in_reply_to"]) == ("headers", sent.message_id)
     assert data["sender"] == "kim@customer.example"
@@ -227,7 +227,7 @@ async def test_unreachable_and_refused_mailboxes_are_retried_and_reported_the_ot
 
 async def _retried(storage, target: Watching):
     health = await HealthQueries(storage.engine, target_settings(target)).mailbox_health(
-        GetMailboxHealth())
+        GetMailboxHealth(workspace_id=TEST_WORKSPACE, addresses=[]))
     ordered = sorted(health, key=lambda h: (not h.healthy, "refused" not in str(h.last_error)))
     failing = [h for h in health if not h.healthy]
     return ordered if len(failing) == 2 and all(h.consecutive_failures >= 2 for h in failing) \

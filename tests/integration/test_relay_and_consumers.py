@@ -18,7 +18,7 @@ from sequences.eventlog.relay import Relay
 from sequences.eventlog.store import Append, Causation
 from sequences.messaging.consumer import EventConsumer, Subscription
 from sequences.messaging.nats import MSG_ID
-from tests.support import eventually, sequences_process
+from tests.support import TEST_WORKSPACE, eventually, sequences_process
 
 
 def contact(name: str = "김민수", contact_id: uuid.UUID | None = None) -> ContactCreated:
@@ -28,7 +28,7 @@ def contact(name: str = "김민수", contact_id: uuid.UUID | None = None) -> Con
 async def append(engine, store, *events, expected=0):
     async with engine.begin() as conn:
         return await store.append(
-            conn, [Append(events[0].stream_id(), expected, list(events))], Causation.new()
+            conn, [Append(events[0].stream_id(), expected, list(events))], Causation.new(TEST_WORKSPACE)
         )
 
 
@@ -67,7 +67,7 @@ async def test_relay_publishes_every_event_in_stream_order_with_its_id(engine, s
 async def test_positions_committing_out_of_order_are_not_skipped(engine, store, js, database_url):
     slow = await engine.connect()
     slow_tx = await slow.begin()
-    await store.append(slow, [Append(contact().stream_id(), 0, [contact("slow")])], Causation.new())
+    await store.append(slow, [Append(contact().stream_id(), 0, [contact("slow")])], Causation.new(TEST_WORKSPACE))
     await append(engine, store, contact("fast"))  # higher position, commits first
     assert await relay_once(database_url, js) == 1
     await slow_tx.commit()

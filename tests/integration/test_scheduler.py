@@ -15,6 +15,7 @@ from sequences.clock import FixedClock
 from sequences.eventlog.store import Append, Causation, EventStore
 from sequences.messaging.consumer import apply_in
 from services.scheduler.handlers import SchedulerHandlers, subscription
+from tests.support import TEST_WORKSPACE
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -34,7 +35,7 @@ async def feed(scheduler, *events):
     """Append events to the log and hand them to the planner, as its consumer would."""
     async with scheduler.runtime.engine.begin() as conn:
         envelopes = await scheduler.runtime.store.append(
-            conn, [Append(e.stream_id(), None, [e]) for e in events], Causation.new())
+            conn, [Append(e.stream_id(), None, [e]) for e in events], Causation.new(TEST_WORKSPACE))
         await apply_in(conn, scheduler.planner, envelopes)
 
 

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from contracts.base import EVENT_TYPES, EventEnvelope, decode_event
-from contracts.commands import CreateSequence
+from contracts.commands import SequenceDefinition
 from contracts.schema import public_models
 from sequences.messaging.rpc import problem_from_validation
 
@@ -25,12 +25,12 @@ GOOD = {
 
 def fields_of(**changes) -> set[str]:
     with pytest.raises(ValidationError) as error:
-        CreateSequence.model_validate({**GOOD, **changes})
+        SequenceDefinition.model_validate({**GOOD, **changes})
     return {e.field for e in problem_from_validation(error.value).errors}
 
 
 def test_a_good_sequence_is_accepted():
-    assert len(CreateSequence.model_validate(GOOD).steps) == 2
+    assert len(SequenceDefinition.model_validate(GOOD).steps) == 2
 
 
 @pytest.mark.parametrize(
@@ -55,12 +55,12 @@ def test_bad_input_names_the_field(changes, field):
 def test_the_first_email_step_needs_a_subject():
     steps = [{**GOOD["steps"][0], "subject": None}]
     with pytest.raises(ValidationError, match="first email step needs a subject"):
-        CreateSequence.model_validate({**GOOD, "steps": steps})
+        SequenceDefinition.model_validate({**GOOD, "steps": steps})
 
 
 def test_an_unknown_variable_is_reported_with_its_position():
     with pytest.raises(ValidationError, match=r"\{\{foo\}\} at position 6"):
-        CreateSequence.model_validate({**GOOD, "steps": [{**GOOD["steps"][0], "body": "Hello {{foo}}"}]})
+        SequenceDefinition.model_validate({**GOOD, "steps": [{**GOOD["steps"][0], "body": "Hello {{foo}}"}]})
 
 
 def test_every_event_has_a_schema_version_and_a_json_schema():
@@ -78,7 +78,8 @@ def test_old_schema_versions_are_upcast(monkeypatch):
     monkeypatch.setitem(base.UPCASTERS, ("ContactCreated", 1),
                         lambda data: {("name" if k == "full_name" else k): v for k, v in data.items()})
     envelope = EventEnvelope(
-        event_id="00000000-0000-0000-0000-000000000001", stream_id="contact-x", version=1,
+        event_id="00000000-0000-0000-0000-000000000001",
+        workspace_id="00000000-0000-0000-0000-000000000009", stream_id="contact-x", version=1,
         type="ContactCreated", schema_version=1, occurred_at="2026-11-26T00:00:00Z",
         correlation_id="00000000-0000-0000-0000-000000000002",
         data={"contact_id": "00000000-0000-0000-0000-000000000003", "full_name": "김민수",
