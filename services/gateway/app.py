@@ -653,7 +653,7 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def _dev_clock() -> APIRouter:
-    dev = APIRouter(prefix="/v1/dev", tags=["dev"])
+    dev = APIRouter(prefix="/v1/dev", tags=["dev"], dependencies=_KEY_REQUIRED)
 
     @dev.post("/clock/advance")
     async def advance_clock(body: c.ClockAdvance, request: Request):
