@@ -9,8 +9,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Annotated, ClassVar, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from contracts.subjects import command_subject, query_subject
 from contracts.values import (
@@ -411,3 +412,75 @@ class NewUserRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     email: EmailStr
     name: Annotated[SingleLine, Field(max_length=200)] = ""
+
+
+# --- webhooks ----------------------------------------------------------------------------------
+
+
+def _https(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError("must be an https:// URL with a host")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials (deliveries are signed instead)")
+    return url
+
+
+def _known_event_types(types: list[str]) -> list[str]:
+    import contracts.events  # noqa: F401 (registers every event type)
+    from contracts.base import EVENT_TYPES
+
+    if unknown := [t for t in types if t != "*" and t not in EVENT_TYPES]:
+        raise ValueError(f"unknown event type {unknown[0]!r}: one of"
+                         f" {', '.join(sorted(EVENT_TYPES))} or '*' (every type)")
+    return sorted(set(types))
+
+
+HttpsUrl = Annotated[SingleLine, Field(min_length=9, max_length=2000), AfterValidator(_https)]
+EventTypes = Annotated[list[Annotated[str, Field(max_length=100)]],
+                       Field(min_length=1, max_length=100), AfterValidator(_known_event_types)]
+
+
+class WebhookRequest(BaseModel):
+    """HTTP body of `POST /v1/webhooks`: where to deliver which events of this workspace."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    url: HttpsUrl
+    event_types: EventTypes = Field(examples=[["EnrollmentReplied", "EnrollmentBounced"], ["*"]])
+    description: Annotated[SingleLine, Field(max_length=200)] = ""
+
+
+class RegisterWebhook(WebhookRequest, Command):
+    service: ClassVar[str] = "webhooks"
+
+
+class ListWebhooks(Query):
+    service: ClassVar[str] = "webhooks"
+    page: Page = Page()
+
+
+class GetWebhook(Query):
+    service: ClassVar[str] = "webhooks"
+    webhook_id: uuid.UUID
+
+
+class DeleteWebhook(Command):
+    """No more deliveries to it (those pending are given up); its log stays readable."""
+
+    service: ClassVar[str] = "webhooks"
+    webhook_id: uuid.UUID
+
+
+class ListWebhookDeliveries(Query):
+    service: ClassVar[str] = "webhooks"
+    webhook_id: uuid.UUID
+    state: Literal["pending", "delivered", "failed"] | None = None
+    page: Page = Page()
+
+
+class RedeliverWebhook(Command):
+    """Deliver one event again, now (after it failed, or to replay it)."""
+
+    service: ClassVar[str] = "webhooks"
+    webhook_id: uuid.UUID
+    delivery_id: uuid.UUID

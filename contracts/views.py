@@ -235,3 +235,45 @@ class ApiKeyPage(BaseModel):
 class UserPage(BaseModel):
     items: list[UserView]
     next_cursor: str | None
+
+
+# --- webhooks ----------------------------------------------------------------------------------
+
+
+class WebhookView(BaseModel):
+    webhook_id: uuid.UUID
+    url: str
+    event_types: list[str]
+    description: str
+    active: bool
+    created_at: datetime
+
+
+class NewWebhook(WebhookView):
+    # shown once, in the answer that registers it: deliveries are signed with it,
+    # `Sequences-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
+    secret: str | None
+
+
+class WebhookPage(BaseModel):
+    items: list[WebhookView]
+    next_cursor: str | None
+
+
+class WebhookDeliveryView(BaseModel):
+    delivery_id: uuid.UUID
+    event_id: uuid.UUID
+    event_type: str
+    ordering_key: str  # deliveries of one key (an enrollment) go out in order
+    state: str  # pending | delivered | failed (given up after the last attempt)
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status: int | None  # the receiver's HTTP status
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+class WebhookDeliveryPage(BaseModel):
+    items: list[WebhookDeliveryView]
+    next_cursor: str | None

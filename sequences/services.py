@@ -1,11 +1,11 @@
-"""The five services, by name: where each one's entry point, migrations and projections live."""
+"""The six services, by name: where each one's entry point, migrations and projections live."""
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
 
-SERVICES = ("enrollment", "scheduler", "mailer", "thread-watcher", "gateway")
+SERVICES = ("enrollment", "scheduler", "mailer", "thread-watcher", "webhooks", "gateway")
 
 
 def service_module(name: str) -> ModuleType:

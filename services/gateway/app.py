@@ -47,6 +47,11 @@ from contracts.views import (
     UserPage,
     UserView,
     WorkspaceView,
+    NewWebhook,
+    WebhookDeliveryPage,
+    WebhookDeliveryView,
+    WebhookPage,
+    WebhookView,
 )
 from sequences import clock
 from sequences.bootstrap import configure_logging
@@ -466,6 +471,54 @@ async def mailbox_health(request: Request):
     return await ask(request, c.GetMailboxHealth, addresses=senders)
 
 
+# --- webhooks ----------------------------------------------------------------------------------
+
+webhooks = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], dependencies=_KEY_REQUIRED)
+
+
+@webhooks.post("", status_code=201, response_model=NewWebhook)
+async def register_webhook(body: c.WebhookRequest, request: Request):
+    """Deliver this workspace's events of these types (or `*`) to an HTTPS URL: signed with
+    the `secret` in this answer (shown once), retried with backoff, in order per enrollment."""
+    created = await ask(request, c.RegisterWebhook, **body.model_dump())
+    request.state.one_time_fields = ("secret",)  # not kept for idempotent repeats
+    return created
+
+
+@webhooks.get("", response_model=WebhookPage)
+async def list_webhooks(request: Request, limit: Limit = 50, cursor: Cursor = None):
+    return await ask(request, c.ListWebhooks, page=c.Page(limit=limit, cursor=cursor))
+
+
+@webhooks.get("/{webhook_id}", response_model=WebhookView)
+async def get_webhook(webhook_id: uuid.UUID, request: Request):
+    return await ask(request, c.GetWebhook, webhook_id=webhook_id)
+
+
+@webhooks.delete("/{webhook_id}", status_code=204)
+async def delete_webhook(webhook_id: uuid.UUID, request: Request):
+    """No more deliveries (pending ones are given up); the delivery log stays readable."""
+    await ask(request, c.DeleteWebhook, webhook_id=webhook_id)
+    return Response(status_code=204)
+
+
+@webhooks.get("/{webhook_id}/deliveries", response_model=WebhookDeliveryPage)
+async def list_webhook_deliveries(webhook_id: uuid.UUID, request: Request,
+                                  state: Literal["pending", "delivered", "failed"] | None = None,
+                                  limit: Limit = 50, cursor: Cursor = None):
+    """The delivery log, newest first: attempts, the receiver's last answer, what is next."""
+    return await ask(request, c.ListWebhookDeliveries, webhook_id=webhook_id, state=state,
+                     page=c.Page(limit=limit, cursor=cursor))
+
+
+@webhooks.post("/{webhook_id}/deliveries/{delivery_id}/redeliver",
+               response_model=WebhookDeliveryView)
+async def redeliver(webhook_id: uuid.UUID, delivery_id: uuid.UUID, request: Request):
+    """Deliver that event again, now (its attempts start over)."""
+    return await ask(request, c.RedeliverWebhook, webhook_id=webhook_id,
+                     delivery_id=delivery_id)
+
+
 # --- links in emails (no API key: they are signed) ---------------------------------------------
 
 tracking = APIRouter(include_in_schema=True, tags=["links in emails"])
@@ -645,7 +698,8 @@ def create_app(settings: Settings) -> FastAPI:
         return asyncapi
 
     app.state.signer = signer_from_env()
-    for router in (workspace, sequences, contacts, enrollments, tasks, mailboxes, tracking):
+    for router in (workspace, sequences, contacts, enrollments, tasks, mailboxes, webhooks,
+                   tracking):
         app.include_router(router)
     if settings.clock == "adjustable":
         app.include_router(_dev_clock())
