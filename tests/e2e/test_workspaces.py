@@ -43,7 +43,10 @@ def client(stack, key: str | None) -> httpx.AsyncClient:
 
 
 async def ours(stack, api) -> dict:
-    """Workspace A's things: a sequence, a contact enrolled in it, a task, a key, a user."""
+    """Workspace A's things: a sequence, a contact enrolled in it, a task, a key, a user, a
+    webhook and one of its deliveries."""
+    webhook = (await api.post("/v1/webhooks", json={
+        "url": "https://127.0.0.1:9/nobody-listens", "event_types": ["ContactEnrolled"]})).json()
     sequence_id = (await api.post("/v1/sequences", json=OURS)).json()["id"]
     sequence = (await api.get(f"/v1/sequences/{sequence_id}")).json()
     contact_id, _ = await new_contact(api)
@@ -55,12 +58,18 @@ async def ours(stack, api) -> dict:
         items = (await api.get("/v1/tasks", params={"sequence_id": sequence_id})).json()["items"]
         return items[0] if items else None
 
+    async def delivery():
+        items = (await api.get(f"/v1/webhooks/{webhook['webhook_id']}/deliveries")).json()
+        return items["items"][0] if items["items"] else None
+
     key = (await api.post("/v1/api-keys", json={"name": "ours"})).json()
     return {
         "workspace_id": stack.workspace["workspace_id"], "user_id": stack.workspace["user_id"],
         "sequence_id": sequence_id, "step_id": sequence["steps"][0]["step_id"],
         "contact_id": contact_id, "enrollment_id": enrolled.json()["id"],
         "task_id": (await eventually(task, timeout=30))["task_id"], "key_id": key["key_id"],
+        "webhook_id": webhook["webhook_id"],
+        "delivery_id": (await eventually(delivery, timeout=30))["delivery_id"],
     }
 
 
@@ -85,6 +94,8 @@ def bodies(ids: dict) -> dict[tuple[str, str], dict]:
         ("post", "/v1/users"): {"json": {"email": f"u.{uuid.uuid4().hex[:6]}@b.example"}},
         ("post", "/v1/api-keys"): {"json": {"name": "theirs"}},
         ("post", "/v1/dev/clock/advance"): {"json": {"by": "0s"}},
+        ("post", "/v1/webhooks"):
+            {"json": {"url": "https://b.example/hook", "event_types": ["*"]}},
     }
 
 
@@ -140,6 +151,8 @@ async def test_every_operation_with_a_key_of_another_workspace_finds_nothing_of_
     assert enrollment["status"] == "active"
     assert [k["revoked_at"] for k in keys if k["key_id"] == mine["key_id"]] == [None]
     assert [t["state"] for t in tasks if t["task_id"] == mine["task_id"]] == ["open"]
+    webhook = (await api.get(f"/v1/webhooks/{mine['webhook_id']}")).json()
+    assert webhook["active"] is True
 
 
 async def test_a_missing_malformed_unknown_or_revoked_key_gets_401(stack, api):
