@@ -1,5 +1,5 @@
 """The whole system on one machine: embedded PostgreSQL, nats-server, the SMTP capture server and
-the five services, each its own process. `sequences up` runs it; the end-to-end and fault tests
+the six services, each its own process. `sequences up` runs it; the end-to-end and fault tests
 drive the very same class."""
 
 from __future__ import annotations
