@@ -234,6 +234,6 @@ async def test_every_service_answers_health_and_readiness(stack, api):
             assert (ready.status_code, ready.json()) == (
                 200, {"status": "ready", "nats": True, "postgresql": True}), name
     assert {name for name, _ in stack.health_ports} == {
-        "enrollment", "scheduler", "mailer", "thread-watcher"}
+        "enrollment", "scheduler", "mailer", "thread-watcher", "webhooks"}
     ready = await api.get("/readyz")
     assert (ready.status_code, ready.json()["enrollment"]) == (200, True)

@@ -200,3 +200,16 @@ def test_create_workspace_refuses_a_bad_email(stack):
         [sys.executable, "-m", "sequences.cli", "admin", "create-workspace", "X",
          "--email", "nope"], env={**os.environ, **stack.env()}, capture_output=True, text=True)
     assert made.returncode == 2 and "--email" in made.stderr
+
+
+async def test_an_idempotency_key_is_kept_per_workspace(stack, api, other):
+    key = {"Idempotency-Key": f"same-{uuid.uuid4()}"}
+    body = {"name": "Choi", "email": f"choi.{uuid.uuid4().hex[:6]}@x.example"}
+    ours_first = await api.post("/v1/contacts", json=body, headers=key)
+    async with client(stack, other["api_key"]) as theirs:
+        theirs_first = await theirs.post("/v1/contacts", json=body, headers=key)
+        theirs_again = await theirs.post("/v1/contacts", json=body, headers=key)
+    assert (ours_first.status_code, theirs_first.status_code) == (201, 201)
+    assert theirs_first.json()["id"] != ours_first.json()["id"]  # not our answer replayed
+    assert theirs_again.json() == theirs_first.json()
+    assert theirs_again.headers.get("idempotent-replayed") == "true"
