@@ -12,7 +12,6 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import text
@@ -20,8 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.views import ApiKeyView, NewApiKey, UserView, WorkspaceView
 from sequences.db import Migrations
-from sequences.messaging.rpc import Rejected
-from sequences.pagination import decode_cursor, page_of
+from sequences.pagination import decode_moment_and_id, moment_and_id, page_of
 
 MIGRATIONS = Migrations("gateway", Path(__file__).parent / "migrations")
 KEY_PREFIX = "sqk_"
@@ -117,14 +115,13 @@ async def add_user(conn: AsyncConnection, workspace_id: uuid.UUID, email: str,
 
 async def list_users(conn: AsyncConnection, workspace_id: uuid.UUID, limit: int,
                      cursor: str | None) -> tuple[list[UserView], str | None]:
-    after = decode_cursor(cursor, 2) if cursor else None
+    after = _after(cursor)
     rows = (await conn.execute(text(
         "SELECT user_id, email, name, created_at FROM gateway.users WHERE workspace_id = :w"
-        + (" AND (created_at, user_id) > (:t, :id)"
-           if after else "")
+        + (" AND (created_at, user_id) > (:t, :id)" if after else "")
         + " ORDER BY created_at, user_id LIMIT :n"),
-        {"w": workspace_id, "n": limit + 1, **_after(after)})).all()
-    rows, next_cursor = page_of(rows, limit, lambda r: [r.created_at.isoformat(), r.user_id])
+        {"w": workspace_id, "n": limit + 1, **after})).all()
+    rows, next_cursor = page_of(rows, limit, lambda r: moment_and_id(r.created_at, r.user_id))
     return [UserView(**r._mapping) for r in rows], next_cursor
 
 
@@ -150,14 +147,13 @@ _KEY_COLUMNS = "key_id, name, prefix, user_id, created_at, last_used_at, revoked
 
 async def list_keys(conn: AsyncConnection, workspace_id: uuid.UUID, limit: int,
                     cursor: str | None) -> tuple[list[ApiKeyView], str | None]:
-    after = decode_cursor(cursor, 2) if cursor else None
+    after = _after(cursor)
     rows = (await conn.execute(text(
         f"SELECT {_KEY_COLUMNS} FROM gateway.api_keys WHERE workspace_id = :w"
-        + (" AND (created_at, key_id) > (:t, :id)"
-           if after else "")
+        + (" AND (created_at, key_id) > (:t, :id)" if after else "")
         + " ORDER BY created_at, key_id LIMIT :n"),
-        {"w": workspace_id, "n": limit + 1, **_after(after)})).all()
-    rows, next_cursor = page_of(rows, limit, lambda r: [r.created_at.isoformat(), r.key_id])
+        {"w": workspace_id, "n": limit + 1, **after})).all()
+    rows, next_cursor = page_of(rows, limit, lambda r: moment_and_id(r.created_at, r.key_id))
     return [_key_view(r) for r in rows], next_cursor
 
 
@@ -175,10 +171,8 @@ def _key_view(row) -> ApiKeyView:
     return ApiKeyView(**{name: getattr(row, name) for name in ApiKeyView.model_fields})
 
 
-def _after(after: list | None) -> dict:
-    if after is None:
+def _after(cursor: str | None) -> dict:
+    if cursor is None:
         return {}
-    try:
-        return {"t": datetime.fromisoformat(str(after[0])), "id": uuid.UUID(str(after[1]))}
-    except ValueError:
-        raise Rejected(422, "not a cursor this list gave out", "cursor") from None
+    moment, key = decode_moment_and_id(cursor)
+    return {"t": moment, "id": key}

@@ -37,7 +37,7 @@ from contracts.views import (
 from sequences.bootstrap import Runtime
 from sequences.messaging.consumer import Subscription
 from sequences.messaging.rpc import Rejected
-from sequences.pagination import decode_cursor, page_of
+from sequences.pagination import decode_cursor, decode_moment_and_id, moment_and_id, page_of
 from sequences.tracing import tracer
 from services.webhooks.adapters import Answer, WebhookPoster
 from services.webhooks.domain import RetryPolicy, Wanted, ordering_key
@@ -188,16 +188,16 @@ class WebhookHandlers:
     async def list_webhooks(self, query: ListWebhooks) -> WebhookPage:
         after, params = "true", {}
         if query.page.cursor:
-            [created_at, webhook_id] = decode_cursor(query.page.cursor, 2)
-            after, params = "(created_at, webhook_id) > (:t, :id)", _cursor_values(
-                created_at, webhook_id)
+            moment, webhook_id = decode_moment_and_id(query.page.cursor)
+            after, params = "(created_at, webhook_id) > (:t, :id)", {"t": moment,
+                                                                     "id": webhook_id}
         async with self.runtime.engine.connect() as conn:
             rows = (await conn.execute(text(
                 f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks.webhooks WHERE workspace_id = :ws"
                 f" AND {after} ORDER BY created_at, webhook_id LIMIT :limit"),
                 {"ws": query.workspace_id, "limit": query.page.limit + 1, **params})).all()
         rows, cursor = page_of(rows, query.page.limit,
-                               lambda r: [r.created_at.isoformat(), str(r.webhook_id)])
+                               lambda r: moment_and_id(r.created_at, r.webhook_id))
         return WebhookPage(items=[WebhookView(**r._mapping) for r in rows], next_cursor=cursor)
 
     async def get_webhook(self, query: GetWebhook) -> WebhookView:
@@ -265,9 +265,3 @@ class WebhookHandlers:
             raise Rejected(404, f"no such webhook: {request.webhook_id}", "webhook_id")
         return dict(row._mapping)
 
-
-def _cursor_values(created_at, webhook_id) -> dict:
-    try:
-        return {"t": datetime.fromisoformat(str(created_at)), "id": uuid.UUID(str(webhook_id))}
-    except ValueError:
-        raise Rejected(422, "not a cursor this list gave out", "cursor") from None
