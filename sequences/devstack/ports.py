@@ -7,6 +7,10 @@ import subprocess
 import time
 
 _POLL_INTERVAL = 0.02
+# Ports the OS picked for this process: never handed out twice, because the servers they are
+# meant for bind them a moment later, and meanwhile the OS may offer the same port again (two
+# services of the dev stack once got one health port).
+_handed_out: set[int] = set()
 
 
 def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
@@ -20,7 +24,12 @@ def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
             return _bind_and_release(host, preferred)
         except OSError:
             pass
-    return _bind_and_release(host, 0)
+    for _ in range(100):
+        port = _bind_and_release(host, 0)
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise OSError("no free port the OS would pick that this process has not handed out")
 
 
 def _bind_and_release(host: str, port: int) -> int:
