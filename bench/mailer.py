@@ -47,7 +47,7 @@ from psycopg.rows import dict_row
 from sqlalchemy import text
 
 from bench import common
-from bench.common import Result
+from bench.common import BENCH_WORKSPACE, Result
 from bench.service_common import (
     MB,
     SECRET,
@@ -69,7 +69,6 @@ from sequences.eventlog.store import Append, Causation, EventStore
 from sequences.services import all_migrations
 from sequences.signing import Signer
 from services.mailer.domain import (
-from bench.common import BENCH_WORKSPACE
     Links,
     OutgoingEmail,
     build_message,
