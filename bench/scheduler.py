@@ -49,7 +49,7 @@ import psycopg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bench import common
-from bench.common import Result
+from bench.common import BENCH_WORKSPACE, Result
 from bench.service_common import (
     MB,
     CpuMeter,
@@ -125,17 +125,17 @@ def _seed_enrollments(url: str, n: int) -> tuple[list[uuid.UUID], uuid.UUID, uui
     now = datetime.now(UTC)
     with psycopg.connect(**common.connect_params(url), autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO scheduler.sequences (sequence_id, timezone, send_policy, steps)"
-            " VALUES (%s, 'Asia/Seoul', %s::jsonb, %s::jsonb)",
-            [sequence_id, SendPolicy(mode="as_soon_as_due").model_dump_json(),
+            "INSERT INTO scheduler.sequences (sequence_id, workspace_id, timezone, send_policy,"
+            " steps) VALUES (%s, %s, 'Asia/Seoul', %s::jsonb, %s::jsonb)",
+            [sequence_id, BENCH_WORKSPACE, SendPolicy(mode="as_soon_as_due").model_dump_json(),
              json.dumps([step.model_dump(mode="json")])])
         with conn.transaction(), conn.cursor().copy(
-                "COPY scheduler.enrollments (enrollment_id, sequence_id, contact_id, anchor_at,"
-                " correlation_id, causation_id) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["uuid", "uuid", "uuid", "timestamptz", "uuid", "uuid"])
+                "COPY scheduler.enrollments (enrollment_id, workspace_id, sequence_id, contact_id,"
+                " anchor_at, correlation_id, causation_id) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["uuid", "uuid", "uuid", "uuid", "timestamptz", "uuid", "uuid"])
             for enrollment_id in enrollment_ids:
-                copy.write_row((enrollment_id, sequence_id, uuid.uuid4(), now, uuid.uuid4(),
-                                uuid.uuid4()))
+                copy.write_row((enrollment_id, BENCH_WORKSPACE, sequence_id, uuid.uuid4(), now,
+                                uuid.uuid4(), uuid.uuid4()))
         conn.execute("ANALYZE scheduler.enrollments")
     return enrollment_ids, sequence_id, step.step_id
 
@@ -269,7 +269,8 @@ def _step_due_payload() -> bytes:
                     contact_id=uuid.uuid4(), step_id=uuid.uuid4(), step_index=0,
                     channel="email", due_at=datetime.now(UTC))
     envelope = EventEnvelope(
-        event_id=uuid.uuid4(), stream_id=event.stream_id(), version=1, type="StepDue",
+        event_id=uuid.uuid4(), workspace_id=BENCH_WORKSPACE, stream_id=event.stream_id(),
+        version=1, type="StepDue",
         schema_version=1, occurred_at=datetime.now(UTC), correlation_id=uuid.uuid4(),
         causation_id=uuid.uuid4(), traceparent=None, data=event.model_dump(mode="json"))
     return envelope.model_dump_json().encode()
