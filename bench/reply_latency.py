@@ -45,8 +45,7 @@ async def run(quick: bool) -> list[Result]:
     count = 20 if quick else 100
     with tempfile.TemporaryDirectory(prefix="sequences-bench-replies-") as temp:
         with Dovecot(Path(temp) / "dovecot") as dovecot, _stack(Path(temp), dovecot) as stack:
-            async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30,
-                                         headers=stack.api_headers) as api:
+            async with stack.api_client() as api:
                 enrollments = await _enrolled(stack, api, 2 * count)
                 idle = await _measure(stack, api, dovecot, enrollments[:count], "IDLE")
                 _watch_by_polling(stack, dovecot)

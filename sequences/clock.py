@@ -104,15 +104,17 @@ async def read_offset(js: JetStreamContext) -> timedelta:
 
 async def advance(js: JetStreamContext, delta: timedelta) -> timedelta:
     """Move the shared clock forward by `delta`; returns the new total offset."""
-    offset = await read_offset(js) + delta
-    kv = await clock_bucket(js)
-    await kv.put(CLOCK_OFFSET_KEY, str(offset.total_seconds()).encode())
-    return offset
+    return await set_offset(js, await read_offset(js) + delta)
 
 
 async def set_to(js: JetStreamContext, moment: datetime) -> timedelta:
     """Make every process's clock read `moment` now (tests jump to a DST change this way)."""
-    offset = moment - datetime.now(UTC)
+    return await set_offset(js, moment - datetime.now(UTC))
+
+
+async def set_offset(js: JetStreamContext, offset: timedelta) -> timedelta:
+    """Set the total offset. Unlike `advance`, repeating it after a lost answer (NATS
+    restarting) moves nothing twice."""
     kv = await clock_bucket(js)
     await kv.put(CLOCK_OFFSET_KEY, str(offset.total_seconds()).encode())
     return offset

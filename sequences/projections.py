@@ -8,6 +8,7 @@ handlers, in one transaction, so readers see the old tables or the new ones, nev
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
@@ -72,3 +73,28 @@ async def rebuild(
             progress(replayed)
     log.info("rebuilt %s from %d events", subscription.name, replayed)
     return replayed
+
+
+async def read_models(engine: AsyncEngine, projections: tuple[Projection, ...]) -> dict[str, list]:
+    """Every row of the projections' tables, each table in a stable order (by the whole row):
+    what a rebuild must give again, row for row."""
+    tables: dict[str, list] = {}
+    async with engine.connect() as conn:
+        for table in (t for projection in projections for t in projection.tables):
+            rows = await conn.execute(text(f"SELECT * FROM {table} AS r ORDER BY r"))
+            tables[table] = [tuple(row) for row in rows]
+    return tables
+
+
+def differences(live: dict[str, list], rebuilt: dict[str, list]) -> dict[str, dict[str, int]]:
+    """Per table whose rows differ: how many rows only the live tables have, and only the
+    rebuilt ones (empty when a rebuild reproduced every row)."""
+    differ = {}
+    for table in sorted(live.keys() | rebuilt.keys()):
+        # rows hold lists and dicts (arrays, jsonb): compared by their repr
+        before = Counter(map(repr, live.get(table, [])))
+        after = Counter(map(repr, rebuilt.get(table, [])))
+        if before != after:
+            differ[table] = {"only_live": (before - after).total(),
+                             "only_rebuilt": (after - before).total()}
+    return differ

@@ -86,6 +86,13 @@ class Stack:
     def viewer_url(self) -> str:
         return f"http://127.0.0.1:{self.viewer_port}"
 
+    def api_client(self, timeout: float = 30.0) -> httpx.AsyncClient:
+        """An HTTP client for the gateway's API, with the dev workspace's key. The end-to-end
+        tests, benchmarks and the fault run call the API through one of these, so what every
+        request must carry is added here only."""
+        return httpx.AsyncClient(base_url=self.gateway_url, timeout=timeout,
+                                 headers=self.api_headers)
+
     def _secret(self) -> str:
         """A random signing secret made once per data directory, so links stay valid across
         restarts of the dev stack."""
@@ -144,7 +151,7 @@ class Stack:
         return json.loads(path.read_text())
 
     def start_service(self, name: str, replica: int = 0, extra_env: dict | None = None) -> None:
-        label = name if replica == 0 else f"{name}-{replica}"
+        label = _label(name, replica)
         env = {**self.config.service_env.get(name, {}), **(extra_env or {})}
         if name != "gateway":  # every process its own /healthz and /readyz
             port = self.health_ports.setdefault((name, replica), free_port())
@@ -189,6 +196,28 @@ class Stack:
         process.send_signal(signal.SIGKILL)
         process.wait()
 
+    def restart_service(self, name: str, replica: int = 0) -> None:
+        """SIGKILL one service process and start it again, as a crash and a supervisor would."""
+        self.kill_service(name, replica)
+        self.start_service(name, replica)
+
+    def restart_nats(self) -> None:
+        """Stop nats-server and start it again on the same port and store (embedded only)."""
+        if self.config.nats_url:
+            raise RuntimeError("NATS comes from NATS_URL: the stack cannot restart it")
+        self.nats.restart()
+
+    def restart_postgres(self) -> None:
+        """Stop PostgreSQL (fast: open connections are cut) and start it again (embedded only)."""
+        if self.config.database_url:
+            raise RuntimeError("PostgreSQL comes from DATABASE_URL: the stack cannot restart it")
+        self.database_url = self.postgres.restart()
+
+    def service_pids(self) -> dict[str, int]:
+        """Every running service process by label (`mailer`, `mailer-1`, ...): for sampling."""
+        return {_label(name, replica): process.pid
+                for (name, replica), process in self.processes.items() if process.poll() is None}
+
     def restart_dead(self) -> list[str]:
         """Start again every service process that exited; returns their names."""
         restarted = []
@@ -224,6 +253,10 @@ class Stack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _label(name: str, replica: int) -> str:
+    return name if replica == 0 else f"{name}-{replica}"
 
 
 def run_until_interrupted(config: StackConfig) -> int:

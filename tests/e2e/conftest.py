@@ -29,8 +29,5 @@ def stack(tmp_path_factory):
 
 @pytest.fixture
 async def api(stack):
-    import httpx
-
-    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30,
-                                 headers=stack.api_headers) as client:
+    async with stack.api_client() as client:
         yield client
