@@ -27,6 +27,7 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Generator
@@ -156,6 +157,10 @@ class MailCapture:
         # Captured files never change, so each is read once; rebuilt from the directory
         # listing on every request, so deleted files drop out.
         self._summaries: dict[str, CapturedMessage] = {}
+        # Requests run in a thread pool: one at a time reads the new files, the others then
+        # find them read (else, after a mailer crash, each of its concurrent delivery checks
+        # read every file captured so far, and all of them timed out together).
+        self._summarizing = threading.Lock()
 
     @property
     def viewer_url(self) -> str | None:
@@ -232,10 +237,11 @@ class MailCapture:
 
     def messages(self) -> list[CapturedMessage]:
         """Summaries of the captured messages, newest first."""
-        ids = sorted((path.stem for path in self.mail_dir.glob("*.eml")), reverse=True)
-        known = self._summaries
-        self._summaries = {i: known.get(i) or _summarize(self.mail_dir, i) for i in ids}
-        return list(self._summaries.values())
+        with self._summarizing:
+            ids = sorted((path.stem for path in self.mail_dir.glob("*.eml")), reverse=True)
+            known = self._summaries
+            self._summaries = {i: known.get(i) or _summarize(self.mail_dir, i) for i in ids}
+            return list(self._summaries.values())
 
 
 def _summarize(mail_dir: Path, capture_id: str) -> CapturedMessage:

@@ -74,6 +74,11 @@ class TemporaryRefusal(Exception):
     """The SMTP server said "try later" (4xx): the step comes back with a growing delay."""
 
 
+class DeliveryUnknown(Exception):
+    """A send that a crash left unrecorded may have arrived, and the verifier cannot say so
+    now: the step comes back with a growing delay rather than risk a second email."""
+
+
 class MailerHandlers:
     def __init__(self, runtime: Runtime, mailboxes: Mailboxes, signer: Signer,
                  verifier: CaptureVerifier | None = None, retry_limit: int = 5):
@@ -208,7 +213,15 @@ class MailerHandlers:
         raise TemporaryRefusal(f"{code} {reason}")
 
     async def _arrived(self, email: OutgoingEmail) -> bool:
-        return bool(self.verifier and await self.verifier.was_delivered(email.message_id))
+        """Whether a send that a crash left unrecorded went through. Without a verifier nobody
+        can tell, and it is sent again (at least once). With one that does not answer (busy,
+        restarting), sending again would double every email that did arrive: ask again later."""
+        if self.verifier is None:
+            return False
+        delivered = await self.verifier.was_delivered(email.message_id)
+        if delivered is None:
+            raise DeliveryUnknown(f"cannot tell whether {email.message_id} arrived; asking later")
+        return delivered
 
     async def _slot(self, d, event, email, mailbox: Mailbox, found) -> bool:
         """Per-mailbox daily cap and minimum gap: take a sending slot, or defer the step to the

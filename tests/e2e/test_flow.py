@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sequences import projections
 from sequences.db import create_engine
 from sequences.devstack.capture import read_captured
+from sequences.devstack.ports import free_port
 from sequences.services import all_projections
 from tests.support import eventually
 
@@ -112,6 +113,41 @@ async def test_a_mailer_killed_before_recording_the_send_sends_the_email_exactly
 
     await eventually(sent, timeout=30)
     await asyncio.sleep(1)  # room for a duplicate to arrive, if there were one
+    assert len(mail_to(stack, email)) == 1
+
+
+async def test_a_mailer_that_cannot_ask_whether_an_unrecorded_send_arrived_waits_instead_of_resending(
+        stack, api):
+    # the SMTP server accepted the email, the mailer died before recording it
+    stack.kill_service("mailer")
+    stack.start_service("mailer", extra_env={"SEQUENCES_CRASH_AT": "mailer.after_smtp"})
+    sequence_id = (await api.post("/v1/sequences", json=SEQUENCE)).json()["id"]
+    contact_id, email = await new_contact(api)
+    enrolled = await api.post(f"/v1/sequences/{sequence_id}/enrollments",
+                              json={"contact_id": contact_id})
+    crashed = stack.processes[("mailer", 0)]
+    assert await asyncio.to_thread(crashed.wait, 60) == -signal.SIGKILL
+    assert len(mail_to(stack, email)) == 1
+
+    # nobody answers where delivery is checked (the capture server busy or restarting)
+    log = stack.log_dir / "mailer.log"
+    asked_before = log.read_text().count("cannot verify delivery")
+    stack.start_service("mailer", extra_env={"SMTP_VERIFY_URL": f"http://127.0.0.1:{free_port()}"})
+
+    async def asked():
+        return log.read_text().count("cannot verify delivery") > asked_before
+
+    await eventually(asked, timeout=30)
+    await asyncio.sleep(1)  # room for the second send, if there were one
+    assert len(mail_to(stack, email)) == 1
+
+    # once it can be asked, the send is recorded, not repeated
+    stack.restart_service("mailer")
+
+    async def sent():
+        return (await api.get(f"/v1/enrollments/{enrolled.json()['id']}")).json()["sends"] == 1
+
+    await eventually(sent, timeout=60)
     assert len(mail_to(stack, email)) == 1
 
 
