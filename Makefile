@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # re-install when the dependencies change
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test bench bench-quick install clean-data constraints
+.PHONY: up test bench bench-quick fault-run install clean-data constraints
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick
+
+# 10,000 enrollments while every service is killed; FAULT_RUN_ARGS="--seed 7 --enrollments 2000"
+fault-run: $(STAMP)
+	$(BIN)/python -m bench.fault_run $(FAULT_RUN_ARGS)
 
 clean-data:
 	rm -rf .data

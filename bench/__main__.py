@@ -25,7 +25,7 @@ from importlib.metadata import version
 from typing import Awaitable, Callable
 
 from bench import append, common, reply_latency
-from bench import enrollment, mailer, scheduler
+from bench import enrollment, mailer, memory, scheduler
 from bench.common import Result
 
 # name -> benchmark; each returns its figures
@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, Callable[[bool], Awaitable[list[Result]]]] = {
     "scheduler": scheduler.run,
     "mailer": mailer.run,
     "enrollment": enrollment.run,
+    "memory": memory.run,
 }
 
 

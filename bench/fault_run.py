@@ -44,7 +44,7 @@ import httpx
 from sqlalchemy import text
 
 from bench.common import progress
-from contracts.subjects import EVENTS_STREAM
+from bench.service_common import until_settled
 from sequences import clock, projections
 from sequences.db import create_engine
 from sequences.devstack.stack import Stack, StackConfig
@@ -332,45 +332,11 @@ async def check_statuses(api: httpx.AsyncClient, sequence_id: str, report: Repor
 
 
 async def check_events(stack: Stack, engine, report: Report) -> None:
-    """Events in the log, on JetStream, and seen by each durable consumer (the sum of its
-    positions over the streams of the categories it reads)."""
-    nc = await connect(stack.env()["NATS_URL"], "fault-run")
-    try:
-        js = nc.jetstream()
-        report.events_on_jetstream = (await js.stream_info(EVENTS_STREAM)).state.messages
-        consumers = {c.name: [s.split(".")[-2] for s in _filters(c.config)]
-                     for c in await js.consumers_info(EVENTS_STREAM)}
-    finally:
-        await nc.close()
-    async with engine.connect() as conn:
-        report.events_in_log = (await conn.execute(
-            text("SELECT count(*) FROM eventlog.events"))).scalar_one()
-        for name, categories in consumers.items():
-            in_log = (await conn.execute(text(
-                "SELECT count(*) FROM eventlog.events"
-                " WHERE split_part(stream_id, '-', 1) = ANY(:c)"), {"c": categories})).scalar_one()
-            seen = (await conn.execute(text(
-                "SELECT coalesce(sum(version), 0) FROM eventlog.consumer_positions"
-                " WHERE consumer = :c"), {"c": name})).scalar_one()
-            report.consumers[name] = (in_log, seen)
-
-
-def _filters(config) -> list[str]:
-    return list(config.filter_subjects or ([config.filter_subject] if config.filter_subject else []))
-
-
-async def until_settled(stack: Stack, engine, report: Report, timeout: float = 60.0) -> None:
-    """Until the outbox is empty and every consumer has seen every event of its categories (or
-    the timeout: then the report shows who lags)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        await check_events(stack, engine, report)
-        async with engine.connect() as conn:
-            outbox = (await conn.execute(text("SELECT count(*) FROM eventlog.outbox"))).scalar_one()
-        level = all(log == seen for log, seen in report.consumers.values())
-        if (outbox == 0 and level) or time.monotonic() > deadline:
-            return
-        await asyncio.sleep(1)
+    """Once the outbox is empty and the consumers caught up (or a minute passed): events in the
+    log, on JetStream and seen by each durable consumer."""
+    levels = await until_settled(stack.env()["NATS_URL"], engine)
+    report.events_in_log, report.events_on_jetstream = levels.in_log, levels.on_jetstream
+    report.consumers = levels.consumers
 
 
 async def check_rebuild(stack: Stack, engine, report: Report) -> None:
@@ -420,7 +386,7 @@ async def run(options: Options) -> Report:
             await check_statuses(api, sequence_id, report)
         engine = create_engine(stack.database_url, pool_size=2)
         try:
-            await until_settled(stack, engine, report)
+            await check_events(stack, engine, report)
             await check_emails(stack, engine, report)
             await check_rebuild(stack, engine, report)
         finally:

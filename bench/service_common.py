@@ -16,8 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import psutil
 from nats.js import JetStreamContext
@@ -263,6 +264,102 @@ def postmaster_pid(url: str) -> int | None:
             return psutil.Process(backend).ppid()
         except psutil.Error:
             return None
+
+
+# --- the whole system (the dev stack): memory of every process, events level everywhere -------
+
+
+class RssSampler:
+    """Resident memory of processes by label (`mailer`, `mailer-1`, ...), sampled every `every`
+    seconds until stopped. The pids are asked for at each sample, so a restarted process keeps
+    its label."""
+
+    def __init__(self, pids: Callable[[], dict[str, int]], every: float = 0.5):
+        self._pids = pids
+        self._every = every
+        self.samples: dict[str, list[tuple[float, int]]] = {}  # label: [(seconds, bytes)]
+        self._task: asyncio.Task | None = None
+        self._began = time.perf_counter()
+
+    def sample(self) -> None:
+        now = time.perf_counter() - self._began
+        for label, pid in self._pids().items():
+            with contextlib.suppress(psutil.Error):
+                self.samples.setdefault(label, []).append((now, psutil.Process(pid).memory_info().rss))
+
+    def start(self) -> None:
+        async def run():
+            while True:
+                self.sample()
+                await asyncio.sleep(self._every)
+
+        self._task = asyncio.create_task(run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.sample()
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self._began
+
+    def between(self, label: str, start: float, end: float) -> list[int]:
+        return [rss for t, rss in self.samples.get(label, []) if start <= t <= end]
+
+
+@dataclass
+class EventLevels:
+    """Events in the log, on JetStream, in the outbox, and per durable consumer: (events of the
+    categories it reads in the log, events it has handled: the sum of its stream positions)."""
+
+    in_log: int
+    on_jetstream: int
+    outbox: int
+    consumers: dict[str, tuple[int, int]]
+
+    @property
+    def settled(self) -> bool:
+        return self.outbox == 0 and all(log == seen for log, seen in self.consumers.values())
+
+
+async def event_levels(nats_url: str, engine) -> EventLevels:
+    from sqlalchemy import text
+
+    from sequences.messaging.nats import connect
+
+    nc = await connect(nats_url, "bench")
+    try:
+        js = nc.jetstream()
+        on_jetstream = (await js.stream_info(EVENTS_STREAM)).state.messages
+        consumers = {c.name: [subject.split(".")[-2] for subject in c.config.filter_subjects or []]
+                     for c in await js.consumers_info(EVENTS_STREAM)}
+    finally:
+        await nc.close()
+    async with engine.connect() as conn:
+        async def count(sql: str, **params) -> int:
+            return (await conn.execute(text(sql), params)).scalar_one()
+
+        levels = EventLevels(await count("SELECT count(*) FROM eventlog.events"), on_jetstream,
+                             await count("SELECT count(*) FROM eventlog.outbox"), {})
+        for name, categories in consumers.items():
+            levels.consumers[name] = (
+                await count("SELECT count(*) FROM eventlog.events"
+                            " WHERE split_part(stream_id, '-', 1) = ANY(:c)", c=categories),
+                await count("SELECT coalesce(sum(version), 0) FROM eventlog.consumer_positions"
+                            " WHERE consumer = :c", c=name))
+    return levels
+
+
+async def until_settled(nats_url: str, engine, timeout: float = 60.0) -> EventLevels:
+    """Until the outbox is empty and every consumer has handled every event it reads (or the
+    timeout: the levels then show who lags)."""
+    deadline = time.monotonic() + timeout
+    while not (levels := await event_levels(nats_url, engine)).settled \
+            and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+    return levels
 
 
 # --- profiling (python -m bench.profile_services) ---------------------------------------------
