@@ -19,7 +19,7 @@ idle) until every consumer has handled every event ("end"). Growth is end minus 
 growth" is the RSS at the end minus the RSS when half of the enrollments had their task: memory
 that keeps growing with the events handled shows there, a cache filled once does not.
 
-N = 100,000; --quick: 5,000.
+N = 100,000; --quick: 2,000.
 
     python -m bench --only memory [--quick]
 """
@@ -27,10 +27,12 @@ N = 100,000; --quick: 5,000.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
 from pathlib import Path
 
+import psutil
 from sqlalchemy import text
 
 from bench import common
@@ -93,7 +95,18 @@ async def _until_tasks(engine, sequence_id: str, n: int, sampler: RssSampler) ->
         await asyncio.sleep(1)
 
 
-def _figures(sampler: RssSampler, halfway: float, end: float, n: int) -> list[Result]:
+def _cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds each service used since it started (where the time of the run went)."""
+    used = {}
+    for label, pid in pids.items():
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            used[label] = round(times.user + times.system, 1)
+    return used
+
+
+def _figures(sampler: RssSampler, halfway: float, end: float, n: int,
+             cpu: dict[str, float]) -> list[Result]:
     results = []
     for label, samples in sorted(sampler.samples.items()):
         start, last = samples[0][1], samples[-1][1]
@@ -102,7 +115,7 @@ def _figures(sampler: RssSampler, halfway: float, end: float, n: int) -> list[Re
         details = {"start_mb": round(start / MB, 1), "peak_mb": round(peak / MB, 1),
                    "end_mb": round(last / MB, 1), "growth_mb": round((last - start) / MB, 1),
                    "late_growth_mb": round((last - at_half) / MB, 1), "samples": len(samples),
-                   "enrollments": n}
+                   "enrollments": n, "cpu_s": cpu.get(label)}
         common.progress(f"  {label}: {details}")
         results.append(Result(
             f"{label} peak RSS, {n:,} enrollments through a step (end"
@@ -114,7 +127,7 @@ def _figures(sampler: RssSampler, halfway: float, end: float, n: int) -> list[Re
 
 
 async def run(quick: bool) -> list[Result]:
-    n = 5_000 if quick else 100_000
+    n = 2_000 if quick else 100_000
     with tempfile.TemporaryDirectory(prefix="sequences-bench-memory-") as temp:
         with _stack(Path(temp)) as stack:
             sampler = RssSampler(stack.service_pids)
@@ -127,10 +140,11 @@ async def run(quick: bool) -> list[Result]:
                 levels = await until_settled(stack.env()["NATS_URL"], engine, timeout=120)
                 end = sampler.seconds()
                 await sampler.stop()
+                cpu = _cpu_seconds(stack.service_pids())
             finally:
                 await engine.dispose()
     if not levels.settled:
         raise RuntimeError(f"memory: the consumers did not catch up: {levels}")
     common.progress(f"memory: {n:,} enrollments through the step in"
                     f" {time.perf_counter() - began:.0f} s")
-    return _figures(sampler, halfway, end, n)
+    return _figures(sampler, halfway, end, n, cpu)
