@@ -44,6 +44,7 @@ from sequences.devstack.stack import Stack, StackConfig
 LIMIT_MB = 150
 LATE_GROWTH_MB = 10  # what "flat" allows over the second half: allocator noise, not per event
 TAG = "memory"
+STALL_SECONDS = 300
 
 
 def _stack(data_dir: Path) -> Stack:
@@ -72,16 +73,19 @@ async def _enroll(stack: Stack, n: int) -> str:
         common.progress(f"memory: enrolling {n:,} contacts")
         enrolled = await api.post(f"/v1/sequences/{sequence_id}/enrollments/bulk",
                                   json={"segment": {"tag": TAG}})
-        enrolled.raise_for_status()
-    if enrolled.json()["enrolled"] != n:
-        raise RuntimeError(f"bulk enrollment: {enrolled.json()}")
+    # 503: the gateway stopped waiting (10 s) while the enrollment service still works on it;
+    # the enrollments then show up in the read model (waited for next), so no repeat is sent
+    if enrolled.status_code == 503:
+        common.progress(f"  the bulk request answered 503 after {enrolled.elapsed.total_seconds():.0f} s")
+    elif enrolled.status_code != 200 or enrolled.json()["enrolled"] != n:
+        raise RuntimeError(f"bulk enrollment: {enrolled.status_code} {enrolled.text[:300]}")
     return sequence_id
 
 
 async def _until_tasks(engine, sequence_id: str, n: int, sampler: RssSampler) -> float:
     """Until every enrollment has its open task; returns the sampler's time when half had."""
     ticker = common.Ticker("enrollments through the step", n, unit="enrollments")
-    halfway = None
+    halfway, last, moved = None, -1, time.monotonic()
     while True:
         async with engine.connect() as conn:
             done = (await conn.execute(text(
@@ -91,6 +95,10 @@ async def _until_tasks(engine, sequence_id: str, n: int, sampler: RssSampler) ->
             halfway = sampler.seconds()
         if done >= n:
             return halfway
+        if done != last:
+            last, moved = done, time.monotonic()
+        elif time.monotonic() - moved > STALL_SECONDS:
+            raise RuntimeError(f"memory: {done:,} of {n:,} tasks, none more in {STALL_SECONDS} s")
         ticker.tick(done)
         await asyncio.sleep(1)
 
