@@ -123,10 +123,16 @@ async def ask(request: Request, kind: type[BaseModel], /, **fields):
     return await send(request, kind(workspace_id=workspace_of(request), **fields))
 
 
+# Seconds to wait for a reply where 10 s is too short: a segment of 100,000 takes about 10 s
+# on two cores, and an answer of 503 ("retry") while it goes on to succeed misleads the caller.
+_REPLY_WITHIN = {c.EnrollSegment: 120.0}
+
+
 async def send(request: Request, message: BaseModel):
     """Send a command or query to its service; its problem becomes this response's problem."""
     try:
-        reply = await rpc.request(request.app.state.nc, message)
+        reply = await rpc.request(request.app.state.nc, message,
+                                  timeout=_REPLY_WITHIN.get(type(message), 10.0))
     except rpc.ServiceUnavailable:
         raise ProblemError(Problem(status=503, title="Service unavailable",
                                    detail="a service did not answer in time; retry")) from None
