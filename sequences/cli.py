@@ -236,7 +236,8 @@ async def _import_contacts(args) -> int:
         return 2
 
     def progress(done: int, total: int) -> None:
-        print(f"\rimported {done:,} of {total:,} rows ({done / total:.0%})", end="",
+        share = done / total if total else 1
+        print(f"\rread {done:,} of {total:,} lines ({share:.0%})", end="",
               file=sys.stderr, flush=True)
 
     nc = await connect(Settings.from_env().nats_url, "sequences-cli")

@@ -4,12 +4,10 @@ chunks. Used alike by `POST /v1/contacts/import` and `sequences contacts import`
 
 from __future__ import annotations
 
-import uuid
-
 import csv
 import io
-from dataclasses import dataclass, field
-from typing import Callable
+import uuid
+from typing import Callable, Iterator
 
 from nats.aio.client import Client
 from pydantic import ValidationError
@@ -49,42 +47,62 @@ def decode(data: bytes) -> str:
     raise ImportFileError("file", "the file is neither UTF-8 nor CP949 (EUC-KR) text")
 
 
-@dataclass
 class ParsedFile:
-    rows: list[tuple[int, ContactFields]] = field(default_factory=list)
-    failed: list[RowError] = field(default_factory=list)
+    """A file's rows, validated as they are read: `chunks()` yields the good ones a chunk at a
+    time (so a 100,000-row file is never held as 100,000 contacts), `failed` collects the rest
+    (line, field, why). The header is checked at once: an unusable file sends nothing.
+    A later row repeating an earlier row's email is a failure too (which one would win?)."""
+
+    def __init__(self, text: str, mapping: dict[str, str] | None = None):
+        self._reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(self._reader, None)
+        if not header:
+            raise ImportFileError("file", "the file is empty: a header line is needed")
+        self._width = len(header)
+        self._columns = _columns([h.strip() for h in header], mapping or {})
+        self.failed: list[RowError] = []
+        self.lines_read = 1
+        # for progress: lines after the header (a quoted field may span lines: an estimate)
+        self.lines = max(text.count("\n") - 1, 0) + (not text.endswith("\n"))
+
+    def chunks(self, size: int = CHUNK_ROWS) -> Iterator[list[ContactFields]]:
+        chunk: list[ContactFields] = []
+        first_line_of: dict[str, int] = {}
+        for line, values in enumerate(self._reader, start=2):
+            self.lines_read = line
+            contact = self._contact(line, values, first_line_of)
+            if contact is not None:
+                chunk.append(contact)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def _contact(self, line: int, values: list[str],
+                 first_line_of: dict[str, int]) -> ContactFields | None:
+        if not any(v.strip() for v in values):
+            return None
+        if len(values) != self._width:
+            return self._fail(line, None, f"{len(values)} values for {self._width} columns")
+        try:
+            contact = ContactFields.model_validate(_fields(self._columns, values))
+        except ValidationError as error:
+            first = error.errors()[0]
+            return self._fail(line, str(first["loc"][0]), first["msg"])
+        key = contact.email.lower()
+        if key in first_line_of:
+            return self._fail(line, "email", f"same email as line {first_line_of[key]}")
+        first_line_of[key] = line
+        return contact
+
+    def _fail(self, line: int, field_: str | None, message: str) -> None:
+        self.failed.append(RowError(row=line, field=field_, message=message))
+        return None
 
 
 def parse(text: str, mapping: dict[str, str] | None = None) -> ParsedFile:
-    """Rows of the file as contacts; a row that fails is reported (line, field, why) and left out.
-    A later row repeating an earlier row's email is a failure too (which one would win?)."""
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if not header:
-        raise ImportFileError("file", "the file is empty: a header line is needed")
-    columns = _columns([h.strip() for h in header], mapping or {})
-    parsed, first_line_of = ParsedFile(), {}
-    for line, values in enumerate(reader, start=2):
-        if not any(v.strip() for v in values):
-            continue
-        if len(values) != len(header):
-            parsed.failed.append(RowError(row=line, field=None, message=(
-                f"{len(values)} values for {len(header)} columns")))
-            continue
-        try:
-            contact = ContactFields.model_validate(_fields(columns, values))
-        except ValidationError as error:
-            first = error.errors()[0]
-            parsed.failed.append(RowError(row=line, field=str(first["loc"][0]), message=first["msg"]))
-            continue
-        key = contact.email.lower()
-        if key in first_line_of:
-            parsed.failed.append(RowError(row=line, field="email", message=(
-                f"same email as line {first_line_of[key]}")))
-            continue
-        first_line_of[key] = line
-        parsed.rows.append((line, contact))
-    return parsed
+    return ParsedFile(text, mapping)
 
 
 def _columns(header: list[str], mapping: dict[str, str]) -> dict[int, str]:
@@ -120,15 +138,16 @@ async def import_contacts(
     parsed: ParsedFile,
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> ImportReport:
-    """Send the parsed rows in chunks; each chunk is upserted in one transaction."""
+    """Send the rows a chunk at a time as they are read; each chunk is upserted in one
+    transaction. `progress(lines read, lines in the file)` after each."""
     totals = {"created": 0, "updated": 0, "unchanged": 0}
-    contacts = [contact for _, contact in parsed.rows]
-    for start in range(0, len(contacts), CHUNK_ROWS):
-        chunk = ImportContacts(workspace_id=workspace_id, rows=contacts[start:start + CHUNK_ROWS])
-        reply = await rpc.request(nc, chunk, timeout=120)
+    for rows in parsed.chunks():
+        reply = await rpc.request(nc, ImportContacts(workspace_id=workspace_id, rows=rows),
+                                  timeout=120)
         if reply.problem is not None:
             raise rpc.Rejected(reply.problem.status, reply.problem.detail or reply.problem.title)
         for key in totals:
             totals[key] += reply.result[key]
-        progress(min(start + CHUNK_ROWS, len(contacts)), len(contacts))
+        progress(parsed.lines_read - 1, max(parsed.lines, parsed.lines_read - 1))
+    progress(parsed.lines_read - 1, parsed.lines_read - 1)
     return ImportReport(**totals, failed=parsed.failed)

@@ -232,7 +232,7 @@ async def test_the_command_line_imports_a_cp949_file_in_chunks_with_progress(sta
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
-    assert "imported 2,500 of 2,500 rows (100%)" in err.decode()
+    assert "read 2,501 of 2,501 lines (100%)" in err.decode()
     assert "created 2,500, updated 0, unchanged 0, failed 1" in out.decode()
     assert "line 12: email" in out.decode()
     page = (await api.get("/v1/contacts", params={"list": listing, "limit": 500})).json()

@@ -1,0 +1,39 @@
+"""CSV import parsing: rows validated as they are read, a chunk at a time."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.enrollment.contact_import import ImportFileError, decode, parse
+
+
+def csv_of(rows: list[str]) -> str:
+    return "고객명,이메일,태그\n" + "\n".join(rows) + "\n"
+
+
+def test_rows_come_in_chunks_and_failures_name_their_line():
+    rows = [f"김{i},kim{i}@x.example,a;b" for i in range(5)]
+    rows.insert(2, "bad,not-an-email,x")
+    rows.append("again,KIM0@x.example,")
+    rows.append("short")
+    parsed = parse(csv_of(rows))
+    chunks = list(parsed.chunks(size=2))
+    assert [len(c) for c in chunks] == [2, 2, 1]
+    assert chunks[0][0].name == "김0" and chunks[0][0].tags == ["a", "b"]
+    assert [(f.row, f.field) for f in parsed.failed] == [(4, "email"), (8, "email"), (9, None)]
+    assert "same email as line 2" in parsed.failed[1].message
+    assert (parsed.lines_read, parsed.lines) == (9, 8)
+
+
+def test_a_header_that_maps_no_email_or_an_empty_file_is_refused_before_any_row():
+    with pytest.raises(ImportFileError) as no_email:
+        parse("name,company\nKim,Acme\n")
+    assert no_email.value.field == "mapping"
+    with pytest.raises(ImportFileError):
+        parse("")
+
+
+def test_cp949_and_bom_files_decode():
+    text = csv_of(["김민수,kim@x.example,"])
+    assert decode(text.encode("cp949")) == text
+    assert decode(b"\xef\xbb\xbf" + text.encode()) == text
