@@ -1,22 +1,25 @@
 """Read models (projections): tables fed from the log, rebuildable from scratch.
 
 A projection is a `Subscription` marked rebuildable plus the tables it writes. Rebuilding
-empties the tables and the projection's positions and replays the log through the very same
-handlers, in one transaction, so readers see the old tables or the new ones, never half.
+empties the tables and replays the log through the very same handlers, then sets the
+projection's positions, in one transaction, so readers see the old tables or the new ones,
+never half.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable
+from typing import AsyncIterator, Callable, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sequences.eventlog.store import EventStore
-from sequences.messaging.consumer import Outcome, Subscription, apply_in
+from sequences.eventlog.store import EventStore, StoredEvent
+from sequences.messaging.consumer import Subscription, dispatch, replace_positions
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +30,7 @@ _CATEGORY_ORDER = {category: rank for rank, category in enumerate(
     ("sequence", "contact", "enrollment", "schedule", "delivery", "inbox", "bounce", "task"))}
 
 
-def _replay_order(envelope) -> tuple:
+def _replay_order(envelope: StoredEvent) -> tuple:
     """Replay a batch in long runs of one event type, so set-based handlers do the work in a few
     statements: by category (what others refer to first), then version, then type. Each
     stream's events keep their order (versions ascend), and read-model rows of different
@@ -58,19 +61,18 @@ async def rebuild(
             text("SELECT pg_advisory_xact_lock(:key)"), {"key": subscription.rebuild_lock}
         )
         await conn.execute(text(f"TRUNCATE {', '.join(projection.tables)}"))
-        await conn.execute(
-            text("DELETE FROM eventlog.consumer_positions WHERE consumer = :c"),
-            {"c": subscription.name},
-        )
-        after = 0
-        while batch := await store.read_all(conn, subscription.categories, after, batch_size):
-            envelopes = sorted((envelope for _, envelope in batch), key=_replay_order)
-            outcomes = await apply_in(conn, subscription, envelopes, gated=False)
-            if any(outcome is not Outcome.applied for outcome in outcomes):
-                raise RuntimeError("the log has a gap or a repeat: rebuild stopped, nothing changed")
-            replayed += len(batch)
-            after = batch[-1][0]
-            progress(replayed)
+        positions: dict[str, int] = {}  # the version reached in each stream, written at the end
+        # The log is read on a second connection, a batch ahead, so that reading and decoding
+        # the next batch overlaps the server's work on this one. Its snapshot is taken after
+        # the lock: events committed later wait for the live handlers, which wait for us.
+        async with engine.connect() as reading:
+            batches = store.read_all(reading, subscription.categories, batch_size)
+            async for batch in _read_ahead(batches):
+                _advance(positions, batch)
+                await dispatch(conn, subscription, sorted(batch, key=_replay_order))
+                replayed += len(batch)
+                progress(replayed)
+        await replace_positions(conn, subscription, positions)
     log.info("rebuilt %s from %d events", subscription.name, replayed)
     return replayed
 
@@ -98,3 +100,40 @@ def differences(live: dict[str, list], rebuilt: dict[str, list]) -> dict[str, di
             differ[table] = {"only_live": (before - after).total(),
                              "only_rebuilt": (after - before).total()}
     return differ
+
+
+T = TypeVar("T")
+
+
+async def _read_ahead(items: AsyncIterator[T], depth: int = 2) -> AsyncIterator[T]:
+    """`items`, fetched by a task of their own up to `depth` ahead of the consumer."""
+    queue: asyncio.Queue = asyncio.Queue(depth)
+    done = object()
+
+    async def fetch() -> None:
+        try:
+            async for item in items:
+                await queue.put(item)
+        except Exception as error:
+            await queue.put(error)
+        else:
+            await queue.put(done)
+
+    fetching = asyncio.create_task(fetch())
+    try:
+        while (item := await queue.get()) is not done:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        fetching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await fetching
+
+
+def _advance(positions: dict[str, int], batch: list[StoredEvent]) -> None:
+    """Move each stream's position over `batch`, which must follow it without a gap."""
+    for event in batch:
+        if event.version != positions.get(event.stream_id, 0) + 1:
+            raise RuntimeError("the log has a gap or a repeat: rebuild stopped, nothing changed")
+        positions[event.stream_id] = event.version

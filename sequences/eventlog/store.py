@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Sequence
+from datetime import datetime
+from typing import Any, AsyncIterator, NamedTuple, Sequence
 
+import psycopg
 import pydantic_core
-from sqlalchemy import text
+from psycopg.rows import RowFactory
+from psycopg.types.json import set_json_loads
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -86,15 +89,43 @@ _INSERT = """
     INSERT INTO eventlog.outbox (position) SELECT position FROM inserted
 """
 
-_CURRENT_VERSIONS = text(
-    "SELECT stream_id, max(version) AS version FROM eventlog.events"
-    " WHERE stream_id = ANY(CAST(:ids AS text[])) GROUP BY stream_id"
+_CURRENT_VERSIONS = (
+    "SELECT stream_id, max(version) FROM eventlog.events"
+    " WHERE stream_id = ANY(%(ids)b::text[]) GROUP BY stream_id"
 )
 
-_COLUMNS = (
-    "event_id, workspace_id, stream_id, version, type, schema_version, occurred_at, correlation_id,"
+_ENVELOPE_COLUMNS = (
+    "event_id, workspace_id, stream_id, version, type, schema_version, occurred_at,"
+    " correlation_id,"
     " causation_id, traceparent, tracestate, data"
 )
+_READ_STREAM = (
+    f"SELECT {_ENVELOPE_COLUMNS} FROM eventlog.events WHERE stream_id = %(stream)s"
+    " ORDER BY version"
+)
+_READ_ALL = (
+    "SELECT position, workspace_id, stream_id, version, type, schema_version, occurred_at, data"
+    " FROM eventlog.events WHERE split_part(stream_id, '-', 1) = ANY(%(categories)b::text[])"
+    " ORDER BY position"
+)
+
+
+class StoredEvent(NamedTuple):
+    """An event as a rebuild replays it: its place in the log and what read-model handlers read
+    of it, without its ids and trace context (decoding those would cost a third of the read)."""
+
+    position: int
+    workspace_id: uuid.UUID | None  # None for events logged before workspaces
+    stream_id: str
+    version: int
+    type: str
+    schema_version: int
+    occurred_at: datetime
+    data: dict[str, Any]
+
+    @property
+    def category(self) -> str:
+        return self.stream_id.split("-", 1)[0]
 
 
 class EventStore:
@@ -125,8 +156,7 @@ class EventStore:
         unversioned = [a.stream_id for a in appends if a.expected_version is ANY_VERSION]
         current: dict[str, int] = {}
         if unversioned:
-            rows = await conn.execute(_CURRENT_VERSIONS, {"ids": unversioned})
-            current = {row.stream_id: row.version for row in rows}
+            current = dict(await _fetch(conn, _CURRENT_VERSIONS, {"ids": unversioned}))
         now = self._clock.now()
         envelopes = []
         for append in appends:
@@ -156,28 +186,47 @@ class EventStore:
         return envelopes
 
     async def read_stream(self, conn: AsyncConnection, stream_id: str) -> list[EventEnvelope]:
-        rows = await conn.execute(
-            text(f"SELECT {_COLUMNS} FROM eventlog.events WHERE stream_id = :s ORDER BY version"),
-            {"s": stream_id},
-        )
-        return [_envelope(row) for row in rows]
+        return await _fetch(conn, _READ_STREAM, {"stream": stream_id}, _envelope)
 
     async def read_all(
-        self, conn: AsyncConnection, categories: Sequence[str], after_position: int, limit: int
-    ) -> list[tuple[int, EventEnvelope]]:
-        """Events of streams of `categories` in log order, for rebuilding read models.
+        self, conn: AsyncConnection, categories: Sequence[str], batch_size: int = 5000
+    ) -> AsyncIterator[list[StoredEvent]]:
+        """Events of streams of `categories` in log order, `batch_size` at a time, for
+        rebuilding read models: one server-side cursor, in the caller's transaction.
 
-        Positions may have gaps. Run it where no appends race it (a rebuild holds its lock),
-        since a position committed later could be lower than one already read."""
-        rows = await conn.execute(
-            text(
-                f"SELECT position, {_COLUMNS} FROM eventlog.events"
-                " WHERE position > :after AND split_part(stream_id, '-', 1) = ANY(:categories)"
-                " ORDER BY position LIMIT :limit"
-            ),
-            {"after": after_position, "categories": list(categories), "limit": limit},
-        )
-        return [(row.position, _envelope(row)) for row in rows]
+        A cursor reads one snapshot: an event whose position commits after a higher one was
+        read is not skipped, it is not seen at all (nor anything after it in its stream)."""
+        driver = await _driver(conn)
+        cursor = driver.cursor("eventlog_read_all", binary=True, row_factory=_stored_event)
+        set_json_loads(pydantic_core.from_json, cursor)
+        async with cursor:
+            await cursor.execute(_READ_ALL, {"categories": list(categories)})
+            while batch := await cursor.fetchmany(batch_size):
+                yield batch
+
+
+# Every read of the log goes through here: on the driver (psycopg) connection, rows in binary,
+# `data` parsed by pydantic-core. Four times what SQLAlchemy rows and pydantic's model_construct
+# read (bench/README.md, "Rebuild").
+async def _fetch(conn: AsyncConnection, query: str, params: dict,
+                 row_factory: RowFactory | None = None) -> list:
+    driver = await _driver(conn)
+    async with driver.cursor(binary=True, row_factory=row_factory) as cursor:
+        set_json_loads(pydantic_core.from_json, cursor)
+        await cursor.execute(query, params)
+        return await cursor.fetchall()
+
+
+async def _driver(conn: AsyncConnection) -> psycopg.AsyncConnection:
+    """The psycopg connection under `conn`, inside `conn`'s transaction: begun here if need be,
+    so SQLAlchemy ends it (commit, or rollback when the connection goes back to the pool)."""
+    if not conn.in_transaction():
+        await conn.begin()
+    return (await conn.get_raw_connection()).driver_connection
+
+
+def _stored_event(cursor) -> Any:
+    return StoredEvent._make
 
 
 def _columns(envelopes: list[EventEnvelope]) -> dict[str, list]:
@@ -198,19 +247,11 @@ def _columns(envelopes: list[EventEnvelope]) -> dict[str, list]:
     }
 
 
-def _envelope(row) -> EventEnvelope:
-    # rows of the log were validated when appended: no need to validate them again on each read
-    return EventEnvelope.model_construct(
-        event_id=row.event_id,
-        workspace_id=row.workspace_id,
-        stream_id=row.stream_id,
-        version=row.version,
-        type=row.type,
-        schema_version=row.schema_version,
-        occurred_at=row.occurred_at,
-        correlation_id=row.correlation_id,
-        causation_id=row.causation_id,
-        traceparent=row.traceparent,
-        tracestate=row.tracestate,
-        data=row.data,
-    )
+def _envelope(cursor) -> Any:
+    names = [column.name for column in cursor.description]
+
+    def make(values) -> EventEnvelope:
+        # rows of the log were validated when appended: no need to validate them on each read
+        return EventEnvelope.model_construct(**dict(zip(names, values)))
+
+    return make

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.base import EVENT_TYPES, Event, EventEnvelope, current_data, decode_event
 from contracts.subjects import EVENTS_STREAM, category_subjects
-from sequences.eventlog.store import Causation
+from sequences.eventlog.store import Causation, StoredEvent
 from sequences.tracing import context_from, tracer
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,11 @@ _attempt: ContextVar[int] = ContextVar("delivery_attempt", default=1)
 
 @dataclass(frozen=True)
 class Delivery:
-    """What a handler gets besides the event: its transaction and the event's envelope."""
+    """What a handler gets besides the event: its transaction and the event's envelope (in a
+    rebuild, the stored event: read-model handlers append nothing, so need no causation)."""
 
     conn: AsyncConnection
-    envelope: EventEnvelope
+    envelope: EventEnvelope | StoredEvent
 
     @property
     def causation(self) -> Causation:
@@ -59,9 +60,10 @@ class Delivery:
 
 Handler = Callable[[Any, Delivery], Awaitable[None]]
 # Handles a run of consecutive events of one type at once, set-based (bulk writes, rebuilds):
-# it gets the envelopes, their data upcast to the current schema version but not validated
-# (validating a million events would cost more than the work itself).
-BatchHandler = Callable[[list[EventEnvelope], AsyncConnection], Awaitable[None]]
+# it gets the envelopes (in a rebuild, stored events: the same fields but the ids and trace
+# context), their data upcast to the current schema version but not validated (validating a
+# million events would cost more than the work itself).
+BatchHandler = Callable[[list[EventEnvelope | StoredEvent], AsyncConnection], Awaitable[None]]
 
 
 @dataclass
@@ -130,6 +132,11 @@ _SET_POSITIONS = text(
     " FROM unnest(CAST(:streams AS text[]), CAST(:versions AS integer[])) AS v(stream_id, version)"
     " WHERE p.consumer = :consumer AND p.stream_id = v.stream_id"
 )
+_FORGET_POSITIONS = "DELETE FROM eventlog.consumer_positions WHERE consumer = %(consumer)s"
+_INSERT_POSITIONS = (
+    "INSERT INTO eventlog.consumer_positions (consumer, stream_id, version)"
+    " SELECT %(consumer)s, * FROM unnest(%(streams)b::text[], %(versions)b::integer[])"
+)
 
 
 async def handle_once(
@@ -169,7 +176,7 @@ async def apply_in(
             positions[envelope.stream_id] = envelope.version
             outcomes.append(Outcome.applied)
             due.append(envelope)
-    await _dispatch(conn, subscription, due)
+    await dispatch(conn, subscription, due)
     moved = sorted({e.stream_id for e in due})
     if moved:
         await conn.execute(
@@ -178,15 +185,28 @@ async def apply_in(
     return outcomes
 
 
-def _upcast(envelope: EventEnvelope) -> EventEnvelope:
+async def replace_positions(conn: AsyncConnection, subscription: Subscription,
+                            positions: dict[str, int]) -> None:
+    """Set the consumer's version in every stream at once (a rebuild, having replayed them):
+    one statement instead of three per batch of events."""
+    params = {"consumer": subscription.name, "streams": list(positions),
+              "versions": list(positions.values())}
+    await conn.exec_driver_sql(_FORGET_POSITIONS, params)
+    await conn.exec_driver_sql(_INSERT_POSITIONS, params)
+
+
+def _upcast(envelope: EventEnvelope | StoredEvent) -> EventEnvelope | StoredEvent:
     if envelope.schema_version == EVENT_TYPES[envelope.type].schema_version:
         return envelope
+    if isinstance(envelope, StoredEvent):
+        return envelope._replace(data=current_data(envelope))
     return envelope.model_copy(update={"data": current_data(envelope)})
 
 
-async def _dispatch(conn: AsyncConnection, subscription: Subscription,
-                    envelopes: list[EventEnvelope]) -> None:
-    """Run handlers in log order; a run of same-typed events goes to its batch handler at once."""
+async def dispatch(conn: AsyncConnection, subscription: Subscription,
+                   envelopes: list[EventEnvelope] | list[StoredEvent]) -> None:
+    """Run handlers in log order; a run of same-typed events goes to its batch handler at once.
+    Positions are the caller's business (`apply_in`, or a rebuild)."""
     batch_handlers = {t.type_name(): h for t, h in subscription.batch_handlers.items()}
     handlers = {t.type_name(): h for t, h in subscription.handlers.items()}
     for type_name, run in groupby(envelopes, key=lambda envelope: envelope.type):

@@ -2,12 +2,17 @@
 
 Every table here is written only by these handlers, from events, so `sequences projections
 rebuild` can empty them and replay the log to the same rows.
+
+The set-based handlers run on the driver's binary path (`exec_driver_sql` with `%(name)b`
+arrays, as the event store appends): psycopg then quotes no array element in Python, which
+made them the larger part of a rebuild's time.
 """
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 
+import pydantic_core
 from sqlalchemy import text
 
 from contracts.base import EventEnvelope
@@ -106,20 +111,18 @@ for _change in _SEQUENCE_STATES:
 @projector.on_batch(ContactCreated)
 async def contacts_created(run: list[EventEnvelope], conn) -> None:
     """Set-based: an import of 100,000 contacts is one statement."""
-    await conn.execute(
-        text(
-            "INSERT INTO enrollment.contacts (contact_id, workspace_id, name, company, job_title,"
-            " owner_name, email, phone, status, tags, lists, created_at, updated_at)"
-            " SELECT c.contact_id, c.workspace_id, c.name, c.company, c.job_title, c.owner_name, c.email,"
-            " c.phone, c.status, ARRAY(SELECT jsonb_array_elements_text(c.tags)),"
-            " ARRAY(SELECT jsonb_array_elements_text(c.lists)), c.at, c.at"
-            " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS c(contact_id uuid,"
-            "   workspace_id uuid, name text,"
-            "   company text, job_title text, owner_name text, email text, phone text,"
-            "   status text, tags jsonb, lists jsonb, at timestamptz)"
-        ),
-        {"rows": json.dumps([{**e.data, "at": e.occurred_at.isoformat(),
-                              "workspace_id": str(e.workspace_id)} for e in run])},
+    await conn.exec_driver_sql(
+        "INSERT INTO enrollment.contacts (contact_id, workspace_id, name, company, job_title,"
+        " owner_name, email, phone, status, tags, lists, created_at, updated_at)"
+        " SELECT c.contact_id, c.workspace_id, c.name, c.company, c.job_title, c.owner_name,"
+        " c.email, c.phone, c.status, ARRAY(SELECT jsonb_array_elements_text(c.tags)),"
+        " ARRAY(SELECT jsonb_array_elements_text(c.lists)), c.at, c.at"
+        " FROM jsonb_to_recordset(%(rows)b::jsonb) AS c(contact_id uuid, workspace_id uuid,"
+        "   name text, company text, job_title text, owner_name text, email text, phone text,"
+        "   status text, tags jsonb, lists jsonb, at timestamptz)",
+        # pydantic-core's encoder: the same JSON as json.dumps, three times faster
+        {"rows": pydantic_core.to_json([{**e.data, "at": e.occurred_at,
+                                         "workspace_id": e.workspace_id} for e in run]).decode()},
     )
 
 
@@ -170,33 +173,31 @@ async def contact_opted_out(event: ContactOptedOut, d: Delivery) -> None:
 async def contacts_enrolled(run: list[EventEnvelope], conn) -> None:
     """Set-based: a bulk enrollment of 100,000 is two statements, not 200,000."""
     run = [e.data for e in run]
-    await conn.execute(
-        text(
-            "INSERT INTO enrollment.enrollments (enrollment_id, workspace_id, sequence_id,"
-            " contact_id, attempt, email, contact_name, contact_email, status, current_step,"
-            " sends, enrolled_at, last_activity_at)"
-            " SELECT v.enrollment_id, c.workspace_id, v.sequence_id, v.contact_id, v.attempt,"
-            " v.email, c.name, c.email, 'active', 0, 0, v.at, v.at"
-            " FROM unnest(CAST(:ids AS uuid[]), CAST(:sequences AS uuid[]),"
-            "   CAST(:contacts AS uuid[]), CAST(:attempts AS integer[]), CAST(:emails AS text[]),"
-            "   CAST(:ats AS timestamptz[]))"
-            "   AS v(enrollment_id, sequence_id, contact_id, attempt, email, at)"
-            " JOIN enrollment.contacts c ON c.contact_id = v.contact_id"
-        ),
+    sequences = [e["sequence_id"] for e in run]
+    await conn.exec_driver_sql(
+        "INSERT INTO enrollment.enrollments (enrollment_id, workspace_id, sequence_id,"
+        " contact_id, attempt, email, contact_name, contact_email, status, current_step,"
+        " sends, enrolled_at, last_activity_at)"
+        " SELECT v.enrollment_id, c.workspace_id, v.sequence_id, v.contact_id, v.attempt,"
+        " v.email, c.name, c.email, 'active', 0, 0, v.at, v.at"
+        " FROM unnest(%(ids)b::uuid[], %(sequences)b::uuid[], %(contacts)b::uuid[],"
+        "   %(attempts)b::integer[], %(emails)b::text[], %(ats)b::timestamptz[])"
+        "   AS v(enrollment_id, sequence_id, contact_id, attempt, email, at)"
+        " JOIN enrollment.contacts c ON c.contact_id = v.contact_id",
         {
             "ids": [e["enrollment_id"] for e in run],
-            "sequences": [e["sequence_id"] for e in run],
+            "sequences": sequences,
             "contacts": [e["contact_id"] for e in run],
             "attempts": [e.get("attempt", 1) for e in run],
             "emails": [e["email"] for e in run],
             "ats": [e["enrolled_at"] for e in run],
         },
     )
-    await conn.execute(
-        text("UPDATE enrollment.sequences s SET enrolled = enrolled + n.count"
-             " FROM (SELECT id, count(*) FROM unnest(CAST(:sequences AS uuid[])) AS id"
-             "       GROUP BY id) AS n WHERE s.sequence_id = n.id"),
-        {"sequences": [e["sequence_id"] for e in run]},
+    await conn.exec_driver_sql(
+        "UPDATE enrollment.sequences s SET enrolled = enrolled + n.count"
+        " FROM (SELECT id, count(*) FROM unnest(%(sequences)b::uuid[]) AS id"
+        "       GROUP BY id) AS n WHERE s.sequence_id = n.id",
+        {"sequences": sequences},
     )
 
 
@@ -209,12 +210,12 @@ async def steps_completed(run: list[EventEnvelope], conn) -> None:
         seen["steps"] += 1
         seen["sends"] += e["channel"] == "email"
         seen["at"] = e["completed_at"]
-    await conn.execute(
-        text("UPDATE enrollment.enrollments e SET current_step = e.current_step + v.steps,"
-             " sends = e.sends + v.sends, last_activity_at = v.at"
-             " FROM unnest(CAST(:ids AS uuid[]), CAST(:steps AS integer[]),"
-             "   CAST(:sends AS integer[]), CAST(:ats AS timestamptz[])) AS v(id, steps, sends, at)"
-             " WHERE e.enrollment_id = v.id"),
+    await conn.exec_driver_sql(
+        "UPDATE enrollment.enrollments e SET current_step = e.current_step + v.steps,"
+        " sends = e.sends + v.sends, last_activity_at = v.at"
+        " FROM unnest(%(ids)b::uuid[], %(steps)b::integer[], %(sends)b::integer[],"
+        "   %(ats)b::timestamptz[]) AS v(id, steps, sends, at)"
+        " WHERE e.enrollment_id = v.id",
         {"ids": list(per_enrollment), "steps": [v["steps"] for v in per_enrollment.values()],
          "sends": [v["sends"] for v in per_enrollment.values()],
          "ats": [v["at"] for v in per_enrollment.values()]},
@@ -236,14 +237,13 @@ def _ending(event_type):
 
     async def enrollments_ended(run: list[EventEnvelope], conn) -> None:
         last = {e.data["enrollment_id"]: e.data for e in run}
-        await conn.execute(
-            text(
-                "UPDATE enrollment.enrollments e SET status = :status, last_activity_at = v.at,"
-                " next_due_at = NULL, held = false, attention = NULL, ended_reason = v.reason"
-                " FROM unnest(CAST(:ids AS uuid[]), CAST(:ats AS timestamptz[]),"
-                "   CAST(:reasons AS text[])) AS v(id, at, reason)"
-                " WHERE e.enrollment_id = v.id"
-            ),
+        await conn.exec_driver_sql(
+            "UPDATE enrollment.enrollments e SET status = %(status)s, last_activity_at = v.at,"
+            " next_due_at = NULL, held = false, attention = NULL, ended_reason = v.reason"
+            # reasons may all be NULL (nothing to infer a binary type from): sent as text
+            " FROM unnest(%(ids)b::uuid[], %(ats)b::timestamptz[], %(reasons)s::text[])"
+            "   AS v(id, at, reason)"
+            " WHERE e.enrollment_id = v.id",
             {"status": status, "ids": list(last), "ats": [e[moment] for e in last.values()],
              "reasons": [reason(e) for e in last.values()]},
         )
@@ -276,12 +276,11 @@ async def retried(event: EnrollmentRetried, d: Delivery) -> None:
 @projector.on_batch(StepScheduled)
 async def steps_scheduled(run: list[EventEnvelope], conn) -> None:
     last = {e.data["enrollment_id"]: e.data for e in run}  # the latest plan of each enrollment wins
-    await conn.execute(
-        text("UPDATE enrollment.enrollments e SET next_due_at = v.due, held = v.held,"
-             " schedule_note = v.note FROM unnest(CAST(:ids AS uuid[]),"
-             "   CAST(:dues AS timestamptz[]), CAST(:helds AS boolean[]), CAST(:notes AS text[]))"
-             "   AS v(id, due, held, note)"
-             " WHERE e.enrollment_id = v.id AND e.status = 'active'"),
+    await conn.exec_driver_sql(
+        "UPDATE enrollment.enrollments e SET next_due_at = v.due, held = v.held,"
+        " schedule_note = v.note FROM unnest(%(ids)b::uuid[], %(dues)b::timestamptz[],"
+        "   %(helds)b::boolean[], %(notes)s::text[]) AS v(id, due, held, note)"  # notes: NULLs
+        " WHERE e.enrollment_id = v.id AND e.status = 'active'",
         {"ids": list(last), "dues": [e["due_at"] for e in last.values()],
          "helds": [e.get("held", False) for e in last.values()],
          "notes": [e.get("reason") for e in last.values()]},
@@ -290,26 +289,31 @@ async def steps_scheduled(run: list[EventEnvelope], conn) -> None:
 
 @projector.on_batch(StepDue)
 async def steps_due(run: list[EventEnvelope], conn) -> None:
-    await conn.execute(
-        text("UPDATE enrollment.enrollments SET next_due_at = NULL"
-             " WHERE enrollment_id = ANY(CAST(:ids AS uuid[]))"),
+    await conn.exec_driver_sql(
+        "UPDATE enrollment.enrollments SET next_due_at = NULL"
+        " WHERE enrollment_id = ANY(%(ids)b::uuid[])",
         {"ids": list({e.data["enrollment_id"] for e in run})},
     )
 
 
-@projector.on(EmailOpened)
-async def email_opened(event: EmailOpened, d: Delivery) -> None:
-    first = await d.conn.execute(
-        text("INSERT INTO enrollment.email_opens (enrollment_id, step_id, opens)"
-             " VALUES (:e, :s, 1) ON CONFLICT (enrollment_id, step_id)"
-             " DO UPDATE SET opens = enrollment.email_opens.opens + 1"
-             " RETURNING opens = 1 AS first"),
-        {"e": event.enrollment_id, "s": event.step_id},
-    )
-    await d.conn.execute(
-        text("UPDATE enrollment.enrollments SET opens = opens + 1,"
-             " unique_opens = unique_opens + :first WHERE enrollment_id = :id"),
-        {"id": event.enrollment_id, "first": int(first.scalar_one())},
+@projector.on_batch(EmailOpened)
+async def emails_opened(run: list[EventEnvelope], conn) -> None:
+    """Opens per email, and per enrollment; an email whose row this run creates is one more
+    unique open."""
+    opens = Counter((e.data["enrollment_id"], e.data["step_id"]) for e in run)
+    await conn.exec_driver_sql(
+        "WITH v AS (SELECT * FROM unnest(%(enrollments)b::uuid[], %(steps)b::uuid[],"
+        "   %(opens)b::integer[]) AS v(enrollment_id, step_id, n)),"
+        " counted AS (INSERT INTO enrollment.email_opens AS o (enrollment_id, step_id, opens)"
+        "   SELECT * FROM v ON CONFLICT (enrollment_id, step_id)"
+        "   DO UPDATE SET opens = o.opens + EXCLUDED.opens RETURNING enrollment_id, step_id, opens)"
+        " UPDATE enrollment.enrollments e SET opens = e.opens + t.n,"
+        "   unique_opens = e.unique_opens + t.first"
+        " FROM (SELECT enrollment_id, sum(v.n) AS n, count(*) FILTER (WHERE c.opens = v.n) AS first"
+        "       FROM counted c JOIN v USING (enrollment_id, step_id) GROUP BY enrollment_id) t"
+        " WHERE e.enrollment_id = t.enrollment_id",
+        {"enrollments": [e for e, _ in opens], "steps": [s for _, s in opens],
+         "opens": list(opens.values())},
     )
 
 
