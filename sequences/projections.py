@@ -13,10 +13,10 @@ import contextlib
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sequences.eventlog.store import EventStore, StoredEvent
 from sequences.messaging.consumer import Subscription, dispatch, replace_positions
@@ -43,6 +43,19 @@ def _replay_order(envelope: StoredEvent) -> tuple:
 class Projection:
     subscription: Subscription
     tables: tuple[str, ...]
+    # Indexes (schema.name) that no handler reads, only the API: a rebuild drops them and makes
+    # them again at its end rather than updating them at every write. An index a handler finds
+    # rows by must not be here: without it, that handler would scan the whole table.
+    unread_indexes: tuple[str, ...] = ()
+    # Tables whose rows the replay writes over and over (an enrollment, at each of its steps).
+    # A rebuild fills their pages to REWRITTEN_FILLFACTOR percent only, so that every new
+    # version of a row fits on the row's page: a heap-only update, which touches no index
+    # (a third of the cost of one that does). The table's own setting is restored at the end.
+    rewritten_tables: tuple[str, ...] = ()
+
+
+# room for about ten versions of each row written during the rebuild
+REWRITTEN_FILLFACTOR = 10
 
 
 async def rebuild(
@@ -54,25 +67,20 @@ async def rebuild(
 ) -> int:
     """Rebuild one projection from the log; returns how many events it replayed."""
     subscription = projection.subscription
-    replayed = 0
     async with engine.begin() as conn:
         # live handlers of this projection hold the same key shared: wait for them, hold them off
         await conn.execute(
             text("SELECT pg_advisory_xact_lock(:key)"), {"key": subscription.rebuild_lock}
         )
-        await conn.execute(text(f"TRUNCATE {', '.join(projection.tables)}"))
-        positions: dict[str, int] = {}  # the version reached in each stream, written at the end
+        restore = await _emptied(conn, projection)
         # The log is read on a second connection, a batch ahead, so that reading and decoding
         # the next batch overlaps the server's work on this one. Its snapshot is taken after
         # the lock: events committed later wait for the live handlers, which wait for us.
         async with engine.connect() as reading:
             batches = store.read_all(reading, subscription.categories, batch_size)
-            async for batch in _read_ahead(batches):
-                _advance(positions, batch)
-                await dispatch(conn, subscription, sorted(batch, key=_replay_order))
-                replayed += len(batch)
-                progress(replayed)
+            positions, replayed = await _replay(conn, projection, _read_ahead(batches), progress)
         await replace_positions(conn, subscription, positions)
+        await restore()
     log.info("rebuilt %s from %d events", subscription.name, replayed)
     return replayed
 
@@ -102,6 +110,81 @@ def differences(live: dict[str, list], rebuilt: dict[str, list]) -> dict[str, di
     return differ
 
 
+async def _replay(conn: AsyncConnection, projection: Projection,
+                  batches: AsyncIterator[list[StoredEvent]],
+                  progress: Callable[[int], None]) -> tuple[dict[str, int], int]:
+    """Hand every batch to the handlers; returns the version reached in each stream, and how
+    many events were replayed."""
+    positions: dict[str, int] = {}
+    replayed, analyzed_at = 0, 0
+    async for batch in batches:
+        _advance(positions, batch)
+        await dispatch(conn, projection.subscription, sorted(batch, key=_replay_order))
+        replayed += len(batch)
+        progress(replayed)
+        if replayed >= 2 * analyzed_at:
+            # The emptied tables have no statistics: without them the planner may join each
+            # batch against whole tables (dead row versions too), or nest loops over them.
+            # Fresh ones each time the replay doubled.
+            await conn.execute(text(f"ANALYZE {', '.join(projection.tables)}"))
+            analyzed_at = replayed
+    return positions, replayed
+
+
+def _advance(positions: dict[str, int], batch: list[StoredEvent]) -> None:
+    """Move each stream's position over `batch`, which must follow it without a gap."""
+    for event in batch:
+        if event.version != positions.get(event.stream_id, 0) + 1:
+            raise RuntimeError("the log has a gap or a repeat: rebuild stopped, nothing changed")
+        positions[event.stream_id] = event.version
+
+
+async def _emptied(conn: AsyncConnection, projection: Projection) -> Callable[[], Awaitable]:
+    """Empty the projection's tables and make them cheap to rebuild (see `Projection`);
+    returns what puts their indexes and settings back."""
+    await conn.execute(text(f"TRUNCATE {', '.join(projection.tables)}"))
+    indexes = await _drop_indexes(conn, projection.unread_indexes)
+    fillfactors = await _fillfactors(conn, projection.rewritten_tables)
+    for table in fillfactors:
+        await conn.execute(text(f"ALTER TABLE {table} SET (fillfactor = {REWRITTEN_FILLFACTOR})"))
+
+    async def restore() -> None:
+        for table, fillfactor in fillfactors.items():
+            setting = f"SET (fillfactor = {fillfactor})" if fillfactor else "RESET (fillfactor)"
+            await conn.execute(text(f"ALTER TABLE {table} {setting}"))
+        for definition in indexes:
+            await conn.execute(text(definition))
+
+    return restore
+
+
+async def _drop_indexes(conn: AsyncConnection, names: tuple[str, ...]) -> list[str]:
+    """Drop the indexes `names`; returns the statements that make them again."""
+    if not names:
+        return []
+    rows = (await conn.execute(
+        text("SELECT schemaname || '.' || indexname, indexdef FROM pg_indexes"
+             " WHERE schemaname || '.' || indexname = ANY(:names)"), {"names": list(names)}
+    )).all()
+    if missing := set(names) - {name for name, _ in rows}:
+        log.warning("rebuild: no index %s to drop (renamed?)", ", ".join(sorted(missing)))
+    if rows:
+        await conn.execute(text(f"DROP INDEX {', '.join(name for name, _ in rows)}"))
+    return [definition for _, definition in rows]
+
+
+async def _fillfactors(conn: AsyncConnection, tables: tuple[str, ...]) -> dict[str, int | None]:
+    """Each table's own fillfactor (None: the default)."""
+    settings = {}
+    for table in tables:
+        options = (await conn.execute(
+            text("SELECT reloptions FROM pg_class WHERE oid = CAST(:t AS regclass)"),
+            {"t": table})).scalar() or []
+        settings[table] = next((int(o.split("=", 1)[1]) for o in options
+                                if o.startswith("fillfactor=")), None)
+    return settings
+
+
 T = TypeVar("T")
 
 
@@ -129,11 +212,3 @@ async def _read_ahead(items: AsyncIterator[T], depth: int = 2) -> AsyncIterator[
         fetching.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await fetching
-
-
-def _advance(positions: dict[str, int], batch: list[StoredEvent]) -> None:
-    """Move each stream's position over `batch`, which must follow it without a gap."""
-    for event in batch:
-        if event.version != positions.get(event.stream_id, 0) + 1:
-            raise RuntimeError("the log has a gap or a repeat: rebuild stopped, nothing changed")
-        positions[event.stream_id] = event.version

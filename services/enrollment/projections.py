@@ -51,7 +51,15 @@ projector = Subscription(
 )
 PROJECTION = Projection(
     projector, ("enrollment.sequences", "enrollment.contacts", "enrollment.enrollments",
-                "enrollment.email_opens", "enrollment.tasks")
+                "enrollment.email_opens", "enrollment.tasks"),
+    # what the API lists and searches by; the handlers find rows by primary key, and
+    # enrollments by contact (contact_updated), which must stay
+    unread_indexes=("enrollment.sequences_by_creation", "enrollment.contacts_by_creation",
+                    "enrollment.contacts_tags", "enrollment.contacts_lists",
+                    "enrollment.contacts_status", "enrollment.enrollments_by_sequence",
+                    "enrollment.enrollments_by_sequence_status", "enrollment.tasks_open_by_owner",
+                    "enrollment.tasks_by_sequence", "enrollment.tasks_by_workspace"),
+    rewritten_tables=("enrollment.enrollments",),
 )
 
 
