@@ -30,13 +30,13 @@ _CATEGORY_ORDER = {category: rank for rank, category in enumerate(
     ("sequence", "contact", "enrollment", "schedule", "delivery", "inbox", "bounce", "task"))}
 
 
-def _replay_order(envelope: StoredEvent) -> tuple:
-    """Replay a batch in long runs of one event type, so set-based handlers do the work in a few
+def _in_replay_order(batch: list[StoredEvent]) -> list[StoredEvent]:
+    """A batch in long runs of one event type, so set-based handlers do the work in a few
     statements: by category (what others refer to first), then version, then type. Each
     stream's events keep their order (versions ascend), and read-model rows of different
     streams of one category do not depend on each other."""
-    return (_CATEGORY_ORDER.get(envelope.category, len(_CATEGORY_ORDER)), envelope.version,
-            envelope.type)
+    last = len(_CATEGORY_ORDER)
+    return sorted(batch, key=lambda e: (_CATEGORY_ORDER.get(e.category, last), e.version, e.type))
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,8 @@ async def rebuild(
         # the next batch overlaps the server's work on this one. Its snapshot is taken after
         # the lock: events committed later wait for the live handlers, which wait for us.
         async with engine.connect() as reading:
-            batches = store.read_all(reading, subscription.categories, batch_size)
+            batches = store.read_all(reading, subscription.categories, batch_size,
+                                     types_with_data=subscription.handled_types)
             positions, replayed = await _replay(conn, projection, _read_ahead(batches), progress)
         await replace_positions(conn, subscription, positions)
         await restore()
@@ -119,7 +120,7 @@ async def _replay(conn: AsyncConnection, projection: Projection,
     replayed, analyzed_at = 0, 0
     async for batch in batches:
         _advance(positions, batch)
-        await dispatch(conn, projection.subscription, sorted(batch, key=_replay_order))
+        await dispatch(conn, projection.subscription, _in_replay_order(batch))
         replayed += len(batch)
         progress(replayed)
         if replayed >= 2 * analyzed_at:

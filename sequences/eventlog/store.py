@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, AsyncIterator, NamedTuple, Sequence
+from typing import Any, AsyncIterator, Collection, NamedTuple, Sequence
 
 import psycopg
 import pydantic_core
@@ -104,28 +104,26 @@ _READ_STREAM = (
     " ORDER BY version"
 )
 _READ_ALL = (
-    "SELECT position, workspace_id, stream_id, version, type, schema_version, occurred_at, data"
+    "SELECT split_part(stream_id, '-', 1), workspace_id, stream_id, version, type,"
+    " schema_version, occurred_at,"
+    " CASE WHEN %(all_data)s OR type = ANY(%(types_with_data)b::text[]) THEN data END"
     " FROM eventlog.events WHERE split_part(stream_id, '-', 1) = ANY(%(categories)b::text[])"
     " ORDER BY position"
 )
 
 
 class StoredEvent(NamedTuple):
-    """An event as a rebuild replays it: its place in the log and what read-model handlers read
-    of it, without its ids and trace context (decoding those would cost a third of the read)."""
+    """An event as a rebuild replays it: what read-model handlers read of it, without its ids
+    and trace context (decoding those would cost a third of the read)."""
 
-    position: int
+    category: str
     workspace_id: uuid.UUID | None  # None for events logged before workspaces
     stream_id: str
     version: int
     type: str
     schema_version: int
     occurred_at: datetime
-    data: dict[str, Any]
-
-    @property
-    def category(self) -> str:
-        return self.stream_id.split("-", 1)[0]
+    data: dict[str, Any] | None  # None for the types the reader was told nobody reads
 
 
 class EventStore:
@@ -189,10 +187,13 @@ class EventStore:
         return await _fetch(conn, _READ_STREAM, {"stream": stream_id}, _envelope)
 
     async def read_all(
-        self, conn: AsyncConnection, categories: Sequence[str], batch_size: int = 5000
+        self, conn: AsyncConnection, categories: Sequence[str], batch_size: int = 5000,
+        types_with_data: Collection[str] | None = None,
     ) -> AsyncIterator[list[StoredEvent]]:
         """Events of streams of `categories` in log order, `batch_size` at a time, for
-        rebuilding read models: one server-side cursor, in the caller's transaction.
+        rebuilding read models: one server-side cursor, in the caller's transaction. The data
+        of events of other types than `types_with_data` (when given) is not read: parsing
+        JSON is half the cost of reading.
 
         A cursor reads one snapshot: an event whose position commits after a higher one was
         read is not skipped, it is not seen at all (nor anything after it in its stream)."""
@@ -200,7 +201,9 @@ class EventStore:
         cursor = driver.cursor("eventlog_read_all", binary=True, row_factory=_stored_event)
         set_json_loads(pydantic_core.from_json, cursor)
         async with cursor:
-            await cursor.execute(_READ_ALL, {"categories": list(categories)})
+            await cursor.execute(_READ_ALL, {
+                "categories": list(categories), "all_data": types_with_data is None,
+                "types_with_data": list(types_with_data or ())})
             while batch := await cursor.fetchmany(batch_size):
                 yield batch
 

@@ -86,6 +86,11 @@ class Subscription:
     isolated: frozenset[type[Event]] = frozenset()
 
     @property
+    def handled_types(self) -> set[str]:
+        """Names of the event types something here handles."""
+        return {t.type_name() for t in (*self.handlers, *self.batch_handlers)}
+
+    @property
     def rebuild_lock(self) -> int:
         """Advisory lock key: handlers hold it shared, a rebuild holds it exclusively."""
         return zlib.crc32(self.name.encode())
