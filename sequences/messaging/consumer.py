@@ -5,6 +5,10 @@ event's stream (`eventlog.consumer_positions`). A redelivered event is at or bel
 and changes nothing; an event that arrives before an earlier one of its stream (replicas, or a
 redelivery overtaking) is handed back to JetStream to come again once the earlier one is done.
 Events of different streams are processed concurrently, events of one stream in order.
+
+A fetched batch is handled in one transaction; a batch handler may hand back the events it
+cannot handle yet (`HandBack`), which come again later while the others are done. When a
+handler fails, the batch is handled again event by event, so one bad event holds up no other.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import uuid
 import zlib
 from collections import defaultdict
 from contextvars import ContextVar
@@ -37,8 +42,13 @@ log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
 
 
-# how many times JetStream has delivered the event being handled (1 on the first try)
-_attempt: ContextVar[int] = ContextVar("delivery_attempt", default=1)
+# how many times JetStream has delivered each event being handled, by event id (1 on the first
+# try; events not from JetStream are on their first try)
+_attempts: ContextVar[dict[uuid.UUID, int]] = ContextVar("delivery_attempts", default={})
+
+
+def delivery_attempt(envelope: EventEnvelope) -> int:
+    return _attempts.get().get(envelope.event_id, 1)
 
 
 @dataclass(frozen=True)
@@ -55,15 +65,29 @@ class Delivery:
 
     @property
     def attempt(self) -> int:
-        return _attempt.get()
+        return delivery_attempt(self.envelope)
 
 
 Handler = Callable[[Any, Delivery], Awaitable[None]]
-# Handles a run of consecutive events of one type at once, set-based (bulk writes, rebuilds):
-# it gets the envelopes (in a rebuild, stored events: the same fields but the ids and trace
-# context), their data upcast to the current schema version but not validated (validating a
-# million events would cost more than the work itself).
-BatchHandler = Callable[[list[EventEnvelope | StoredEvent], AsyncConnection], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class HandBack:
+    """What a batch handler returns for an event it cannot handle now (what it needs has not
+    arrived, the SMTP server said "later"): JetStream brings it again after `delay` seconds
+    (None: the consumer's early-retry delay), and the position in its stream does not move."""
+
+    event_id: uuid.UUID
+    delay: float | None = None
+
+
+# Handles a run of consecutive events of one type at once, set-based (bulk writes, rebuilds,
+# the mailer's sends): it gets the envelopes (in a rebuild, stored events: the same fields but
+# the ids and trace context), their data upcast to the current schema version but not validated
+# (validating a million events would cost more than the work itself), and returns the events it
+# hands back, if any.
+BatchHandler = Callable[[list[EventEnvelope | StoredEvent], AsyncConnection],
+                        Awaitable[list[HandBack] | None]]
 
 
 @dataclass
@@ -80,10 +104,6 @@ class Subscription:
     batch_handlers: dict[type[Event], BatchHandler] = field(default_factory=dict)
     # a read model that `sequences projections rebuild` may rebuild while the system runs
     rebuildable: bool = False
-    # Events whose handler has a side effect outside PostgreSQL (the mailer's SMTP send) are
-    # handled one per transaction, so a crash repeats one of them, not a batch. All others of a
-    # fetched batch are handled together, in one transaction.
-    isolated: frozenset[type[Event]] = frozenset()
 
     @property
     def handled_types(self) -> set[str]:
@@ -157,7 +177,7 @@ async def apply_in(
     subscription: Subscription,
     envelopes: list[EventEnvelope],
     gated: bool = True,
-) -> list[Outcome]:
+) -> list[Outcome | HandBack]:
     """Handle `envelopes` (in order) inside the caller's transaction, moving the consumer's
     position in each stream; returns what became of each.
 
@@ -181,13 +201,28 @@ async def apply_in(
             positions[envelope.stream_id] = envelope.version
             outcomes.append(Outcome.applied)
             due.append(envelope)
-    await dispatch(conn, subscription, due)
+    handed_back = await dispatch(conn, subscription, due)
+    if handed_back:
+        outcomes = _with_handed_back(envelopes, outcomes, handed_back)
+        for stream, (version, _) in handed_back.items():
+            positions[stream] = version - 1
     moved = sorted({e.stream_id for e in due})
     if moved:
         await conn.execute(
             _SET_POSITIONS, {**params, "streams": moved, "versions": [positions[s] for s in moved]}
         )
     return outcomes
+
+
+def _with_handed_back(envelopes, outcomes, handed_back: dict[str, tuple[int, HandBack]]):
+    """An event handed back, and the later ones of its stream, come again."""
+    changed = []
+    for envelope, outcome in zip(envelopes, outcomes):
+        version, back = handed_back.get(envelope.stream_id, (None, None))
+        if outcome is Outcome.applied and version is not None and envelope.version >= version:
+            outcome = back if envelope.version == version else HandBack(envelope.event_id)
+        changed.append(outcome)
+    return changed
 
 
 async def replace_positions(conn: AsyncConnection, subscription: Subscription,
@@ -209,20 +244,30 @@ def _upcast(envelope: EventEnvelope | StoredEvent) -> EventEnvelope | StoredEven
 
 
 async def dispatch(conn: AsyncConnection, subscription: Subscription,
-                   envelopes: list[EventEnvelope] | list[StoredEvent]) -> None:
+                   envelopes: list[EventEnvelope] | list[StoredEvent],
+                   ) -> dict[str, tuple[int, HandBack]]:
     """Run handlers in log order; a run of same-typed events goes to its batch handler at once.
-    Positions are the caller's business (`apply_in`, or a rebuild)."""
+    Returns the events handed back, by stream with their version: the later events of those
+    streams are not handled. Positions are the caller's business (`apply_in`, or a rebuild)."""
     batch_handlers = {t.type_name(): h for t, h in subscription.batch_handlers.items()}
     handlers = {t.type_name(): h for t, h in subscription.handlers.items()}
+    handed_back: dict[str, tuple[int, HandBack]] = {}
     for type_name, run in groupby(envelopes, key=lambda envelope: envelope.type):
-        run = list(run)
+        run = [envelope for envelope in run if envelope.stream_id not in handed_back]
+        if not run:
+            continue
         if type_name not in EVENT_TYPES:
             log.warning("%s: skipping unknown event type %s", subscription.name, type_name)
         elif batch_handler := batch_handlers.get(type_name):
-            await batch_handler([_upcast(envelope) for envelope in run], conn)
+            backs = await batch_handler([_upcast(envelope) for envelope in run], conn)
+            by_id = {envelope.event_id: envelope for envelope in run} if backs else {}
+            for back in backs or ():
+                envelope = by_id[back.event_id]
+                handed_back.setdefault(envelope.stream_id, (envelope.version, back))
         elif handler := handlers.get(type_name):
             for envelope in run:
                 await handler(decode_event(envelope), Delivery(conn, envelope))
+    return handed_back
 
 
 class EventConsumer:
@@ -279,13 +324,11 @@ class EventConsumer:
 
     async def _handle_batch(self, messages: list[Msg]) -> None:
         received = [(msg, EventEnvelope.model_validate_json(msg.data)) for msg in messages]
-        isolated_types = {t.type_name() for t in self.subscription.isolated}
-        together = [item for item in received if item[1].type not in isolated_types]
-        alone = [item for item in received if item[1].type in isolated_types]
-        if together and not await self._handle_together(together):
-            alone = received  # a handler failed: one by one, so one bad event holds up no other
+        if await self._handle_together(received):
+            return
+        # a handler failed: one by one, so one bad event holds up no other
         by_stream: dict[str, list[tuple[Msg, EventEnvelope]]] = defaultdict(list)
-        for msg, envelope in alone:
+        for msg, envelope in received:
             by_stream[envelope.stream_id].append((msg, envelope))
         await asyncio.gather(*(self._handle_in_order(items) for items in by_stream.values()))
 
@@ -296,9 +339,13 @@ class EventConsumer:
             f"consume {len(received)} events", kind=SpanKind.CONSUMER,
             attributes={"messaging.consumer": self.subscription.name},
         ):
+            _attempts.set({envelope.event_id: msg.metadata.num_delivered or 1
+                           for msg, envelope in received})
             try:
-                outcomes = await handle_once(self._engine, self.subscription,
-                                             [envelope for _, envelope in received])
+                outcomes = await self._while_telling_progress(
+                    [msg for msg, _ in received],
+                    handle_once(self._engine, self.subscription,
+                                [envelope for _, envelope in received]))
             except Exception as error:
                 log.debug("%s: batch failed (%s); one by one", self.subscription.name, error)
                 return False
@@ -322,10 +369,10 @@ class EventConsumer:
                 "eventlog.version": envelope.version,
             },
         ):
-            _attempt.set(msg.metadata.num_delivered or 1)
+            _attempts.set({envelope.event_id: msg.metadata.num_delivered or 1})
             try:
                 [outcome] = await self._while_telling_progress(
-                    msg, handle_once(self._engine, self.subscription, [envelope])
+                    [msg], handle_once(self._engine, self.subscription, [envelope])
                 )
             except NotReady as waiting:
                 log.debug("%s: %s not ready: %s", self.subscription.name, envelope.type, waiting)
@@ -338,23 +385,33 @@ class EventConsumer:
                     self.subscription.name, envelope.type, envelope.stream_id,
                     envelope.version, attempt,
                 )
-                await msg.nak(delay=min(30.0, 0.5 * 2 ** min(attempt, 6)))
+                await msg.nak(delay=retry_delay(attempt))
                 return
             await self._settle(msg, outcome)
 
-    async def _settle(self, msg: Msg, outcome: Outcome) -> None:
+    async def _settle(self, msg: Msg, outcome: Outcome | HandBack) -> None:
+        if isinstance(outcome, HandBack):
+            await msg.nak(delay=self._early_retry_delay if outcome.delay is None
+                          else outcome.delay)
+            return
         if outcome is Outcome.early:
             await msg.nak(delay=self._early_retry_delay)
             return
         await msg.ack()
         self.handled += outcome is Outcome.applied
 
-    async def _while_telling_progress(self, msg: Msg, work: Awaitable[list[Outcome]]):
-        """Run `work`, telling JetStream it is in progress while it lasts. This keeps ack_wait
-        short, so a message held by a process that died is redelivered within seconds."""
+    async def _while_telling_progress(self, msgs: list[Msg], work: Awaitable[list]):
+        """Run `work`, telling JetStream its messages are in progress while it lasts. This keeps
+        ack_wait short, so a message held by a process that died is redelivered within seconds."""
         task = asyncio.ensure_future(work)
         while True:
             done, _ = await asyncio.wait({task}, timeout=self._ack_wait / 3)
             if done:
                 return task.result()
-            await msg.in_progress()
+            for msg in msgs:
+                await msg.in_progress()
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before a failed event comes again: doubling from one second, up to 30."""
+    return min(30.0, 0.5 * 2 ** min(attempt, 6))

@@ -1,19 +1,22 @@
 """Mailer handlers: keep what rendering needs, and turn each due email step into one sent email
 (and each due SMS or call step into a task for its owner).
 
-Sent once: the handler runs inside the consumer's transaction, which holds the lock on this
-enrollment's schedule-stream position, so a redelivered StepDue or a second replica waits and
-then finds the step sent. Before talking to the SMTP server the mailer commits a send intent on
-a connection of its own; the transaction that records the send removes it. An intent found on a
-later attempt means the mailer died between the SMTP server's acceptance and the record: it then
-asks the verifier whether the message arrived before sending again (README, "Guarantees").
+Sent once: due steps are handled a fetched batch at a time inside the consumer's transaction,
+which holds the locks on their enrollments' schedule-stream positions, so a redelivered StepDue
+or a second replica waits and then finds the step sent. Before talking to the SMTP server the
+mailer commits the batch's send intents on a connection of its own; the transaction that records
+the sends removes them. An intent found on a later attempt means the mailer died between the SMTP
+server's acceptance and the record: it then asks the verifier whether the message arrived before
+sending again (README, "Guarantees").
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -40,15 +43,22 @@ from contracts.events import (
     TaskDue,
     TestEmailSent,
 )
+from contracts.base import EventEnvelope, decode_event
 from contracts.values import Channel, steps_json
 from contracts.views import Created, StepPreview
 from sequences.bootstrap import Runtime
 from sequences.eventlog.store import ANY_VERSION, Append, Causation
 from sequences.faults import crash_point
-from sequences.messaging.consumer import Delivery, NotReady, Subscription
+from sequences.messaging.consumer import (
+    Delivery,
+    HandBack,
+    Subscription,
+    delivery_attempt,
+    retry_delay,
+)
 from sequences.messaging.rpc import Rejected
 from sequences.signing import Signer
-from sequences.tracing import tracer
+from sequences.tracing import TRACEPARENT, TRACESTATE, context_from, current_trace_headers, tracer
 from services.mailer.adapters import CaptureVerifier, Mailbox, Mailboxes
 from services.mailer.domain import (
     SAMPLE_CONTACT,
@@ -70,8 +80,32 @@ _MERGE_FIELDS = ("name", "company", "job_title", "owner_name")
 _TASK_NAMESPACE = uuid.UUID("3d5a7a52-8f0e-4c2b-9f57-0d6c1f9a2b44")
 
 
-class TemporaryRefusal(Exception):
-    """The SMTP server said "try later" (4xx): the step comes back with a growing delay."""
+@dataclass(frozen=True)
+class _Send:
+    """An email about to go out for a due step."""
+
+    envelope: EventEnvelope
+    event: StepDue
+    mailbox: Mailbox
+    message: object  # domain.Message
+    email: OutgoingEmail
+
+
+@dataclass
+class _Results:
+    """What a run of due steps came to, written in one go at its end."""
+
+    appends: list[Append] = field(default_factory=list)
+    sent: list[tuple[StepDue, OutgoingEmail]] = field(default_factory=list)
+    refused: list[StepDue] = field(default_factory=list)  # nothing went out: no intent to keep
+    handed_back: list[HandBack] = field(default_factory=list)
+
+    def append(self, envelope: EventEnvelope, event, trace: dict | None = None) -> None:
+        """`event` follows `envelope`, in its trace (or in the span whose `trace` is given)."""
+        trace = trace or {TRACEPARENT: envelope.traceparent, TRACESTATE: envelope.tracestate}
+        causation = replace(Causation.following(envelope), traceparent=trace.get(TRACEPARENT),
+                            tracestate=trace.get(TRACESTATE))
+        self.appends.append(Append(event.stream_id(), ANY_VERSION, [event], causation))
 
 
 class DeliveryUnknown(Exception):
@@ -144,73 +178,122 @@ class MailerHandlers:
 
     # --- due steps --------------------------------------------------------------------------
 
-    async def on_step_due(self, event: StepDue, d: Delivery) -> None:
+    async def on_steps_due(self, run: list[EventEnvelope], conn) -> list[HandBack]:
+        """Due steps, many at once: one query for what they need, one commit of their send
+        intents, their messages sent concurrently over the SMTP pool, one append of what
+        happened. A step whose sequence or contact is not known yet, or whose email the server
+        refused for now, is handed back; the others are done."""
+        results = _Results()
+        seen: set[uuid.UUID] = set()
+        steps = []
+        for envelope in run:
+            event = decode_event(envelope)
+            if event.enrollment_id in seen:  # a second step of one enrollment waits for the first
+                results.handed_back.append(HandBack(envelope.event_id))
+                continue
+            seen.add(event.enrollment_id)
+            steps.append((envelope, event))
+        situations = await self._situations(conn, [event for _, event in steps])
+        sends = []
+        for envelope, event in steps:
+            found = situations.get((event.enrollment_id, event.step_id))
+            if found is None:  # sequence or contact not seen yet
+                results.handed_back.append(HandBack(envelope.event_id))
+            elif send := await self._prepare(envelope, event, found, results):
+                sends.append(send)
+        if sends:
+            await self._set_intents([(s.event, s.email.message_id, None) for s in sends],
+                                    "sending")
+            crash_point("mailer.before_smtp")
+            await asyncio.gather(*(self._send(send, results) for send in sends))
+        await self._record(conn, results)
+        return results.handed_back
+
+    async def _prepare(self, envelope, event: StepDue, found, results: _Results) -> _Send | None:
+        """The email to send for a due step, or None when there is none: a task instead, the
+        step sent already, held, deferred, or the enrollment or contact gone."""
         if event.channel != Channel.email:
-            await self._task_for(event, d)
-            return
-        found = await self._situation(d.conn, event)
+            self._task_for(envelope, event, found, results)
+            return None
         if found.sent or found.halted or found.opted_out:
-            return  # sent already, or the enrollment ended, or the contact opted out
+            return None  # sent already, or the enrollment ended, or the contact opted out
         step = _step(found.steps, event.step_id)
         if step is None:
-            return  # the step was deleted after it fell due
+            return None  # the step was deleted after it fell due
         mailbox = self.mailboxes.for_address(found.sender_email)
         try:
-            email = self._compose(d, event, found, step, _previous(found))
+            email = self._compose(envelope, event, found, step, _previous(found))
             message = build_message(email)
         except (MissingMergeValue, ValueError) as error:
-            await self._append(d, EmailHeld(
+            results.append(envelope, EmailHeld(
                 enrollment_id=event.enrollment_id, sequence_id=event.sequence_id,
                 step_id=event.step_id, step_index=event.step_index, reason=str(error)))
-            return
+            return None
         if found.intent_state == "sending" and await self._arrived(email):
-            await self._record_sent(d, event, email)  # it went through before the crash
-            return
-        if mailbox.limited and not await self._slot(d, event, email, mailbox, found):
-            return
-        await self._set_intent(event, email.message_id, "sending")
-        crash_point("mailer.before_smtp")
-        if await self._send(d, event, mailbox, message, email):
-            crash_point("mailer.after_smtp")
-            await self._record_sent(d, event, email)
+            results.sent.append((event, email))  # it went through before the crash
+            results.append(envelope, self._email_sent(event, email))
+            return None
+        if mailbox.limited and not await self._slot(envelope, event, email, mailbox, found,
+                                                    results):
+            return None
+        return _Send(envelope, event, mailbox, message, email)
 
-    async def _situation(self, conn, event: StepDue):
-        """Everything a due step needs, in one query."""
-        found = (await conn.execute(_SITUATION, {
-            "e": event.enrollment_id, "s": event.step_id, "seq": event.sequence_id,
-            "c": event.contact_id})).first()
-        if found is None:
-            raise NotReady("sequence or contact not seen yet")
-        return found
+    async def _situations(self, conn, events: list[StepDue]) -> dict:
+        """Everything the due steps need, in one query, by (enrollment, step)."""
+        if not events:
+            return {}
+        rows = await conn.exec_driver_sql(_SITUATIONS, {
+            "enrollments": [e.enrollment_id for e in events], "steps": [e.step_id for e in events],
+            "sequences": [e.sequence_id for e in events],
+            "contacts": [e.contact_id for e in events]})
+        return {(row.enrollment_id, row.step_id): row for row in rows}
 
-    async def _send(self, d: Delivery, event: StepDue, mailbox: Mailbox, message, email) -> bool:
+    async def _send(self, send: _Send, results: _Results) -> None:
         """Hand the message to the SMTP server. A 5xx for the recipient is a hard bounce, a 4xx
         is retried with backoff up to a bound, anything else (connection lost) is retried."""
-        with _tracer.start_as_current_span("smtp.send", attributes={
-            "enrollment_id": str(event.enrollment_id), "sequence_id": str(event.sequence_id),
-            "step_index": event.step_index, "smtp.host": mailbox.smtp.host,
-        }):
+        event, email, envelope = send.event, send.email, send.envelope
+        with _tracer.start_as_current_span("smtp.send", context=context_from(
+                {TRACEPARENT: envelope.traceparent, TRACESTATE: envelope.tracestate}),
+                attributes={"enrollment_id": str(event.enrollment_id),
+                            "sequence_id": str(event.sequence_id),
+                            "step_index": event.step_index, "smtp.host": send.mailbox.smtp.host}):
             try:
-                await self.mailboxes.sender(mailbox).send(message)
-                return True
+                await self.mailboxes.sender(send.mailbox).send(send.message)
             except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as error:
                 code, reason = _refusal(error)
-            if code is None:
-                raise RuntimeError(f"SMTP refused without a code: {reason}")
-        await self._clear_intent(event)  # refused: nothing went out
+            except Exception:  # the intent stays: the next attempt asks before sending again
+                log.exception("sending %s failed; will retry", email.message_id)
+                results.handed_back.append(
+                    HandBack(envelope.event_id, retry_delay(delivery_attempt(envelope))))
+                return
+            else:
+                crash_point("mailer.after_smtp")
+                results.sent.append((event, email))
+                results.append(envelope, self._email_sent(event, email), current_trace_headers())
+                return
+        self._refused(send, code, reason, results)
+
+    def _refused(self, send: _Send, code: int | None, reason: str, results: _Results) -> None:
+        event, envelope, attempt = send.event, send.envelope, delivery_attempt(send.envelope)
+        if code is None:
+            log.error("SMTP refused %s without a code: %s", send.email.message_id, reason)
+            results.handed_back.append(HandBack(envelope.event_id, retry_delay(attempt)))
+            return
+        results.refused.append(event)  # nothing went out
         if code >= 500:
-            await self._append(d, BounceDetected(
-                enrollment_id=event.enrollment_id, recipient=email.recipient, kind="hard",
-                status=str(code), diagnostic=reason[:1000], original_message_id=email.message_id,
-                detected_by="smtp", detected_at=self.runtime.clock.now()))
-            return False
-        if d.attempt >= self.retry_limit:
-            await self._append(d, EmailFailed(
+            results.append(envelope, BounceDetected(
+                enrollment_id=event.enrollment_id, recipient=send.email.recipient, kind="hard",
+                status=str(code), diagnostic=reason[:1000],
+                original_message_id=send.email.message_id, detected_by="smtp",
+                detected_at=self.runtime.clock.now()))
+        elif attempt >= self.retry_limit:
+            results.append(envelope, EmailFailed(
                 enrollment_id=event.enrollment_id, sequence_id=event.sequence_id,
                 step_id=event.step_id, step_index=event.step_index, reason=reason[:1000],
-                smtp_code=code, attempts=d.attempt))
-            return False
-        raise TemporaryRefusal(f"{code} {reason}")
+                smtp_code=code, attempts=attempt))
+        else:  # "try later": the step comes back with a growing delay
+            log.info("SMTP said later for %s: %s %s", send.email.message_id, code, reason)
+            results.handed_back.append(HandBack(envelope.event_id, retry_delay(attempt)))
 
     async def _arrived(self, email: OutgoingEmail) -> bool:
         """Whether a send that a crash left unrecorded went through. Without a verifier nobody
@@ -223,7 +306,8 @@ class MailerHandlers:
             raise DeliveryUnknown(f"cannot tell whether {email.message_id} arrived; asking later")
         return delivered
 
-    async def _slot(self, d, event, email, mailbox: Mailbox, found) -> bool:
+    async def _slot(self, envelope, event, email, mailbox: Mailbox, found,
+                    results: _Results) -> bool:
         """Per-mailbox daily cap and minimum gap: take a sending slot, or defer the step to the
         next allowed moment (the scheduler fires it again then). Never dropped."""
         now = self.runtime.clock.now()
@@ -241,17 +325,16 @@ class MailerHandlers:
             reason = f"daily cap of {mailbox.daily_cap} reached for {mailbox.address}"
         elif taken.last_slot > now + _SLACK:
             until = taken.last_slot
-            await self._set_intent(event, email.message_id, "reserved", slot=until)
+            await self._set_intents([(event, email.message_id, until)], "reserved")
             reason = f"{mailbox.min_gap_seconds:g} s between sends from {mailbox.address}"
         else:
             return True
-        await self._append(d, EmailDeferred(enrollment_id=event.enrollment_id,
-                                            step_id=event.step_id, until=until, reason=reason))
+        results.append(envelope, EmailDeferred(enrollment_id=event.enrollment_id,
+                                               step_id=event.step_id, until=until, reason=reason))
         return False
 
-    async def _task_for(self, event: StepDue, d: Delivery) -> None:
+    def _task_for(self, envelope, event: StepDue, found, results: _Results) -> None:
         """SMS and call steps are never sent: they become a task for the contact's owner."""
-        found = await self._situation(d.conn, event)
         step = _step(found.steps, event.step_id)
         if step is None or found.halted:
             return
@@ -263,7 +346,7 @@ class MailerHandlers:
             channel=event.channel, owner_name=values.get("owner_name") or "",
             instructions=render(step["body"], values, missing=[]), due_at=event.due_at,
         )
-        await self._append(d, task)
+        results.append(envelope, task)
 
     # --- pieces -----------------------------------------------------------------------------
 
@@ -275,11 +358,11 @@ class MailerHandlers:
         unsubscribe = self.signer.sign("unsubscribe", {"w": w, "c": str(contact_id)})
         return Links(f"{base}/t/{pixel}.gif", f"{base}/unsubscribe/{unsubscribe}")
 
-    def _compose(self, d: Delivery, event: StepDue, found, step,
+    def _compose(self, envelope: EventEnvelope, event: StepDue, found, step,
                  previous: PreviousEmail | None) -> OutgoingEmail:
         """`found`: the sender, timezone and the contact's address and merge values."""
         values = found.merge_values
-        links = self._links(d.envelope.workspace_id, event.enrollment_id, event.step_id,
+        links = self._links(envelope.workspace_id, event.enrollment_id, event.step_id,
                             event.contact_id)
         subject = render(step["subject"], values) if step.get("subject") else None
         return OutgoingEmail(
@@ -294,44 +377,53 @@ class MailerHandlers:
             unsubscribe_url=links.unsubscribe_url,
         )
 
-    async def _set_intent(self, event: StepDue, message_id: str, state: str,
-                          slot: datetime | None = None) -> None:
-        await self._at_once(_SET_INTENT, {"e": event.enrollment_id, "s": event.step_id,
-                                          "m": message_id, "state": state, "slot": slot})
-
-    async def _clear_intent(self, event: StepDue) -> None:
-        await self._at_once(_CLEAR_INTENT, {"e": event.enrollment_id, "s": event.step_id})
+    async def _set_intents(self, intents: list[tuple[StepDue, str, datetime | None]],
+                           state: str) -> None:
+        """(step, message id, slot) of each email: committed at once, on a connection of its
+        own, outside the handler's transaction: they must outlive a crash of the sends."""
+        async with self.runtime.engine.connect() as own:
+            own = await own.execution_options(isolation_level="AUTOCOMMIT")
+            await own.exec_driver_sql(_SET_INTENTS, {
+                "enrollments": [e.enrollment_id for e, _, _ in intents],
+                "steps": [e.step_id for e, _, _ in intents],
+                "message_ids": [m for _, m, _ in intents], "slots": [s for _, _, s in intents],
+                "state": state})
 
     async def _at_once(self, statement, params: dict):
         """Committed at once, on a connection of its own, outside the handler's transaction:
-        intents and mailbox slots must outlive a crash of the send (and its rollback)."""
+        mailbox slots must outlive a crash of the send (and its rollback)."""
         async with self.runtime.engine.connect() as own:
             own = await own.execution_options(isolation_level="AUTOCOMMIT")
             return await own.execute(statement, params)
 
-    async def _record_sent(self, d: Delivery, event: StepDue, email: OutgoingEmail) -> None:
-        await d.conn.execute(_CLEAR_INTENT, {"e": event.enrollment_id, "s": event.step_id})
-        await d.conn.execute(
-            text(
-                'INSERT INTO mailer.deliveries (enrollment_id, step_id, step_index, message_id,'
-                ' thread_subject, "references", recipient, sent_at) VALUES (:e, :step_id, :s,'
-                " :message_id, :thread_subject, :references, :recipient, :at)"
-            ),
-            {"e": event.enrollment_id, "step_id": event.step_id, "s": event.step_index,
-             "message_id": email.message_id, "thread_subject": email.thread.thread_subject,
-             "references": list(email.thread.references), "recipient": email.recipient,
-             "at": email.date},
-        )
-        await self._append(d, EmailSent(
+    def _email_sent(self, event: StepDue, email: OutgoingEmail) -> EmailSent:
+        return EmailSent(
             enrollment_id=event.enrollment_id, sequence_id=event.sequence_id,
             contact_id=event.contact_id, step_id=event.step_id, step_index=event.step_index,
             message_id=email.message_id, recipient=email.recipient, subject=email.thread.subject,
             sent_at=email.date, in_reply_to=email.thread.in_reply_to,
-            references=list(email.thread.references)))
+            references=list(email.thread.references))
 
-    async def _append(self, d: Delivery, event) -> None:
-        await self.runtime.store.append(
-            d.conn, [Append(event.stream_id(), ANY_VERSION, [event])], d.causation)
+    async def _record(self, conn, results: _Results) -> None:
+        """The sends, in the consumer's transaction: their deliveries, their intents removed
+        (and those of refused emails), and every event of the run in one append."""
+        sent, refused = results.sent, results.refused
+        if sent or refused:
+            done = [event for event, _ in sent] + refused
+            await conn.exec_driver_sql(_RECORD_SENT, {
+                "done_enrollments": [e.enrollment_id for e in done],
+                "done_steps": [e.step_id for e in done],
+                "enrollments": [e.enrollment_id for e, _ in sent],
+                "steps": [e.step_id for e, _ in sent],
+                "step_indexes": [e.step_index for e, _ in sent],
+                "message_ids": [m.message_id for _, m in sent],
+                "subjects": [m.thread.thread_subject for _, m in sent],
+                "references": [json.dumps(list(m.thread.references)) for _, m in sent],
+                "recipients": [m.recipient for _, m in sent],
+                "sent_ats": [m.date for _, m in sent]})
+        if results.appends:
+            await self.runtime.store.append(conn, results.appends,
+                                            results.appends[0].causation)
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -417,33 +509,51 @@ class MailerHandlers:
 
 
 _SLACK = timedelta(seconds=2)
-_SITUATION = text(
-    """
-    SELECT s.sender_name, s.sender_email, s.timezone, s.steps,
+# binary array parameters (exec_driver_sql, as the event store): psycopg quotes nothing
+_SITUATIONS = """
+    SELECT v.enrollment_id, v.step_id, s.sender_name, s.sender_email, s.timezone, s.steps,
            c.email, c.merge_values, c.opted_out,
-           EXISTS (SELECT 1 FROM mailer.deliveries
-                   WHERE enrollment_id = :e AND step_id = :s) AS sent,
-           EXISTS (SELECT 1 FROM mailer.halted_enrollments WHERE enrollment_id = :e) AS halted,
+           EXISTS (SELECT 1 FROM mailer.deliveries d
+                   WHERE d.enrollment_id = v.enrollment_id AND d.step_id = v.step_id) AS sent,
+           EXISTS (SELECT 1 FROM mailer.halted_enrollments h
+                   WHERE h.enrollment_id = v.enrollment_id) AS halted,
            i.state AS intent_state, i.slot AS intent_slot,
            p.message_id AS previous_message_id, p.thread_subject AS previous_subject,
            p."references" AS previous_references
-    FROM mailer.sequences s
-    JOIN mailer.contacts c ON c.contact_id = :c
-    LEFT JOIN mailer.send_intents i ON i.enrollment_id = :e AND i.step_id = :s
+    FROM unnest(%(enrollments)b::uuid[], %(steps)b::uuid[], %(sequences)b::uuid[],
+                %(contacts)b::uuid[]) AS v(enrollment_id, step_id, sequence_id, contact_id)
+    JOIN mailer.sequences s ON s.sequence_id = v.sequence_id
+    JOIN mailer.contacts c ON c.contact_id = v.contact_id
+    LEFT JOIN mailer.send_intents i
+        ON i.enrollment_id = v.enrollment_id AND i.step_id = v.step_id
     LEFT JOIN LATERAL (
-        SELECT message_id, thread_subject, "references" FROM mailer.deliveries
-        WHERE enrollment_id = :e ORDER BY sent_at DESC, step_index DESC LIMIT 1
+        SELECT message_id, thread_subject, "references" FROM mailer.deliveries d
+        WHERE d.enrollment_id = v.enrollment_id ORDER BY sent_at DESC, step_index DESC LIMIT 1
     ) p ON true
-    WHERE s.sequence_id = :seq
-    """
-)
-_SET_INTENT = text(
-    "INSERT INTO mailer.send_intents (enrollment_id, step_id, message_id, state, slot)"
-    " VALUES (:e, :s, :m, :state, :slot) ON CONFLICT (enrollment_id, step_id) DO UPDATE"
-    " SET state = EXCLUDED.state, slot = coalesce(EXCLUDED.slot, mailer.send_intents.slot),"
-    " updated_at = now()"
-)
-_CLEAR_INTENT = text("DELETE FROM mailer.send_intents WHERE enrollment_id = :e AND step_id = :s")
+"""
+_SET_INTENTS = """
+    INSERT INTO mailer.send_intents (enrollment_id, step_id, message_id, state, slot)
+    SELECT enrollment_id, step_id, message_id, %(state)s, slot FROM unnest(%(enrollments)b::uuid[], %(steps)b::uuid[],
+                                     %(message_ids)b::text[], %(slots)s::timestamptz[])
+        AS v(enrollment_id, step_id, message_id, slot)
+    ON CONFLICT (enrollment_id, step_id) DO UPDATE
+        SET state = EXCLUDED.state, slot = coalesce(EXCLUDED.slot, mailer.send_intents.slot),
+            updated_at = now()
+"""
+_RECORD_SENT = """
+    WITH cleared AS (
+        DELETE FROM mailer.send_intents i
+        USING unnest(%(done_enrollments)b::uuid[], %(done_steps)b::uuid[]) AS v(e, s)
+        WHERE i.enrollment_id = v.e AND i.step_id = v.s
+    )
+    INSERT INTO mailer.deliveries (enrollment_id, step_id, step_index, message_id,
+                                   thread_subject, "references", recipient, sent_at)
+    SELECT e, s, i, m, t, ARRAY(SELECT jsonb_array_elements_text(r::jsonb)), rc, at
+    FROM unnest(%(enrollments)b::uuid[], %(steps)b::uuid[], %(step_indexes)b::integer[],
+                %(message_ids)b::text[], %(subjects)b::text[], %(references)b::text[],
+                %(recipients)b::text[], %(sent_ats)b::timestamptz[])
+        AS v(e, s, i, m, t, r, rc, at)
+"""
 _TAKE_SLOT = text(
     """
     INSERT INTO mailer.mailbox_usage (address, day, sent, last_slot)
@@ -478,14 +588,13 @@ def _refusal(error: Exception) -> tuple[int | None, str]:
 
 
 def subscription(handlers: MailerHandlers) -> Subscription:
-    mailer = Subscription("mailer", ["sequence", "contact", "enrollment", "schedule"],
-                          isolated=frozenset({StepDue}))
+    mailer = Subscription("mailer", ["sequence", "contact", "enrollment", "schedule"])
     mailer.on(SequenceCreated)(handlers.on_sequence_created)
     mailer.on(SequenceStepsChanged)(handlers.on_steps_changed)
     mailer.on(ContactCreated)(handlers.on_contact_created)
     mailer.on(ContactUpdated)(handlers.on_contact_updated)
     mailer.on(ContactOptedOut)(handlers.on_contact_opted_out)
-    mailer.on(StepDue)(handlers.on_step_due)
+    mailer.on_batch(StepDue)(handlers.on_steps_due)
     for halt in (EnrollmentReplied, EnrollmentBounced, EnrollmentStopped):
         mailer.on(halt)(handlers.on_enrollment_halted)
     return mailer
