@@ -172,7 +172,10 @@ def build_message(email: OutgoingEmail) -> Message:
         # RFC 8058 one-click: mail clients POST "List-Unsubscribe=One-Click" to the URL
         headers["List-Unsubscribe"] = f"<{email.unsubscribe_url}>"
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message = MIMEMultipart("alternative")
+    # A boundary of our own: for one it makes, the email package compiles a regular expression
+    # per message to check the text for it (6% of the mailer's CPU). The parts are base64,
+    # whose lines never hold "=_", so this one cannot occur in them.
+    message = MIMEMultipart("alternative", boundary=f"=_{uuid.uuid4().hex}")
     for name, value in headers.items():
         message[name] = value
     message.attach(MIMEText(email.text_body, "plain", "utf-8"))
