@@ -229,10 +229,18 @@ class MailerHandlers:
                 enrollment_id=event.enrollment_id, sequence_id=event.sequence_id,
                 step_id=event.step_id, step_index=event.step_index, reason=str(error)))
             return None
-        if found.intent_state == "sending" and await self._arrived(email):
-            results.sent.append((event, email))  # it went through before the crash
-            results.append(envelope, self._email_sent(event, email))
-            return None
+        if found.intent_state == "sending":  # a crash came between a send and its record
+            try:
+                arrived = await self._arrived(email)
+            except DeliveryUnknown as unknown:
+                log.warning("%s", unknown)
+                results.handed_back.append(
+                    HandBack(envelope.event_id, retry_delay(delivery_attempt(envelope))))
+                return None
+            if arrived:
+                results.sent.append((event, email))  # it went through before the crash
+                results.append(envelope, self._email_sent(event, email))
+                return None
         if mailbox.limited and not await self._slot(envelope, event, email, mailbox, found,
                                                     results):
             return None
