@@ -39,7 +39,10 @@ class Event(BaseModel):
 class EventEnvelope(BaseModel):
     """An event as stored in the log and carried on NATS."""
 
-    model_config = ConfigDict(frozen=True)
+    # Parsing JSON caches keys only: an envelope's values (ids, times) are new each time, and
+    # caching them filled pydantic-core's string cache with strings never seen again
+    # (bench/experiments_memory.py).
+    model_config = ConfigDict(frozen=True, cache_strings="keys")
 
     event_id: uuid.UUID
     # the workspace whose data the event is: subscribers and webhooks filter by it
