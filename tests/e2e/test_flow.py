@@ -96,15 +96,21 @@ async def test_two_email_steps_go_out_threaded_and_the_enrollment_is_done(stack,
     assert detail["headline"] == "1 enrolled · live"
 
 
-async def test_a_mailer_killed_before_recording_the_send_sends_the_email_exactly_once(stack, api):
+async def enroll_into_a_crashing_mailer(stack, api, crash_at: str):
+    """An enrollment whose first email a mailer set to die at `crash_at` handles (it does)."""
     stack.kill_service("mailer")
-    stack.start_service("mailer", extra_env={"SEQUENCES_CRASH_AT": "mailer.before_smtp"})
+    stack.start_service("mailer", extra_env={"SEQUENCES_CRASH_AT": crash_at})
     sequence_id = (await api.post("/v1/sequences", json=SEQUENCE)).json()["id"]
     contact_id, email = await new_contact(api)
     enrolled = await api.post(f"/v1/sequences/{sequence_id}/enrollments",
                               json={"contact_id": contact_id})
     crashed = stack.processes[("mailer", 0)]
     assert await asyncio.to_thread(crashed.wait, 60) == -signal.SIGKILL
+    return enrolled, email
+
+
+async def test_a_mailer_killed_before_recording_the_send_sends_the_email_exactly_once(stack, api):
+    enrolled, email = await enroll_into_a_crashing_mailer(stack, api, "mailer.before_smtp")
     assert mail_to(stack, email) == []
 
     stack.start_service("mailer")
@@ -120,14 +126,7 @@ async def test_a_mailer_killed_before_recording_the_send_sends_the_email_exactly
 async def test_a_mailer_that_cannot_ask_whether_an_unrecorded_send_arrived_waits_instead_of_resending(
         stack, api):
     # the SMTP server accepted the email, the mailer died before recording it
-    stack.kill_service("mailer")
-    stack.start_service("mailer", extra_env={"SEQUENCES_CRASH_AT": "mailer.after_smtp"})
-    sequence_id = (await api.post("/v1/sequences", json=SEQUENCE)).json()["id"]
-    contact_id, email = await new_contact(api)
-    enrolled = await api.post(f"/v1/sequences/{sequence_id}/enrollments",
-                              json={"contact_id": contact_id})
-    crashed = stack.processes[("mailer", 0)]
-    assert await asyncio.to_thread(crashed.wait, 60) == -signal.SIGKILL
+    enrolled, email = await enroll_into_a_crashing_mailer(stack, api, "mailer.after_smtp")
     assert len(mail_to(stack, email)) == 1
 
     # nobody answers where delivery is checked (the capture server busy or restarting)
