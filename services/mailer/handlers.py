@@ -43,7 +43,7 @@ from contracts.events import (
     TaskDue,
     TestEmailSent,
 )
-from contracts.base import EventEnvelope, decode_event
+from contracts.base import EventEnvelope, decode_event, stream_id
 from contracts.values import Channel, steps_json
 from contracts.views import Created, StepPreview
 from sequences.bootstrap import Runtime
@@ -477,7 +477,30 @@ class MailerHandlers:
 
     async def _step_for_request(self, request: PreviewStep | SendTestEmail):
         """The step, the merge values (of the chosen contact or a sample one) and the sequence,
-        of the request's workspace."""
+        of the request's workspace. The mailer learns of a sequence or contact from its events a
+        moment after it is saved: one that is in the log but not here yet is waited for (a
+        preview right after saving answers, not 404), up to a few seconds."""
+        clock = asyncio.get_running_loop()
+        deadline = clock.time() + _CATCH_UP_SECONDS
+        while True:
+            try:
+                return await self._find_step(request)
+            except Rejected as rejected:
+                missing = rejected.problem.errors[0].field if rejected.problem.errors else None
+                if (missing not in ("sequence_id", "contact_id") or clock.time() > deadline
+                        or not await self._in_log(request, missing)):
+                    raise
+                await asyncio.sleep(0.1)
+
+    async def _in_log(self, request: PreviewStep | SendTestEmail, field: str) -> bool:
+        stream = stream_id(field.removesuffix("_id"), getattr(request, field))
+        async with self.runtime.engine.connect() as conn:
+            return (await conn.execute(text(
+                "SELECT 1 FROM eventlog.events WHERE stream_id = :s AND version = 1"
+                " AND workspace_id = :ws"), {"s": stream, "ws": request.workspace_id})
+            ).first() is not None
+
+    async def _find_step(self, request: PreviewStep | SendTestEmail):
         sequence_id, step_id, contact_id = request.sequence_id, request.step_id, request.contact_id
         async with self.runtime.engine.connect() as conn:
             sequence = (await conn.execute(
@@ -517,6 +540,7 @@ class MailerHandlers:
 
 
 _SLACK = timedelta(seconds=2)
+_CATCH_UP_SECONDS = 5.0  # how long a preview waits for a just-saved sequence or contact
 # binary array parameters (exec_driver_sql, as the event store): psycopg quotes nothing
 _SITUATIONS = """
     SELECT v.enrollment_id, v.step_id, s.sender_name, s.sender_email, s.timezone, s.steps,
