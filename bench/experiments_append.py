@@ -4,9 +4,9 @@
 
 Not part of the benchmark registry: it backs the changes to sequences/eventlog/store.py and
 sequences/db.py with numbers. The first variant is the store as it was (SQLAlchemy `text()`,
-text array parameters, `json.dumps`); the last is `EventStore` as it is now. Each variant is a
-drop-in `EventStore` (same signature, rows, returned envelopes and `ConcurrencyConflict`,
-checked against the current store first), on its own fresh database, each single-append figure
+text array parameters, `json.dumps`); the third is `EventStore` as it is now. Each variant is
+an `EventStore` that runs its statement another way (`_insert`; same rows, returned envelopes
+and `ConcurrencyConflict`, checked against the current store first), on its own fresh database, each single-append figure
 with and without `pool_pre_ping` (which `create_engine` had, and no longer has). Rounds go over
 every variant in turn, so a disturbance of a shared machine hits all alike; figures are medians.
 """
@@ -21,53 +21,45 @@ import time
 import uuid
 
 import psycopg
-import pydantic_core
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench import common
 from bench.append import BATCH, chunks, make_events
-from bench.common import checkpoint, fresh_database, progress
+from bench.common import BENCH_WORKSPACE, checkpoint, fresh_database, progress
 from contracts.base import EventEnvelope
 from sequences.bootstrap import EVENTLOG_MIGRATIONS
 from sequences.clock import SystemClock
 from sequences.db import migrate, sqlalchemy_url
 from sequences.eventlog.store import (
-    _CURRENT_VERSIONS,
     _INSERT,
     ANY_VERSION,
     Append,
     Causation,
     ConcurrencyConflict,
     EventStore,
-    _tracer,
+    _columns,
 )
-from sequences.tracing import TRACEPARENT, TRACESTATE, current_trace_headers
-from bench.common import BENCH_WORKSPACE
-
-# The statement with binary placeholders, as sequences/eventlog/store.py now runs it (this
-# file measured it against the text-parameter statement it replaced).
-_INSERT_BINARY = _INSERT
-
 
 _INSERT_TEXT = text(
     """
     WITH new AS (
         SELECT * FROM unnest(
-            CAST(:event_ids AS uuid[]), CAST(:stream_ids AS text[]), CAST(:versions AS integer[]),
-            CAST(:types AS text[]), CAST(:schema_versions AS integer[]),
-            CAST(:occurred_ats AS timestamptz[]), CAST(:correlation_ids AS uuid[]),
-            CAST(:causation_ids AS uuid[]), CAST(:traceparents AS text[]),
-            CAST(:tracestates AS text[]), CAST(:datas AS text[])
-        ) WITH ORDINALITY AS t(event_id, stream_id, version, type, schema_version, occurred_at,
-                               correlation_id, causation_id, traceparent, tracestate, data, n)
+            CAST(:event_ids AS uuid[]), CAST(:workspace_ids AS uuid[]), CAST(:stream_ids AS text[]),
+            CAST(:versions AS integer[]), CAST(:types AS text[]),
+            CAST(:schema_versions AS integer[]), CAST(:occurred_ats AS timestamptz[]),
+            CAST(:correlation_ids AS uuid[]), CAST(:causation_ids AS uuid[]),
+            CAST(:traceparents AS text[]), CAST(:tracestates AS text[]), CAST(:datas AS text[])
+        ) WITH ORDINALITY AS t(event_id, workspace_id, stream_id, version, type, schema_version,
+                               occurred_at, correlation_id, causation_id, traceparent,
+                               tracestate, data, n)
     ), inserted AS (
-        INSERT INTO eventlog.events (event_id, stream_id, version, type, schema_version,
-                                     occurred_at, correlation_id, causation_id, traceparent,
-                                     tracestate, data)
-        SELECT event_id, stream_id, version, type, schema_version, occurred_at, correlation_id,
-               causation_id, traceparent, tracestate, CAST(data AS jsonb)
+        INSERT INTO eventlog.events (event_id, workspace_id, stream_id, version, type,
+                                     schema_version, occurred_at, correlation_id, causation_id,
+                                     traceparent, tracestate, data)
+        SELECT event_id, workspace_id, stream_id, version, type, schema_version, occurred_at,
+               correlation_id, causation_id, traceparent, tracestate, CAST(data AS jsonb)
         FROM new ORDER BY n
         RETURNING position
     )
@@ -76,130 +68,53 @@ _INSERT_TEXT = text(
 )
 
 
+def _json_dumps_columns(envelopes: list[EventEnvelope]) -> dict[str, list]:
+    """The store's parameters, with the JSON text made by `json.dumps` as it was."""
+    return {**_columns(envelopes),
+            "datas": [json.dumps(e.data, ensure_ascii=False) for e in envelopes]}
+
+
+# Each variant changes only how the statement is run (`EventStore._insert`).
+
+
 class Before(EventStore):
     """The store as it was: SQLAlchemy text(), so psycopg builds text array literals."""
 
-    async def append(self, conn, appends, causation):
-        with _tracer.start_as_current_span("eventlog.append") as span:
-            span.set_attribute("eventlog.streams", len(appends))
-            envelopes = await self._envelopes(conn, appends, causation, current_trace_headers())
-            span.set_attribute("eventlog.events", len(envelopes))
-            if not envelopes:
-                return []
-            try:
-                await conn.execute(_INSERT_TEXT, _columns(envelopes))
-            except IntegrityError as error:
-                raise ConcurrencyConflict(str(error.orig)) from error
-            return envelopes
+    async def _insert(self, conn, envelopes):
+        try:
+            await conn.execute(_INSERT_TEXT, _json_dumps_columns(envelopes))
+        except IntegrityError as error:
+            raise ConcurrencyConflict(str(error.orig)) from error
 
 
 class BinaryParams(EventStore):
-    """Only the SQL call changes: binary array parameters via exec_driver_sql."""
+    """Binary array parameters via exec_driver_sql, the JSON still by `json.dumps`."""
 
-    async def append(self, conn, appends, causation):
-        with _tracer.start_as_current_span("eventlog.append") as span:
-            span.set_attribute("eventlog.streams", len(appends))
-            envelopes = await self._envelopes(conn, appends, causation, current_trace_headers())
-            span.set_attribute("eventlog.events", len(envelopes))
-            if not envelopes:
-                return []
-            try:
-                await conn.exec_driver_sql(_INSERT_BINARY, _columns(envelopes))
-            except IntegrityError as error:
-                raise ConcurrencyConflict(str(error.orig)) from error
-            return envelopes
+    async def _insert(self, conn, envelopes):
+        try:
+            await conn.exec_driver_sql(_INSERT, _json_dumps_columns(envelopes))
+        except IntegrityError as error:
+            raise ConcurrencyConflict(str(error.orig)) from error
 
 
-def _columns(envelopes: list[EventEnvelope], datas: list[str] | None = None) -> dict[str, list]:
-    return {
-        "event_ids": [e.event_id for e in envelopes],
-        "stream_ids": [e.stream_id for e in envelopes],
-        "versions": [e.version for e in envelopes],
-        "types": [e.type for e in envelopes],
-        "schema_versions": [e.schema_version for e in envelopes],
-        "occurred_ats": [e.occurred_at for e in envelopes],
-        "correlation_ids": [e.correlation_id for e in envelopes],
-        "causation_ids": [e.causation_id for e in envelopes],
-        "traceparents": [e.traceparent for e in envelopes],
-        "tracestates": [e.tracestate for e in envelopes],
-        "datas": datas if datas is not None
-        else [json.dumps(e.data, ensure_ascii=False) for e in envelopes],
-    }
+class DriverConnection(EventStore):
+    """The store's statement and JSON (pydantic-core's `to_json`), executed on the psycopg
+    connection under the caller's SQLAlchemy connection (same transaction), skipping
+    SQLAlchemy's execute path (greenlet hop, result and exception wrapping)."""
 
-
-class FastJson(BinaryParams):
-    """Binary parameters, and the JSON text by pydantic-core (`to_json`, ~0.4 us) instead of
-    `json.dumps` (~2.3 us per ContactCreated). Same text: UTF-8, no ASCII escaping, and only
-    JSON types (the dict is already `model_dump(mode="json")`). Envelopes stay validated:
-    `EventEnvelope.model_construct` is slower (2.9 us) than validating (1.9 us)."""
-
-    async def append(self, conn, appends, causation):
-        with _tracer.start_as_current_span("eventlog.append") as span:
-            span.set_attribute("eventlog.streams", len(appends))
-            envelopes, datas = await self._lean(conn, appends, causation, current_trace_headers())
-            span.set_attribute("eventlog.events", len(envelopes))
-            if not envelopes:
-                return []
-            try:
-                await conn.exec_driver_sql(_INSERT_BINARY, _columns(envelopes, datas))
-            except IntegrityError as error:
-                raise ConcurrencyConflict(str(error.orig)) from error
-            return envelopes
-
-    async def _lean(self, conn, appends, causation, trace_headers):
-        unversioned = [a.stream_id for a in appends if a.expected_version is ANY_VERSION]
-        current: dict[str, int] = {}
-        if unversioned:
-            rows = await conn.execute(_CURRENT_VERSIONS, {"ids": unversioned})
-            current = {row.stream_id: row.version for row in rows}
-        now = self._clock.now()
-        envelopes, datas = [], []
-        for append in appends:
-            base = append.expected_version
-            if base is ANY_VERSION:
-                base = current.get(append.stream_id, 0)
-            cause = append.causation or causation
-            traceparent = cause.traceparent or trace_headers.get(TRACEPARENT)
-            tracestate = cause.tracestate if cause.traceparent else trace_headers.get(TRACESTATE)
-            for offset, event in enumerate(append.events, start=1):
-                data = event.model_dump(mode="json")
-                datas.append(pydantic_core.to_json(data).decode())
-                envelopes.append(EventEnvelope(
-                    event_id=uuid.uuid4(), stream_id=append.stream_id, version=base + offset,
-                    type=event.type_name(), schema_version=event.schema_version,
-                    occurred_at=now, correlation_id=cause.correlation_id,
-                    causation_id=cause.causation_id, traceparent=traceparent,
-                    tracestate=tracestate, data=data,
-                ))
-        return envelopes, datas
-
-
-class DriverConnection(FastJson):
-    """Binary parameters and fast JSON, executed on the psycopg connection under the
-    caller's SQLAlchemy connection (same transaction), skipping SQLAlchemy's execute path
-    (greenlet hop, result and exception wrapping); the unique violation is caught from psycopg."""
-
-    async def append(self, conn, appends, causation):
-        with _tracer.start_as_current_span("eventlog.append") as span:
-            span.set_attribute("eventlog.streams", len(appends))
-            envelopes, datas = await self._lean(conn, appends, causation, current_trace_headers())
-            span.set_attribute("eventlog.events", len(envelopes))
-            if not envelopes:
-                return []
-            driver = (await conn.get_raw_connection()).driver_connection
-            try:
-                await driver.execute(_INSERT_BINARY, _columns(envelopes, datas))
-            except psycopg.errors.UniqueViolation as error:
-                raise ConcurrencyConflict(str(error)) from error
-            return envelopes
+    async def _insert(self, conn, envelopes):
+        driver = (await conn.get_raw_connection()).driver_connection
+        try:
+            await driver.execute(_INSERT, _columns(envelopes))
+        except psycopg.errors.UniqueViolation as error:
+            raise ConcurrencyConflict(str(error)) from error
 
 
 VARIANTS: dict[str, type[EventStore]] = {
     "before: text() + text arrays + json.dumps": Before,
     "+ binary params (exec_driver_sql)": BinaryParams,
-    "+ binary params + to_json": FastJson,
+    "+ binary params + to_json (EventStore as it is now)": EventStore,
     "+ binary params + to_json + driver execute": DriverConnection,
-    "EventStore as it is now": EventStore,
 }
 
 
