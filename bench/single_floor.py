@@ -23,15 +23,15 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench import common
 from bench.append import make_events
-from bench.common import checkpoint, connect_params, fresh_database, progress
-from bench.experiments_append import _INSERT_BINARY
+from bench.common import BENCH_WORKSPACE, checkpoint, connect_params, fresh_database, progress
 from sequences.bootstrap import EVENTLOG_MIGRATIONS
 from sequences.db import create_engine, migrate, sqlalchemy_url
+from sequences.eventlog.store import _INSERT as _INSERT_BINARY
 
 
 def params(event) -> dict:
     return {
-        "event_ids": [uuid.uuid4()], "stream_ids": [event.stream_id()], "versions": [1],
+        "event_ids": [uuid.uuid4()], "workspace_ids": [BENCH_WORKSPACE], "stream_ids": [event.stream_id()], "versions": [1],
         "types": ["ContactCreated"], "schema_versions": [1], "occurred_ats": [datetime.now(UTC)],
         "correlation_ids": [uuid.uuid4()], "causation_ids": [None], "traceparents": [None],
         "tracestates": [None], "datas": [json.dumps(event.model_dump(mode="json"))],
