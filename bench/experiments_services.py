@@ -239,29 +239,18 @@ def _message(args) -> None:
 
     from aiosmtplib.email import flatten_message
 
-    from bench.mailer import SENDER_EMAIL, SENDER_NAME, STEP, TIMEZONE, _contact
+    from bench.mailer import TIMEZONE, sample_email
     from bench.service_common import SECRET
     from datetime import UTC, datetime
     from zoneinfo import ZoneInfo
     from sequences.signing import Signer
-    from services.mailer.domain import (Links, OutgoingEmail, build_message, html_body_for,
-                                        message_id_for, render, text_body_for, thread_for)
+    from services.mailer.domain import OutgoingEmail, build_message
 
     signer = Signer(SECRET.encode())
     date = datetime.now(UTC).astimezone(ZoneInfo(TIMEZONE))
-    _, email, values = _contact(7)
 
     def outgoing():
-        enrollment_id = uuid.uuid4()
-        links = Links(f"http://x/t/{signer.sign('open', {'e': str(enrollment_id)})}.gif",
-                      f"http://x/unsubscribe/{signer.sign('unsubscribe', {'c': 'c'})}")
-        return OutgoingEmail(
-            sender_name=SENDER_NAME, sender_email=SENDER_EMAIL, recipient=email,
-            thread=thread_for(render(STEP.subject, values), None),
-            text_body=text_body_for(STEP.body, values, links),
-            html_body=html_body_for(STEP.body, values, links),
-            message_id=message_id_for(enrollment_id, STEP.step_id, SENDER_EMAIL), date=date,
-            unsubscribe_url=links.unsubscribe_url)
+        return sample_email(7, signer, date)
 
     def compat32(e: OutgoingEmail) -> bytes:
         m = MIMEMultipart("alternative")

@@ -135,27 +135,29 @@ class Capture:
 # --- raw baseline ------------------------------------------------------------------------------
 
 
+def sample_email(i: int, signer: Signer, date: datetime) -> OutgoingEmail:
+    """Contact i's email as the mailer builds it (rendered, with signed links)."""
+    _, email, values = _contact(i)
+    enrollment_id = uuid.uuid4()
+    pixel = signer.sign("open", {"e": str(enrollment_id), "s": str(STEP.step_id)})
+    unsubscribe = signer.sign("unsubscribe", {"c": str(uuid.uuid4())})
+    links = Links(f"http://127.0.0.1:8080/t/{pixel}.gif",
+                  f"http://127.0.0.1:8080/unsubscribe/{unsubscribe}")
+    return OutgoingEmail(
+        sender_name=SENDER_NAME, sender_email=SENDER_EMAIL, recipient=email,
+        thread=thread_for(render(STEP.subject, values), None),
+        text_body=text_body_for(STEP.body, values, links),
+        html_body=html_body_for(STEP.body, values, links),
+        message_id=message_id_for(enrollment_id, STEP.step_id, SENDER_EMAIL), date=date,
+        unsubscribe_url=links.unsubscribe_url)
+
+
 def _prebuilt(n: int) -> list[tuple[str, bytes]]:
-    """N messages as the mailer builds them (rendered, with links), serialised before timing."""
+    """N messages as the mailer builds them, serialised before timing."""
     signer = Signer(SECRET.encode())
     date = datetime.now(UTC).astimezone(ZoneInfo(TIMEZONE))
-    messages = []
-    for i in range(n):
-        _, email, values = _contact(i)
-        enrollment_id = uuid.uuid4()
-        pixel = signer.sign("open", {"e": str(enrollment_id), "s": str(STEP.step_id)})
-        unsubscribe = signer.sign("unsubscribe", {"c": str(uuid.uuid4())})
-        links = Links(f"http://127.0.0.1:8080/t/{pixel}.gif",
-                      f"http://127.0.0.1:8080/unsubscribe/{unsubscribe}")
-        outgoing = OutgoingEmail(
-            sender_name=SENDER_NAME, sender_email=SENDER_EMAIL, recipient=email,
-            thread=thread_for(render(STEP.subject, values), None),
-            text_body=text_body_for(STEP.body, values, links),
-            html_body=html_body_for(STEP.body, values, links),
-            message_id=message_id_for(enrollment_id, STEP.step_id, SENDER_EMAIL), date=date,
-            unsubscribe_url=links.unsubscribe_url)
-        messages.append((email, build_message(outgoing).payload))
-    return messages
+    return [(e.recipient, build_message(e).payload)
+            for e in (sample_email(i, signer, date) for i in range(n))]
 
 
 async def _raw_smtp(port: int, messages: list[tuple[str, bytes]]) -> float:
