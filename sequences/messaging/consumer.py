@@ -288,7 +288,6 @@ class EventConsumer:
         self._slots = asyncio.Semaphore(concurrency)
         self._early_retry_delay = early_retry_delay
         self._ack_wait = ack_wait
-        self.handled = 0
 
     async def ensure_consumer(self) -> None:
         name = self.subscription.name
@@ -398,7 +397,6 @@ class EventConsumer:
             await msg.nak(delay=self._early_retry_delay)
             return
         await msg.ack()
-        self.handled += outcome is Outcome.applied
 
     async def _while_telling_progress(self, msgs: list[Msg], work: Awaitable[list]):
         """Run `work`, telling JetStream its messages are in progress while it lasts. This keeps
