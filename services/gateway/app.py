@@ -64,7 +64,8 @@ from sequences.tracing import setup_tracing, tracer
 
 _tracer = tracer(__name__)
 from services.enrollment import contact_import
-from services.gateway import accounts
+from services.gateway import accounts, bus
+from services.gateway.bus import ProblemError
 from services.gateway.accounts import Principal
 from services.gateway.idempotency import idempotent
 
@@ -80,20 +81,13 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=500)]
 
 
-class ProblemError(Exception):
-    def __init__(self, problem: Problem):
-        self.problem = problem
-
-
 def _problem_response(problem: Problem) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
     return JSONResponse(problem.model_dump(), status_code=problem.status, media_type=PROBLEM_JSON,
                         headers=headers)
 
 
-def _problem(status: int, field: str, message: str) -> ProblemError:
-    return ProblemError(Problem(status=status, title=rpc.title_for(status), detail=message,
-                                errors=[FieldError(field=field, message=message)]))
+_problem = bus.problem
 
 
 # --- who is calling ---------------------------------------------------------------------------
@@ -120,25 +114,11 @@ def workspace_of(request: Request) -> uuid.UUID:
 
 async def ask(request: Request, kind: type[BaseModel], /, **fields):
     """Send a command or query, in the caller's workspace, to its service."""
-    return await send(request, kind(workspace_id=workspace_of(request), **fields))
-
-
-# Seconds to wait for a reply where 10 s is too short: a segment of 100,000 takes about 10 s
-# on two cores, and an answer of 503 ("retry") while it goes on to succeed misleads the caller.
-_REPLY_WITHIN = {c.EnrollSegment: 120.0}
+    return await bus.ask(request.app.state.nc, workspace_of(request), kind, **fields)
 
 
 async def send(request: Request, message: BaseModel):
-    """Send a command or query to its service; its problem becomes this response's problem."""
-    try:
-        reply = await rpc.request(request.app.state.nc, message,
-                                  timeout=_REPLY_WITHIN.get(type(message), 10.0))
-    except rpc.ServiceUnavailable:
-        raise ProblemError(Problem(status=503, title="Service unavailable",
-                                   detail="a service did not answer in time; retry")) from None
-    if reply.problem is not None:
-        raise ProblemError(reply.problem)
-    return reply.result
+    return await bus.send(request.app.state.nc, message)
 
 
 _KEY_REQUIRED = [Depends(caller)]
@@ -209,11 +189,7 @@ async def revoke_api_key(key_id: uuid.UUID, request: Request, me: Caller):
     return revoked
 
 
-async def _answered(work):
-    try:
-        return await work
-    except rpc.Rejected as rejected:
-        raise ProblemError(rejected.problem) from None
+_answered = bus.answered
 
 
 # --- sequences ---------------------------------------------------------------------------------
