@@ -68,6 +68,7 @@ from services.gateway import accounts, bus
 from services.gateway.bus import ProblemError
 from services.gateway.accounts import Principal
 from services.gateway.idempotency import idempotent
+from services.gateway.web import include_web
 
 MIGRATIONS = accounts.MIGRATIONS
 
@@ -685,6 +686,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     if settings.clock == "adjustable":
         app.include_router(_dev_clock())
+    include_web(app, settings.public_url, dev_clock=settings.clock == "adjustable")
     return app
 
 
