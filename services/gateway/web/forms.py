@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from contracts.base import Problem
+from sequences.i18n import N_
 from sequences.messaging import rpc
 
 _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -42,19 +43,18 @@ def _lists(node):
 
 # Pydantic's error types in words of our catalog (the English default is pydantic's message).
 _MESSAGES = {
-    "missing": "This field is required.",
-    "string_too_short": "Too short: at least %(min_length)s characters.",
-    "string_too_long": "Too long: at most %(max_length)s characters.",
-    "too_short": "Add at least %(min_length)s.",
-    "too_long": "At most %(max_length)s.",
-    "greater_than_equal": "Must be %(ge)s or more.",
-    "less_than_equal": "Must be %(le)s or less.",
-    "int_parsing": "Enter a whole number.",
-    "value_error": "%(error)s",
-    "literal_error": "Choose one of: %(expected)s.",
-    "enum": "Choose one of: %(expected)s.",
-    "uuid_parsing": "Not a valid id.",
-    "datetime_from_date_parsing": "Enter a date and time.",
+    "missing": N_("This field is required."),
+    "string_too_short": N_("Too short: at least %(min_length)s characters."),
+    "string_too_long": N_("Too long: at most %(max_length)s characters."),
+    "too_short": N_("Add at least %(min_length)s."),
+    "too_long": N_("At most %(max_length)s."),
+    "greater_than_equal": N_("Must be %(ge)s or more."),
+    "less_than_equal": N_("Must be %(le)s or less."),
+    "int_parsing": N_("Enter a whole number."),
+    "literal_error": N_("Choose one of: %(expected)s."),
+    "enum": N_("Choose one of: %(expected)s."),
+    "uuid_parsing": N_("Not a valid id."),
+    "datetime_from_date_parsing": N_("Enter a date and time."),
 }
 
 
@@ -75,15 +75,12 @@ def validation_errors(error: ValidationError, gettext) -> dict[str, str]:
     found: dict[str, str] = {}
     for detail, field_error in zip(error.errors(), problem.errors):
         message = _MESSAGES.get(detail["type"])
+        text = field_error.message.removeprefix("Value error, ")
         if message is not None:
             values = {k: str(v) for k, v in (detail.get("ctx") or {}).items()}
             try:
                 text = str(gettext(message)) % values
             except (KeyError, ValueError):
-                text = field_error.message
-            if detail["type"] == "value_error":
-                text = field_error.message.removeprefix("Value error, ")
-        else:
-            text = field_error.message
+                pass
         found.setdefault(field_error.field, text)
     return found
