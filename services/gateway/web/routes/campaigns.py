@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import Form, Query, Request
 from fastapi.responses import RedirectResponse
@@ -41,9 +41,14 @@ async def confirm_archive(request: Request, user: SignedIn, sequence_id: uuid.UU
     return render(request, "campaigns/confirm_archive.html", sequence=sequence)
 
 
-@router.post("/sequences/{sequence_id}/{action}")
-async def sequence_action(request: Request, user: SignedIn, sequence_id: uuid.UUID,
-                          action: Literal["pause", "resume", "archive"],
-                          back: Annotated[str, Form(max_length=500)] = "/campaigns"):
-    await ask(request, _ACTIONS[action], sequence_id=sequence_id)
-    return RedirectResponse(safe_next(back), status_code=303)
+def _sequence_action(action: str, command: type) -> None:
+    async def act(request: Request, user: SignedIn, sequence_id: uuid.UUID,
+                  back: Annotated[str, Form(max_length=500)] = "/campaigns"):
+        await ask(request, command, sequence_id=sequence_id)
+        return RedirectResponse(safe_next(back), status_code=303)
+
+    router.post(f"/sequences/{{sequence_id}}/{action}", name=f"{action}_sequence_page")(act)
+
+
+for _action, _command in _ACTIONS.items():
+    _sequence_action(_action, _command)
