@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -55,3 +57,35 @@ async def nothing_pending(database_url: str, enrollment_id: str) -> None:
         return pending == 0
 
     await eventually(settled)
+
+
+# --- the web app ------------------------------------------------------------------------------
+
+_CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token_in(html: str) -> str:
+    """The CSRF token a page's forms carry (every form of one page carries the same)."""
+    found = _CSRF_FIELD.search(html)
+    assert found, "the page has no form with a csrf_token"
+    return found.group(1)
+
+
+@contextlib.asynccontextmanager
+async def web_client(stack, email: str | None = None, password: str | None = None,
+                     language: str = "en"):
+    """A browser-like HTTP client signed in to the app (the dev workspace's user by default):
+    `async with web_client(stack) as browser: ...`. `browser.csrf` is the session's token, for
+    posting forms: `await browser.post(url, data={"csrf_token": browser.csrf, ...})`."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30.0,
+                                 headers={"Accept-Language": language}) as client:
+        page = await client.get("/sign-in")
+        answer = await client.post("/sign-in", data={
+            "email": email or stack.workspace["user_email"],
+            "password": password or stack.workspace["password"],
+            "csrf_token": csrf_token_in(page.text), "next": "/campaigns"})
+        assert answer.status_code == 303, f"sign-in refused: {answer.status_code}"
+        client.csrf = csrf_token_in((await client.get("/campaigns")).text)
+        yield client
