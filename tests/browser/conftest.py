@@ -92,10 +92,11 @@ async def page(browser):
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def signed_in_page(stack, page):
-    """A page signed in to the stack's dev workspace. To be filled when the sign-in page
-    exists (issue 12): open f"{stack.gateway_url}/…sign-in…", fill in the dev user's email and
-    password (what `make up` prints; the Stack should expose them), submit, wait for the
-    navigation, and yield `page`. Tests that need it are written against this fixture now."""
-    pytest.fail("signed_in_page: to be filled when the sign-in page exists (issue 12)",
-                pytrace=False)
+    """A page signed in to the stack's dev workspace, as a person would: the sign-in form,
+    filled with the dev user's email and password (what `make up` prints)."""
+    await page.goto(f"{stack.gateway_url}/sign-in")
+    await page.get_by_label("Email").fill(stack.workspace["user_email"])
+    await page.get_by_label("Password").fill(stack.workspace["password"])
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(f"{stack.gateway_url}/campaigns")
     yield page
