@@ -11,9 +11,18 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from services.gateway.web.routes import auth, campaigns, dev
+from services.gateway.web.routes import tasks
+from services.gateway.web.routes import timeline
+from services.gateway.web.routes import settings
 
 STATIC = Path(__file__).parent / "static"
-SCREENS = (auth, campaigns)  # every screen's router, in navigation order
+SCREENS = (
+    auth,
+    campaigns,
+    tasks,
+    timeline,
+    settings,
+)  # every screen's router, in navigation order
 
 
 def include_web(app: FastAPI, public_url: str, dev_clock: bool) -> None:
