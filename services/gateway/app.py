@@ -68,6 +68,7 @@ from services.gateway import accounts, bus
 from services.gateway.bus import ProblemError
 from services.gateway.accounts import Principal
 from services.gateway.idempotency import idempotent
+from services.gateway.timing import ServerTiming
 
 MIGRATIONS = accounts.MIGRATIONS
 
@@ -625,6 +626,8 @@ def create_app(settings: Settings) -> FastAPI:
             response = await call_next(request)
             span.set_attribute("http.status_code", response.status_code)
             return response
+
+    app.add_middleware(ServerTiming)  # the outermost: the time of everything above
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError):
