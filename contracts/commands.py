@@ -11,10 +11,11 @@ from datetime import datetime
 from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from contracts.subjects import command_subject, query_subject
 from contracts.values import (
+    Email,
     Label,
     Labels,
     Phone,
@@ -65,7 +66,7 @@ class SequenceDefinition(BaseModel):
     name: Name
     purpose: Annotated[str, Field(max_length=2000)] | None = None
     sender_name: Name
-    sender_email: EmailStr
+    sender_email: Email
     timezone: TimezoneName
     send_policy: SendPolicy
     steps: Steps
@@ -109,7 +110,7 @@ class ContactFields(BaseModel):
     company: ShortText = ""
     job_title: ShortText = ""
     owner_name: ShortText = ""
-    email: EmailStr
+    email: Email
     phone: Phone = ""
     status: Annotated[SingleLine, Field(max_length=50)] = ""
     tags: Labels = []
@@ -129,7 +130,7 @@ class ContactChanges(BaseModel):
     company: ShortText | None = None
     job_title: ShortText | None = None
     owner_name: ShortText | None = None
-    email: EmailStr | None = None
+    email: Email | None = None
     phone: Phone | None = None
     status: Annotated[SingleLine, Field(max_length=50)] | None = None
     tags: Labels | None = None
@@ -284,7 +285,7 @@ class GetMailboxHealth(Query):
     """The state of the sender mailboxes the thread-watcher reads, of these addresses."""
 
     service: ClassVar[str] = "thread-watcher"
-    addresses: Annotated[list[EmailStr], Field(max_length=1000)]
+    addresses: Annotated[list[Email], Field(max_length=1000)]
 
 
 class ListSenderAddresses(Query):
@@ -373,7 +374,7 @@ class SendTestEmail(Command):
     service: ClassVar[str] = "mailer"
     sequence_id: uuid.UUID
     step_id: uuid.UUID
-    to: EmailStr
+    to: Email
     contact_id: uuid.UUID | None = None
 
 
@@ -410,7 +411,7 @@ class NewApiKeyRequest(BaseModel):
 
 class NewUserRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    email: EmailStr
+    email: Email
     name: Annotated[SingleLine, Field(max_length=200)] = ""
 
 

@@ -13,10 +13,10 @@ import uuid
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import EmailStr, Field
+from pydantic import Field
 
 from contracts.base import Event, register
-from contracts.values import Channel, SendPolicy, SingleLine, Step, TimezoneName
+from contracts.values import Channel, Email, SendPolicy, SingleLine, Step, TimezoneName
 
 
 class SequenceEvent(Event):
@@ -31,7 +31,7 @@ class SequenceCreated(SequenceEvent):
     name: SingleLine
     purpose: str | None = None
     sender_name: SingleLine
-    sender_email: EmailStr
+    sender_email: Email
     timezone: TimezoneName
     send_policy: SendPolicy
     steps: list[Step] = Field(min_length=1)
@@ -66,7 +66,7 @@ class ContactCreated(ContactEvent):
     company: SingleLine = ""
     job_title: SingleLine = ""
     owner_name: SingleLine = ""
-    email: EmailStr
+    email: Email
     phone: SingleLine = ""
     status: SingleLine = ""
     tags: list[str] = []
@@ -164,7 +164,7 @@ class EmailSent(DeliveryEvent):
     step_id: uuid.UUID
     step_index: int = Field(ge=0)
     message_id: str
-    recipient: EmailStr
+    recipient: Email
     subject: str
     sent_at: datetime
     in_reply_to: str | None = None
