@@ -4,6 +4,7 @@ chunks. Used alike by `POST /v1/contacts/import` and `sequences contacts import`
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import uuid
@@ -139,15 +140,35 @@ async def import_contacts(
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> ImportReport:
     """Send the rows a chunk at a time as they are read; each chunk is upserted in one
-    transaction. `progress(lines read, lines in the file)` after each."""
+    transaction. `progress(lines read, lines in the file)` after each.
+
+    The next chunk is read and validated while the service writes the one before: a chunk is
+    sent before the answer to the previous one is awaited, so the service always has the next
+    one waiting (it answers one command of a kind at a time, in order) and no more than two
+    chunks are held. A refused chunk stops the import with its problem; the chunk sent after it
+    may have been written too (every chunk is its own transaction, as before: repeating the
+    import is safe, it upserts by email)."""
     totals = {"created": 0, "updated": 0, "unchanged": 0}
-    for rows in parsed.chunks():
-        reply = await rpc.request(nc, ImportContacts(workspace_id=workspace_id, rows=rows),
-                                  timeout=120)
+
+    async def counted(answer: asyncio.Future) -> None:
+        reply = await answer
         if reply.problem is not None:
             raise rpc.Rejected(reply.problem.status, reply.problem.detail or reply.problem.title)
         for key in totals:
             totals[key] += reply.result[key]
-        progress(parsed.lines_read - 1, max(parsed.lines, parsed.lines_read - 1))
+
+    in_flight: asyncio.Future | None = None
+    try:
+        for rows in parsed.chunks():
+            previous, in_flight = in_flight, asyncio.ensure_future(rpc.request(
+                nc, ImportContacts(workspace_id=workspace_id, rows=rows), timeout=120))
+            if previous is not None:
+                await counted(previous)
+                progress(parsed.lines_read - 1, max(parsed.lines, parsed.lines_read - 1))
+        if in_flight is not None:
+            await counted(in_flight)
+    finally:
+        if in_flight is not None and not in_flight.done():
+            in_flight.cancel()
     progress(parsed.lines_read - 1, parsed.lines_read - 1)
     return ImportReport(**totals, failed=parsed.failed)
