@@ -44,6 +44,7 @@ from contracts.values import steps_json
 from contracts.views import EnrollmentStatus
 from sequences.messaging.consumer import Delivery, Subscription
 from sequences.projections import Projection
+from services.enrollment import search
 
 projector = Subscription(
     "enrollment-projector", ["sequence", "contact", "enrollment", "schedule", "delivery", "task"],
@@ -56,8 +57,10 @@ PROJECTION = Projection(
     # enrollments by contact (contact_updated), which must stay
     unread_indexes=("enrollment.sequences_by_creation", "enrollment.contacts_by_creation",
                     "enrollment.contacts_tags", "enrollment.contacts_lists",
-                    "enrollment.contacts_status", "enrollment.enrollments_by_sequence",
-                    "enrollment.enrollments_by_sequence_status", "enrollment.tasks_open_by_owner",
+                    "enrollment.contacts_status", "enrollment.contacts_search_grams",
+                    "enrollment.enrollments_by_sequence",
+                    "enrollment.enrollments_by_sequence_status",
+                    "enrollment.enrollments_by_sequence_activity", "enrollment.tasks_open_by_owner",
                     "enrollment.tasks_by_sequence", "enrollment.tasks_by_workspace"),
     rewritten_tables=("enrollment.enrollments",),
 )
@@ -121,17 +124,23 @@ async def contacts_created(run: list[EventEnvelope], conn) -> None:
     """Set-based: an import of 100,000 contacts is one statement."""
     await conn.exec_driver_sql(
         "INSERT INTO enrollment.contacts (contact_id, workspace_id, name, company, job_title,"
-        " owner_name, email, phone, status, tags, lists, created_at, updated_at)"
+        " owner_name, email, phone, status, tags, lists, search_grams, created_at, updated_at)"
         " SELECT c.contact_id, c.workspace_id, c.name, c.company, c.job_title, c.owner_name,"
         " c.email, c.phone, c.status, ARRAY(SELECT jsonb_array_elements_text(c.tags)),"
-        " ARRAY(SELECT jsonb_array_elements_text(c.lists)), c.at, c.at"
+        " ARRAY(SELECT jsonb_array_elements_text(c.lists)),"
+        " ARRAY(SELECT jsonb_array_elements_text(c.grams)), c.at, c.at"
         " FROM jsonb_to_recordset(%(rows)b::jsonb) AS c(contact_id uuid, workspace_id uuid,"
         "   name text, company text, job_title text, owner_name text, email text, phone text,"
-        "   status text, tags jsonb, lists jsonb, at timestamptz)",
+        "   status text, tags jsonb, lists jsonb, grams jsonb, at timestamptz)",
         # pydantic-core's encoder: the same JSON as json.dumps, three times faster
         {"rows": pydantic_core.to_json([{**e.data, "at": e.occurred_at,
-                                         "workspace_id": e.workspace_id} for e in run]).decode()},
+                                         "workspace_id": e.workspace_id,
+                                         "grams": _search_grams(e.data)} for e in run]).decode()},
     )
+
+
+def _search_grams(contact: dict) -> list[str]:
+    return search.grams(*(contact.get(field) or "" for field in search.FIELDS))
 
 
 _CONTACT_COLUMNS = ("name", "company", "job_title", "owner_name", "email", "phone", "status",
@@ -142,11 +151,15 @@ _CONTACT_COLUMNS = ("name", "company", "job_title", "owner_name", "email", "phon
 async def contact_updated(event: ContactUpdated, d: Delivery) -> None:
     changes = {k: v for k, v in event.changes.items() if k in _CONTACT_COLUMNS}
     assignments = ", ".join(f"{column} = :{column}" for column in changes)
-    await d.conn.execute(
+    updated = (await d.conn.execute(
         text(f"UPDATE enrollment.contacts SET {assignments}, updated_at = :at"
-             " WHERE contact_id = :id"),
+             " WHERE contact_id = :id RETURNING name, company, email"),
         {**changes, "id": event.contact_id, "at": d.envelope.occurred_at},
-    )
+    )).mappings().first()
+    if updated is not None and changes.keys() & set(search.FIELDS):
+        await d.conn.execute(
+            text("UPDATE enrollment.contacts SET search_grams = :grams WHERE contact_id = :id"),
+            {"grams": _search_grams(updated), "id": event.contact_id})
     if "name" in changes or "email" in changes:
         await d.conn.execute(
             text("UPDATE enrollment.enrollments e SET contact_name = c.name,"

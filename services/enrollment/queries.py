@@ -36,6 +36,7 @@ from contracts.views import (
 from sequences.bootstrap import Runtime
 from sequences.messaging.rpc import Rejected
 from sequences.pagination import decode_cursor, page_of
+from services.enrollment import search
 from services.enrollment.timeline import summarize
 
 # sort key of the enrollee table: SQL expression and the type its cursor value is cast to
@@ -46,6 +47,8 @@ _ENROLLEE_SORTS = {
     "contact_name": ("contact_name", "text"),
     "status": ("status", "text"),
 }
+# a contact's columns as the API shows it (not what it is searched by)
+_CONTACT_VIEW = ", ".join(ContactView.model_fields)
 # every stream that tells part of one enrollment's story
 _TIMELINE_CATEGORIES = ("enrollment", "schedule", "delivery", "inbox", "bounce")
 
@@ -104,7 +107,7 @@ class EnrollmentQueries:
 
     async def get_contact(self, query: GetContact) -> ContactView:
         return ContactView(**await self._one(
-            "SELECT * FROM enrollment.contacts"
+            f"SELECT {_CONTACT_VIEW} FROM enrollment.contacts"
             " WHERE contact_id = :id AND workspace_id = :ws AND NOT deleted",
             query.workspace_id, query.contact_id, "contact_id"))
 
@@ -112,16 +115,23 @@ class EnrollmentQueries:
         clauses = ["workspace_id = :ws", "NOT deleted"]
         params = {"ws": query.workspace_id, "limit": query.page.limit + 1}
         if query.q:
-            clauses.append("(name ILIKE :q OR company ILIKE :q OR email ILIKE :q)")
+            # in the name, company or email, ignoring case (services/enrollment/search.py): the
+            # bigrams narrow the rows down by their index, LIKE on the lowered text decides
+            clauses.append("search LIKE lower(:q)")
             params["q"] = f"%{_escape_like(query.q)}%"
+            if (grams := search.query_grams(query.q)) is not None:
+                clauses.append("search_grams @> CAST(:grams AS text[])")
+                params["grams"] = grams
         for column in ("status", "tag", "list"):
             if (value := getattr(query, column)) is not None:
+                # tags and lists: @> is what their GIN indexes answer (= ANY is not)
                 clauses.append(f"{column} = :{column}" if column == "status"
-                               else f":{column} = ANY({column}s)")
+                               else f"{column}s @> ARRAY[CAST(:{column} AS text)]")
                 params[column] = value
         after = _after(query.page.cursor, "(created_at, contact_id)", "timestamptz")
         rows = await self._rows(
-            f"SELECT * FROM enrollment.contacts WHERE {' AND '.join(clauses)} AND {after.sql}"
+            f"SELECT {_CONTACT_VIEW} FROM enrollment.contacts"
+            f" WHERE {' AND '.join(clauses)} AND {after.sql}"
             " ORDER BY created_at, contact_id LIMIT :limit",
             {**params, **after.params},
         )
