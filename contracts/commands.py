@@ -260,6 +260,15 @@ class ListContacts(Query):
     page: Page = Page()
 
 
+class ListContactEnrollments(Query):
+    """Every enrollment of one contact, in every sequence, the latest first (the contact
+    card)."""
+
+    service: ClassVar[str] = "enrollment"
+    contact_id: uuid.UUID
+    page: Page = Page()
+
+
 class ListSequences(Query):
     service: ClassVar[str] = "enrollment"
     page: Page = Page()

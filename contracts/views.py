@@ -77,6 +77,18 @@ class EnrollmentPage(BaseModel):
     next_cursor: str | None
 
 
+class ContactEnrollmentView(EnrollmentView):
+    """An enrollment as the contact card shows it: with its sequence's name and state."""
+
+    sequence_name: str
+    sequence_state: str  # live | paused | archived
+
+
+class ContactEnrollmentPage(BaseModel):
+    items: list[ContactEnrollmentView]
+    next_cursor: str | None
+
+
 class ContactPage(BaseModel):
     items: list[ContactView]
     next_cursor: str | None
