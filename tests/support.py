@@ -55,3 +55,27 @@ async def nothing_pending(database_url: str, enrollment_id: str) -> None:
         return pending == 0
 
     await eventually(settled)
+
+
+async def web_client(stack, email: str | None = None, password: str | None = None,
+                     language: str = "en"):
+    """An HTTP client of the web app, signed in as the stack's dev user (or `email` /
+    `password`): the sign-in form's CSRF token and its `seq_form` cookie, then the post. The
+    session's CSRF token for later forms is `client.csrf` (from the page's `<meta>`)."""
+    import re
+
+    import httpx
+
+    client = httpx.AsyncClient(base_url=stack.gateway_url, timeout=30.0,
+                               headers={"Accept-Language": language})
+    form = await client.get("/sign-in")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+    signed_in = await client.post("/sign-in", data={
+        "email": email or stack.workspace["user_email"],
+        "password": password or stack.workspace["password"], "csrf_token": token, "next": "/"})
+    if signed_in.status_code != 303:
+        await client.aclose()
+        raise AssertionError(f"sign-in refused: {signed_in.status_code}")
+    page = await client.get("/campaigns")
+    client.csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text).group(1)
+    return client

@@ -50,6 +50,7 @@ from contracts.events import (
 from contracts.views import BulkEnrollmentResult, Created, ImportResult
 from sequences.bootstrap import Runtime
 from sequences.eventlog.store import Append, Causation, ConcurrencyConflict
+from sequences.i18n import N_
 from sequences.messaging.consumer import Delivery, NotReady, Subscription, apply_in
 from sequences.messaging.rpc import Rejected
 from services.enrollment import domain
@@ -467,12 +468,14 @@ class EnrollmentCommands:
                                d.causation)
 
 
+# in the catalogs (N_): the web app shows them in the reader's language
 _REFUSALS = {
-    Admission.skipped_active: "the contact is already active in this sequence",
-    Admission.skipped_ended: "the contact's earlier enrollment in this sequence ended;"
-                             " send reenroll: true to enroll again",
-    Admission.excluded_opted_out: "the contact opted out",
-    Admission.refused_bounced: "mail to this address bounced; change the contact's email first",
+    Admission.skipped_active: N_("the contact is already active in this sequence"),
+    Admission.skipped_ended: N_("the contact's earlier enrollment in this sequence ended;"
+                                " send reenroll: true to enroll again"),
+    Admission.excluded_opted_out: N_("the contact opted out"),
+    Admission.refused_bounced: N_("mail to this address bounced; change the contact's email"
+                                  " first"),
 }
 
 

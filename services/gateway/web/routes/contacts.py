@@ -4,6 +4,7 @@ enrollment in every sequence, enroll, opt out, edit, delete), a new contact, and
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated
 
@@ -49,6 +50,11 @@ _NOT_AN_EMAIL = N_("Enter an email address, like name@example.com.")
 _TOO_BIG = N_("The file is over %(mb)s MB. Split it into smaller files.")
 _NO_FILE = N_("Choose a CSV file to import.")
 _TWICE = N_("%(field)s is already chosen for column %(column)s.")
+# the service's words meant for API callers, as the card says them
+_ENDED = ("the contact's earlier enrollment in this sequence ended; send reenroll: true to"
+          " enroll again")
+_ENDED_HERE = N_("An earlier enrollment in this sequence ended: tick “Enroll again” to enroll"
+                 " once more.")
 _GONE = N_("The uploaded file is no longer kept (after an hour). Upload it again.")
 
 
@@ -85,7 +91,27 @@ async def contact_list(request: Request, user: SignedIn, q: Filter = None,
 
 
 def _file_error(request: Request, error: contact_import.ImportFileError) -> str:
-    return _say(request, error.message, **{k: str(v) for k, v in error.values.items()})
+    said = _say(request, error.message, **error.values)
+    return said[:1].upper() + said[1:]
+
+
+# the import's row messages a person meets most, in words of the catalog (others as they are)
+_ROW_MESSAGES = (
+    (re.compile(r"^value is not a valid email address"), _NOT_AN_EMAIL),
+    (re.compile(r"^same email as line (?P<line>\d+)$"), N_("Same email as line %(line)s.")),
+    (re.compile(r"^(?P<values>\d+) values for (?P<columns>\d+) columns$"),
+     N_("%(values)s values for %(columns)s columns.")),
+    (re.compile(r"^Field required$"), N_("This field is required.")),
+    (re.compile(r"^String should have at most (?P<max_length>\d+) characters?$"),
+     N_("Too long: at most %(max_length)s characters.")),
+)
+
+
+def _row_message(request: Request, message: str) -> str:
+    for pattern, words in _ROW_MESSAGES:
+        if found := pattern.match(message):
+            return _say(request, words, **found.groupdict())
+    return message
 
 
 def _upload_page(request: Request, status_code: int = 200, error: str | None = None):
@@ -182,7 +208,8 @@ async def import_progress(request: Request, user: SignedIn, import_id: str,
         return RedirectResponse(f"/contacts/import/{import_id}/mapping", status_code=303)
     sequences = await _live_sequences(request) if record.state == "done" else []
     return render(request, "contacts/_progress.html" if progress else "contacts/progress.html",
-                  record=record, labels=FIELD_LABELS, sequences=sequences)
+                  record=record, labels=FIELD_LABELS, sequences=sequences,
+                  row_message=lambda message: _row_message(request, message))
 
 
 # --- a contact's fields: one form for new and edit ---------------------------------------------
@@ -336,6 +363,7 @@ async def enroll(request: Request, user: SignedIn, contact_id: uuid.UUID,
                                      forms.errors_of(problem)):
             raise
         said = next(iter(forms.errors_of(problem).values()), problem.detail or "")
+        said = _ENDED_HERE if said == _ENDED else said
         return await _card(request, contact_id, status_code=problem.status,
                            errors={"sequence_id": _say(request, said)}, chosen=str(chosen))
     return RedirectResponse(f"/contacts/{contact_id}?done=enrolled", status_code=303)
