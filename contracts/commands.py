@@ -15,7 +15,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, mod
 
 from contracts.subjects import command_subject, query_subject
 from contracts.values import (
+    DEFAULT_LANGUAGE,
     Label,
+    Language,
     Labels,
     Phone,
     SendPolicy,
@@ -69,6 +71,7 @@ class SequenceDefinition(BaseModel):
     timezone: TimezoneName
     send_policy: SendPolicy
     steps: Steps
+    language: Language = DEFAULT_LANGUAGE
 
 
 class CreateSequence(SequenceDefinition, Command):

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
-from contracts.values import SendPolicy, Step
+from contracts.values import Language, SendPolicy, Step
 
 
 class EnrollmentStatus(StrEnum):
@@ -29,6 +29,7 @@ class SequenceView(BaseModel):
     timezone: str
     send_policy: SendPolicy
     steps: list[Step]
+    language: Language
     state: str  # live | paused | archived
     enrolled: int
     counts: dict[str, int]  # enrollees per status

@@ -72,9 +72,11 @@ async def sequence_created(event: SequenceCreated, d: Delivery) -> None:
     await d.conn.execute(
         text(
             "INSERT INTO enrollment.sequences (sequence_id, workspace_id, name, purpose,"
-            " sender_name, sender_email, timezone, send_policy, steps, state, created_at)"
+            " sender_name, sender_email, timezone, send_policy, steps, language, state,"
+            " created_at)"
             " VALUES (:id, :workspace_id, :name, :purpose, :sender_name, :sender_email,"
-            " :timezone, CAST(:send_policy AS jsonb), CAST(:steps AS jsonb), 'live', :at)"
+            " :timezone, CAST(:send_policy AS jsonb), CAST(:steps AS jsonb), :language, 'live',"
+            " :at)"
         ),
         {
             "id": event.sequence_id,
@@ -86,6 +88,7 @@ async def sequence_created(event: SequenceCreated, d: Delivery) -> None:
             "timezone": event.timezone,
             "send_policy": event.send_policy.model_dump_json(),
             "steps": steps_json(event.steps),
+            "language": event.language,
             "at": d.envelope.occurred_at,
         },
     )

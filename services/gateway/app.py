@@ -64,7 +64,7 @@ from sequences.tracing import setup_tracing, tracer
 
 _tracer = tracer(__name__)
 from services.enrollment import contact_import
-from services.gateway import accounts, bus
+from services.gateway import accounts, bus, recipient_pages
 from services.gateway.bus import ProblemError
 from services.gateway.accounts import Principal
 from services.gateway.idempotency import idempotent
@@ -524,11 +524,10 @@ async def open_pixel(token: Annotated[str, Path(max_length=400)], request: Reque
 
 @tracking.get("/unsubscribe/{token}", response_class=HTMLResponse)
 async def unsubscribe_page(token: Annotated[str, Path(max_length=400)], request: Request):
-    """The page behind the unsubscribe link: one button, so link scanners do not unsubscribe."""
-    _verified(request, "unsubscribe", token)
-    return HTMLResponse(_page("Unsubscribe", "Stop receiving these emails?",
-                              '<form method="post"><button type="submit">Unsubscribe</button>'
-                              "</form>"))
+    """The page behind the unsubscribe link: one button, so link scanners do not unsubscribe.
+    In the sequence's language (services/gateway/recipient_pages.py)."""
+    payload = _verified(request, "unsubscribe", token)
+    return HTMLResponse(_page(payload, request, done=False))
 
 
 @tracking.post("/unsubscribe/{token}", response_class=HTMLResponse)
@@ -543,7 +542,7 @@ async def unsubscribe(token: Annotated[str, Path(max_length=400)], request: Requ
                                             source=source))
     except (KeyError, ValueError, ValidationError):
         raise _problem(404, "token", "no such contact") from None
-    return HTMLResponse(_page("Unsubscribed", "You will not receive these emails again.", ""))
+    return HTMLResponse(_page(payload, request, done=True))
 
 
 def _verified(request: Request, purpose: str, token: str) -> dict:
@@ -553,10 +552,9 @@ def _verified(request: Request, purpose: str, token: str) -> dict:
         raise _problem(404, "token", "no such link") from None
 
 
-def _page(title: str, message: str, form: str) -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
-            f"<body style='font-family:sans-serif;margin:4em auto;max-width:30em'>"
-            f"<h1>{title}</h1><p>{message}</p>{form}</body></html>")
+def _page(payload: dict, request: Request, done: bool) -> str:
+    language = recipient_pages.page_language(payload, request.headers.get("accept-language"))
+    return recipient_pages.unsubscribe_page(language, done=done)
 
 
 # --- the app -----------------------------------------------------------------------------------

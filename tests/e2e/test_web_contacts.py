@@ -21,9 +21,8 @@ from tests.support import web_client
 
 @pytest.fixture
 async def web(stack):
-    client = await web_client(stack)
-    yield client
-    await client.aclose()
+    async with web_client(stack) as client:
+        yield client
 
 
 def error_of(page: str, field_id: str) -> str:
@@ -268,11 +267,8 @@ async def test_a_post_without_its_csrf_token_is_refused(web, api):
 
 
 async def test_pages_read_in_korean(stack):
-    korean = await web_client(stack, language="ko")
-    try:
+    async with web_client(stack, language="ko") as korean:
         listed = await korean.get("/contacts")
         assert "고객" in listed.text and "새 고객" in listed.text
         assert "가져올 CSV" in (await korean.post(
             "/contacts/import", data={"csrf_token": korean.csrf})).text
-    finally:
-        await korean.aclose()

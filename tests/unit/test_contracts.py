@@ -46,10 +46,26 @@ def test_a_good_sequence_is_accepted():
         ({"steps": [{**GOOD["steps"][0], "body": "{{unknown}}"}]}, "steps[0].body"),
         ({"sender_email": "not an address"}, "sender_email"),
         ({"name": ""}, "name"),
+        ({"language": "fr"}, "language"),
+        ({"language": "KO"}, "language"),
     ],
 )
 def test_bad_input_names_the_field(changes, field):
     assert field in fields_of(**changes)
+
+
+def test_the_language_recipients_read_is_korean_or_english_and_english_by_default():
+    from contracts.events import SequenceCreated
+    from sequences import i18n
+
+    assert SequenceDefinition.model_validate(GOOD).language == "en"
+    assert SequenceDefinition.model_validate({**GOOD, "language": "ko"}).language == "ko"
+    # a SequenceCreated written before the setting existed reads as English
+    old = SequenceCreated.model_validate({
+        **GOOD, "sequence_id": "00000000-0000-0000-0000-000000000001"})
+    assert old.language == "en"
+    assert set(SequenceDefinition.model_fields["language"].annotation.__args__) == set(
+        i18n.LANGUAGES), "the contract's languages are the catalogs' languages"
 
 
 def test_the_first_email_step_needs_a_subject():
