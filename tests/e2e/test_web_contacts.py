@@ -10,6 +10,7 @@ import html
 import re
 import uuid
 
+import httpx
 import pytest
 
 from contracts.views import ContactPage
@@ -229,7 +230,6 @@ async def test_a_file_of_a_few_megabytes_goes_through_the_page(web):
 async def test_another_workspaces_contact_is_not_found(web, stack):
     other = create_workspace(stack, f"Rival {uuid.uuid4().hex[:4]}",
                              f"rival{uuid.uuid4().hex[:6]}@other.example")
-    import httpx
     async with httpx.AsyncClient(base_url=stack.gateway_url, headers={
             "Authorization": f"Bearer {other['api_key']}"}) as theirs:
         their_id, _ = await new_contact(theirs)

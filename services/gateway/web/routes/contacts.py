@@ -21,7 +21,7 @@ from sequences.i18n import N_
 from services.enrollment import contact_import
 from services.gateway.bus import ProblemError
 from services.gateway.web import forms, imports
-from services.gateway.web.pages import ask, error_page, page_router
+from services.gateway.web.pages import ask, page_router
 from services.gateway.web.session import SignedIn
 from services.gateway.web.templating import language_of, render
 
@@ -215,7 +215,7 @@ async def import_progress(request: Request, user: SignedIn, import_id: str,
 # --- a contact's fields: one form for new and edit ---------------------------------------------
 
 
-def _typed(request: Request, form) -> dict[str, str]:
+def _typed(form) -> dict[str, str]:
     return {name: str(form.get(name, "")) for name in FIELDS}
 
 
@@ -267,7 +267,7 @@ async def new_contact(request: Request, user: SignedIn):
 
 @router.post("/contacts")
 async def create_contact(request: Request, user: SignedIn):
-    typed = _typed(request, await request.form())
+    typed = _typed(await request.form())
     fields, errors = _validated(request, c.ContactFields, typed)
     if fields is not None:
         try:
@@ -302,7 +302,7 @@ async def update_contact(request: Request, user: SignedIn, contact_id: uuid.UUID
     """Every field of the form in one `UpdateContact`: all of it is saved, or (a field
     refused) none of it."""
     contact = await _contact(request, contact_id)
-    typed = _typed(request, await request.form())
+    typed = _typed(await request.form())
     changes, errors = _validated(request, c.ContactChanges, typed)
     if changes is not None:
         try:
@@ -367,9 +367,6 @@ async def enroll(request: Request, user: SignedIn, contact_id: uuid.UUID,
         return await _card(request, contact_id, status_code=problem.status,
                            errors={"sequence_id": _say(request, said)}, chosen=str(chosen))
     return RedirectResponse(f"/contacts/{contact_id}?done=enrolled", status_code=303)
-
-
-_ENDINGS = {"opt-out": "opted_out", "delete": "deleted"}
 
 
 @router.get("/contacts/{contact_id}/opt-out")
