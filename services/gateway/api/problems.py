@@ -3,10 +3,13 @@ own and FastAPI's, answers in this one shape."""
 
 from __future__ import annotations
 
+from http import HTTPMethod
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.routing import Match
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.base import FieldError, Problem
@@ -21,8 +24,9 @@ PROBLEM_RESPONSES = {
 }
 
 
-def problem_response(problem: Problem) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+    if problem.status == 401:
+        headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
     return JSONResponse(problem.model_dump(), status_code=problem.status, media_type=PROBLEM_JSON,
                         headers=headers)
 
@@ -41,12 +45,24 @@ async def refused(request: Request, error: ProblemError):
 
 
 async def http_error(request: Request, error: StarletteHTTPException):
-    """FastAPI's own refusals (a body that is not JSON at all, ...), as problem details."""
+    """FastAPI's own refusals (a body that is not JSON at all, a method the path does not
+    have, ...), as problem details."""
+    headers = {"Allow": ", ".join(allowed_methods(request))} if error.status_code == 405 else None
     return problem_response(Problem(
         status=error.status_code, title=rpc.title_for(error.status_code),
         detail=str(error.detail),
         errors=[FieldError(field="body", message=str(error.detail))]
-        if error.status_code == 400 else []))
+        if error.status_code == 400 else []), headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods some route of the app takes at this path (RFC 9110: a 405 says them in
+    `Allow`). Starlette's 405 names only the first route that matched the path, and a path
+    often has one route per method, so each method is tried against every route."""
+    routes = request.app.router.routes
+    return [method.value for method in HTTPMethod
+            if any(route.matches({**request.scope, "method": method.value})[0] == Match.FULL
+                   for route in routes)]
 
 
 def add_problem_handlers(app: FastAPI) -> None:
