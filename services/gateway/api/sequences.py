@@ -4,7 +4,6 @@ preview and "send test to me"."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
@@ -62,9 +61,11 @@ _sequence_action("archive", c.ArchiveSequence,
 
 
 @router.get("/{sequence_id}/schedule", response_model=SchedulePreview)
-async def preview_schedule(sequence_id: uuid.UUID, request: Request, start: datetime | None = None):
+async def preview_schedule(sequence_id: uuid.UUID, request: Request,
+                           start: c.ScheduleStart | None = None):
     """When each step would go out for someone enrolled at `start` (default now), in the
-    sequence's local time and in UTC."""
+    sequence's local time and in UTC. `start` must be from 2000-01-01 up to 2200-01-01 (422
+    otherwise); without an offset it is read in the sequence's zone."""
     return await ask(request, c.PreviewSchedule, sequence_id=sequence_id, start=start)
 
 
