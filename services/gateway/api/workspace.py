@@ -24,9 +24,7 @@ async def who_am_i(request: Request, me: Caller):
 
 @router.get("/users", response_model=UserPage)
 async def list_users(request: Request, me: Caller, limit: Limit = 50, cursor: Cursor = None):
-    async with request.app.state.engine.connect() as conn:
-        items, next_cursor = await answered(accounts.list_users(conn, me.workspace_id, limit,
-                                                                cursor))
+    items, next_cursor = await _page_of(accounts.list_users, request, me, limit, cursor)
     return UserPage(items=items, next_cursor=next_cursor)
 
 
@@ -43,10 +41,14 @@ async def add_user(body: c.NewUserRequest, request: Request, me: Caller):
 @router.get("/api-keys", response_model=ApiKeyPage)
 async def list_api_keys(request: Request, me: Caller, limit: Limit = 50, cursor: Cursor = None):
     """This workspace's keys, by prefix (the keys themselves are never shown again)."""
-    async with request.app.state.engine.connect() as conn:
-        items, next_cursor = await answered(accounts.list_keys(conn, me.workspace_id, limit,
-                                                               cursor))
+    items, next_cursor = await _page_of(accounts.list_keys, request, me, limit, cursor)
     return ApiKeyPage(items=items, next_cursor=next_cursor)
+
+
+async def _page_of(lister, request: Request, me: Caller, limit: int, cursor: str | None):
+    """A page of the workspace's users or keys: `(items, next_cursor)`; a bad cursor is a 422."""
+    async with request.app.state.engine.connect() as conn:
+        return await answered(lister(conn, me.workspace_id, limit, cursor))
 
 
 @router.post("/api-keys", status_code=201, response_model=NewApiKey)
