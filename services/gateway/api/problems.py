@@ -3,11 +3,10 @@ own and FastAPI's, answers in this one shape."""
 
 from __future__ import annotations
 
-from http import HTTPMethod
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import ValidationError
 from starlette.routing import Match
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -56,13 +55,14 @@ async def http_error(request: Request, error: StarletteHTTPException):
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """The methods some route of the app takes at this path (RFC 9110: a 405 says them in
-    `Allow`). Starlette's 405 names only the first route that matched the path, and a path
-    often has one route per method, so each method is tried against every route."""
-    routes = request.app.router.routes
-    return [method.value for method in HTTPMethod
-            if any(route.matches({**request.scope, "method": method.value})[0] == Match.FULL
-                   for route in routes)]
+    """The methods routes of the app take at this path (RFC 9110: a 405 says them in `Allow`).
+    Starlette's 405 names only the first route that matched, and most paths have one route per
+    method. As OpenAPI matches paths, a concrete one goes before a templated one: at
+    /v1/contacts/import it is the import, not the contact whose id would be "import"."""
+    at_path = [route for route in iter_route_contexts(request.app.routes)
+               if route.methods and route.matches(dict(request.scope))[0] != Match.NONE]
+    concrete = [route for route in at_path if "{" not in route.path_format]
+    return sorted({method for route in concrete or at_path for method in route.methods})
 
 
 def add_problem_handlers(app: FastAPI) -> None:
