@@ -218,9 +218,6 @@ async def test_a_file_over_the_limit_is_refused_with_a_message(web, stack):
     assert error_of(big.text, "f-file") == "The file is over 50 MB. Split it into smaller files."
 
 
-@pytest.mark.xfail(strict=True, reason="the gateway's body-size middleware refuses every body"
-                   " over 1 MB but /v1/contacts/import's before the page sees it: it must let"
-                   " /contacts/import through too (services/gateway/api/middleware.py)")
 async def test_a_file_of_a_few_megabytes_goes_through_the_page(web):
     data = b"email\n" + b"".join(b"p%07d@x.example\n" % i for i in range(120_000))
     assert len(data) > 2 * 2**20
