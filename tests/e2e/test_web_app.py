@@ -150,3 +150,4 @@ async def test_an_unknown_address_is_the_apps_page_for_browsers_and_problem_deta
         assert api.headers["content-type"] == "application/problem+json"
         method = await browser.put("/campaigns", headers={"Accept": "text/html"})
         assert method.status_code == 405 and "text/html" in method.headers["content-type"]
+        assert method.headers["allow"] == "GET"

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.gateway.api.problems import allowed_methods
 from services.gateway.web.pages import error_page
 from services.gateway.web.routes import auth, campaigns, contacts, dev
 
@@ -42,7 +43,10 @@ def _pages_for_browsers(app: FastAPI) -> None:
     async def page_or_problem(request: Request, error: StarletteHTTPException):
         if (not request.url.path.startswith(_NOT_PAGES)
                 and "text/html" in request.headers.get("accept", "")):
-            return error_page(request, error.status_code)
+            page = error_page(request, error.status_code)
+            if error.status_code == 405:
+                page.headers["Allow"] = ", ".join(allowed_methods(request))
+            return page
         return await problems(request, error)
 
     app.add_exception_handler(StarletteHTTPException, page_or_problem)
