@@ -11,9 +11,14 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from services.gateway.web.routes import auth, campaigns, dev
+from services.gateway.web.routes import enroll  # noqa: I001 (one line per screen: merges)
+from services.gateway.web.routes import sequence_detail
 
 STATIC = Path(__file__).parent / "static"
-SCREENS = (auth, campaigns)  # every screen's router, in navigation order
+SCREENS = (auth, campaigns,
+           sequence_detail,
+           enroll,
+           )  # every screen's router, in navigation order
 
 
 def include_web(app: FastAPI, public_url: str, dev_clock: bool) -> None:
