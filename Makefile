@@ -50,3 +50,5 @@ messages: $(STAMP)
 	$(BIN)/pybabel -q update -i .messages.pot -d sequences/locale --no-fuzzy-matching \
 		--ignore-obsolete --no-wrap
 	rm -f .messages.pot
+	@# no creation date: it would change on every run and make every branch's catalogs differ
+	sed -i '/^"POT-Creation-Date/d' sequences/locale/*/LC_MESSAGES/messages.po

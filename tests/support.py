@@ -12,6 +12,8 @@ import time
 import uuid
 from typing import Awaitable, Callable, TypeVar
 
+from sequences.devstack.stack import StackConfig
+
 T = TypeVar("T")
 
 # the workspace of events that tests append straight to the log
@@ -29,6 +31,19 @@ async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 15.0,
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+def stack_config(tmp_path_factory, **overrides) -> StackConfig:
+    """The whole system for a test module (end-to-end and browser tests): free ports, logs in
+    files, and the servers of DATABASE_URL / NATS_URL when the environment names them."""
+    return StackConfig(
+        data_dir=tmp_path_factory.mktemp("stack"),
+        gateway_port=0, nats_port=0, smtp_port=0, mail_viewer_port=0,
+        log_to_files=True,
+        database_url=os.environ.get("DATABASE_URL"),
+        nats_url=os.environ.get("NATS_URL"),
+        **overrides,
+    )
 
 
 def sequences_process(args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:

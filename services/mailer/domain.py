@@ -15,7 +15,7 @@ from typing import Callable, Mapping
 
 from contracts.merge_fields import placeholders
 from contracts.values import DEFAULT_LANGUAGE
-from sequences.i18n import gettext
+from sequences.i18n import translate
 
 _MESSAGE_ID_NAMESPACE = uuid.UUID("0b8e8f7e-61a4-4a1e-9d6c-3f3f1f1c2b7a")
 
@@ -117,8 +117,8 @@ def text_body_for(template: str, values: Mapping[str, str], links: Links | None,
     """The plain-text part; with `links`, a footer in the sequence's `language`."""
     body = render(template, values, missing=missing)
     if links is not None:
-        lead = gettext(language, "No longer want these emails?")
-        link = gettext(language, "Unsubscribe: %(url)s", url=links.unsubscribe_url)
+        lead = translate(language, "No longer want these emails?")
+        link = translate(language, "Unsubscribe: %(url)s", url=links.unsubscribe_url)
         body += f"\n\n--\n{lead} {link}\n"
     return body
 
@@ -130,8 +130,8 @@ def html_body_for(template: str, values: Mapping[str, str], links: Links | None,
     escaped = render(template, values, escape=html.escape, missing=missing)
     body = "<br>\n".join(escaped.replace("\r\n", "\n").split("\n"))
     if links is not None:
-        lead = html.escape(gettext(language, "No longer want these emails?"))
-        link = html.escape(gettext(language, "Unsubscribe"))
+        lead = html.escape(translate(language, "No longer want these emails?"))
+        link = html.escape(translate(language, "Unsubscribe"))
         body += (
             f'<p style="font-size:12px;color:#888">{lead} '
             f'<a href="{html.escape(links.unsubscribe_url)}">{link}</a></p>'

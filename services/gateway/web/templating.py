@@ -19,6 +19,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from sequences import i18n
+from services.gateway.web import vendor
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -30,6 +31,9 @@ environment = Environment(
     lstrip_blocks=True,
 )
 environment.install_null_translations(newstyle=True)
+# vendored scripts by short name ("htmx" -> "vendor/htmx-2.0.11.min.js"), from their manifest
+environment.globals["vendored"] = {name: f"/static/vendor/{file}"
+                                   for name, file in vendor.scripts().items()}
 
 
 def language_of(request: Request) -> str:
