@@ -68,7 +68,8 @@ def _segment(request: Request, fields: dict) -> tuple[c.Segment | None, dict[str
         return c.Segment(**given, all=fields["all"]), {}
     except ValidationError as error:
         texts = texts_for(request)
-        errors = {f"segment.{k}" if k else "segment": v
+        # errors of a field, or of the whole segment (named "body", as for an API body)
+        errors = {"segment" if k in ("", "body") else f"segment.{k}": v
                   for k, v in forms.validation_errors(error, texts.gettext).items()}
         if "segment" in errors:  # the model's own rule: who, or everyone, not both
             errors["segment"] = texts.gettext(
