@@ -5,13 +5,11 @@ screenshot of each tab, axe on every page."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import uuid
 
 from tests.browser.helpers import assert_accessible, screenshot
 from tests.e2e.test_flow import SEQUENCE, mail_to, new_contact
-from tests.support import eventually
+from tests.support import drop_reply, eventually
 
 
 async def _sequence_with_enrollees(stack, api, tag: str) -> tuple[str, list[tuple[str, str]]]:
@@ -45,12 +43,7 @@ async def test_the_enrollee_table_shows_a_reply_without_a_reload(stack, signed_i
     await page.locator(f"#pick-{other_id}").check()
     await page.evaluate("window.__notReloaded = true")
 
-    dropped = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sequences.cli", "mail", "drop-reply", "--message-id",
-        first["Message-ID"], "--text", "네, 통화 가능합니다", "--data-dir",
-        str(stack.config.data_dir), stdout=asyncio.subprocess.PIPE)
-    await dropped.communicate()
-    assert dropped.returncode == 0
+    await drop_reply(stack, first["Message-ID"], "네, 통화 가능합니다")
 
     await row.locator(".badge").get_by_text("Replied").wait_for(timeout=30_000)
     assert await page.evaluate("window.__notReloaded") is True  # the same page, swapped rows

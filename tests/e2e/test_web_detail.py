@@ -7,10 +7,7 @@ same step counts."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import sys
 import uuid
 
 import pytest
@@ -20,7 +17,7 @@ from sequences.messaging.nats import connect
 from services.gateway import bus
 from tests.e2e.test_flow import SEQUENCE, mail_to, new_contact, read_models, settled
 from tests.e2e.test_workspaces import create_workspace
-from tests.support import eventually, nothing_pending, web_client
+from tests.support import drop_reply, eventually, nothing_pending, rebuild_projections, web_client
 
 SCRIPT = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -60,6 +57,11 @@ def row_of(rows_html: str, enrollment_id: str) -> str:
                              if f'value="{enrollment_id}"' in rows_html
                              else rows_html.index(f"/enrollments/{enrollment_id}"))
     return rows_html[start:rows_html.index("</tr>", start)]
+
+
+def counts_shown(page: str, prefix: str) -> dict[str, int]:
+    """The segment counts a page shows (`<dd id="count-enrolled">2</dd>`, ...)."""
+    return {name: int(n) for name, n in re.findall(rf'id="{prefix}-([a-z-]+)">(\d+)<', page)}
 
 
 def rows_url(sequence_id: str, **params) -> str:
@@ -132,9 +134,7 @@ async def test_enrolling_by_tag_counts_before_and_after(stack, api):
                                     params={"tab": "segment", "tag": tag, "preview": "1"})
         page = main_of(preview.text)
         assert preview.status_code == 200
-        assert re.search(r'id="count-enrolled">2<', page)
-        assert re.search(r'id="count-skipped-active">1<', page)
-        assert re.search(r'id="count-opted-out">1<', page)
+        assert counts_shown(page, "count") == {"enrolled": 2, "skipped-active": 1, "opted-out": 1}
         assert "Enroll 2</button>" in page
         # nothing written by counting
         assert (await api.get(f"/v1/sequences/{sequence_id}")).json()["enrolled"] == 1
@@ -143,15 +143,13 @@ async def test_enrolling_by_tag_counts_before_and_after(stack, api):
             "csrf_token": browser.csrf, "segment.tag": tag})
         result = main_of(done.text)
         assert done.status_code == 200
-        assert re.search(r'id="result-enrolled">2<', result)
-        assert re.search(r'id="result-skipped-active">1<', result)
-        assert re.search(r'id="result-opted-out">1<', result)
+        assert counts_shown(result, "result") == {
+            "enrolled": 2, "skipped-active": 1, "opted-out": 1}
         assert (await api.get(f"/v1/sequences/{sequence_id}")).json()["enrolled"] == 3
 
         again = main_of((await browser.get(f"/sequences/{sequence_id}/enroll", params={
             "tab": "segment", "tag": tag, "preview": "1"})).text)
-        assert re.search(r'id="count-enrolled">0<', again)
-        assert re.search(r'id="count-skipped-active">3<', again)
+        assert counts_shown(again, "count") == {"enrolled": 0, "skipped-active": 3, "opted-out": 1}
 
         htmx = await browser.post(f"/sequences/{sequence_id}/enroll/segment", headers=HTMX,
                                   data={"csrf_token": browser.csrf, "segment.tag": tag})
@@ -201,14 +199,7 @@ async def test_the_rows_show_a_reply_and_a_clock_move_by_themselves(stack, api):
         assert "Active" in row_of(rows, replied_id) and "<main" not in rows
         assert 'id="detail-counts"' in rows and 'hx-swap-oob="true"' in rows  # header too
 
-        async def thread_watcher_knows_it():
-            dropped = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "sequences.cli", "mail", "drop-reply", "--message-id",
-                first["Message-ID"], "--text", "네 좋습니다", "--data-dir",
-                str(stack.config.data_dir), stdout=asyncio.subprocess.PIPE)
-            await dropped.communicate()
-            return dropped.returncode == 0
-        assert await thread_watcher_knows_it()
+        await drop_reply(stack, first["Message-ID"], "네 좋습니다")
 
         async def replied_shows():
             rows = (await browser.get(rows_url(sequence_id), headers=HTMX)).text
@@ -400,11 +391,7 @@ async def test_the_step_counts_are_rebuilt_the_same(stack, api):
     await settled(stack)
     live = await read_models(stack)
     assert live["enrollment.step_completions"], "the tests above sent steps"
-    rebuild = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sequences.cli", "projections", "rebuild",
-        env={**os.environ, **stack.env()}, stderr=asyncio.subprocess.PIPE)
-    _, progress = await rebuild.communicate()
-    assert rebuild.returncode == 0, progress.decode()
+    await rebuild_projections(stack)
     rebuilt = await read_models(stack)
     for table in ("enrollment.step_completions", "enrollment.enrollments"):
         assert sorted(map(repr, live[table])) == sorted(map(repr, rebuilt[table])), table
