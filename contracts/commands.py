@@ -207,13 +207,30 @@ class StopEnrollment(Command):
 # --- scheduler: queries ------------------------------------------------------------------------
 
 
+EARLIEST_START = datetime(2000, 1, 1)
+LATEST_START = datetime(2200, 1, 1)
+
+
+def _sane_start(value: datetime) -> datetime:
+    """Refuse a start far outside any real enrollment (a number is read as a Unix time, so
+    `-6955913339` would be 1749). Compared as written, offset aside: the bound is loose anyway,
+    and converting a year-9999 value to UTC could overflow."""
+    if not EARLIEST_START <= value.replace(tzinfo=None) < LATEST_START:
+        raise ValueError(f"must be from {EARLIEST_START:%Y-%m-%d} up to {LATEST_START:%Y-%m-%d}")
+    return value
+
+
+ScheduleStart = Annotated[datetime, AfterValidator(_sane_start)]
+
+
 class PreviewSchedule(Query):
     """When each step would go out for someone enrolled at `start` (default: now), if every
-    step completes when it goes out. A `start` without offset is read in the sequence's zone."""
+    step completes when it goes out. A `start` without offset is read in the sequence's zone;
+    it must be from 2000-01-01 up to 2200-01-01."""
 
     service: ClassVar[str] = "scheduler"
     sequence_id: uuid.UUID
-    start: datetime | None = None
+    start: ScheduleStart | None = None
 
 
 # --- enrollment service: queries --------------------------------------------------------------
@@ -278,6 +295,15 @@ class ListContacts(Query):
     status: Annotated[SingleLine, Field(max_length=50)] | None = None
     tag: Label | None = None
     list: Label | None = None
+    page: Page = Page()
+
+
+class ListContactEnrollments(Query):
+    """Every enrollment of one contact, in every sequence, the latest first (the contact
+    card)."""
+
+    service: ClassVar[str] = "enrollment"
+    contact_id: uuid.UUID
     page: Page = Page()
 
 

@@ -9,6 +9,7 @@ from enum import StrEnum
 from pydantic import BaseModel
 
 from contracts.values import Language, SendPolicy, Step
+from sequences.i18n import N_
 
 
 class EnrollmentStatus(StrEnum):
@@ -79,6 +80,18 @@ class EnrollmentPage(BaseModel):
     next_cursor: str | None
 
 
+class ContactEnrollmentView(EnrollmentView):
+    """An enrollment as the contact card shows it: with its sequence's name and state."""
+
+    sequence_name: str
+    sequence_state: str  # live | paused | archived
+
+
+class ContactEnrollmentPage(BaseModel):
+    items: list[ContactEnrollmentView]
+    next_cursor: str | None
+
+
 class ContactPage(BaseModel):
     items: list[ContactView]
     next_cursor: str | None
@@ -98,13 +111,14 @@ class BulkEnrollmentResult(BaseModel):
 
 
 # Why a contact was not enrolled: the `detail` of the 409 answer to `EnrollContact`, keyed as
-# the counts of `BulkEnrollmentResult` (clients may tell refusals apart by these texts).
+# the counts of `BulkEnrollmentResult` (clients may tell refusals apart by these texts). In the
+# catalogs (N_): the web app shows them in the reader's language.
 ENROLLMENT_REFUSALS = {
-    "skipped_active": "the contact is already active in this sequence",
-    "skipped_ended": "the contact's earlier enrollment in this sequence ended;"
-                     " send reenroll: true to enroll again",
-    "excluded_opted_out": "the contact opted out",
-    "refused_bounced": "mail to this address bounced; change the contact's email first",
+    "skipped_active": N_("the contact is already active in this sequence"),
+    "skipped_ended": N_("the contact's earlier enrollment in this sequence ended;"
+                        " send reenroll: true to enroll again"),
+    "excluded_opted_out": N_("the contact opted out"),
+    "refused_bounced": N_("mail to this address bounced; change the contact's email first"),
 }
 
 

@@ -46,6 +46,7 @@ def build(runtime: Runtime) -> ServiceParts:
             c.ListSequences: queries.list_sequences,
             c.GetContact: queries.get_contact,
             c.ListContacts: queries.list_contacts,
+            c.ListContactEnrollments: queries.list_contact_enrollments,
             c.GetEnrollment: queries.get_enrollment,
             c.ListEnrollments: queries.list_enrollments,
             c.GetStepStats: queries.get_step_stats,

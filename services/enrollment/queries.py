@@ -15,6 +15,7 @@ from contracts.commands import (
     GetSequence,
     GetStepStats,
     GetTimeline,
+    ListContactEnrollments,
     ListContacts,
     ListEnrollments,
     ListSenderAddresses,
@@ -22,6 +23,8 @@ from contracts.commands import (
     ListTasks,
 )
 from contracts.views import (
+    ContactEnrollmentPage,
+    ContactEnrollmentView,
     ContactPage,
     ContactView,
     EnrollmentPage,
@@ -130,6 +133,29 @@ class EnrollmentQueries:
         )
         rows, cursor = page_of(rows, query.page.limit, lambda r: [r["created_at"], r["contact_id"]])
         return ContactPage(items=[ContactView(**r) for r in rows], next_cursor=cursor)
+
+    async def list_contact_enrollments(self, query: ListContactEnrollments
+                                       ) -> ContactEnrollmentPage:
+        """Every enrollment of one contact in every sequence (the contact card), the latest
+        first, with the sequence's name and state."""
+        await self._one("SELECT 1 FROM enrollment.contacts"
+                        " WHERE contact_id = :id AND workspace_id = :ws AND NOT deleted",
+                        query.workspace_id, query.contact_id, "contact_id")
+        after = _after(query.page.cursor, "(e.enrolled_at, e.enrollment_id)", "timestamptz",
+                       descending=True)
+        rows = await self._rows(
+            "SELECT e.*, s.name AS sequence_name, s.state AS sequence_state"
+            " FROM enrollment.enrollments e"
+            " JOIN enrollment.sequences s ON s.sequence_id = e.sequence_id"
+            f" WHERE e.contact_id = :contact_id AND e.workspace_id = :ws AND {after.sql}"
+            " ORDER BY e.enrolled_at DESC, e.enrollment_id DESC LIMIT :limit",
+            {"contact_id": query.contact_id, "ws": query.workspace_id,
+             "limit": query.page.limit + 1, **after.params},
+        )
+        rows, cursor = page_of(rows, query.page.limit,
+                               lambda r: [r["enrolled_at"], r["enrollment_id"]])
+        return ContactEnrollmentPage(items=[ContactEnrollmentView(**r) for r in rows],
+                                     next_cursor=cursor)
 
     # --- enrollments ------------------------------------------------------------------------
 

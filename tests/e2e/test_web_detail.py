@@ -436,3 +436,11 @@ async def step_state(stack) -> dict[str, list]:
     return {"enrollment.step_completions": tables["enrollment.step_completions"],
             "last steps": await query(stack, "SELECT enrollment_id, last_step_id"
                                              " FROM enrollment.enrollments ORDER BY 1")}
+
+
+async def test_the_api_answers_the_step_counts(api):
+    sequence_id = await new_sequence(api)
+    stats = await api.get(f"/v1/sequences/{sequence_id}/steps/stats")
+    assert stats.status_code == 200, stats.text
+    assert [(s["step_index"], s["sent"]) for s in stats.json()["steps"]] == [(0, 0), (1, 0)]
+    assert (await api.get(f"/v1/sequences/{uuid.uuid4()}/steps/stats")).status_code == 404

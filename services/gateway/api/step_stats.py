@@ -1,7 +1,5 @@
 """`GET /v1/sequences/{sequence_id}/steps/stats`: per step of a sequence, how many enrollees
-got it, opened it, and replied or bounced after it (the web app's Steps tab shows the same).
-
-To be included by the app that assembles the API (`app.include_router(step_stats.router)`)."""
+got it, opened it, and replied or bounced after it (the web app's Steps tab shows the same)."""
 
 from __future__ import annotations
 
@@ -11,9 +9,9 @@ from fastapi import APIRouter, Request
 
 from contracts import commands as c
 from contracts.views import SequenceStepStats
-from services.gateway import bus
+from services.gateway.api.deps import KEY_REQUIRED, ask
 
-router = APIRouter(prefix="/v1/sequences", tags=["sequences"])
+router = APIRouter(prefix="/v1/sequences", tags=["sequences"], dependencies=KEY_REQUIRED)
 
 
 @router.get("/{sequence_id}/steps/stats", response_model=SequenceStepStats)
@@ -21,8 +19,4 @@ async def step_stats(sequence_id: uuid.UUID, request: Request):
     """Per step as the sequence is now, in order: `sent` (an email sent, or the task done),
     `opened` (emails opened at least once), `opens` (every open), `replied` and `bounced`
     (enrollees whose last step it was when they replied or bounced)."""
-    principal = getattr(request.state, "principal", None)
-    if principal is None:  # the API's middleware checked the key; none means none was sent
-        raise bus.problem(401, "authorization", "send an API key: Authorization: Bearer <key>")
-    return await bus.ask(request.app.state.nc, principal.workspace_id, c.GetStepStats,
-                         sequence_id=sequence_id)
+    return await ask(request, c.GetStepStats, sequence_id=sequence_id)
