@@ -271,6 +271,24 @@ class ListEnrollments(Query):
     page: Page = Page()
 
 
+class GetStepStats(Query):
+    """Per step of a sequence: how many enrollees it reached (sent, or done for a task), opened,
+    replied to and bounced on (a reply or bounce counts for the last step the enrollee got)."""
+
+    service: ClassVar[str] = "enrollment"
+    sequence_id: uuid.UUID
+
+
+class PreviewSegment(Query):
+    """What `EnrollSegment` with the same fields would do now, without enrolling anyone: how
+    many would be enrolled, skipped as already active, excluded as opted out, ..."""
+
+    service: ClassVar[str] = "enrollment"
+    sequence_id: uuid.UUID
+    segment: Segment
+    reenroll: bool = False
+
+
 class ListContacts(Query):
     service: ClassVar[str] = "enrollment"
     q: Annotated[SingleLine, Field(max_length=200)] | None = None  # in name, company or email

@@ -49,6 +49,8 @@ def build(runtime: Runtime) -> ServiceParts:
             c.ListContactEnrollments: queries.list_contact_enrollments,
             c.GetEnrollment: queries.get_enrollment,
             c.ListEnrollments: queries.list_enrollments,
+            c.GetStepStats: queries.get_step_stats,
+            c.PreviewSegment: commands.preview_segment,
             c.GetTimeline: queries.get_timeline,
             c.ListSenderAddresses: queries.list_sender_addresses,
         },

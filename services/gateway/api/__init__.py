@@ -13,6 +13,7 @@ from services.gateway.api import (
     mailboxes,
     middleware,
     sequences,
+    step_stats,
     tasks,
     tracking,
     webhooks,
@@ -21,7 +22,8 @@ from services.gateway.api import (
 from services.gateway.api.problems import add_problem_handlers
 
 # in this order in the OpenAPI document
-ROUTERS = (workspace, sequences, contacts, enrollments, tasks, mailboxes, webhooks, tracking)
+ROUTERS = (workspace, sequences, step_stats, contacts, enrollments, tasks, mailboxes, webhooks,
+           tracking)
 
 
 def include_api(app: FastAPI, settings: Settings) -> None:

@@ -14,9 +14,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.gateway.api.problems import allowed_methods
 from services.gateway.web.pages import error_page
 from services.gateway.web.routes import auth, campaigns, contacts, dev
+from services.gateway.web.routes import enroll  # noqa: I001 (one line per screen: merges)
+from services.gateway.web.routes import sequence_detail
 
 STATIC = Path(__file__).parent / "static"
-SCREENS = (auth, campaigns, contacts)  # every screen's router, in navigation order
+SCREENS = (auth, campaigns, contacts,
+           sequence_detail,
+           enroll,
+           )  # every screen's router, in navigation order
 
 
 def include_web(app: FastAPI, public_url: str, dev_clock: bool) -> None:
