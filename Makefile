@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # re-install when the dependencies change
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test bench bench-quick fault-run install clean-data constraints
+.PHONY: up test bench bench-quick fault-run install clean-data constraints messages
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,3 +42,13 @@ fault-run: $(STAMP)
 
 clean-data:
 	rm -rf .data
+
+# collect the app's messages into sequences/locale/*/messages.po (then translate the new ones)
+messages: $(STAMP)
+	$(BIN)/pybabel -q extract -F babel.cfg -k translate:2 -k N_ --no-location --sort-output \
+		-o .messages.pot .
+	$(BIN)/pybabel -q update -i .messages.pot -d sequences/locale --no-fuzzy-matching \
+		--ignore-obsolete --no-wrap
+	rm -f .messages.pot
+	@# no creation date: it would change on every run and make every branch's catalogs differ
+	sed -i '/^"POT-Creation-Date/d' sequences/locale/*/LC_MESSAGES/messages.po

@@ -150,7 +150,7 @@ class Seeded:
 
     def values(self) -> dict[str, str]:
         # contacts.search: name, company and email lowercased; search_grams: their bigrams
-        # (migration 0003, services/enrollment/search.py)
+        # (migration 0005, services/enrollment/search.py)
         return {**vars(self), "name_like": f"%{self.name_part.lower()}%",
                 "email_like": f"%{self.email_part.lower()}%",
                 "name_grams": query_grams(self.name_part),

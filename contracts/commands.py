@@ -15,8 +15,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from contracts.subjects import command_subject, query_subject
 from contracts.values import (
+    DEFAULT_LANGUAGE,
     Email,
     Label,
+    Language,
     Labels,
     Phone,
     SendPolicy,
@@ -70,6 +72,7 @@ class SequenceDefinition(BaseModel):
     timezone: TimezoneName
     send_policy: SendPolicy
     steps: Steps
+    language: Language = DEFAULT_LANGUAGE
 
 
 class CreateSequence(SequenceDefinition, Command):
@@ -205,13 +208,30 @@ class StopEnrollment(Command):
 # --- scheduler: queries ------------------------------------------------------------------------
 
 
+EARLIEST_START = datetime(2000, 1, 1)
+LATEST_START = datetime(2200, 1, 1)
+
+
+def _sane_start(value: datetime) -> datetime:
+    """Refuse a start far outside any real enrollment (a number is read as a Unix time, so
+    `-6955913339` would be 1749). Compared as written, offset aside: the bound is loose anyway,
+    and converting a year-9999 value to UTC could overflow."""
+    if not EARLIEST_START <= value.replace(tzinfo=None) < LATEST_START:
+        raise ValueError(f"must be from {EARLIEST_START:%Y-%m-%d} up to {LATEST_START:%Y-%m-%d}")
+    return value
+
+
+ScheduleStart = Annotated[datetime, AfterValidator(_sane_start)]
+
+
 class PreviewSchedule(Query):
     """When each step would go out for someone enrolled at `start` (default: now), if every
-    step completes when it goes out. A `start` without offset is read in the sequence's zone."""
+    step completes when it goes out. A `start` without offset is read in the sequence's zone;
+    it must be from 2000-01-01 up to 2200-01-01."""
 
     service: ClassVar[str] = "scheduler"
     sequence_id: uuid.UUID
-    start: datetime | None = None
+    start: ScheduleStart | None = None
 
 
 # --- enrollment service: queries --------------------------------------------------------------
@@ -252,12 +272,39 @@ class ListEnrollments(Query):
     page: Page = Page()
 
 
+class GetStepStats(Query):
+    """Per step of a sequence: how many enrollees it reached (sent, or done for a task), opened,
+    replied to and bounced on (a reply or bounce counts for the last step the enrollee got)."""
+
+    service: ClassVar[str] = "enrollment"
+    sequence_id: uuid.UUID
+
+
+class PreviewSegment(Query):
+    """What `EnrollSegment` with the same fields would do now, without enrolling anyone: how
+    many would be enrolled, skipped as already active, excluded as opted out, ..."""
+
+    service: ClassVar[str] = "enrollment"
+    sequence_id: uuid.UUID
+    segment: Segment
+    reenroll: bool = False
+
+
 class ListContacts(Query):
     service: ClassVar[str] = "enrollment"
     q: Annotated[SingleLine, Field(max_length=200)] | None = None  # in name, company or email
     status: Annotated[SingleLine, Field(max_length=50)] | None = None
     tag: Label | None = None
     list: Label | None = None
+    page: Page = Page()
+
+
+class ListContactEnrollments(Query):
+    """Every enrollment of one contact, in every sequence, the latest first (the contact
+    card)."""
+
+    service: ClassVar[str] = "enrollment"
+    contact_id: uuid.UUID
     page: Page = Page()
 
 

@@ -16,7 +16,16 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from contracts.base import Event, register
-from contracts.values import Channel, Email, SendPolicy, SingleLine, Step, TimezoneName
+from contracts.values import (
+    DEFAULT_LANGUAGE,
+    Channel,
+    Email,
+    Language,
+    SendPolicy,
+    SingleLine,
+    Step,
+    TimezoneName,
+)
 
 
 class SequenceEvent(Event):
@@ -35,6 +44,8 @@ class SequenceCreated(SequenceEvent):
     timezone: TimezoneName
     send_policy: SendPolicy
     steps: list[Step] = Field(min_length=1)
+    # added later with a default: events written before it read as English (no new version)
+    language: Language = DEFAULT_LANGUAGE
 
 
 class SequenceStepsChanged(SequenceEvent):

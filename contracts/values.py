@@ -66,6 +66,14 @@ TimezoneName = Annotated[str, AfterValidator(_timezone)]
 LocalTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["09:30"])]
 
 
+Language = Annotated[
+    Literal["ko", "en"],
+    Field(description="What recipients read besides the steps (the email footer with its"
+                      " unsubscribe link, the unsubscribe page): Korean or English."),
+]
+DEFAULT_LANGUAGE = "en"  # sequences created without a language, and events from before it
+
+
 # --- email addresses -------------------------------------------------------------------------
 
 # For an address of dot-atom ASCII before the @ (email_validator's own DOT_ATOM_TEXT) and ASCII

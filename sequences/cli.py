@@ -94,14 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     admin = commands.add_parser("admin", help="workspaces and keys (needs DATABASE_URL)")
     admin_commands = admin.add_subparsers(dest="action", required=True)
     create_workspace = admin_commands.add_parser(
-        "create-workspace", help="create a workspace, its first user and an API key (printed once)")
+        "create-workspace",
+        help="create a workspace, its first user (an admin, with a password) and an API key (printed once)")
     create_workspace.add_argument("name", help="the workspace's name, e.g. your company")
     create_workspace.add_argument("--email", required=True,
                                   help="the first user's email (where 'send test to me' goes)")
     create_workspace.add_argument("--user-name", default="", help="the first user's name")
     create_workspace.add_argument("--json", action="store_true",
-                                  help="print workspace_id, user_id, user_email and api_key as JSON")
+                                  help="print workspace_id, user_id, user_email, api_key and password as JSON")
     create_workspace.set_defaults(func=lambda a: asyncio.run(_create_workspace(a)))
+    set_password = admin_commands.add_parser(
+        "set-password", help="give a user a new random password to sign in with (printed once)")
+    set_password.add_argument("email", help="the user's email (in every workspace it is in)")
+    set_password.add_argument("--json", action="store_true", help="print the password as JSON")
+    set_password.set_defaults(func=lambda a: asyncio.run(_set_password(a)))
 
     _add_mail_commands(commands)
 
@@ -267,21 +273,58 @@ async def _create_workspace(args) -> int:
     except ValidationError:
         print(f"sequences: --email: not an email address: {args.email!r}", file=sys.stderr)
         return 2
+    from services.gateway import sign_in
+
     _, engine = await _runtime_parts()
+    password = _new_password()
     try:
         async with engine.begin() as conn:
             workspace, key = await accounts.create_workspace(conn, args.name, args.email,
                                                              args.user_name)
+            await sign_in.set_password(conn, workspace.user.user_id, password)
     finally:
         await engine.dispose()
     if args.json:
         print(json.dumps({"workspace_id": str(workspace.workspace_id),
                           "user_id": str(workspace.user.user_id),
-                          "user_email": workspace.user.email, "api_key": key.key}))
+                          "user_email": workspace.user.email, "api_key": key.key,
+                          "password": password}))
         return 0
     print(f"workspace {workspace.name}: {workspace.workspace_id}")
     print(f"user {workspace.user.email}: {workspace.user.user_id}")
+    print(f"password to sign in to the app (shown once; keep it): {password}")
     print(f"API key (shown once; keep it): {key.key}")
+    return 0
+
+
+def _new_password() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(12)  # 96 bits, 16 characters
+
+
+async def _set_password(args) -> int:
+    from sqlalchemy import text
+
+    from services.gateway import sign_in
+
+    _, engine = await _runtime_parts()
+    password = _new_password()
+    try:
+        async with engine.begin() as conn:
+            users = (await conn.execute(text(
+                "SELECT user_id FROM gateway.users WHERE lower(email) = lower(:e)"),
+                {"e": args.email})).all()
+            for user in users:
+                await sign_in.set_password(conn, user.user_id, password)
+    finally:
+        await engine.dispose()
+    if not users:
+        print(f"sequences: no user with the email {args.email!r}", file=sys.stderr)
+        return 1
+    print(json.dumps({"password": password}) if args.json
+          else f"new password for {args.email} (shown once; every session of theirs ended):"
+               f" {password}")
     return 0
 
 

@@ -4,8 +4,9 @@ LC_MESSAGES/messages.po`) for every text a person reads: the web app's pages (Ji
 language).
 
 The `.po` files are the source; they are compiled in memory when first used, so there is no
-`.mo` to forget to rebuild. `pybabel extract -F babel.cfg -o messages.pot .` collects new
-messages; `pybabel update -i messages.pot -d sequences/locale` merges them into the catalogs.
+`.mo` to forget to rebuild. `make messages` collects every message of the templates and of
+`translate(language, "...")` calls into the catalogs (new ones untranslated);
+`tests/unit/test_catalogs.py` fails while a message has no Korean translation.
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ def translations(language: str) -> Translations:
     return Translations(compiled)
 
 
-def gettext(language: str, message: str, **values) -> str:
+def N_(message: str) -> str:
+    """Marks a message for the catalogs where it is defined; translated where it is shown."""
+    return message
+
+
+def translate(language: str, message: str, **values) -> str:
+    """`message` in `language` (Python code's way; templates use `_()` and `{% trans %}`)."""
     text = translations(language).gettext(message)
     return text % values if values else text
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
 import uuid
 from typing import Awaitable, Callable, TypeVar
+
+from sequences.devstack.stack import StackConfig
 
 T = TypeVar("T")
 
@@ -27,6 +31,19 @@ async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 15.0,
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+def stack_config(tmp_path_factory, **overrides) -> StackConfig:
+    """The whole system for a test module (end-to-end and browser tests): free ports, logs in
+    files, and the servers of DATABASE_URL / NATS_URL when the environment names them."""
+    return StackConfig(
+        data_dir=tmp_path_factory.mktemp("stack"),
+        gateway_port=0, nats_port=0, smtp_port=0, mail_viewer_port=0,
+        log_to_files=True,
+        database_url=os.environ.get("DATABASE_URL"),
+        nats_url=os.environ.get("NATS_URL"),
+        **overrides,
+    )
 
 
 def sequences_process(args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
@@ -55,3 +72,57 @@ async def nothing_pending(database_url: str, enrollment_id: str) -> None:
         return pending == 0
 
     await eventually(settled)
+
+
+# --- the web app ------------------------------------------------------------------------------
+
+_CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token_in(html: str) -> str:
+    """The CSRF token a page's forms carry (every form of one page carries the same)."""
+    found = _CSRF_FIELD.search(html)
+    assert found, "the page has no form with a csrf_token"
+    return found.group(1)
+
+
+@contextlib.asynccontextmanager
+async def web_client(stack, email: str | None = None, password: str | None = None,
+                     language: str = "en"):
+    """A browser-like HTTP client signed in to the app (the dev workspace's user by default):
+    `async with web_client(stack) as browser: ...`. `browser.csrf` is the session's token, for
+    posting forms: `await browser.post(url, data={"csrf_token": browser.csrf, ...})`."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30.0,
+                                 headers={"Accept-Language": language}) as client:
+        page = await client.get("/sign-in")
+        answer = await client.post("/sign-in", data={
+            "email": email or stack.workspace["user_email"],
+            "password": password or stack.workspace["password"],
+            "csrf_token": csrf_token_in(page.text), "next": "/campaigns"})
+        assert answer.status_code == 303, f"sign-in refused: {answer.status_code}"
+        client.csrf = csrf_token_in((await client.get("/campaigns")).text)
+        yield client
+
+
+async def drop_reply(stack, message_id: str, text: str) -> str:
+    """A customer's answer to a captured email, dropped into the dev stack's mailbox (what
+    `sequences mail drop-reply` does for a person trying the app); returns its output."""
+    dropped = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sequences.cli", "mail", "drop-reply", "--message-id",
+        message_id, "--text", text, "--data-dir", str(stack.config.data_dir),
+        stdout=asyncio.subprocess.PIPE)
+    output, _ = await dropped.communicate()
+    assert dropped.returncode == 0, output.decode()
+    return output.decode()
+
+
+async def rebuild_projections(stack) -> str:
+    """`sequences projections rebuild` against the stack; returns its progress output."""
+    rebuild = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sequences.cli", "projections", "rebuild",
+        env={**os.environ, **stack.env()}, stderr=asyncio.subprocess.PIPE)
+    _, progress = await rebuild.communicate()
+    assert rebuild.returncode == 0, progress.decode()
+    return progress.decode()

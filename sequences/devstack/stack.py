@@ -67,7 +67,8 @@ class Stack:
         self.health_ports: dict[tuple[str, int], int] = {}
         self._capture: subprocess.Popen | None = None
         self.database_url = ""
-        self.workspace: dict[str, str] = {}  # workspace_id, user_id, user_email, api_key
+        # workspace_id, user_id, user_email, api_key, password
+        self.workspace: dict[str, str] = {}
 
     @property
     def api_key(self) -> str:
@@ -148,7 +149,15 @@ class Stack:
                 env={**os.environ, **self.env()}, capture_output=True, text=True, check=True)
             path.write_text(made.stdout)
             path.chmod(0o600)
-        return json.loads(path.read_text())
+        workspace = json.loads(path.read_text())
+        if "password" not in workspace:  # made before the app had sign-in
+            made = subprocess.run(
+                [sys.executable, "-m", "sequences.cli", "admin", "set-password",
+                 workspace["user_email"], "--json"],
+                env={**os.environ, **self.env()}, capture_output=True, text=True, check=True)
+            workspace["password"] = json.loads(made.stdout)["password"]
+            path.write_text(json.dumps(workspace))
+        return workspace
 
     def start_service(self, name: str, replica: int = 0, extra_env: dict | None = None) -> None:
         label = _label(name, replica)
@@ -288,6 +297,8 @@ def _banner(stack: Stack) -> str:
     env = stack.env()
     return f"""
 Sequences is running.
+  app                  {stack.gateway_url}/
+  sign in              {stack.workspace['user_email']} / {stack.workspace['password']}
   API (OpenAPI docs)   {stack.gateway_url}/docs
   API key              {stack.api_key}
                        (workspace "Local", user you@example.com; send it as

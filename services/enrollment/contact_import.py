@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from contracts.commands import ContactFields, ImportContacts
 from contracts.views import ImportReport, RowError
+from sequences.i18n import N_
 from sequences.messaging import rpc
 
 MAX_IMPORT_BYTES = 50 * 1024 * 1024
@@ -29,23 +30,31 @@ DEFAULT_HEADERS = {
     "전화번호": "phone", "휴대폰": "phone", "상태": "status", "태그": "tags", "리스트": "lists",
 }
 _LIST_FIELDS = ("tags", "lists")
+EMPTY_FILE = N_("the file is empty: a header line is needed")
 
 
 class ImportFileError(Exception):
-    """The file as a whole is unusable (encoding, header, mapping): nothing is imported."""
+    """The file as a whole is unusable (encoding, header, mapping): nothing is imported.
+    `message % values` is the English text; `message` is in the catalogs, so the web app
+    shows it in the reader's language."""
 
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
+    def __init__(self, field: str, message: str, **values):
+        super().__init__(message % values if values else message)
         self.field = field
+        self.message = message
+        self.values = values
 
 
 def decode(data: bytes) -> str:
+    if b"\x00" in data[:65536]:  # text files have no NUL bytes; images, zips, .xlsx do
+        raise ImportFileError("file", N_("this is not a CSV file: it holds binary data"
+                                         " (save a spreadsheet as CSV first)"))
     for encoding in ("utf-8-sig", "cp949"):
         try:
             return data.decode(encoding)
         except UnicodeDecodeError:
             continue
-    raise ImportFileError("file", "the file is neither UTF-8 nor CP949 (EUC-KR) text")
+    raise ImportFileError("file", N_("the file is neither UTF-8 nor CP949 (EUC-KR) text"))
 
 
 class ParsedFile:
@@ -58,7 +67,7 @@ class ParsedFile:
         self._reader = csv.reader(io.StringIO(text, newline=""))
         header = next(self._reader, None)
         if not header:
-            raise ImportFileError("file", "the file is empty: a header line is needed")
+            raise ImportFileError("file", EMPTY_FILE)
         self._width = len(header)
         self._columns = _columns([h.strip() for h in header], mapping or {})
         self.failed: list[RowError] = []
@@ -107,18 +116,22 @@ def parse(text: str, mapping: dict[str, str] | None = None) -> ParsedFile:
 
 
 def _columns(header: list[str], mapping: dict[str, str]) -> dict[int, str]:
-    """Column index -> contact field, from the mapping given, else the known header names."""
+    """Column index -> contact field, from the mapping given (an empty field: the column is
+    not imported), else the known header names."""
     for target in mapping.values():
-        if target not in FIELDS:
-            raise ImportFileError("mapping", f"unknown field {target!r}; fields: {', '.join(FIELDS)}")
+        if target and target not in FIELDS:
+            raise ImportFileError("mapping", N_("unknown field %(target)r; fields: %(fields)s"),
+                                  target=target, fields=", ".join(FIELDS))
     for column in mapping:
         if column not in header:
-            raise ImportFileError("mapping", f"no column {column!r} in the header")
-    columns = {i: mapping.get(name) or DEFAULT_HEADERS.get(name) for i, name in enumerate(header)}
+            raise ImportFileError("mapping", N_("no column %(column)r in the header"),
+                                  column=column)
+    columns = {i: mapping[name] if name in mapping else DEFAULT_HEADERS.get(name)
+               for i, name in enumerate(header)}
     columns = {i: f for i, f in columns.items() if f}
     if "email" not in columns.values():
-        raise ImportFileError("mapping", "no column maps to email (name it 'email' or '이메일',"
-                                         " or map it)")
+        raise ImportFileError("mapping", N_("no column maps to email (name it 'email' or"
+                                            " '이메일', or map it)"))
     return columns
 
 

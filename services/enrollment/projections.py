@@ -52,7 +52,7 @@ projector = Subscription(
 )
 PROJECTION = Projection(
     projector, ("enrollment.sequences", "enrollment.contacts", "enrollment.enrollments",
-                "enrollment.email_opens", "enrollment.tasks"),
+                "enrollment.email_opens", "enrollment.tasks", "enrollment.step_completions"),
     # what the API lists and searches by; the handlers find rows by primary key, and
     # enrollments by contact (contact_updated), which must stay
     unread_indexes=("enrollment.sequences_by_creation", "enrollment.contacts_by_creation",
@@ -61,7 +61,8 @@ PROJECTION = Projection(
                     "enrollment.enrollments_by_sequence",
                     "enrollment.enrollments_by_sequence_status",
                     "enrollment.enrollments_by_sequence_activity", "enrollment.tasks_open_by_owner",
-                    "enrollment.tasks_by_sequence", "enrollment.tasks_by_workspace"),
+                    "enrollment.tasks_by_sequence", "enrollment.tasks_by_workspace",
+                    "enrollment.step_completions_by_sequence"),
     rewritten_tables=("enrollment.enrollments",),
 )
 
@@ -75,9 +76,11 @@ async def sequence_created(event: SequenceCreated, d: Delivery) -> None:
     await d.conn.execute(
         text(
             "INSERT INTO enrollment.sequences (sequence_id, workspace_id, name, purpose,"
-            " sender_name, sender_email, timezone, send_policy, steps, state, created_at)"
+            " sender_name, sender_email, timezone, send_policy, steps, language, state,"
+            " created_at)"
             " VALUES (:id, :workspace_id, :name, :purpose, :sender_name, :sender_email,"
-            " :timezone, CAST(:send_policy AS jsonb), CAST(:steps AS jsonb), 'live', :at)"
+            " :timezone, CAST(:send_policy AS jsonb), CAST(:steps AS jsonb), :language, 'live',"
+            " :at)"
         ),
         {
             "id": event.sequence_id,
@@ -89,6 +92,7 @@ async def sequence_created(event: SequenceCreated, d: Delivery) -> None:
             "timezone": event.timezone,
             "send_policy": event.send_policy.model_dump_json(),
             "steps": steps_json(event.steps),
+            "language": event.language,
             "at": d.envelope.occurred_at,
         },
     )
@@ -231,15 +235,29 @@ async def steps_completed(run: list[EventEnvelope], conn) -> None:
         seen["steps"] += 1
         seen["sends"] += e["channel"] == "email"
         seen["at"] = e["completed_at"]
+        seen["last_step"] = e["step_id"]
     await conn.exec_driver_sql(
         "UPDATE enrollment.enrollments e SET current_step = e.current_step + v.steps,"
-        " sends = e.sends + v.sends, last_activity_at = v.at"
+        " sends = e.sends + v.sends, last_activity_at = v.at, last_step_id = v.last_step"
         " FROM unnest(%(ids)b::uuid[], %(steps)b::integer[], %(sends)b::integer[],"
-        "   %(ats)b::timestamptz[]) AS v(id, steps, sends, at)"
+        "   %(ats)b::timestamptz[], %(last_steps)b::uuid[]) AS v(id, steps, sends, at, last_step)"
         " WHERE e.enrollment_id = v.id",
         {"ids": list(per_enrollment), "steps": [v["steps"] for v in per_enrollment.values()],
          "sends": [v["sends"] for v in per_enrollment.values()],
-         "ats": [v["at"] for v in per_enrollment.values()]},
+         "ats": [v["at"] for v in per_enrollment.values()],
+         "last_steps": [v["last_step"] for v in per_enrollment.values()]},
+    )
+    # who got which step (the Steps tab's counts); a step done twice counts once
+    await conn.exec_driver_sql(
+        "INSERT INTO enrollment.step_completions (enrollment_id, step_id, sequence_id,"
+        " workspace_id, channel, completed_at)"
+        " SELECT v.enrollment_id, v.step_id, e.sequence_id, e.workspace_id, v.channel, v.at"
+        " FROM unnest(%(ids)b::uuid[], %(step_ids)b::uuid[], %(channels)b::text[],"
+        "   %(ats)b::timestamptz[]) AS v(enrollment_id, step_id, channel, at)"
+        " JOIN enrollment.enrollments e ON e.enrollment_id = v.enrollment_id"
+        " ON CONFLICT DO NOTHING",
+        {"ids": [e["enrollment_id"] for e in run], "step_ids": [e["step_id"] for e in run],
+         "channels": [e["channel"] for e in run], "ats": [e["completed_at"] for e in run]},
     )
 
 

@@ -2,7 +2,7 @@
 
 pg_trgm is not in the embedded PostgreSQL (pgserver 0.1.4 ships plpgsql and vector only), so
 the contacts read model keeps its own bigrams: `search_grams`, every two-character piece of the
-three fields lowercased, in a GIN index (migration 0003). A query of two characters or more
+three fields lowercased, in a GIN index (migration 0005). A query of two characters or more
 asks for the rows holding all of its bigrams (the index), and then for those whose `search`
 text (the three fields lowercased by PostgreSQL, joined by line feeds) contains it (LIKE): the
 bigrams only narrow the rows down, LIKE decides, so the answer is what ILIKE on each field gave.

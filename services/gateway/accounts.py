@@ -77,12 +77,14 @@ async def authenticate(engine: AsyncEngine, key: str) -> Principal | None:
 
 async def create_workspace(conn: AsyncConnection, name: str, user_email: str,
                            user_name: str = "") -> tuple[WorkspaceView, NewApiKey]:
-    """A workspace, its first user and that user's first key (what `sequences admin
+    """A workspace, its first user (its admin) and that user's first key (what `sequences admin
     create-workspace` and the embedded stack make)."""
     workspace_id = uuid.uuid4()
     await conn.execute(text("INSERT INTO gateway.workspaces (workspace_id, name)"
                             " VALUES (:w, :name)"), {"w": workspace_id, "name": name})
     user = await add_user(conn, workspace_id, user_email, user_name)
+    await conn.execute(text("UPDATE gateway.users SET role = 'admin' WHERE user_id = :u"),
+                       {"u": user.user_id})
     key = await issue_key(conn, workspace_id, user.user_id, "first key")
     return WorkspaceView(workspace_id=workspace_id, name=name, user=user), key
 

@@ -14,6 +14,8 @@ from email.utils import format_datetime, formataddr
 from typing import Callable, Mapping
 
 from contracts.merge_fields import placeholders
+from contracts.values import DEFAULT_LANGUAGE
+from sequences.i18n import translate
 
 _MESSAGE_ID_NAMESPACE = uuid.UUID("0b8e8f7e-61a4-4a1e-9d6c-3f3f1f1c2b7a")
 
@@ -111,22 +113,28 @@ class Links:
 
 
 def text_body_for(template: str, values: Mapping[str, str], links: Links | None,
-                  missing: list[str] | None = None) -> str:
+                  missing: list[str] | None = None, language: str = DEFAULT_LANGUAGE) -> str:
+    """The plain-text part; with `links`, a footer in the sequence's `language`."""
     body = render(template, values, missing=missing)
     if links is not None:
-        body += f"\n\n--\nUnsubscribe: {links.unsubscribe_url}\n"
+        lead = translate(language, "No longer want these emails?")
+        link = translate(language, "Unsubscribe: %(url)s", url=links.unsubscribe_url)
+        body += f"\n\n--\n{lead} {link}\n"
     return body
 
 
 def html_body_for(template: str, values: Mapping[str, str], links: Links | None,
-                  missing: list[str] | None = None) -> str:
-    """The HTML part: the body with merge values (and everything else) escaped."""
+                  missing: list[str] | None = None, language: str = DEFAULT_LANGUAGE) -> str:
+    """The HTML part: the body with merge values (and everything else) escaped; with `links`,
+    a footer in the sequence's `language` and the open pixel."""
     escaped = render(template, values, escape=html.escape, missing=missing)
     body = "<br>\n".join(escaped.replace("\r\n", "\n").split("\n"))
     if links is not None:
+        lead = html.escape(translate(language, "No longer want these emails?"))
+        link = html.escape(translate(language, "Unsubscribe"))
         body += (
-            f'<p style="font-size:12px;color:#888"><a href="{html.escape(links.unsubscribe_url)}">'
-            "Unsubscribe</a></p>"
+            f'<p style="font-size:12px;color:#888">{lead} '
+            f'<a href="{html.escape(links.unsubscribe_url)}">{link}</a></p>'
             f'<img src="{html.escape(links.pixel_url)}" width="1" height="1" alt="">'
         )
     return f"<!doctype html><html><body>{body}</body></html>"

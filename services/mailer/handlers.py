@@ -128,12 +128,13 @@ class MailerHandlers:
         await d.conn.execute(
             text(
                 "INSERT INTO mailer.sequences (sequence_id, workspace_id, sender_name,"
-                " sender_email, timezone, steps)"
-                " VALUES (:id, :ws, :name, :email, :timezone, CAST(:steps AS jsonb))"
+                " sender_email, timezone, steps, language)"
+                " VALUES (:id, :ws, :name, :email, :timezone, CAST(:steps AS jsonb), :language)"
                 " ON CONFLICT (sequence_id) DO NOTHING"
             ),
             {"id": event.sequence_id, "ws": d.envelope.workspace_id, "name": event.sender_name, "email": event.sender_email,
-             "timezone": event.timezone, "steps": steps_json(event.steps)},
+             "timezone": event.timezone, "steps": steps_json(event.steps),
+             "language": event.language},
         )
 
     async def on_steps_changed(self, event: SequenceStepsChanged, d: Delivery) -> None:
@@ -358,28 +359,30 @@ class MailerHandlers:
 
     # --- pieces -----------------------------------------------------------------------------
 
-    def _links(self, workspace_id, enrollment_id, step_id, contact_id) -> Links:
-        """Signed links: the gateway takes their workspace and ids as they say (no API key)."""
+    def _links(self, workspace_id, enrollment_id, step_id, contact_id, language: str) -> Links:
+        """Signed links: the gateway takes their workspace and ids as they say (no API key),
+        and shows the unsubscribe page in the sequence's language ("l")."""
         base = self.runtime.settings.public_url.rstrip("/")
         w = str(workspace_id)
         pixel = self.signer.sign("open", {"w": w, "e": str(enrollment_id), "s": str(step_id)})
-        unsubscribe = self.signer.sign("unsubscribe", {"w": w, "c": str(contact_id)})
+        unsubscribe = self.signer.sign("unsubscribe",
+                                       {"w": w, "c": str(contact_id), "l": language})
         return Links(f"{base}/t/{pixel}.gif", f"{base}/unsubscribe/{unsubscribe}")
 
     def _compose(self, envelope: EventEnvelope, event: StepDue, found, step,
                  previous: PreviousEmail | None) -> OutgoingEmail:
-        """`found`: the sender, timezone and the contact's address and merge values."""
+        """`found`: the sender, timezone, language and the contact's address and merge values."""
         values = found.merge_values
         links = self._links(envelope.workspace_id, event.enrollment_id, event.step_id,
-                            event.contact_id)
+                            event.contact_id, found.language)
         subject = render(step["subject"], values) if step.get("subject") else None
         return OutgoingEmail(
             sender_name=found.sender_name,
             sender_email=found.sender_email,
             recipient=found.email,
             thread=thread_for(subject, previous),
-            text_body=text_body_for(step["body"], values, links),
-            html_body=html_body_for(step["body"], values, links),
+            text_body=text_body_for(step["body"], values, links, language=found.language),
+            html_body=html_body_for(step["body"], values, links, language=found.language),
             message_id=message_id_for(event.enrollment_id, event.step_id, found.sender_email),
             date=self.runtime.clock.now().astimezone(ZoneInfo(found.timezone)),
             unsubscribe_url=links.unsubscribe_url,
@@ -544,7 +547,7 @@ _CATCH_UP_SECONDS = 5.0  # how long a preview waits for a just-saved sequence or
 # binary array parameters (exec_driver_sql, as the event store): psycopg quotes nothing
 _SITUATIONS = """
     SELECT v.enrollment_id, v.step_id, s.sender_name, s.sender_email, s.timezone, s.steps,
-           c.email, c.merge_values, c.opted_out,
+           s.language, c.email, c.merge_values, c.opted_out,
            EXISTS (SELECT 1 FROM mailer.deliveries d
                    WHERE d.enrollment_id = v.enrollment_id AND d.step_id = v.step_id) AS sent,
            EXISTS (SELECT 1 FROM mailer.halted_enrollments h

@@ -15,9 +15,8 @@ import pytest
 from sequences import clock
 from sequences.devstack.stack import Stack
 from sequences.messaging.nats import connect
-from tests.e2e.conftest import stack_config
 from tests.e2e.test_flow import SEQUENCE, mail_to, new_contact
-from tests.support import eventually, nothing_pending
+from tests.support import eventually, nothing_pending, stack_config
 
 CAPPED = "capped@sales.example"
 

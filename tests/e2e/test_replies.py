@@ -16,9 +16,8 @@ from sequences.db import create_engine
 from sequences.devstack.dovecot import Dovecot, dovecot_binary
 from sequences.devstack.stack import Stack
 from services.thread_watcher.devmail import auto_reply_to, bounce_of, reply_to
-from tests.e2e.conftest import stack_config
 from tests.e2e.test_flow import SEQUENCE, mail_to, new_contact
-from tests.support import eventually, nothing_pending
+from tests.support import eventually, nothing_pending, stack_config
 
 WATCHED = ("ReplyDetected", "BounceDetected", "AutoReplyDetected")
 

@@ -17,9 +17,8 @@ from sequences import clock
 from sequences.db import create_engine
 from sequences.devstack.stack import Stack
 from sequences.messaging.nats import connect
-from tests.e2e.conftest import stack_config
 from tests.e2e.test_flow import mail_to, new_contact
-from tests.support import eventually
+from tests.support import eventually, stack_config
 
 NEW_YORK = ZoneInfo("America/New_York")
 

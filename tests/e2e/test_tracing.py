@@ -9,9 +9,8 @@ import pytest
 
 from sequences.devstack.stack import Stack
 from sequences.services import SERVICES
-from tests.e2e.conftest import stack_config
 from tests.e2e.test_flow import SEQUENCE, mail_to, new_contact
-from tests.support import eventually
+from tests.support import eventually, stack_config
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,8 @@ from contracts.webhooks import (
 )
 from sequences.db import create_engine
 from sequences.devstack.stack import Stack
-from tests.e2e.conftest import stack_config
 from tests.e2e.test_flow import SEQUENCE, new_contact
-from tests.support import eventually
+from tests.support import eventually, stack_config
 
 
 class Receiver:

@@ -10,6 +10,7 @@ from email import message_from_bytes, policy
 import pytest
 
 from services.mailer.domain import (
+    Links,
     MissingMergeValue,
     OutgoingEmail,
     PreviousEmail,
@@ -17,6 +18,7 @@ from services.mailer.domain import (
     html_body_for,
     message_id_for,
     render,
+    text_body_for,
     thread_for,
 )
 
@@ -54,6 +56,39 @@ def test_every_email_carries_an_unsubscribe_link_and_an_open_pixel():
     assert text_body_for("Hi", VALUES, links).endswith("Unsubscribe: https://t.example/u/x\n")
     page = html_body_for("Hi", VALUES, links)
     assert 'src="https://t.example/t/abc.gif"' in page and 'href="https://t.example/u/x"' in page
+
+
+LINKS = Links(pixel_url="https://t.example/t/abc.gif", unsubscribe_url="https://t.example/u/x?a=1&b=2")
+
+
+def test_a_korean_sequence_s_footer_is_korean_in_both_parts():
+    text = text_body_for("안녕하세요", VALUES, LINKS, language="ko")
+    assert text.endswith("\n--\n더 이상 이 메일을 받지 않으시려면 수신 거부: "
+                         "https://t.example/u/x?a=1&b=2\n")
+    page = html_body_for("안녕하세요", VALUES, LINKS, language="ko")
+    assert ('더 이상 이 메일을 받지 않으시려면 <a href="https://t.example/u/x?a=1&amp;b=2">'
+            "수신 거부</a>") in page
+    assert "Unsubscribe" not in text + page
+
+
+def test_an_english_sequence_s_footer_is_english_and_english_is_the_default():
+    for language in ({"language": "en"}, {}):
+        text = text_body_for("Hi", VALUES, LINKS, **language)
+        assert text.endswith("No longer want these emails? Unsubscribe: https://t.example/u/x?a=1&b=2\n")
+        page = html_body_for("Hi", VALUES, LINKS, **language)
+        assert ('No longer want these emails? <a href="https://t.example/u/x?a=1&amp;b=2">'
+                "Unsubscribe</a>") in page
+        assert "수신" not in text + page
+
+
+def test_a_language_without_a_catalog_gets_the_english_footer():
+    assert text_body_for("Hi", VALUES, LINKS, language="fr") == text_body_for("Hi", VALUES, LINKS)
+
+
+def test_previews_and_test_emails_have_no_footer_in_any_language():
+    for language in ("ko", "en"):
+        assert "수신" not in html_body_for("Hi", VALUES, None, language=language)
+        assert text_body_for("Hi", VALUES, None, language=language) == "Hi"
 
 
 def test_a_step_without_subject_continues_the_previous_thread():
