@@ -104,3 +104,25 @@ async def web_client(stack, email: str | None = None, password: str | None = Non
         assert answer.status_code == 303, f"sign-in refused: {answer.status_code}"
         client.csrf = csrf_token_in((await client.get("/campaigns")).text)
         yield client
+
+
+async def drop_reply(stack, message_id: str, text: str) -> str:
+    """A customer's answer to a captured email, dropped into the dev stack's mailbox (what
+    `sequences mail drop-reply` does for a person trying the app); returns its output."""
+    dropped = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sequences.cli", "mail", "drop-reply", "--message-id",
+        message_id, "--text", text, "--data-dir", str(stack.config.data_dir),
+        stdout=asyncio.subprocess.PIPE)
+    output, _ = await dropped.communicate()
+    assert dropped.returncode == 0, output.decode()
+    return output.decode()
+
+
+async def rebuild_projections(stack) -> str:
+    """`sequences projections rebuild` against the stack; returns its progress output."""
+    rebuild = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sequences.cli", "projections", "rebuild",
+        env={**os.environ, **stack.env()}, stderr=asyncio.subprocess.PIPE)
+    _, progress = await rebuild.communicate()
+    assert rebuild.returncode == 0, progress.decode()
+    return progress.decode()
