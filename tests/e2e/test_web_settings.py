@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.test_flow import SEQUENCE, new_contact
 from tests.e2e.test_workspaces import create_workspace
-from tests.support import csrf_token_in, eventually, web_client
+from tests.support import csrf_token_in, drop_reply, eventually, web_client
 
 SCRIPT = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -182,6 +182,7 @@ async def test_the_timeline_tells_why_in_words_in_english_and_korean(stack, api)
         assert f"이메일 1단계를 {email}에게 보냄 (견적 건)" in page
         assert "보류: 이 연락처의 {{직함}} 값이 비어 있습니다" in page
         assert "원인: 1단계 시작: 이메일" in page
+        assert "확인 필요" in page  # the status badge too
 
         # stop asks first, then stops
         confirm = await korean.get(f"/enrollments/{enrollment_id}/stop")
@@ -196,6 +197,23 @@ async def test_the_timeline_tells_why_in_words_in_english_and_korean(stack, api)
         page = main_of((await browser.get(f"/enrollments/{enrollment_id}")).text)
         assert "Stopped: 고객 요청" in page
         assert f"/enrollments/{enrollment_id}/stop" not in page  # nothing left to stop
+
+
+async def test_a_reply_shows_in_the_timeline_as_what_stopped_the_enrollment(stack, api):
+    _, enrollment_id = await enrolled(api, HELD_SECOND)
+
+    async def sent():
+        entries = (await api.get(f"/v1/enrollments/{enrollment_id}/timeline")).json()["entries"]
+        return next((e for e in entries if e["type"] == "EmailSent"), None)
+
+    email = await eventually(sent, timeout=30)
+    await drop_reply(stack, email["data"]["message_id"], "네, 다음 주에 통화해요")
+    await status_becomes(api, enrollment_id, "replied")
+    async with web_client(stack) as browser:
+        page = main_of((await browser.get(f"/enrollments/{enrollment_id}")).text)
+        assert "“네, 다음 주에 통화해요" in page
+        assert "Replied — the enrollment stopped" in page
+        assert "because of: Reply from" in page
 
 
 async def test_retry_tries_the_held_step_again(stack, api):
