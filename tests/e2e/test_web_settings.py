@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_flow import SEQUENCE, new_contact
+from tests.e2e.test_web_app import anonymous, main_of
 from tests.e2e.test_workspaces import create_workspace
 from tests.support import csrf_token_in, drop_reply, eventually, web_client
 
@@ -25,14 +26,6 @@ HTMX = {"HX-Request": "true"}
 @pytest.fixture(scope="module")
 def rival(stack) -> dict:
     return create_workspace(stack, "Rival Co", "rival@rival.example")
-
-
-def main_of(page: str) -> str:
-    return page[page.index("<main"):page.index("</main>")]
-
-
-def anonymous(stack) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=stack.gateway_url, timeout=30)
 
 
 def field_error(page: str, field: str) -> str:

@@ -226,7 +226,7 @@ async def confirm_revoke(request: Request, user: SignedIn, key_id: uuid.UUID):
     key = await _own_key(request, user, key_id)
     if key is None:
         return error_page(request, 404)
-    return render(request, "settings/confirm_revoke.html", section="api-keys", key=key)
+    return render(request, "settings/confirm.html", section="api-keys", key=key)
 
 
 @router.post("/settings/api-keys/{key_id}/revoke")
@@ -311,7 +311,7 @@ async def redeliver(request: Request, user: Admin, webhook_id: uuid.UUID,
 
 @router.get("/settings/webhooks/{webhook_id}/delete")
 async def confirm_delete(request: Request, user: Admin, webhook_id: uuid.UUID):
-    return render(request, "settings/confirm_delete_webhook.html", section="webhooks",
+    return render(request, "settings/confirm.html", section="webhooks", key=None,
                   webhook=await _webhook(request, webhook_id))
 
 
