@@ -34,8 +34,7 @@ raw `COPY` of the same CSV into a bare table (no keys, no indexes, no events). T
 peak RSS is sampled every 0.5 s from start to end.
 
 Web pages (issue 12's app) are measured the same way and compared with their JSON twin: add a
-`Page(..., twin="<name of the JSON page>", client="web")` line to `PAGES` and make
-`web_client` return a signed-in client. Nothing else changes.
+`Page(..., twin="<name of the JSON page>", client="web")` line to `PAGES`.
 
 N = 100,000 contacts and enrollments, S = 1,000 sequences, R = 200;
 --quick: 10,000, 100, 60.
@@ -126,17 +125,25 @@ PAGES: list[Page] = [
     Page("sequence list, first page", "/v1/sequences",
          "SELECT * FROM enrollment.sequences WHERE workspace_id = %(workspace_id)s"
          " ORDER BY created_at, sequence_id" + _LIMIT, "sequence_id"),
-    # The web app's pages go here, one line each, e.g.:
-    # Page("app: enrollee tab, first page", "/app/sequences/{sequence_id}?tab=enrollees",
-    #      twin="enrollee list, first page", client="web"),
+    # the web app's pages of the same rows, against their JSON twin's server time
+    Page("app: enrollee tab, first page", "/sequences/{sequence_id}?tab=enrollees",
+         twin="enrollee list, first page", client="web"),
+    Page("app: enrollee tab, status=stopped", "/sequences/{sequence_id}?tab=enrollees"
+         "&status=stopped", twin="enrollee list, status=stopped (1%)", client="web"),
+    Page("app: enrollee tab, last activity descending", "/sequences/{sequence_id}"
+         "?tab=enrollees&sort=last_activity_at&descending=1",
+         twin="enrollee list, last activity descending", client="web"),
+    Page("app: contact search q= a given name", "/contacts?q={name_part}",
+         twin="contact search q= a given name (10%)", client="web"),
+    Page("app: contacts, tag filter", f"/contacts?tag={VIP}",
+         twin="contacts, tag filter (1%)", client="web"),
+    Page("app: sequence list", "/campaigns", twin="sequence list, first page", client="web"),
 ]
 
 
-async def web_client(stack: Stack) -> httpx.AsyncClient | None:
-    """A client of the web app with a signed-in session (its cookie), for `client="web"` pages;
-    None while the app has no sign-in (web pages are then skipped, and say so). The web app
-    fills this in: sign in as the dev stack's user, keep the session cookie on the client."""
-    return None
+async def web_client(stack: Stack) -> httpx.AsyncClient:
+    """A client of the web app with a signed-in session (its cookie), for `client="web"`."""
+    return await stack.web_session()
 
 
 @dataclass

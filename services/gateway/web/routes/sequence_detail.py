@@ -5,6 +5,8 @@ refresh themselves), Schedule (when each step would go out from a chosen start) 
 
 from __future__ import annotations
 
+import asyncio
+
 import uuid
 from typing import Annotated, Literal
 from urllib.parse import urlencode
@@ -71,16 +73,23 @@ async def detail(request: Request, user: SignedIn, sequence_id: uuid.UUID, tab: 
                  descending: bool = False, cursor: Cursor = None,
                  start: Annotated[str | None, Query(max_length=40)] = None,
                  stopped: Annotated[int | None, Query(ge=0, le=MOST_SELECTED)] = None):
-    sequence = await sequence_of(request, sequence_id)
-    context: dict = {"sequence": sequence, "tab": tab, "stopped": stopped}
+    context: dict = {"tab": tab, "stopped": stopped}
+    # the sequence and the tab's rows are asked at once (two services' round trips overlap)
     if tab == "steps":
-        context["stats"] = SequenceStepStats.model_validate(
-            await ask(request, c.GetStepStats, sequence_id=sequence_id))
+        sequence, stats = await asyncio.gather(
+            sequence_of(request, sequence_id),
+            ask(request, c.GetStepStats, sequence_id=sequence_id))
+        context["stats"] = SequenceStepStats.model_validate(stats)
     elif tab == "enrollees":
         listing = Listing(status, sort, descending, cursor)
-        context.update(listing=listing, page=await _enrollees(request, sequence_id, listing),
-                       selected=set(), sorts=SORTS, statuses=list(EnrollmentStatus))
-    elif tab == "schedule":
+        sequence, page = await asyncio.gather(sequence_of(request, sequence_id),
+                                              _enrollees(request, sequence_id, listing))
+        context.update(listing=listing, page=page, selected=set(), sorts=SORTS,
+                       statuses=list(EnrollmentStatus))
+    else:
+        sequence = await sequence_of(request, sequence_id)
+    context["sequence"] = sequence
+    if tab == "schedule":
         context.update(await _schedule(request, sequence, start))
     return render(request, "sequence/detail.html", status_code=422 if context.get(
         "errors") else 200, **context)
@@ -93,13 +102,14 @@ async def enrollee_rows(request: Request, user: SignedIn, sequence_id: uuid.UUID
                         enrollment_id: Selected = []):
     """The rows of the enrollee table (what htmx polls), with the header's counts and the pager
     swapped out of band. The ids the reader has checked come along and stay checked."""
-    sequence = await sequence_of(request, sequence_id)
     listing = Listing(status, sort, descending, cursor)
     if request.headers.get("hx-request") != "true":
         return RedirectResponse(f"/sequences/{sequence_id}?tab=enrollees&{listing.query()}",
                                 status_code=303)
+    sequence, page = await asyncio.gather(sequence_of(request, sequence_id),
+                                          _enrollees(request, sequence_id, listing))
     return render(request, "sequence/_enrollee_rows.html", sequence=sequence, listing=listing,
-                  page=await _enrollees(request, sequence_id, listing),
+                  page=page,
                   selected={str(i) for i in enrollment_id}, out_of_band=True)
 
 
