@@ -86,8 +86,10 @@ async def web_client(stack, email: str | None = None, password: str | None = Non
     `async with web_client(stack) as browser: ...`. `browser.csrf` is the session's token, for
     posting forms: `await browser.post(url, data={"csrf_token": browser.csrf, ...})`."""
     client = await stack.web_session(email, password, language)
-    async with client:
+    try:  # (not `async with`: httpx refuses to open a client that has sent requests already)
         yield client
+    finally:
+        await client.aclose()
 
 async def drop_reply(stack, message_id: str, text: str) -> str:
     """A customer's answer to a captured email, dropped into the dev stack's mailbox (what
