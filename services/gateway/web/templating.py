@@ -19,6 +19,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from sequences import i18n
+from sequences.i18n import N_
 from services.gateway.web import vendor
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -50,6 +51,13 @@ def _zone(name: str | None) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
+# an enrollment's status and a sequence's state, in words (a badge in every table row)
+STATUS_NAMES = {"active": N_("Active"), "replied": N_("Replied"), "done": N_("Done"),
+                "stopped": N_("Stopped"), "bounced": N_("Bounced"),
+                "needs_attention": N_("Needs attention"), "live": N_("live"),
+                "paused": N_("paused"), "archived": N_("archived")}
+
+
 class Texts:
     """What a template needs of a language: messages, numbers and moments."""
 
@@ -67,6 +75,10 @@ class Texts:
     def ngettext(self, singular: str, plural: str, n: int, **values) -> str:
         text = Markup(self._translations.ngettext(singular, plural, n))
         return text % {"num": n, **values}
+
+    def status_name(self, status: str) -> str:
+        message = STATUS_NAMES.get(status)
+        return self._translations.gettext(message) if message else status
 
     def when(self, moment: datetime | None, zone: str | None = None,
              format: str = "medium") -> str:
