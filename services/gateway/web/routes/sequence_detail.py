@@ -103,11 +103,11 @@ async def enrollee_rows(request: Request, user: SignedIn, sequence_id: uuid.UUID
     """The rows of the enrollee table (what htmx polls), with the header's counts and the pager
     swapped out of band. The ids the reader has checked come along and stay checked."""
     listing = Listing(status, sort, descending, cursor)
-    if request.headers.get("hx-request") != "true":
-        return RedirectResponse(f"/sequences/{sequence_id}?tab=enrollees&{listing.query()}",
-                                status_code=303)
     sequence, page = await asyncio.gather(sequence_of(request, sequence_id),
                                           _enrollees(request, sequence_id, listing))
+    if request.headers.get("hx-request") != "true":  # (another workspace's id: 404 above)
+        return RedirectResponse(f"/sequences/{sequence_id}?tab=enrollees&{listing.query()}",
+                                status_code=303)
     return render(request, "sequence/_enrollee_rows.html", sequence=sequence, listing=listing,
                   page=page,
                   selected={str(i) for i in enrollment_id}, out_of_band=True)
