@@ -10,10 +10,10 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from services.gateway.web.routes import auth, campaigns, dev
+from services.gateway.web.routes import auth, builder, campaigns, dev
 
 STATIC = Path(__file__).parent / "static"
-SCREENS = (auth, campaigns)  # every screen's router, in navigation order
+SCREENS = (auth, campaigns, builder)  # every screen's router, in navigation order
 
 
 def include_web(app: FastAPI, public_url: str, dev_clock: bool) -> None:
