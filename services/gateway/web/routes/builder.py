@@ -199,11 +199,12 @@ def builder_errors(error: ValidationError, body: dict, gettext, prefix: str = ""
     found: dict[str, str] = {}
     for detail, field_error in zip(error.errors(), problem.errors):
         field = prefix + field_error.field
-        if detail["type"] == "string_too_short" and detail.get("ctx", {}).get("min_length") == 1:
-            text = str(gettext(_REQUIRED))
-        else:
-            text = _ours(field_error.field, field_error.message, gettext) or baseline.get(
-                field_error.field, field_error.message)
+        text = _ours(field_error.field, field_error.message, gettext)
+        if text is None and detail["type"] in ("string_too_short", "too_short") and (
+                detail.get("ctx") or {}).get("min_length") == 1:
+            text = str(gettext(_REQUIRED))  # an empty field, as the reader sees it
+        if text is None:
+            text = baseline.get(field_error.field, field_error.message)
         found.setdefault(_moved(field, field_error.message, body), text)
     return found
 
