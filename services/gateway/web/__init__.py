@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.gateway.api.problems import allowed_methods
 from services.gateway.web.pages import error_page
 from services.gateway.web.routes import auth, campaigns, contacts, dev
+from services.gateway.web.routes import builder
 from services.gateway.web.routes import enroll  # noqa: I001 (one line per screen: merges)
 from services.gateway.web.routes import sequence_detail
 from services.gateway.web.routes import tasks
@@ -21,7 +22,9 @@ from services.gateway.web.routes import timeline
 from services.gateway.web.routes import settings
 
 STATIC = Path(__file__).parent / "static"
+# builder before the detail: /sequences/new is not a sequence's id
 SCREENS = (auth, campaigns, contacts,
+           builder,
            sequence_detail,
            enroll,
            tasks,

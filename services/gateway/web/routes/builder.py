@@ -1,0 +1,386 @@
+"""The sequence builder (new and edit), each email step's Preview and Send test to me, and what
+the detail page's Settings tab shows (`templates/builder/_settings.html`).
+
+The builder is one form. Every button of it is a submit button (`action=add_step`,
+`remove:2`, `up:1`, `down:0`, `save`): the server rebuilds what the user typed from the posted
+fields, applies the action and shows the form again, so it works without script; with htmx the
+same form swaps itself. Only `save` goes through the contract model and to the service.
+
+A live sequence's settings cannot be changed (the services take only new steps:
+`ChangeSequenceSteps`), so the edit page shows them read-only and changes the steps only."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from typing import Annotated, Any
+from zoneinfo import available_timezones
+
+from fastapi import Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
+
+from contracts import commands as c
+from contracts.base import Problem
+from contracts.views import ContactPage, SequenceView, StepPreview
+from services.gateway.bus import ProblemError
+from services.gateway.web import forms
+from services.gateway.web.pages import ask, error_page, page_router
+from services.gateway.web.session import SignedIn
+from services.gateway.web.templating import render, texts_for
+from sequences.i18n import N_
+from sequences.messaging import rpc
+
+router = page_router()
+
+VARIABLES = ("고객명", "회사명", "직함", "담당자명")
+TIMEZONES = tuple(sorted(available_timezones()))
+CHANNELS = ("email", "sms", "call")
+MAX_STEPS = 50
+CONTACTS_SHOWN = 10
+# the fields of a sequence besides its steps, as the form (and the API) names them
+SETTINGS = ("name", "purpose", "sender_name", "sender_email", "timezone", "language")
+
+
+# --- what the user typed, as the form shows it ---------------------------------------------------
+
+def _blank_step(first: bool) -> dict[str, str]:
+    return {"step_id": "", "channel": "email", "subject": "", "body": "",
+            "wait_days": "0" if first else "2"}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _draft(pairs) -> dict[str, Any]:
+    """The posted fields as the form shows them again: every value a string, the steps in
+    their order (gaps in the indexes close up)."""
+    posted = forms.nested((k, v) for k, v in pairs if k not in ("csrf_token", "action"))
+    policy = posted.get("send_policy") if isinstance(posted.get("send_policy"), dict) else {}
+    steps = posted.get("steps") if isinstance(posted.get("steps"), list) else []
+    return {
+        **{name: _text(posted.get(name)) for name in SETTINGS},
+        "send_policy": {"mode": _text(policy.get("mode")),
+                        "send_time": _text(policy.get("send_time"))},
+        "steps": [{key: _text(step.get(key)) for key in _blank_step(False)}
+                  for step in steps[:MAX_STEPS] if isinstance(step, dict)],
+    }
+
+
+def _draft_of(sequence: SequenceView) -> dict[str, Any]:
+    return {
+        **{name: getattr(sequence, name) or "" for name in SETTINGS},
+        "send_policy": {"mode": sequence.send_policy.mode,
+                        "send_time": sequence.send_policy.send_time or ""},
+        "steps": [{"step_id": str(s.step_id), "channel": s.channel.value,
+                   "subject": s.subject or "", "body": s.body, "wait_days": str(s.wait_days)}
+                  for s in sequence.steps],
+    }
+
+
+def _new_draft(request: Request, user) -> dict[str, Any]:
+    return {"name": "", "purpose": "", "sender_name": user.name, "sender_email": user.email,
+            "timezone": user.timezone or "Asia/Seoul", "language": texts_for(request).language,
+            "send_policy": {"mode": "send_time", "send_time": "09:00"},
+            "steps": [_blank_step(True)]}
+
+
+_ACTION = re.compile(r"^(save|add_step|remove|up|down)(?::(\d{1,3}))?$")
+
+
+def _apply(action: str, steps: list[dict]) -> str | None:
+    """Apply a button of the form to the steps; the id of what should have the focus after."""
+    found = _ACTION.match(action or "")
+    if not found:
+        return None
+    verb, index = found[1], int(found[2]) if found[2] is not None else None
+    if verb == "add_step":
+        if len(steps) >= MAX_STEPS:
+            return "add-step"
+        steps.append(_blank_step(not steps))
+        return f"f-steps-{len(steps) - 1}-channel"
+    if index is None or not 0 <= index < len(steps):
+        return None
+    if verb == "remove":
+        steps.pop(index)
+        return f"step-{min(index, len(steps) - 1)}-title" if steps else "add-step"
+    target = index - 1 if verb == "up" else index + 1
+    if not 0 <= target < len(steps):
+        return f"step-{index}-title"
+    steps[index], steps[target] = steps[target], steps[index]
+    return f"step-{target}-title"
+
+
+def _steps_body(steps: list[dict]) -> list[dict]:
+    """The steps as the contract takes them: a subject only on email steps (a hidden subject
+    field of an SMS step is not the user's meaning), blanks as absent, ids kept."""
+    body = []
+    for step in steps:
+        item = {"channel": step["channel"], "body": step["body"],
+                "wait_days": step["wait_days"].strip()}
+        if step["channel"] == "email" and step["subject"].strip():
+            item["subject"] = step["subject"]
+        if step["step_id"]:
+            item["step_id"] = step["step_id"]
+        body.append(item)
+    return body
+
+
+def _definition_body(draft: dict) -> dict:
+    policy = draft["send_policy"]
+    send_policy: dict[str, Any] = {"mode": policy["mode"]}
+    if policy["mode"] != "as_soon_as_due":
+        send_policy["send_time"] = policy["send_time"].strip() or None
+    return {
+        "name": draft["name"].strip(), "purpose": draft["purpose"].strip() or None,
+        "sender_name": draft["sender_name"].strip(), "sender_email": draft["sender_email"].strip(),
+        "timezone": draft["timezone"].strip(), "language": draft["language"] or "en",
+        "send_policy": send_policy, "steps": _steps_body(draft["steps"]),
+    }
+
+
+# --- refusals in the reader's words, next to the field they are about ---------------------------
+
+_UNKNOWN_VARIABLE = re.compile(r"unknown merge variable \{\{(?P<name>.*)\}\} at position "
+                               r"(?P<position>\d+)")
+# (field pattern, message pattern) -> our message; the field may be moved (None: keep it)
+_KNOWN = [
+    (r"steps\[\d+\]\.(body|subject)", _UNKNOWN_VARIABLE,
+     N_("Unknown variable {{%(name)s}} at position %(position)s: use {{고객명}}, {{회사명}},"
+        " {{직함}} or {{담당자명}}.")),
+    (r".*", re.compile(r"must be a single line"), N_("One line only, without line breaks.")),
+    (r"steps", re.compile(r"first email step needs a subject"),
+     N_("The first email step needs a subject: it starts the email thread.")),
+    (r"send_policy", re.compile(r"send_time \(HH:MM\) is required"),
+     N_("Enter a send time, or choose “As soon as due”.")),
+    (r"send_policy\.send_time", re.compile(r"should match pattern"),
+     N_("Enter a time as HH:MM, e.g. 09:30.")),
+    (r"timezone", re.compile(r"unknown timezone"),
+     N_("Unknown timezone: choose one from the list, e.g. Asia/Seoul.")),
+    (r"sender_email", re.compile(r"not a valid email address"), N_("Enter an email address.")),
+    (r"steps", re.compile(r"at least 1 item"), N_("Add at least one step.")),
+    (r"steps\[\d+\]\.channel", re.compile(r"Input should be"),
+     N_("Choose email, SMS or call.")),
+    (r"send_policy\.mode", re.compile(r"Input should be"),
+     N_("Choose a send time or “As soon as due”.")),
+    (r"language", re.compile(r"Input should be"), N_("Choose Korean or English.")),
+    # the service's refusals of a change
+    (r".*", re.compile(r"the sequence is archived"),
+     N_("This sequence is archived: its steps can no longer be changed.")),
+    (r".*", re.compile(r"changed by someone else meanwhile"),
+     N_("Someone changed this sequence meanwhile: reload the page and make your change again.")),
+]
+_REQUIRED = N_("This field is required.")
+
+
+def _moved(field: str, message: str, body: dict) -> str:
+    """A rule about the whole list or policy, shown at the field the user fixes."""
+    if field == "steps" and "first email step" in message:
+        first = next((i for i, s in enumerate(body.get("steps", [])) if s["channel"] == "email"), 0)
+        return f"steps[{first}].subject"
+    if field == "send_policy" and "send_time" in message:
+        return "send_policy.send_time"
+    return field
+
+
+def _ours(field: str, message: str, gettext) -> str | None:
+    for field_pattern, message_pattern, ours in _KNOWN:
+        if re.fullmatch(field_pattern, field) and (found := message_pattern.search(message)):
+            return str(gettext(ours)) % found.groupdict()
+    return None
+
+
+def builder_errors(error: ValidationError, body: dict, gettext, prefix: str = "") -> dict:
+    """The contract's refusal of the form: `{field: message}` in the reader's language."""
+    baseline = forms.validation_errors(error, gettext)
+    problem = rpc.problem_from_validation(error)
+    found: dict[str, str] = {}
+    for detail, field_error in zip(error.errors(), problem.errors):
+        field = prefix + field_error.field
+        text = _ours(field_error.field, field_error.message, gettext)
+        if text is None and detail["type"] in ("string_too_short", "too_short") and (
+                detail.get("ctx") or {}).get("min_length") == 1:
+            text = str(gettext(_REQUIRED))  # an empty field, as the reader sees it
+        if text is None:
+            text = baseline.get(field_error.field, field_error.message)
+        found.setdefault(_moved(field, field_error.message, body), text)
+    return found
+
+
+def service_errors(problem: Problem, body: dict, gettext) -> dict:
+    """A service's refusal (in English) as ours where we know it, else as it came."""
+    found: dict[str, str] = {}
+    for field, message in forms.errors_of(problem).items():
+        where = field if field in ("", "steps") or field.startswith(("steps[", "send_policy")) \
+            or field in SETTINGS else ""
+        found.setdefault(_moved(where, message, body), _ours(where, message, gettext) or message)
+    return found
+
+
+# --- the pages ----------------------------------------------------------------------------------
+
+def _builder(request: Request, *, draft: dict, sequence: SequenceView | None = None,
+             errors: dict | None = None, focus: str | None = None, status_code: int = 200):
+    """The builder page, or only its form when htmx posted it."""
+    partial = request.headers.get("hx-request") == "true" and request.method == "POST"
+    saved = {str(s.step_id) for s in sequence.steps} if sequence else set()
+    return render(request, "builder/_form.html" if partial else "builder/page.html",
+                  status_code=status_code, draft=draft, sequence=sequence, errors=errors or {},
+                  focus=focus, timezones=TIMEZONES, variables=VARIABLES, channels=CHANNELS,
+                  saved_steps=saved, max_steps=MAX_STEPS)
+
+
+def _saved(request: Request, location: str):
+    if request.headers.get("hx-request") == "true":
+        return HTMLResponse("", headers={"HX-Redirect": location})
+    return RedirectResponse(location, status_code=303)
+
+
+async def _sequence(request: Request, sequence_id: uuid.UUID) -> SequenceView:
+    return SequenceView.model_validate(await ask(request, c.GetSequence, sequence_id=sequence_id))
+
+
+@router.get("/sequences/new")
+async def new_sequence(request: Request, user: SignedIn):
+    return _builder(request, draft=_new_draft(request, user))
+
+
+@router.post("/sequences/new")
+async def new_sequence_submit(request: Request, user: SignedIn):
+    form = await request.form()
+    draft = _draft(form.multi_items())
+    action = _text(form.get("action"))
+    if action != "save":
+        focus = _apply(action, draft["steps"])
+        return _builder(request, draft=draft, focus=focus)
+    gettext = texts_for(request).gettext
+    body = _definition_body(draft)
+    try:
+        definition = c.SequenceDefinition.model_validate(body)
+    except ValidationError as error:
+        return _builder(request, draft=draft, errors=builder_errors(error, body, gettext),
+                        focus="builder-errors", status_code=422)
+    try:
+        created = await ask(request, c.CreateSequence, **definition.model_dump())
+    except ProblemError as refused:
+        if refused.problem.status not in (409, 422):
+            raise
+        return _builder(request, draft=draft, status_code=422, focus="builder-errors",
+                        errors=service_errors(refused.problem, body, gettext))
+    return _saved(request, f"/sequences/{created['id']}")
+
+
+@router.get("/sequences/{sequence_id}/edit")
+async def edit_sequence(request: Request, user: SignedIn, sequence_id: uuid.UUID):
+    sequence = await _sequence(request, sequence_id)
+    return _builder(request, draft=_draft_of(sequence), sequence=sequence)
+
+
+@router.post("/sequences/{sequence_id}/edit")
+async def edit_sequence_submit(request: Request, user: SignedIn, sequence_id: uuid.UUID):
+    sequence = await _sequence(request, sequence_id)
+    form = await request.form()
+    # only the steps change: the settings shown are the saved ones, whatever was posted
+    draft = {**_draft_of(sequence), "steps": _draft(form.multi_items())["steps"]}
+    action = _text(form.get("action"))
+    if action != "save":
+        return _builder(request, draft=draft, sequence=sequence,
+                        focus=_apply(action, draft["steps"]))
+    gettext = texts_for(request).gettext
+    body = {"steps": _steps_body(draft["steps"])}
+    try:
+        steps = c.StepsRequest.model_validate(body).steps
+    except ValidationError as error:
+        return _builder(request, draft=draft, sequence=sequence, focus="builder-errors",
+                        errors=builder_errors(error, body, gettext), status_code=422)
+    try:
+        await ask(request, c.ChangeSequenceSteps, sequence_id=sequence_id, steps=steps)
+    except ProblemError as refused:
+        if refused.problem.status not in (409, 422):
+            raise
+        return _builder(request, draft=draft, sequence=sequence, status_code=422,
+                        focus="builder-errors",
+                        errors=service_errors(refused.problem, body, gettext))
+    return _saved(request, f"/sequences/{sequence_id}")
+
+
+# --- preview and send test to me ----------------------------------------------------------------
+
+_MAILER_CATCH_UP = 5.0  # seconds: the mailer learns of new steps from their event a moment later
+
+
+async def _preview(request: Request, sequence_id: uuid.UUID, step_id: uuid.UUID,
+                   contact_id: uuid.UUID | None) -> StepPreview:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _MAILER_CATCH_UP
+    while True:
+        try:
+            return StepPreview.model_validate(await ask(
+                request, c.PreviewStep, sequence_id=sequence_id, step_id=step_id,
+                contact_id=contact_id))
+        except ProblemError as refused:
+            fields = [e.field for e in refused.problem.errors]
+            if refused.problem.status != 404 or fields != ["step_id"] or loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def _preview_page(request: Request, sequence_id: uuid.UUID, step_id: uuid.UUID,
+                        contact_id: uuid.UUID | None, q: str | None, status_code: int = 200,
+                        sent_to: str | None = None, error: str | None = None):
+    sequence = await _sequence(request, sequence_id)
+    index, step = next(((i, s) for i, s in enumerate(sequence.steps) if s.step_id == step_id),
+                       (None, None))
+    if step is None or step.channel != "email":
+        return error_page(request, 404)
+    contacts = ContactPage.model_validate(await ask(
+        request, c.ListContacts, q=q or None, page=c.Page(limit=CONTACTS_SHOWN)))
+    preview = await _preview(request, sequence_id, step_id, contact_id)
+    chosen = next((p for p in contacts.items if p.contact_id == contact_id), None)
+    partial = request.headers.get("hx-request") == "true"
+    return render(request, "builder/_preview.html" if partial else "builder/preview.html",
+                  status_code=status_code, sequence=sequence, step=step, index=index,
+                  preview=preview, contacts=contacts, contact_id=contact_id, chosen=chosen,
+                  q=q or "", sent_to=sent_to, error=error)
+
+
+Q = Annotated[str | None, Query(max_length=200)]
+
+
+@router.get("/sequences/{sequence_id}/steps/{step_id}/preview")
+async def preview_step(request: Request, user: SignedIn, sequence_id: uuid.UUID,
+                       step_id: uuid.UUID, q: Q = None, contact_id: str | None = None):
+    return await _preview_page(request, sequence_id, step_id, _contact(contact_id), q)
+
+
+def _contact(value: str | None) -> uuid.UUID | None:
+    """A chosen contact; none (the sample contact) when blank."""
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ProblemError(Problem(status=404, title="Not found")) from None
+
+
+@router.post("/sequences/{sequence_id}/steps/{step_id}/test")
+async def send_test(request: Request, user: SignedIn, sequence_id: uuid.UUID,
+                    step_id: uuid.UUID, contact_id: Annotated[str, Form(max_length=100)] = "",
+                    q: Annotated[str, Form(max_length=200)] = ""):
+    """Send test to me: to the signed-in user's own address; no enrollment changes. The
+    builder's form may post here as a whole (its other fields are not read)."""
+    chosen = _contact(contact_id)
+    await _preview(request, sequence_id, step_id, chosen)  # the mailer knows the step
+    try:
+        await ask(request, c.SendTestEmail, sequence_id=sequence_id, step_id=step_id,
+                  to=user.email, contact_id=chosen)
+    except ProblemError as refused:
+        if refused.problem.status != 422:
+            raise
+        message = N_("Not sent: a variable of this email has no value for this contact and no"
+                     " fallback.")
+        return await _preview_page(request, sequence_id, step_id, chosen, q, status_code=422,
+                                   error=str(texts_for(request).gettext(message)))
+    return await _preview_page(request, sequence_id, step_id, chosen, q, sent_to=user.email)

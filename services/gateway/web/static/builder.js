@@ -1,0 +1,45 @@
+// The sequence builder, made nicer by script (it works without): the subject shows only on
+// email steps, variable buttons insert at the cursor, and a refused form (422) swaps in with
+// its errors instead of being dropped by htmx.
+(function () {
+  "use strict";
+  function showSubjects(root) {
+    (root || document).querySelectorAll("[data-step]").forEach(function (step) {
+      var channel = step.querySelector("[data-channel]");
+      var subject = step.querySelector("[data-subject]");
+      if (channel && subject) subject.hidden = channel.value !== "email";
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { showSubjects(); });
+  document.addEventListener("htmx:load", function (event) { showSubjects(event.detail.elt); });
+  document.addEventListener("change", function (event) {
+    if (event.target.matches("[data-channel]")) showSubjects(event.target.closest("form"));
+  });
+  // the field a variable goes into: the step's subject or message, whichever was used last
+  document.addEventListener("focusin", function (event) {
+    var step = event.target.closest("[data-step]");
+    if (step && event.target.matches("textarea, [data-subject] input")) step.lastField = event.target;
+  });
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-insert]");
+    if (!button) return;
+    var step = button.closest("[data-step]");
+    var field = (step.lastField && step.lastField.isConnected && !step.lastField.closest("[hidden]"))
+      ? step.lastField : step.querySelector("[data-body]");
+    var fallback = step.querySelector("[data-fallback]");
+    var text = "{{" + button.getAttribute("data-insert")
+      + (fallback && fallback.value.trim() ? "|" + fallback.value.trim() : "") + "}}";
+    var start = field.selectionStart != null ? field.selectionStart : field.value.length;
+    var end = field.selectionEnd != null ? field.selectionEnd : start;
+    field.setRangeText(text, start, end, "end");
+    field.dispatchEvent(new Event("input", { bubbles: true }));
+    field.focus();
+  });
+  // htmx leaves 4xx answers out; a form marked data-swap-422 shows its refusal in place
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    if (event.detail.xhr.status === 422 && event.detail.elt.closest("[data-swap-422]")) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
+})();
