@@ -37,7 +37,9 @@
   });
   // htmx leaves 4xx answers out; a form marked data-swap-422 shows its refusal in place
   document.addEventListener("htmx:beforeSwap", function (event) {
-    if (event.detail.xhr.status === 422 && event.detail.elt.closest("[data-swap-422]")) {
+    // (detail.elt is the swap's target here; the element that asked is the request's)
+    var asker = (event.detail.requestConfig && event.detail.requestConfig.elt) || event.detail.elt;
+    if (event.detail.xhr.status === 422 && asker && asker.closest("[data-swap-422]")) {
       event.detail.shouldSwap = true;
       event.detail.isError = false;
     }
