@@ -24,7 +24,7 @@ import time
 from importlib.metadata import version
 from typing import Awaitable, Callable
 
-from bench import append, common, reply_latency
+from bench import app_pages, append, common, reply_latency
 from bench import enrollment, mailer, memory, scheduler
 from bench.common import Result
 
@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, Callable[[bool], Awaitable[list[Result]]]] = {
     "mailer": mailer.run,
     "enrollment": enrollment.run,
     "memory": memory.run,
+    "app_pages": app_pages.run,
 }
 
 

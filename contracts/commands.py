@@ -11,11 +11,12 @@ from datetime import datetime
 from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from contracts.subjects import command_subject, query_subject
 from contracts.values import (
     DEFAULT_LANGUAGE,
+    Email,
     Label,
     Language,
     Labels,
@@ -67,7 +68,7 @@ class SequenceDefinition(BaseModel):
     name: Name
     purpose: Annotated[str, Field(max_length=2000)] | None = None
     sender_name: Name
-    sender_email: EmailStr
+    sender_email: Email
     timezone: TimezoneName
     send_policy: SendPolicy
     steps: Steps
@@ -112,7 +113,7 @@ class ContactFields(BaseModel):
     company: ShortText = ""
     job_title: ShortText = ""
     owner_name: ShortText = ""
-    email: EmailStr
+    email: Email
     phone: Phone = ""
     status: Annotated[SingleLine, Field(max_length=50)] = ""
     tags: Labels = []
@@ -132,7 +133,7 @@ class ContactChanges(BaseModel):
     company: ShortText | None = None
     job_title: ShortText | None = None
     owner_name: ShortText | None = None
-    email: EmailStr | None = None
+    email: Email | None = None
     phone: Phone | None = None
     status: Annotated[SingleLine, Field(max_length=50)] | None = None
     tags: Labels | None = None
@@ -207,13 +208,30 @@ class StopEnrollment(Command):
 # --- scheduler: queries ------------------------------------------------------------------------
 
 
+EARLIEST_START = datetime(2000, 1, 1)
+LATEST_START = datetime(2200, 1, 1)
+
+
+def _sane_start(value: datetime) -> datetime:
+    """Refuse a start far outside any real enrollment (a number is read as a Unix time, so
+    `-6955913339` would be 1749). Compared as written, offset aside: the bound is loose anyway,
+    and converting a year-9999 value to UTC could overflow."""
+    if not EARLIEST_START <= value.replace(tzinfo=None) < LATEST_START:
+        raise ValueError(f"must be from {EARLIEST_START:%Y-%m-%d} up to {LATEST_START:%Y-%m-%d}")
+    return value
+
+
+ScheduleStart = Annotated[datetime, AfterValidator(_sane_start)]
+
+
 class PreviewSchedule(Query):
     """When each step would go out for someone enrolled at `start` (default: now), if every
-    step completes when it goes out. A `start` without offset is read in the sequence's zone."""
+    step completes when it goes out. A `start` without offset is read in the sequence's zone;
+    it must be from 2000-01-01 up to 2200-01-01."""
 
     service: ClassVar[str] = "scheduler"
     sequence_id: uuid.UUID
-    start: datetime | None = None
+    start: ScheduleStart | None = None
 
 
 # --- enrollment service: queries --------------------------------------------------------------
@@ -254,12 +272,39 @@ class ListEnrollments(Query):
     page: Page = Page()
 
 
+class GetStepStats(Query):
+    """Per step of a sequence: how many enrollees it reached (sent, or done for a task), opened,
+    replied to and bounced on (a reply or bounce counts for the last step the enrollee got)."""
+
+    service: ClassVar[str] = "enrollment"
+    sequence_id: uuid.UUID
+
+
+class PreviewSegment(Query):
+    """What `EnrollSegment` with the same fields would do now, without enrolling anyone: how
+    many would be enrolled, skipped as already active, excluded as opted out, ..."""
+
+    service: ClassVar[str] = "enrollment"
+    sequence_id: uuid.UUID
+    segment: Segment
+    reenroll: bool = False
+
+
 class ListContacts(Query):
     service: ClassVar[str] = "enrollment"
     q: Annotated[SingleLine, Field(max_length=200)] | None = None  # in name, company or email
     status: Annotated[SingleLine, Field(max_length=50)] | None = None
     tag: Label | None = None
     list: Label | None = None
+    page: Page = Page()
+
+
+class ListContactEnrollments(Query):
+    """Every enrollment of one contact, in every sequence, the latest first (the contact
+    card)."""
+
+    service: ClassVar[str] = "enrollment"
+    contact_id: uuid.UUID
     page: Page = Page()
 
 
@@ -287,7 +332,7 @@ class GetMailboxHealth(Query):
     """The state of the sender mailboxes the thread-watcher reads, of these addresses."""
 
     service: ClassVar[str] = "thread-watcher"
-    addresses: Annotated[list[EmailStr], Field(max_length=1000)]
+    addresses: Annotated[list[Email], Field(max_length=1000)]
 
 
 class ListSenderAddresses(Query):
@@ -376,7 +421,7 @@ class SendTestEmail(Command):
     service: ClassVar[str] = "mailer"
     sequence_id: uuid.UUID
     step_id: uuid.UUID
-    to: EmailStr
+    to: Email
     contact_id: uuid.UUID | None = None
 
 
@@ -413,7 +458,7 @@ class NewApiKeyRequest(BaseModel):
 
 class NewUserRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    email: EmailStr
+    email: Email
     name: Annotated[SingleLine, Field(max_length=200)] = ""
 
 

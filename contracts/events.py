@@ -13,12 +13,13 @@ import uuid
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import EmailStr, Field
+from pydantic import Field
 
 from contracts.base import Event, register
 from contracts.values import (
     DEFAULT_LANGUAGE,
     Channel,
+    Email,
     Language,
     SendPolicy,
     SingleLine,
@@ -39,7 +40,7 @@ class SequenceCreated(SequenceEvent):
     name: SingleLine
     purpose: str | None = None
     sender_name: SingleLine
-    sender_email: EmailStr
+    sender_email: Email
     timezone: TimezoneName
     send_policy: SendPolicy
     steps: list[Step] = Field(min_length=1)
@@ -76,7 +77,7 @@ class ContactCreated(ContactEvent):
     company: SingleLine = ""
     job_title: SingleLine = ""
     owner_name: SingleLine = ""
-    email: EmailStr
+    email: Email
     phone: SingleLine = ""
     status: SingleLine = ""
     tags: list[str] = []
@@ -174,7 +175,7 @@ class EmailSent(DeliveryEvent):
     step_id: uuid.UUID
     step_index: int = Field(ge=0)
     message_id: str
-    recipient: EmailStr
+    recipient: Email
     subject: str
     sent_at: datetime
     in_reply_to: str | None = None

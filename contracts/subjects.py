@@ -19,6 +19,12 @@ QUERIES_ROOT = "seq.queries"
 # Key-value bucket of the gateway's Idempotency-Key responses (kept a day).
 IDEMPOTENCY_BUCKET = "SEQUENCES_IDEMPOTENCY"
 
+# The web app's CSV imports, readable by any gateway replica: the uploaded files between the
+# mapping step and the import (an object store), and each import's progress and report (a
+# key-value bucket). Both expire: they are working copies, not business state.
+IMPORT_FILES_BUCKET = "SEQUENCES_WEB_IMPORT_FILES"
+IMPORT_PROGRESS_BUCKET = "SEQUENCES_WEB_IMPORTS"
+
 # Key-value bucket holding the offset of the adjustable clock (tests and the dev stack only).
 CLOCK_BUCKET = "SEQUENCES_CLOCK"
 CLOCK_OFFSET_KEY = "offset_seconds"

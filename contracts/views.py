@@ -9,6 +9,7 @@ from enum import StrEnum
 from pydantic import BaseModel
 
 from contracts.values import Language, SendPolicy, Step
+from sequences.i18n import N_
 
 
 class EnrollmentStatus(StrEnum):
@@ -59,6 +60,7 @@ class EnrollmentView(BaseModel):
     contact_id: uuid.UUID
     contact_name: str
     contact_email: str
+    contact_company: str = ""
     status: EnrollmentStatus
     current_step: int  # steps completed so far: the index of the next step (the count when done)
     sends: int
@@ -78,6 +80,18 @@ class EnrollmentPage(BaseModel):
     next_cursor: str | None
 
 
+class ContactEnrollmentView(EnrollmentView):
+    """An enrollment as the contact card shows it: with its sequence's name and state."""
+
+    sequence_name: str
+    sequence_state: str  # live | paused | archived
+
+
+class ContactEnrollmentPage(BaseModel):
+    items: list[ContactEnrollmentView]
+    next_cursor: str | None
+
+
 class ContactPage(BaseModel):
     items: list[ContactView]
     next_cursor: str | None
@@ -94,6 +108,36 @@ class BulkEnrollmentResult(BaseModel):
     skipped_ended: int  # an earlier enrollment ended and `reenroll` was not asked for
     excluded_opted_out: int
     refused_bounced: int  # their address bounced before and has not changed
+
+
+# Why a contact was not enrolled: the `detail` of the 409 answer to `EnrollContact`, keyed as
+# the counts of `BulkEnrollmentResult` (clients may tell refusals apart by these texts). In the
+# catalogs (N_): the web app shows them in the reader's language.
+ENROLLMENT_REFUSALS = {
+    "skipped_active": N_("the contact is already active in this sequence"),
+    "skipped_ended": N_("the contact's earlier enrollment in this sequence ended;"
+                        " send reenroll: true to enroll again"),
+    "excluded_opted_out": N_("the contact opted out"),
+    "refused_bounced": N_("mail to this address bounced; change the contact's email first"),
+}
+
+
+class StepStats(BaseModel):
+    step_id: uuid.UUID
+    step_index: int  # its position in the sequence now
+    channel: str
+    sent: int  # enrollees who got this step (an email sent, or the task done or skipped)
+    opened: int  # of those emails, how many were opened at least once
+    opens: int  # pixel loads, all of them
+    replied: int  # replied after this step was their last
+    bounced: int  # bounced after this step was their last
+
+
+class SequenceStepStats(BaseModel):
+    """Per step of the sequence as it is now, in order (a removed step's counts are gone)."""
+
+    sequence_id: uuid.UUID
+    steps: list[StepStats]
 
 
 class ImportResult(BaseModel):

@@ -71,5 +71,6 @@ def _by_language(preferred: list[str]) -> str:
     return DEFAULT_LANGUAGE
 
 
+@functools.cache
 def locale(language: str) -> Locale:
     return Locale.parse(language if language in LANGUAGES else DEFAULT_LANGUAGE)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import subprocess
 import sys
 import time
 import uuid
 from typing import Awaitable, Callable, TypeVar
 
+from sequences.devstack import stack as stack_module
 from sequences.devstack.stack import StackConfig
 
 T = TypeVar("T")
@@ -76,14 +76,7 @@ async def nothing_pending(database_url: str, enrollment_id: str) -> None:
 
 # --- the web app ------------------------------------------------------------------------------
 
-_CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-def csrf_token_in(html: str) -> str:
-    """The CSRF token a page's forms carry (every form of one page carries the same)."""
-    found = _CSRF_FIELD.search(html)
-    assert found, "the page has no form with a csrf_token"
-    return found.group(1)
+csrf_token_in = stack_module.csrf_token_in  # (tests import it from here)
 
 
 @contextlib.asynccontextmanager
@@ -92,15 +85,29 @@ async def web_client(stack, email: str | None = None, password: str | None = Non
     """A browser-like HTTP client signed in to the app (the dev workspace's user by default):
     `async with web_client(stack) as browser: ...`. `browser.csrf` is the session's token, for
     posting forms: `await browser.post(url, data={"csrf_token": browser.csrf, ...})`."""
-    import httpx
-
-    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30.0,
-                                 headers={"Accept-Language": language}) as client:
-        page = await client.get("/sign-in")
-        answer = await client.post("/sign-in", data={
-            "email": email or stack.workspace["user_email"],
-            "password": password or stack.workspace["password"],
-            "csrf_token": csrf_token_in(page.text), "next": "/campaigns"})
-        assert answer.status_code == 303, f"sign-in refused: {answer.status_code}"
-        client.csrf = csrf_token_in((await client.get("/campaigns")).text)
+    client = await stack.web_session(email, password, language)
+    try:  # (not `async with`: httpx refuses to open a client that has sent requests already)
         yield client
+    finally:
+        await client.aclose()
+
+async def drop_reply(stack, message_id: str, text: str) -> str:
+    """A customer's answer to a captured email, dropped into the dev stack's mailbox (what
+    `sequences mail drop-reply` does for a person trying the app); returns its output."""
+    dropped = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sequences.cli", "mail", "drop-reply", "--message-id",
+        message_id, "--text", text, "--data-dir", str(stack.config.data_dir),
+        stdout=asyncio.subprocess.PIPE)
+    output, _ = await dropped.communicate()
+    assert dropped.returncode == 0, output.decode()
+    return output.decode()
+
+
+async def rebuild_projections(stack) -> str:
+    """`sequences projections rebuild` against the stack; returns its progress output."""
+    rebuild = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sequences.cli", "projections", "rebuild",
+        env={**os.environ, **stack.env()}, stderr=asyncio.subprocess.PIPE)
+    _, progress = await rebuild.communicate()
+    assert rebuild.returncode == 0, progress.decode()
+    return progress.decode()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -93,6 +94,27 @@ class Stack:
         request must carry is added here only."""
         return httpx.AsyncClient(base_url=self.gateway_url, timeout=timeout,
                                  headers=self.api_headers)
+
+    async def web_session(self, email: str | None = None, password: str | None = None,
+                          language: str = "en") -> httpx.AsyncClient:
+        """An HTTP client signed in to the web app as a browser would be (the dev workspace's
+        user by default), for tests and benchmarks of the pages; close it when done.
+        `client.csrf` is the session's token, for posting forms."""
+        client = httpx.AsyncClient(base_url=self.gateway_url, timeout=30.0,
+                                   headers={"Accept-Language": language})
+        try:
+            page = await client.get("/sign-in")
+            answer = await client.post("/sign-in", data={
+                "email": email or self.workspace["user_email"],
+                "password": password or self.workspace["password"],
+                "csrf_token": csrf_token_in(page.text), "next": "/campaigns"})
+            if answer.status_code != 303:
+                raise RuntimeError(f"sign-in refused: {answer.status_code}")
+            client.csrf = csrf_token_in((await client.get("/campaigns")).text)
+        except BaseException:
+            await client.aclose()
+            raise
+        return client
 
     def _secret(self) -> str:
         """A random signing secret made once per data directory, so links stay valid across
@@ -262,6 +284,17 @@ class Stack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+_CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token_in(html: str) -> str:
+    """The CSRF token a page's forms carry (every form of one page carries the same)."""
+    found = _CSRF_FIELD.search(html)
+    if found is None:
+        raise RuntimeError("the page has no form with a csrf_token")
+    return found.group(1)
 
 
 def _label(name: str, replica: int) -> str:

@@ -4,6 +4,7 @@ chunks. Used alike by `POST /v1/contacts/import` and `sequences contacts import`
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import uuid
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 
 from contracts.commands import ContactFields, ImportContacts
 from contracts.views import ImportReport, RowError
+from sequences.i18n import N_
 from sequences.messaging import rpc
 
 MAX_IMPORT_BYTES = 50 * 1024 * 1024
@@ -28,23 +30,31 @@ DEFAULT_HEADERS = {
     "전화번호": "phone", "휴대폰": "phone", "상태": "status", "태그": "tags", "리스트": "lists",
 }
 _LIST_FIELDS = ("tags", "lists")
+EMPTY_FILE = N_("the file is empty: a header line is needed")
 
 
 class ImportFileError(Exception):
-    """The file as a whole is unusable (encoding, header, mapping): nothing is imported."""
+    """The file as a whole is unusable (encoding, header, mapping): nothing is imported.
+    `message % values` is the English text; `message` is in the catalogs, so the web app
+    shows it in the reader's language."""
 
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
+    def __init__(self, field: str, message: str, **values):
+        super().__init__(message % values if values else message)
         self.field = field
+        self.message = message
+        self.values = values
 
 
 def decode(data: bytes) -> str:
+    if b"\x00" in data[:65536]:  # text files have no NUL bytes; images, zips, .xlsx do
+        raise ImportFileError("file", N_("this is not a CSV file: it holds binary data"
+                                         " (save a spreadsheet as CSV first)"))
     for encoding in ("utf-8-sig", "cp949"):
         try:
             return data.decode(encoding)
         except UnicodeDecodeError:
             continue
-    raise ImportFileError("file", "the file is neither UTF-8 nor CP949 (EUC-KR) text")
+    raise ImportFileError("file", N_("the file is neither UTF-8 nor CP949 (EUC-KR) text"))
 
 
 class ParsedFile:
@@ -57,7 +67,7 @@ class ParsedFile:
         self._reader = csv.reader(io.StringIO(text, newline=""))
         header = next(self._reader, None)
         if not header:
-            raise ImportFileError("file", "the file is empty: a header line is needed")
+            raise ImportFileError("file", EMPTY_FILE)
         self._width = len(header)
         self._columns = _columns([h.strip() for h in header], mapping or {})
         self.failed: list[RowError] = []
@@ -106,18 +116,22 @@ def parse(text: str, mapping: dict[str, str] | None = None) -> ParsedFile:
 
 
 def _columns(header: list[str], mapping: dict[str, str]) -> dict[int, str]:
-    """Column index -> contact field, from the mapping given, else the known header names."""
+    """Column index -> contact field, from the mapping given (an empty field: the column is
+    not imported), else the known header names."""
     for target in mapping.values():
-        if target not in FIELDS:
-            raise ImportFileError("mapping", f"unknown field {target!r}; fields: {', '.join(FIELDS)}")
+        if target and target not in FIELDS:
+            raise ImportFileError("mapping", N_("unknown field %(target)r; fields: %(fields)s"),
+                                  target=target, fields=", ".join(FIELDS))
     for column in mapping:
         if column not in header:
-            raise ImportFileError("mapping", f"no column {column!r} in the header")
-    columns = {i: mapping.get(name) or DEFAULT_HEADERS.get(name) for i, name in enumerate(header)}
+            raise ImportFileError("mapping", N_("no column %(column)r in the header"),
+                                  column=column)
+    columns = {i: mapping[name] if name in mapping else DEFAULT_HEADERS.get(name)
+               for i, name in enumerate(header)}
     columns = {i: f for i, f in columns.items() if f}
     if "email" not in columns.values():
-        raise ImportFileError("mapping", "no column maps to email (name it 'email' or '이메일',"
-                                         " or map it)")
+        raise ImportFileError("mapping", N_("no column maps to email (name it 'email' or"
+                                            " '이메일', or map it)"))
     return columns
 
 
@@ -139,15 +153,35 @@ async def import_contacts(
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> ImportReport:
     """Send the rows a chunk at a time as they are read; each chunk is upserted in one
-    transaction. `progress(lines read, lines in the file)` after each."""
+    transaction. `progress(lines read, lines in the file)` after each.
+
+    The next chunk is read and validated while the service writes the one before: a chunk is
+    sent before the answer to the previous one is awaited, so the service always has the next
+    one waiting (it answers one command of a kind at a time, in order) and no more than two
+    chunks are held. A refused chunk stops the import with its problem; the chunk sent after it
+    may have been written too (every chunk is its own transaction, as before: repeating the
+    import is safe, it upserts by email)."""
     totals = {"created": 0, "updated": 0, "unchanged": 0}
-    for rows in parsed.chunks():
-        reply = await rpc.request(nc, ImportContacts(workspace_id=workspace_id, rows=rows),
-                                  timeout=120)
+
+    async def counted(answer: asyncio.Future) -> None:
+        reply = await answer
         if reply.problem is not None:
             raise rpc.Rejected(reply.problem.status, reply.problem.detail or reply.problem.title)
         for key in totals:
             totals[key] += reply.result[key]
-        progress(parsed.lines_read - 1, max(parsed.lines, parsed.lines_read - 1))
+
+    in_flight: asyncio.Future | None = None
+    try:
+        for rows in parsed.chunks():
+            previous, in_flight = in_flight, asyncio.ensure_future(rpc.request(
+                nc, ImportContacts(workspace_id=workspace_id, rows=rows), timeout=120))
+            if previous is not None:
+                await counted(previous)
+                progress(parsed.lines_read - 1, max(parsed.lines, parsed.lines_read - 1))
+        if in_flight is not None:
+            await counted(in_flight)
+    finally:
+        if in_flight is not None and not in_flight.done():
+            in_flight.cancel()
     progress(parsed.lines_read - 1, parsed.lines_read - 1)
     return ImportReport(**totals, failed=parsed.failed)

@@ -28,6 +28,7 @@ from contracts.commands import (
     CompleteTask,
     ImportContacts,
     OptOutContact,
+    PreviewSegment,
     RetryEnrollment,
     Segment,
     StopEnrollment,
@@ -47,7 +48,7 @@ from contracts.events import (
     SequenceCreated,
     TaskCompleted,
 )
-from contracts.views import BulkEnrollmentResult, Created, ImportResult
+from contracts.views import ENROLLMENT_REFUSALS, BulkEnrollmentResult, Created, ImportResult
 from sequences.bootstrap import Runtime
 from sequences.eventlog.store import Append, Causation, ConcurrencyConflict
 from sequences.messaging.consumer import Delivery, NotReady, Subscription, apply_in
@@ -317,13 +318,21 @@ class EnrollmentCommands:
                     await self._record(conn, appends, cause)
                     appends = []
             await self._record(conn, appends, cause)
-            return BulkEnrollmentResult(
-                enrolled=counts[Admission.enroll],
-                skipped_active=counts[Admission.skipped_active],
-                skipped_ended=counts[Admission.skipped_ended],
-                excluded_opted_out=counts[Admission.excluded_opted_out],
-                refused_bounced=counts[Admission.refused_bounced],
-            )
+            return _bulk_result(counts)
+        return await self._transaction(work)
+
+    async def preview_segment(self, query: PreviewSegment) -> BulkEnrollmentResult:
+        """The counts `enroll_segment` would answer now, from the same candidates and the same
+        admission rule, without writing anything."""
+        async def work(conn):
+            sequence, _ = await self._sequence(conn, query.sequence_id, query.workspace_id)
+            domain.require_live(sequence)
+            where, params = _segment_filter(query.segment)
+            counts = {verdict: 0 for verdict in Admission}
+            for candidate in await self._candidates(conn, query.workspace_id, query.sequence_id,
+                                                    where, params):
+                counts[_admit(candidate, query.reenroll)] += 1
+            return _bulk_result(counts)
         return await self._transaction(work)
 
     async def _candidates(self, conn, workspace_id, sequence_id, where: str, params: dict) -> list:
@@ -467,13 +476,18 @@ class EnrollmentCommands:
                                d.causation)
 
 
-_REFUSALS = {
-    Admission.skipped_active: "the contact is already active in this sequence",
-    Admission.skipped_ended: "the contact's earlier enrollment in this sequence ended;"
-                             " send reenroll: true to enroll again",
-    Admission.excluded_opted_out: "the contact opted out",
-    Admission.refused_bounced: "mail to this address bounced; change the contact's email first",
-}
+_REFUSALS = {verdict: ENROLLMENT_REFUSALS[verdict.value] for verdict in Admission
+             if verdict is not Admission.enroll}
+
+
+def _bulk_result(counts: dict[Admission, int]) -> BulkEnrollmentResult:
+    return BulkEnrollmentResult(
+        enrolled=counts[Admission.enroll],
+        skipped_active=counts[Admission.skipped_active],
+        skipped_ended=counts[Admission.skipped_ended],
+        excluded_opted_out=counts[Admission.excluded_opted_out],
+        refused_bounced=counts[Admission.refused_bounced],
+    )
 
 
 def _admit(candidate, reenroll: bool) -> Admission:

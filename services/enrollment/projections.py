@@ -44,6 +44,7 @@ from contracts.values import steps_json
 from contracts.views import EnrollmentStatus
 from sequences.messaging.consumer import Delivery, Subscription
 from sequences.projections import Projection
+from services.enrollment import search
 
 projector = Subscription(
     "enrollment-projector", ["sequence", "contact", "enrollment", "schedule", "delivery", "task"],
@@ -51,14 +52,17 @@ projector = Subscription(
 )
 PROJECTION = Projection(
     projector, ("enrollment.sequences", "enrollment.contacts", "enrollment.enrollments",
-                "enrollment.email_opens", "enrollment.tasks"),
+                "enrollment.email_opens", "enrollment.tasks", "enrollment.step_completions"),
     # what the API lists and searches by; the handlers find rows by primary key, and
     # enrollments by contact (contact_updated), which must stay
     unread_indexes=("enrollment.sequences_by_creation", "enrollment.contacts_by_creation",
                     "enrollment.contacts_tags", "enrollment.contacts_lists",
-                    "enrollment.contacts_status", "enrollment.enrollments_by_sequence",
-                    "enrollment.enrollments_by_sequence_status", "enrollment.tasks_open_by_owner",
-                    "enrollment.tasks_by_sequence", "enrollment.tasks_by_workspace"),
+                    "enrollment.contacts_status", "enrollment.contacts_search_grams",
+                    "enrollment.enrollments_by_sequence",
+                    "enrollment.enrollments_by_sequence_status",
+                    "enrollment.enrollments_by_sequence_activity", "enrollment.tasks_open_by_owner",
+                    "enrollment.tasks_by_sequence", "enrollment.tasks_by_workspace",
+                    "enrollment.step_completions_by_sequence"),
     rewritten_tables=("enrollment.enrollments",),
 )
 
@@ -124,17 +128,23 @@ async def contacts_created(run: list[EventEnvelope], conn) -> None:
     """Set-based: an import of 100,000 contacts is one statement."""
     await conn.exec_driver_sql(
         "INSERT INTO enrollment.contacts (contact_id, workspace_id, name, company, job_title,"
-        " owner_name, email, phone, status, tags, lists, created_at, updated_at)"
+        " owner_name, email, phone, status, tags, lists, search_grams, created_at, updated_at)"
         " SELECT c.contact_id, c.workspace_id, c.name, c.company, c.job_title, c.owner_name,"
         " c.email, c.phone, c.status, ARRAY(SELECT jsonb_array_elements_text(c.tags)),"
-        " ARRAY(SELECT jsonb_array_elements_text(c.lists)), c.at, c.at"
+        " ARRAY(SELECT jsonb_array_elements_text(c.lists)),"
+        " ARRAY(SELECT jsonb_array_elements_text(c.grams)), c.at, c.at"
         " FROM jsonb_to_recordset(%(rows)b::jsonb) AS c(contact_id uuid, workspace_id uuid,"
         "   name text, company text, job_title text, owner_name text, email text, phone text,"
-        "   status text, tags jsonb, lists jsonb, at timestamptz)",
+        "   status text, tags jsonb, lists jsonb, grams jsonb, at timestamptz)",
         # pydantic-core's encoder: the same JSON as json.dumps, three times faster
         {"rows": pydantic_core.to_json([{**e.data, "at": e.occurred_at,
-                                         "workspace_id": e.workspace_id} for e in run]).decode()},
+                                         "workspace_id": e.workspace_id,
+                                         "grams": _search_grams(e.data)} for e in run]).decode()},
     )
+
+
+def _search_grams(contact: dict) -> list[str]:
+    return search.grams(*(contact.get(field) or "" for field in search.FIELDS))
 
 
 _CONTACT_COLUMNS = ("name", "company", "job_title", "owner_name", "email", "phone", "status",
@@ -145,11 +155,15 @@ _CONTACT_COLUMNS = ("name", "company", "job_title", "owner_name", "email", "phon
 async def contact_updated(event: ContactUpdated, d: Delivery) -> None:
     changes = {k: v for k, v in event.changes.items() if k in _CONTACT_COLUMNS}
     assignments = ", ".join(f"{column} = :{column}" for column in changes)
-    await d.conn.execute(
+    updated = (await d.conn.execute(
         text(f"UPDATE enrollment.contacts SET {assignments}, updated_at = :at"
-             " WHERE contact_id = :id"),
+             " WHERE contact_id = :id RETURNING name, company, email"),
         {**changes, "id": event.contact_id, "at": d.envelope.occurred_at},
-    )
+    )).mappings().first()
+    if updated is not None and changes.keys() & set(search.FIELDS):
+        await d.conn.execute(
+            text("UPDATE enrollment.contacts SET search_grams = :grams WHERE contact_id = :id"),
+            {"grams": _search_grams(updated), "id": event.contact_id})
     if "name" in changes or "email" in changes:
         await d.conn.execute(
             text("UPDATE enrollment.enrollments e SET contact_name = c.name,"
@@ -221,15 +235,29 @@ async def steps_completed(run: list[EventEnvelope], conn) -> None:
         seen["steps"] += 1
         seen["sends"] += e["channel"] == "email"
         seen["at"] = e["completed_at"]
+        seen["last_step"] = e["step_id"]
     await conn.exec_driver_sql(
         "UPDATE enrollment.enrollments e SET current_step = e.current_step + v.steps,"
-        " sends = e.sends + v.sends, last_activity_at = v.at"
+        " sends = e.sends + v.sends, last_activity_at = v.at, last_step_id = v.last_step"
         " FROM unnest(%(ids)b::uuid[], %(steps)b::integer[], %(sends)b::integer[],"
-        "   %(ats)b::timestamptz[]) AS v(id, steps, sends, at)"
+        "   %(ats)b::timestamptz[], %(last_steps)b::uuid[]) AS v(id, steps, sends, at, last_step)"
         " WHERE e.enrollment_id = v.id",
         {"ids": list(per_enrollment), "steps": [v["steps"] for v in per_enrollment.values()],
          "sends": [v["sends"] for v in per_enrollment.values()],
-         "ats": [v["at"] for v in per_enrollment.values()]},
+         "ats": [v["at"] for v in per_enrollment.values()],
+         "last_steps": [v["last_step"] for v in per_enrollment.values()]},
+    )
+    # who got which step (the Steps tab's counts); a step done twice counts once
+    await conn.exec_driver_sql(
+        "INSERT INTO enrollment.step_completions (enrollment_id, step_id, sequence_id,"
+        " workspace_id, channel, completed_at)"
+        " SELECT v.enrollment_id, v.step_id, e.sequence_id, e.workspace_id, v.channel, v.at"
+        " FROM unnest(%(ids)b::uuid[], %(step_ids)b::uuid[], %(channels)b::text[],"
+        "   %(ats)b::timestamptz[]) AS v(enrollment_id, step_id, channel, at)"
+        " JOIN enrollment.enrollments e ON e.enrollment_id = v.enrollment_id"
+        " ON CONFLICT DO NOTHING",
+        {"ids": [e["enrollment_id"] for e in run], "step_ids": [e["step_id"] for e in run],
+         "channels": [e["channel"] for e in run], "ats": [e["completed_at"] for e in run]},
     )
 
 

@@ -13,7 +13,9 @@ from contracts.commands import (
     GetContact,
     GetEnrollment,
     GetSequence,
+    GetStepStats,
     GetTimeline,
+    ListContactEnrollments,
     ListContacts,
     ListEnrollments,
     ListSenderAddresses,
@@ -21,13 +23,17 @@ from contracts.commands import (
     ListTasks,
 )
 from contracts.views import (
+    ContactEnrollmentPage,
+    ContactEnrollmentView,
     ContactPage,
     ContactView,
     EnrollmentPage,
     EnrollmentStatus,
     EnrollmentView,
     SequencePage,
+    SequenceStepStats,
     SequenceView,
+    StepStats,
     TaskPage,
     TaskView,
     Timeline,
@@ -36,6 +42,7 @@ from contracts.views import (
 from sequences.bootstrap import Runtime
 from sequences.messaging.rpc import Rejected
 from sequences.pagination import decode_cursor, page_of
+from services.enrollment import search
 from services.enrollment.timeline import summarize
 
 # sort key of the enrollee table: SQL expression and the type its cursor value is cast to
@@ -46,6 +53,8 @@ _ENROLLEE_SORTS = {
     "contact_name": ("contact_name", "text"),
     "status": ("status", "text"),
 }
+# a contact's columns as the API shows it (not what it is searched by)
+_CONTACT_VIEW = ", ".join(ContactView.model_fields)
 # every stream that tells part of one enrollment's story
 _TIMELINE_CATEGORIES = ("enrollment", "schedule", "delivery", "inbox", "bounce")
 
@@ -104,7 +113,7 @@ class EnrollmentQueries:
 
     async def get_contact(self, query: GetContact) -> ContactView:
         return ContactView(**await self._one(
-            "SELECT * FROM enrollment.contacts"
+            f"SELECT {_CONTACT_VIEW} FROM enrollment.contacts"
             " WHERE contact_id = :id AND workspace_id = :ws AND NOT deleted",
             query.workspace_id, query.contact_id, "contact_id"))
 
@@ -112,27 +121,58 @@ class EnrollmentQueries:
         clauses = ["workspace_id = :ws", "NOT deleted"]
         params = {"ws": query.workspace_id, "limit": query.page.limit + 1}
         if query.q:
-            clauses.append("(name ILIKE :q OR company ILIKE :q OR email ILIKE :q)")
+            # in the name, company or email, ignoring case (services/enrollment/search.py): the
+            # bigrams narrow the rows down by their index, LIKE on the lowered text decides
+            clauses.append("search LIKE lower(:q)")
             params["q"] = f"%{_escape_like(query.q)}%"
+            if (grams := search.query_grams(query.q)) is not None:
+                clauses.append("search_grams @> CAST(:grams AS text[])")
+                params["grams"] = grams
         for column in ("status", "tag", "list"):
             if (value := getattr(query, column)) is not None:
+                # tags and lists: @> is what their GIN indexes answer (= ANY is not)
                 clauses.append(f"{column} = :{column}" if column == "status"
-                               else f":{column} = ANY({column}s)")
+                               else f"{column}s @> ARRAY[CAST(:{column} AS text)]")
                 params[column] = value
         after = _after(query.page.cursor, "(created_at, contact_id)", "timestamptz")
         rows = await self._rows(
-            f"SELECT * FROM enrollment.contacts WHERE {' AND '.join(clauses)} AND {after.sql}"
+            f"SELECT {_CONTACT_VIEW} FROM enrollment.contacts"
+            f" WHERE {' AND '.join(clauses)} AND {after.sql}"
             " ORDER BY created_at, contact_id LIMIT :limit",
             {**params, **after.params},
         )
         rows, cursor = page_of(rows, query.page.limit, lambda r: [r["created_at"], r["contact_id"]])
         return ContactPage(items=[ContactView(**r) for r in rows], next_cursor=cursor)
 
+    async def list_contact_enrollments(self, query: ListContactEnrollments
+                                       ) -> ContactEnrollmentPage:
+        """Every enrollment of one contact in every sequence (the contact card), the latest
+        first, with the sequence's name and state."""
+        await self._one("SELECT 1 FROM enrollment.contacts"
+                        " WHERE contact_id = :id AND workspace_id = :ws AND NOT deleted",
+                        query.workspace_id, query.contact_id, "contact_id")
+        after = _after(query.page.cursor, "(e.enrolled_at, e.enrollment_id)", "timestamptz",
+                       descending=True)
+        rows = await self._rows(
+            "SELECT e.*, s.name AS sequence_name, s.state AS sequence_state"
+            " FROM enrollment.enrollments e"
+            " JOIN enrollment.sequences s ON s.sequence_id = e.sequence_id"
+            f" WHERE e.contact_id = :contact_id AND e.workspace_id = :ws AND {after.sql}"
+            " ORDER BY e.enrolled_at DESC, e.enrollment_id DESC LIMIT :limit",
+            {"contact_id": query.contact_id, "ws": query.workspace_id,
+             "limit": query.page.limit + 1, **after.params},
+        )
+        rows, cursor = page_of(rows, query.page.limit,
+                               lambda r: [r["enrolled_at"], r["enrollment_id"]])
+        return ContactEnrollmentPage(items=[ContactEnrollmentView(**r) for r in rows],
+                                     next_cursor=cursor)
+
     # --- enrollments ------------------------------------------------------------------------
 
     async def get_enrollment(self, query: GetEnrollment) -> EnrollmentView:
-        return EnrollmentView(**await self._one(
-            "SELECT * FROM enrollment.enrollments WHERE enrollment_id = :id AND workspace_id = :ws",
+        return _enrollment(await self._one(
+            f"SELECT e.*, {_COMPANY} FROM enrollment.enrollments e"
+            " WHERE enrollment_id = :id AND workspace_id = :ws",
             query.workspace_id, query.enrollment_id, "enrollment_id"))
 
     async def list_enrollments(self, query: ListEnrollments) -> EnrollmentPage:
@@ -146,17 +186,46 @@ class EnrollmentQueries:
                        query.descending)
         status = "AND status = :status" if query.status else ""
         rows = await self._rows(
-            f"SELECT *, {expression} AS sort_key FROM enrollment.enrollments"
+            f"SELECT e.*, {expression} AS sort_key, {_COMPANY} FROM enrollment.enrollments e"
             f" WHERE sequence_id = :sequence_id {status} AND {after.sql}"
             f" ORDER BY {expression} {direction}, enrollment_id {direction} LIMIT :limit",
             {"sequence_id": query.sequence_id, "status": query.status,
              "limit": query.page.limit + 1, **after.params},
         )
         rows, cursor = page_of(rows, query.page.limit, lambda r: [r["sort_key"], r["enrollment_id"]])
-        return EnrollmentPage(
-            items=[EnrollmentView(**{k: v for k, v in r.items() if k != "sort_key"}) for r in rows],
-            next_cursor=cursor,
-        )
+        return EnrollmentPage(items=[_enrollment(r) for r in rows], next_cursor=cursor)
+
+    async def get_step_stats(self, query: GetStepStats) -> SequenceStepStats:
+        """Per step now in the sequence: who got it, opened it, and replied or bounced with it
+        as their last step."""
+        sequence = await self._one("SELECT steps FROM enrollment.sequences"
+                                   " WHERE sequence_id = :id AND workspace_id = :ws",
+                                   query.workspace_id, query.sequence_id, "sequence_id")
+        params = {"sequence_id": query.sequence_id}
+        sent = await self._rows(
+            "SELECT step_id, count(*) AS n FROM enrollment.step_completions"
+            " WHERE sequence_id = :sequence_id GROUP BY step_id", params)
+        opened = await self._rows(
+            "SELECT o.step_id, count(*) AS n, sum(o.opens) AS opens FROM enrollment.email_opens o"
+            " JOIN enrollment.step_completions s USING (enrollment_id, step_id)"
+            " WHERE s.sequence_id = :sequence_id GROUP BY o.step_id", params)
+        ended = await self._rows(
+            "SELECT last_step_id AS step_id, status, count(*) AS n FROM enrollment.enrollments"
+            " WHERE sequence_id = :sequence_id AND status IN ('replied', 'bounced')"
+            " AND last_step_id IS NOT NULL GROUP BY last_step_id, status", params)
+        by_step = {str(r["step_id"]): r for r in sent}
+        opens = {str(r["step_id"]): r for r in opened}
+        endings = {(str(r["step_id"]), r["status"]): r["n"] for r in ended}
+        steps = []
+        for index, step in enumerate(sequence["steps"]):
+            key = str(step["step_id"])
+            steps.append(StepStats(
+                step_id=key, step_index=index, channel=step["channel"],
+                sent=by_step.get(key, {}).get("n", 0),
+                opened=opens.get(key, {}).get("n", 0), opens=opens.get(key, {}).get("opens", 0),
+                replied=endings.get((key, "replied"), 0),
+                bounced=endings.get((key, "bounced"), 0)))
+        return SequenceStepStats(sequence_id=query.sequence_id, steps=steps)
 
     async def get_timeline(self, query: GetTimeline) -> Timeline:
         """Every event of one enrollment, in log order, with what caused it: the answer to
@@ -208,6 +277,15 @@ class EnrollmentQueries:
             **{k: r[k] for k in TaskView.model_fields if k in r},
             overdue=r["state"] == "open" and r["due_at"] <= now - timedelta(days=1),
         ) for r in rows], next_cursor=cursor)
+
+
+# the contact's company, as it is now (the enrollee table shows it next to the name)
+_COMPANY = ("coalesce((SELECT c.company FROM enrollment.contacts c"
+            " WHERE c.contact_id = e.contact_id), '') AS contact_company")
+
+
+def _enrollment(row: dict) -> EnrollmentView:
+    return EnrollmentView(**{k: v for k, v in row.items() if k in EnrollmentView.model_fields})
 
 
 class _After:

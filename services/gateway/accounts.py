@@ -159,6 +159,15 @@ async def list_keys(conn: AsyncConnection, workspace_id: uuid.UUID, limit: int,
     return [_key_view(r) for r in rows], next_cursor
 
 
+async def key_in(conn: AsyncConnection, workspace_id: uuid.UUID,
+                 key_id: uuid.UUID) -> ApiKeyView | None:
+    """One key of the workspace (None: no such key here)."""
+    row = (await conn.execute(text(
+        f"SELECT {_KEY_COLUMNS} FROM gateway.api_keys WHERE key_id = :k AND workspace_id = :w"),
+        {"k": key_id, "w": workspace_id})).first()
+    return _key_view(row) if row is not None else None
+
+
 async def revoke_key(conn: AsyncConnection, workspace_id: uuid.UUID,
                      key_id: uuid.UUID) -> ApiKeyView | None:
     """Revoked from now on (revoking twice keeps the first moment); None: no such key here."""

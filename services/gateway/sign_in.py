@@ -190,13 +190,47 @@ async def set_password(conn: AsyncConnection, user_id: uuid.UUID, password: str)
 
 
 async def set_preferences(engine: AsyncEngine, user_id: uuid.UUID, **changes) -> None:
-    """`language` ('en', 'ko' or None for the browser's) and/or `timezone` (an IANA name)."""
+    """`language` ('en', 'ko' or None for the browser's), `timezone` (an IANA name) and/or
+    `name` (how tasks find the user: the owner name on contacts)."""
     assignments = ", ".join(f"{column} = :{column}" for column in changes
-                            if column in ("language", "timezone"))
+                            if column in ("language", "timezone", "name"))
     if assignments:
         async with engine.begin() as conn:
             await conn.execute(text(f"UPDATE gateway.users SET {assignments} WHERE user_id = :u"),
                                {**changes, "u": user_id})
+
+
+async def check_password(engine: AsyncEngine, user: SignedInUser, password: str,
+                         client: str) -> bool:
+    """Whether `password` is the signed-in user's (asked before a new one is set). A wrong one
+    counts as a failed sign-in, so the profile is no way around the rate limit."""
+    async with engine.begin() as conn:
+        if await too_many_failures(conn, user.email, client):
+            raise RateLimited(user.email)
+        stored = (await conn.execute(text(
+            "SELECT password_hash FROM gateway.users WHERE user_id = :u"),
+            {"u": user.user_id})).scalar_one_or_none()
+    if await _verifies(stored, password):
+        return True
+    async with engine.begin() as conn:
+        await _record_failure(conn, user.email, client)
+    return False
+
+
+async def change_password(engine: AsyncEngine, user_id: uuid.UUID, password: str) -> str:
+    """A new password: every session of the user ends (`set_password`), and this new one's
+    cookie value is returned, so whoever changed it stays signed in here."""
+    async with engine.begin() as conn:
+        await set_password(conn, user_id, password)
+    return await start_session(engine, user_id)
+
+
+async def workspace_users(conn: AsyncConnection, workspace_id: uuid.UUID) -> list:
+    """The workspace's users with their roles (for the settings page), first added first."""
+    return (await conn.execute(text(
+        "SELECT user_id, email, name, role, created_at, password_hash IS NOT NULL AS can_sign_in"
+        " FROM gateway.users WHERE workspace_id = :w ORDER BY created_at, user_id LIMIT 500"),
+        {"w": workspace_id})).all()
 
 
 # --- invites -----------------------------------------------------------------------------------

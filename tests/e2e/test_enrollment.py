@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
 
 import pytest
 
@@ -237,3 +238,58 @@ async def test_the_command_line_imports_a_cp949_file_in_chunks_with_progress(sta
     assert "line 12: email" in out.decode()
     page = (await api.get("/v1/contacts", params={"list": listing, "limit": 500})).json()
     assert len(page["items"]) == 500 and page["next_cursor"]
+
+
+async def test_search_finds_any_part_of_a_name_company_or_email_ignoring_case(api):
+    listing = unique("search")
+    hong, _ = await new_contact(api, lists=[listing], name="홍길동", company="Ünicode Widgets")
+    mixed, mixed_email = await new_contact(api, lists=[listing], name="Lee", company="가나")
+    sale, _ = await new_contact(api, lists=[listing], name="50%_off", company="다라")
+    await new_contact(api, lists=[listing], name="50xyoff", company="마바")
+
+    async def found(q: str) -> set[str]:
+        page = (await api.get("/v1/contacts", params={"q": q, "list": listing})).json()
+        return {c["contact_id"] for c in page["items"]}
+
+    assert await found("길동") == {hong}  # in the middle of a Korean name
+    assert await found("ünicode wid") == {hong}  # the company, another case
+    assert await found(mixed_email[3:11].upper()) == {mixed}  # part of the email, upper case
+    assert await found("0%_o") == {sale}  # % and _ are themselves, not wildcards
+    assert await found("나다") == set()  # never across two fields (가나 then 다라 is no match)
+    assert await found("Lee가") == set()
+
+
+async def test_enrollee_pages_by_last_activity_return_every_row_exactly_once(stack, api):
+    tag = unique("activity")
+    for i in range(7):
+        await new_contact(api, tags=[tag], name=f"활동{i}")
+    sequence_id = await new_sequence(api, steps=[{**SEQUENCE["steps"][0], "wait_days": 30}])
+    enrolled = await api.post(f"/v1/sequences/{sequence_id}/enrollments/bulk",
+                              json={"segment": {"tag": tag}})
+    assert enrolled.json()["enrolled"] == 7
+    everyone = (await api.get(f"/v1/sequences/{sequence_id}/enrollments")).json()["items"]
+    for item in everyone[1:6:2]:  # three stopped one after another: newer activity each
+        await api.post(f"/v1/enrollments/{item['enrollment_id']}/stop")
+
+    async def pages(**params) -> list[dict]:
+        seen, cursor = [], None
+        while True:
+            query = {**params, "limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = (await api.get(f"/v1/sequences/{sequence_id}/enrollments", params=query)).json()
+            seen += page["items"]
+            if not (cursor := page["next_cursor"]):
+                return seen
+
+    newest_first = await pages(sort="last_activity_at", descending="true")
+    ids = [i["enrollment_id"] for i in newest_first]
+    assert sorted(ids) == sorted(i["enrollment_id"] for i in everyone)  # all, none twice
+    keys = [(datetime.fromisoformat(i["last_activity_at"]), uuid.UUID(i["enrollment_id"]))
+            for i in newest_first]
+    assert keys == sorted(keys, reverse=True)
+    assert {i["status"] for i in newest_first[:3]} == {"stopped"}
+    oldest_first = await pages(sort="last_activity_at")
+    assert [i["enrollment_id"] for i in oldest_first] == ids[::-1]
+    active = await pages(status="active")
+    assert len(active) == 4 and len({i["enrollment_id"] for i in active}) == 4
+    enrolled_at = [datetime.fromisoformat(i["enrolled_at"]) for i in active]
+    assert enrolled_at == sorted(enrolled_at)

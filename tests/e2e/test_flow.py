@@ -4,9 +4,7 @@ PostgreSQL and SMTP: create a sequence and a contact, enroll, receive two thread
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import uuid
 from email.utils import parsedate_to_datetime
 
@@ -20,7 +18,7 @@ from sequences.db import create_engine
 from sequences.devstack.capture import read_captured
 from sequences.devstack.ports import free_port
 from sequences.services import all_projections
-from tests.support import eventually
+from tests.support import eventually, rebuild_projections
 
 SEQUENCE = {
     "name": "견적 후 후속",
@@ -246,13 +244,7 @@ async def test_rebuilding_projections_from_the_log_gives_the_same_tables(stack, 
     await settled(stack)
     live = await read_models(stack)
     assert live["enrollment.enrollments"], "the flow tests above should have left enrollments"
-    rebuild = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sequences.cli", "projections", "rebuild",
-        env={**os.environ, **stack.env()}, stderr=asyncio.subprocess.PIPE,
-    )
-    _, progress = await rebuild.communicate()
-    assert rebuild.returncode == 0, progress.decode()
-    assert "enrollment-projector: rebuilt from" in progress.decode()
+    assert "enrollment-projector: rebuilt from" in await rebuild_projections(stack)
     rebuilt = await read_models(stack)
     assert projections.differences(live, rebuilt) == {}, rows_that_differ(live, rebuilt)
 

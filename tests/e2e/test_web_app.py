@@ -140,3 +140,14 @@ async def test_pages_follow_the_browser_language_then_the_users_setting(stack):
         assert '<html lang="en">' in page and "Auto follow-up" in page
         await korean.post("/preferences", data={"csrf_token": korean.csrf, "language": "auto"})
         assert '<html lang="ko">' in (await korean.get("/campaigns")).text
+
+
+async def test_an_unknown_address_is_the_apps_page_for_browsers_and_problem_details_else(stack):
+    async with web_client(stack) as browser:
+        page = await browser.get("/no-such-page", headers={"Accept": "text/html"})
+        assert page.status_code == 404 and "<h1>Not found</h1>" in page.text
+        api = await browser.get("/v1/no-such-thing", headers={"Accept": "text/html"})
+        assert api.headers["content-type"] == "application/problem+json"
+        method = await browser.put("/campaigns", headers={"Accept": "text/html"})
+        assert method.status_code == 405 and "text/html" in method.headers["content-type"]
+        assert method.headers["allow"] == "GET"

@@ -37,3 +37,19 @@ def test_cp949_and_bom_files_decode():
     text = csv_of(["김민수,kim@x.example,"])
     assert decode(text.encode("cp949")) == text
     assert decode(b"\xef\xbb\xbf" + text.encode()) == text
+
+
+def test_a_binary_file_is_not_a_csv_and_its_message_is_in_the_catalog():
+    with pytest.raises(ImportFileError) as binary:
+        decode(b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + bytes(range(256)))
+    assert binary.value.field == "file" and "binary" in str(binary.value)
+    with pytest.raises(ImportFileError) as mapping:
+        parse("name,mail\nKim,k@x.example\n", {"mail": "e-mail"})
+    assert str(mapping.value).startswith("unknown field 'e-mail'")
+    assert mapping.value.message.startswith("unknown field %(target)r")
+
+
+def test_a_column_mapped_to_nothing_is_not_imported():
+    parsed = parse("이메일,회사명\nk@x.example,Acme\n", {"회사명": ""})
+    [[contact]] = list(parsed.chunks())
+    assert (contact.email, contact.company) == ("k@x.example", "")

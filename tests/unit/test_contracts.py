@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from pydantic import ValidationError
 
 from contracts.base import EVENT_TYPES, EventEnvelope, decode_event
-from contracts.commands import SequenceDefinition
+from contracts.commands import PreviewSchedule, SequenceDefinition
 from contracts.schema import public_models
 from sequences.messaging.rpc import problem_from_validation
 
@@ -122,3 +124,17 @@ def test_the_published_asyncapi_document_matches_the_contracts(tmp_path, repo_ro
     assert (repo_root / "docs" / "asyncapi.json").read_text() == fresh, "regenerate it"
     addresses = {c["address"] for c in __import__("json").loads(fresh)["channels"].values()}
     assert addresses == {t.nats_subject() for t in EVENT_TYPES.values()}
+
+
+@pytest.mark.parametrize("start", [-6955913339, "1999-12-31T23:59:59", "2200-01-01T00:00:00+09:00",
+                                   "9999-12-31T23:59:59-14:00"])
+def test_a_schedule_start_outside_2000_to_2200_is_refused(start):
+    with pytest.raises(ValidationError) as error:
+        PreviewSchedule(workspace_id=uuid.uuid4(), sequence_id=uuid.uuid4(), start=start)
+    assert [e.field for e in problem_from_validation(error.value).errors] == ["start"]
+
+
+def test_a_schedule_start_in_range_is_kept_as_given():
+    query = PreviewSchedule(workspace_id=uuid.uuid4(), sequence_id=uuid.uuid4(),
+                            start="2027-03-12T10:00:00")
+    assert query.start.isoformat() == "2027-03-12T10:00:00"
