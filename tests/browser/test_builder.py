@@ -9,6 +9,7 @@ import re
 import uuid
 
 import pytest_asyncio
+from playwright.async_api import expect
 
 from tests.browser.helpers import assert_accessible, screenshot
 from tests.e2e.test_flow import mail_to
@@ -40,8 +41,7 @@ async def test_building_a_sequence_in_the_browser(stack, api, signed_in_page):
     # list of problems; nothing was saved
     await page.get_by_role("button", name="Save and go live").click()
     errors = page.locator("#builder-errors")
-    await errors.wait_for()
-    assert await errors.evaluate("e => e === document.activeElement")
+    await expect(errors).to_be_focused()
     message = page.locator("#f-steps-0-body-error")
     assert "Unknown variable {{foo}} at position 6" in await message.inner_text()
     assert await body.get_attribute("aria-invalid") == "true"
@@ -59,8 +59,7 @@ async def test_building_a_sequence_in_the_browser(stack, api, signed_in_page):
     await page.get_by_role("button", name="+ Add step").click()
     second = page.locator("#step-1")
     channel = second.get_by_label("Channel")
-    await channel.wait_for()
-    assert await channel.evaluate("e => e === document.activeElement")
+    await expect(channel).to_be_focused()  # the new step's first field
     await channel.select_option("call")
     assert not await second.get_by_label("Subject").is_visible()
     await second.get_by_label("Message").fill("Call {{고객명}} about the quote")

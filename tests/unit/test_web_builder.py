@@ -140,7 +140,7 @@ def test_the_settings_tab_shows_the_settings_with_edit_and_the_actions_that_appl
     assert "/resume" not in page
 
     paused = settings_tab(sequence("paused"), "ko")
-    assert "/resume" in paused and "/pause" not in paused and "편집" in paused
+    assert "/resume" in paused and "/pause" not in paused and "수정" in paused
     archived = settings_tab(sequence("archived"))
     assert "/edit" not in archived and "/archive" not in archived
     assert "nothing more goes out" in archived
