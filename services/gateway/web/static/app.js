@@ -2,6 +2,16 @@
 (function () {
   "use strict";
   document.documentElement.classList.add("js");
+  // a form refused with its field errors answers 422 with the form again: swap it in like a
+  // success (htmx leaves 4xx answers out by default); other errors stay out of the page
+  if (window.htmx) {
+    htmx.config.responseHandling = [
+      { code: "204", swap: false },
+      { code: "[23]..", swap: true },
+      { code: "422", swap: true },
+      { code: "[45]..", swap: false, error: true },
+    ];
+  }
   // every htmx request carries the session's CSRF token (forms carry it as a field too)
   document.addEventListener("htmx:configRequest", function (event) {
     var meta = document.querySelector('meta[name="csrf-token"]');

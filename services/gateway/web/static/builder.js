@@ -1,6 +1,5 @@
 // The sequence builder, made nicer by script (it works without): the subject shows only on
-// email steps, variable buttons insert at the cursor, and a refused form (422) swaps in with
-// its errors instead of being dropped by htmx.
+// email steps, variable buttons insert at the cursor (a refused form's 422 swaps in: app.js).
 (function () {
   "use strict";
   function showSubjects(root) {
@@ -34,14 +33,5 @@
     field.setRangeText(text, start, end, "end");
     field.dispatchEvent(new Event("input", { bubbles: true }));
     field.focus();
-  });
-  // htmx leaves 4xx answers out; a form marked data-swap-422 shows its refusal in place
-  document.addEventListener("htmx:beforeSwap", function (event) {
-    // (detail.elt is the swap's target here; the element that asked is the request's)
-    var asker = (event.detail.requestConfig && event.detail.requestConfig.elt) || event.detail.elt;
-    if (event.detail.xhr.status === 422 && asker && asker.closest("[data-swap-422]")) {
-      event.detail.shouldSwap = true;
-      event.detail.isError = false;
-    }
   });
 })();
