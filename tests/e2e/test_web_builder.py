@@ -12,20 +12,16 @@ import uuid
 import pytest
 
 from tests.e2e.test_flow import SEQUENCE, mail_to, new_contact
+from tests.e2e.test_web_app import SCRIPT, main_of
 from tests.e2e.test_workspaces import create_workspace
 from tests.support import eventually, web_client
 
-SCRIPT = "<script>alert(1)</script>"
 KOREAN_REQUIRED = "필수 항목입니다."  # the catalog's "This field is required."
 
 
 @pytest.fixture(scope="module")
 def other(stack) -> dict:
     return create_workspace(stack, "Builder Rival", "rival@builder-rival.example")
-
-
-def main_of(page: str) -> str:
-    return page[page.index("<main"):page.index("</main>")]
 
 
 def error_of(page: str, field: str) -> str:
