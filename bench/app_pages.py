@@ -45,10 +45,8 @@ N = 100,000 contacts and enrollments, S = 1,000 sequences, R = 200;
 from __future__ import annotations
 
 import asyncio
-import io
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -4,19 +4,13 @@ sequence's language.
 The language comes from the signed unsubscribe token (`"l"`, written by the mailer from the
 sequence's setting). Tokens from before it was there carry none: then the browser's
 `Accept-Language` decides, else English. The page is a Jinja2 template with autoescaping and
-the project's Babel catalogs (`sequences/locale`) through `jinja2.ext.i18n`.
+the project's Babel catalogs (`sequences/locale`), rendered as the web app's pages are.
 """
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
 from sequences import i18n
-
-TEMPLATES = Path(__file__).parent / "templates_public"
+from services.gateway.web.templating import Texts, environment
 
 
 def page_language(token_payload: dict, accept_language: str | None) -> str:
@@ -27,19 +21,13 @@ def page_language(token_payload: dict, accept_language: str | None) -> str:
     return i18n.from_accept_language(accept_language)
 
 
-@functools.cache
-def _environment(language: str) -> Environment:
-    """One environment per language: `install_gettext_translations` binds the catalog to it."""
-    environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True,
-                              undefined=StrictUndefined, extensions=["jinja2.ext.i18n"])
-    environment.install_gettext_translations(i18n.translations(language), newstyle=True)
-    return environment
-
-
 def unsubscribe_page(language: str, done: bool = False) -> str:
     """The page behind the link (one button, so link scanners do not unsubscribe), or, `done`,
-    the confirmation after the button."""
+    the confirmation after the button. A template of the web app's (`public/`), standing alone:
+    a recipient has no session, no navigation."""
     if language not in i18n.LANGUAGES:
         language = i18n.DEFAULT_LANGUAGE
-    template = _environment(language).get_template("unsubscribe.html")
-    return template.render(lang=language, done=done)
+    texts = Texts(language, "UTC")
+    return environment.get_template("public/unsubscribe.html").render(
+        lang=language, done=done, _=texts.gettext, gettext=texts.gettext,
+        ngettext=texts.ngettext)

@@ -12,12 +12,10 @@ from sequences import i18n
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = [
     ("services/gateway/web/templates/**.html", "jinja2"),
-    ("services/gateway/templates_public/**.html", "jinja2"),
     ("services/**.py", "python"),
     ("sequences/**.py", "python"),
 ]
-OPTIONS = {"services/gateway/web/templates/**.html": {"extensions": "jinja2.ext.i18n"},
-           "services/gateway/templates_public/**.html": {"extensions": "jinja2.ext.i18n"}}
+OPTIONS = {"services/gateway/web/templates/**.html": {"extensions": "jinja2.ext.i18n"}}
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "translate": (2,), "N_": None}
 
 

@@ -1,4 +1,4 @@
-"""Signing in and out, accepting an invite, and the user's own settings (language, timezone)."""
+"""Signing in and out, accepting an invite, and the language switch."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from typing import Annotated
 from fastapi import Form, Request
 from fastapi.responses import RedirectResponse
 
-from contracts.values import TimezoneName
-from pydantic import TypeAdapter, ValidationError
 from services.gateway import sign_in
 from services.gateway.web.pages import error_page, page_router
 from services.gateway.web.session import (
@@ -114,22 +112,10 @@ async def accept_invite(request: Request, token: str, password: Text = "", repea
     return response
 
 
-_zone = TypeAdapter(TimezoneName)
-
-
 @router.post("/preferences")
-async def preferences(request: Request, user: SignedIn, language: Text = "",
-                      timezone: Text = "", back: Text = "/"):
-    """The language switch in the navigation, and the profile's timezone."""
-    changes: dict = {}
+async def preferences(request: Request, user: SignedIn, language: Text = "", back: Text = "/"):
+    """The language switch in the navigation (the profile page sets the rest)."""
     if language in ("en", "ko", "auto"):
-        changes["language"] = None if language == "auto" else language
-    if timezone:
-        try:
-            changes["timezone"] = _zone.validate_python(timezone)
-        except ValidationError:
-            return error_page(request, 422, "timezone")
-    await sign_in.set_preferences(request.app.state.engine, user.user_id, **changes)
-    if request.headers.get("hx-request") == "true":
-        return RedirectResponse(safe_next(back), status_code=303, headers={"HX-Refresh": "true"})
+        await sign_in.set_preferences(request.app.state.engine, user.user_id,
+                                      language=None if language == "auto" else language)
     return RedirectResponse(safe_next(back), status_code=303)
