@@ -57,6 +57,8 @@ from services.enrollment import domain
 from services.enrollment.domain import Admission
 from services.enrollment.projections import projector
 
+_DECIDE_AGAIN = 3  # attempts of a command whose append lost a race
+
 _APPEND_CHUNK = 2000  # events per statement in bulk writes
 _STREAM_HEAD = text("SELECT version, workspace_id FROM eventlog.events WHERE stream_id = :stream"
                     " ORDER BY version DESC LIMIT 1")
@@ -120,18 +122,22 @@ class EnrollmentCommands:
 
     async def _transaction(self, work, lost_race: tuple[str, str | None] = (
             "changed by someone else meanwhile; retry", None)):
-        """Run `work(conn)` in a transaction; refusals and lost races become 409 answers."""
-        try:
-            async with self.runtime.engine.begin() as conn:
-                return await work(conn)
-        except domain.Refused as refused:
-            raise Rejected(409, str(refused), refused.field) from None
-        except ConcurrencyConflict:
-            raise Rejected(409, *lost_race) from None
-        except IntegrityError as error:
-            if "contacts_email" in str(error.orig):
-                raise Rejected(409, "another contact has this email", "email") from None
-            raise
+        """Run `work(conn)` in a transaction; refusals become 409 answers. A lost race (another
+        writer appended to a stream first: an email recorded while a rep stops the enrollment)
+        is decided again on the new state, a few times, before it is answered as 409."""
+        for attempt in range(_DECIDE_AGAIN):
+            try:
+                async with self.runtime.engine.begin() as conn:
+                    return await work(conn)
+            except domain.Refused as refused:
+                raise Rejected(409, str(refused), refused.field) from None
+            except ConcurrencyConflict:
+                if attempt == _DECIDE_AGAIN - 1:
+                    raise Rejected(409, *lost_race) from None
+            except IntegrityError as error:
+                if "contacts_email" in str(error.orig):
+                    raise Rejected(409, "another contact has this email", "email") from None
+                raise
 
     # --- sequences --------------------------------------------------------------------------
 
