@@ -24,19 +24,30 @@ import time
 from importlib.metadata import version
 from typing import Awaitable, Callable
 
-from bench import app_pages, append, common, reply_latency
-from bench import enrollment, mailer, memory, scheduler
+from bench import analytics, app_pages, append, common, reply_latency
+from bench import calendars, contact_import, contact_timezone, enrollment, mail_classify, mailer, memory, scheduler
+from bench import pipeline, relay_reconcile
+from bench import schedule_preview, scheduler_calendars
 from bench.common import Result
 
 # name -> benchmark; each returns its figures
 BENCHMARKS: dict[str, Callable[[bool], Awaitable[list[Result]]]] = {
     "append": append.run,
     "reply_latency": reply_latency.run,
+    "mail_classify": mail_classify.run,
     "scheduler": scheduler.run,
+    "calendars": calendars.run,
+    "scheduler_calendars": scheduler_calendars.run,
+    "schedule_preview": schedule_preview.run,
     "mailer": mailer.run,
     "enrollment": enrollment.run,
     "memory": memory.run,
     "app_pages": app_pages.run,
+    "contact_timezone": contact_timezone.run,
+    "relay_reconcile": relay_reconcile.run,
+    "pipeline": pipeline.run,
+    "analytics": analytics.run,
+    "contact_import": contact_import.run,
 }
 
 

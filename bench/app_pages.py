@@ -28,8 +28,8 @@ time the client saw is in the JSON details (`client_p50_ms`, `client_p95_ms`).
 Baselines, in the same run: a JSON page against the raw SQL for the same rows, run on
 PostgreSQL directly (psycopg, the same server, the same R times; the rows are checked to be
 the ones the API answered, so the baseline cannot drift from the page; for the sequence list,
-the rows only: the counts per status the page also shows are a second query of the service's,
-over every enrollment of the listed sequences); the import against a
+the rows only: the counts per status the page also shows are read by the service from the
+counts the projection keeps, enrollment.enrollment_counts); the import against a
 raw `COPY` of the same CSV into a bare table (no keys, no indexes, no events). The gateway's
 peak RSS is sampled every 0.5 s from start to end.
 

@@ -65,6 +65,8 @@ class Options:
     mailers: int = 2
     restart_nats: bool = True
     restart_postgres: bool = True
+    power_cut: bool = False  # nats-server also killed once with the unsynced tail of its store cut
+    nats_cluster: int = 1  # > 1: a cluster; one node killed, and later the stream's leader
     stall_seconds: float = 180.0  # no progress for this long: the run stops and reports
     data_dir: Path | None = None
 
@@ -158,6 +160,12 @@ def fault_plan(options: Options, rng: random.Random) -> list[Fault]:
         faults.append(Fault(0, "nats-server", Stack.restart_nats))
     if options.restart_postgres:
         faults.append(Fault(0, "postgres", Stack.restart_postgres))
+    if options.power_cut:
+        faults.append(Fault(0, "nats-server power cut", Stack.power_cut_nats))
+    if options.nats_cluster > 1:
+        faults.append(Fault(0, "a NATS node", Stack.kill_nats_node))
+        faults.append(Fault(0, "the events stream's NATS leader",
+                            lambda s: s.kill_nats_node(leader=True)))
     emails = options.enrollments * len(WAITS)
     # not in the last tenth: a fault then would have little left to disturb
     for fault in faults:
@@ -358,7 +366,7 @@ async def check_rebuild(stack: Stack, engine, report: Report) -> None:
 def stack_config(data_dir: Path, options: Options) -> StackConfig:
     return StackConfig(data_dir=data_dir, gateway_port=0, nats_port=0, smtp_port=0,
                        mail_viewer_port=0, log_to_files=True,
-                       replicas={"mailer": options.mailers})
+                       replicas={"mailer": options.mailers}, nats_cluster=options.nats_cluster)
 
 
 async def run(options: Options) -> Report:
@@ -423,6 +431,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
                         help="mailer replicas (default %(default)s)")
     parser.add_argument("--no-nats-restart", dest="restart_nats", action="store_false")
     parser.add_argument("--no-postgres-restart", dest="restart_postgres", action="store_false")
+    parser.add_argument("--nats-cluster", type=int, default=1, metavar="N",
+                        help="run NATS as an N-node cluster (stream at R<N>): one node is"
+                        " SIGKILLed and restarted, and later the events stream's leader")
+    parser.add_argument("--power-cut", action="store_true",
+                        help="also kill nats-server as a crash of the machine would: the newest"
+                        " part of its events store, not yet fsynced, is lost")
     parser.add_argument("--stall-seconds", type=float, default=Options.stall_seconds,
                         help="give up when nothing moved for this long (default %(default)s)")
     parser.add_argument("--data-dir", type=Path, help="where the stack keeps its data and logs"

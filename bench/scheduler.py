@@ -116,26 +116,46 @@ class Run:
 # --- seeding -------------------------------------------------------------------------------
 
 
-def _seed_enrollments(url: str, n: int) -> tuple[list[uuid.UUID], uuid.UUID, uuid.UUID]:
-    """One live sequence of one email step and N enrollments in it; returns their ids."""
+def _seed_enrollments(url: str, n: int, calendars: bool = False
+                      ) -> tuple[list[uuid.UUID], uuid.UUID, uuid.UUID]:
+    """One live sequence of one email step and N enrollments in it; returns their ids. With
+    `calendars`: the sequence sends within a Mon-Fri window, skips KR holidays and sends in
+    each contact's zone (24 zones), and the workspace has skip dates (bench/calendars.py's
+    settings)."""
+    from bench.calendars import WINDOW, ZONES
+
     step = Step(channel="email", subject="{{회사명}} 견적 건", body="안녕하세요 {{고객명}}님",
-                wait_days=0)
+                wait_days=0, wait_unit="business_days" if calendars else "days")
     sequence_id = uuid.uuid4()
     enrollment_ids = [uuid.uuid4() for _ in range(n)]
     now = datetime.now(UTC)
+    policy = WINDOW if calendars else SendPolicy(mode="as_soon_as_due")
     with psycopg.connect(**common.connect_params(url), autocommit=True) as conn:
         conn.execute(
             "INSERT INTO scheduler.sequences (sequence_id, workspace_id, timezone, send_policy,"
-            " steps) VALUES (%s, %s, 'Asia/Seoul', %s::jsonb, %s::jsonb)",
-            [sequence_id, BENCH_WORKSPACE, SendPolicy(mode="as_soon_as_due").model_dump_json(),
-             json.dumps([step.model_dump(mode="json")])])
+            " steps, holidays, zone_mode) VALUES (%s, %s, 'Asia/Seoul', %s::jsonb, %s::jsonb,"
+            " %s::jsonb, %s)",
+            [sequence_id, BENCH_WORKSPACE, policy.model_dump_json(),
+             json.dumps([step.model_dump(mode="json")]),
+             json.dumps({"country": "KR"} if calendars else "none"),
+             "contact" if calendars else "sequence"])
+        if calendars:
+            conn.execute(
+                "INSERT INTO scheduler.workspace_calendars (workspace_id, holidays, skip_dates)"
+                " VALUES (%s, %s::jsonb, %s::jsonb)",
+                [BENCH_WORKSPACE, json.dumps({"country": "KR"}), json.dumps(
+                    [{"date": "2027-05-14", "name": "Offsite"},
+                     {"date": "2028-05-12", "name": "Offsite"}])])
         with conn.transaction(), conn.cursor().copy(
                 "COPY scheduler.enrollments (enrollment_id, workspace_id, sequence_id, contact_id,"
-                " anchor_at, correlation_id, causation_id) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["uuid", "uuid", "uuid", "uuid", "timestamptz", "uuid", "uuid"])
-            for enrollment_id in enrollment_ids:
+                " anchor_at, correlation_id, causation_id, contact_timezone)"
+                " FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["uuid", "uuid", "uuid", "uuid", "timestamptz", "uuid", "uuid",
+                            "text"])
+            for i, enrollment_id in enumerate(enrollment_ids):
                 copy.write_row((enrollment_id, BENCH_WORKSPACE, sequence_id, uuid.uuid4(), now,
-                                uuid.uuid4(), uuid.uuid4()))
+                                uuid.uuid4(), uuid.uuid4(),
+                                ZONES[i % len(ZONES)] if calendars else None))
         conn.execute("ANALYZE scheduler.enrollments")
     return enrollment_ids, sequence_id, step.step_id
 
@@ -158,9 +178,10 @@ def _seed_due_steps(url: str, enrollment_ids: list[uuid.UUID], step_id: uuid.UUI
 async def _scenario(label: str, server: NatsServer, log_dir: Path, n: int, window: float,
                     extra_env: dict[str, str] | None = None,
                     profile: tuple[Path, float] | None = None,
-                    module_args: list[str] | None = None) -> Run:
+                    module_args: list[str] | None = None, calendars: bool = False) -> Run:
     """N steps due evenly over `window` seconds (0: all at one instant), fired by a real
-    scheduler process; waits until every StepDue is on JetStream."""
+    scheduler process; waits until every StepDue is on JetStream. `calendars`: the sequence
+    and enrollments carry windows, holidays and per-contact zones (`_seed_enrollments`)."""
     common.progress(f"scheduler [{label}]: fresh database, {n:,} enrollments")
     nats_url = server.url
     url = await migrated_database("scheduler", MIGRATIONS)
@@ -171,7 +192,8 @@ async def _scenario(label: str, server: NatsServer, log_dir: Path, n: int, windo
                                              **(extra_env or {})}, log_dir, module_args)
     try:
         scheduler.start()  # starts up while we seed
-        enrollment_ids, _, step_id = await asyncio.to_thread(_seed_enrollments, url, n)
+        enrollment_ids, _, step_id = await asyncio.to_thread(_seed_enrollments, url, n,
+                                                             calendars)
         started_in = await scheduler.wait_started()
         # the first step falls due a moment after its row is committed (COPY: ~10 us a row)
         first_due = datetime.now(UTC) + timedelta(seconds=1.5 + n * 20e-6)

@@ -321,7 +321,17 @@ class EventLevels:
 
     @property
     def settled(self) -> bool:
-        return self.outbox == 0 and all(log == seen for log, seen in self.consumers.values())
+        # (on a cluster just after a node died, a node's answer can lag too: asked again)
+        return self.outbox == 0 and self.on_jetstream == self.in_log and not self.lagging
+
+    @property
+    def lagging(self) -> dict[str, tuple[int, int]]:
+        """The consumers that have not handled every event they read (in the log, handled)."""
+        return {name: (log, seen) for name, (log, seen) in self.consumers.items() if log != seen}
+
+    def __str__(self) -> str:
+        return (f"in log {self.in_log}, on JetStream {self.on_jetstream}, outbox {self.outbox},"
+                f" lagging consumers (in log, handled): {self.lagging or 'none'}")
 
 
 async def event_levels(nats_url: str, engine) -> EventLevels:
@@ -347,8 +357,11 @@ async def event_levels(nats_url: str, engine) -> EventLevels:
             levels.consumers[name] = (
                 await count("SELECT count(*) FROM eventlog.events"
                             " WHERE split_part(stream_id, '-', 1) = ANY(:c)", c=categories),
+                # only the streams it reads from JetStream: a projector's positions in the
+                # categories it applies at append (Subscription.applied_at_append) move too
                 await count("SELECT coalesce(sum(version), 0) FROM eventlog.consumer_positions"
-                            " WHERE consumer = :c", c=name))
+                            " WHERE consumer = :c AND split_part(stream_id, '-', 1) = ANY(:k)",
+                            c=name, k=categories))
     return levels
 
 

@@ -7,25 +7,50 @@ with its name; the service validates again, because other clients may send comma
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from contracts.subjects import command_subject, query_subject
+from contracts.webhooks import WebhookSecret
 from contracts.values import (
+    AccountReply,
     DEFAULT_LANGUAGE,
     Email,
+    HolidayCalendar,
+    HolidayChoice,
+    SkipDate,
+    SendWindow,
+    ZoneMode,
     Label,
     Language,
     Labels,
+    MailboxAuth,
+    MailboxLimits,
+    MailboxPool,
+    MailSecurity,
+    OAuthProvider,
     Phone,
     SendPolicy,
     ShortText,
     SingleLine,
     Steps,
+    SuppressionValue,
+    TimezoneChange,
     TimezoneName,
+    TrackedRequest,
+    Tracking,
 )
 from contracts.views import EnrollmentStatus
 
@@ -73,9 +98,71 @@ class SequenceDefinition(BaseModel):
     send_policy: SendPolicy
     steps: Steps
     language: Language = DEFAULT_LANGUAGE
+    # the workspace's connected mailboxes to send from, in rotation (each enrollment keeps the
+    # one it got); empty: every email goes from `sender_email`
+    mailbox_pool: MailboxPool = []
+    holidays: HolidayChoice = Field(
+        default="workspace", description="Public holidays skipped: a calendar of its own,"
+        " `workspace` (the workspace's default calendar) or `none`")
+    zone_mode: ZoneMode = "sequence"
+    tracking: Tracking = Tracking()
+    on_account_reply: AccountReply = AccountReply()
 
 
 class CreateSequence(SequenceDefinition, Command):
+    service: ClassVar[str] = "enrollment"
+
+
+def _settings_model(name: str, optional: bool, doc: str) -> type[BaseModel]:
+    """A model of every field of SequenceDefinition but `steps`, made from it, so a setting added
+    there is a setting here too: all required as they are (the settings after a change) or all
+    optional (the fields a change names; absent or null: unchanged)."""
+    def optional_field(info):  # the same checks of a given value (kept in `metadata`)
+        kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        return kind | None, None
+
+    fields = {field: optional_field(info) if optional else (info.annotation, info)
+              for field, info in SequenceDefinition.model_fields.items() if field != "steps"}
+    return create_model(name, __config__=ConfigDict(frozen=True, extra="forbid"),
+                        __doc__=doc, __module__=__name__, **fields)
+
+
+SequenceSettings = _settings_model(
+    "SequenceSettings", False, "Every setting of a sequence (all but its steps).")
+SequenceSettingsChanges = _settings_model(
+    "SequenceSettingsChanges", True,
+    "HTTP body of `PATCH /v1/sequences/{sequence_id}`: the settings to change (absent or null:"
+    " unchanged). A new window, holiday calendar or zone mode re-plans pending steps.")
+
+
+class ChangeSequenceSettings(Command):
+    """Change settings of a saved sequence: its pending steps are re-planned by the new rules;
+    nothing sent is touched and nothing fires at once because of the change."""
+
+    service: ClassVar[str] = "enrollment"
+    sequence_id: uuid.UUID
+    changes: SequenceSettingsChanges
+
+
+class WorkspaceCalendar(BaseModel):
+    """HTTP body of `PUT /v1/calendar`: the workspace's default public holidays (for sequences
+    whose `holidays` is `workspace`), its own skip dates (for every sequence) and the send window
+    new sequences start with in the builder. With `expected_version` (the `version` last read)
+    the change is refused (409, field `expected_version`) when someone changed the calendar
+    since: nobody's skip date is lost to a concurrent edit."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    holidays: HolidayCalendar | None = None
+    skip_dates: Annotated[list[SkipDate], Field(max_length=400)] = []
+    send_window: SendWindow | None = None
+    expected_version: Annotated[int, Field(ge=0)] | None = None
+
+
+class SetWorkspaceCalendar(WorkspaceCalendar, Command):
+    service: ClassVar[str] = "enrollment"
+
+
+class GetWorkspaceCalendar(Query):
     service: ClassVar[str] = "enrollment"
 
 
@@ -118,6 +205,10 @@ class ContactFields(BaseModel):
     status: Annotated[SingleLine, Field(max_length=50)] = ""
     tags: Labels = []
     lists: Labels = []
+    timezone: TimezoneName | None = Field(
+        default=None, examples=["Asia/Seoul"],
+        description="IANA name; sequences sending in the contact's zone use it (null: not"
+                    " known, they send in the sequence's zone)")
 
 
 class CreateContact(ContactFields, Command):
@@ -138,6 +229,9 @@ class ContactChanges(BaseModel):
     status: Annotated[SingleLine, Field(max_length=50)] | None = None
     tags: Labels | None = None
     lists: Labels | None = None
+    timezone: TimezoneChange | None = Field(
+        default=None, description='IANA name, e.g. "Asia/Seoul"; "" or null clears it (the'
+                                  " contact's sequences then send in the sequence's zone)")
 
 
 class UpdateContact(Command):
@@ -154,7 +248,7 @@ class DeleteContact(Command):
 class OptOutContact(Command):
     service: ClassVar[str] = "enrollment"
     contact_id: uuid.UUID
-    source: Literal["manual", "unsubscribe-link", "one-click", "import"] = "manual"
+    source: Literal["manual", "unsubscribe-link", "one-click", "import", "reply"] = "manual"
     reason: Annotated[str, Field(max_length=500)] | None = None
 
 
@@ -205,6 +299,38 @@ class StopEnrollment(Command):
     reason: Annotated[str, Field(max_length=500)] | None = None
 
 
+# --- enrollment service: the suppression list --------------------------------------------------
+
+
+class SuppressionEntry(BaseModel):
+    """HTTP body of `POST /v1/suppressions`: an address, or a whole domain (`example.com`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    value: SuppressionValue = Field(examples=["kim@customer.example", "competitor.example"])
+    note: Annotated[SingleLine, Field(max_length=500)] = ""
+
+
+class AddSuppressions(Command):
+    """Put addresses or domains on the workspace's do-not-contact list (one already on it stays
+    as it was). Active enrollments of the contacts it covers are not stopped: their next email
+    is held at send."""
+
+    service: ClassVar[str] = "enrollment"
+    entries: list[SuppressionEntry] = Field(min_length=1, max_length=5000)
+    reason: Literal["manual", "import"] = "manual"
+
+
+class RemoveSuppression(Command):
+    service: ClassVar[str] = "enrollment"
+    value: SuppressionValue
+
+
+class ListSuppressions(Query):
+    service: ClassVar[str] = "enrollment"
+    q: Annotated[SingleLine, Field(max_length=254)] | None = None  # part of the value
+    page: Page = Field(default_factory=lambda: Page())
+
+
 # --- scheduler: queries ------------------------------------------------------------------------
 
 
@@ -232,6 +358,8 @@ class PreviewSchedule(Query):
     service: ClassVar[str] = "scheduler"
     sequence_id: uuid.UUID
     start: ScheduleStart | None = None
+    # in this contact's zone, when the sequence sends in each contact's zone
+    contact_id: uuid.UUID | None = None
 
 
 # --- enrollment service: queries --------------------------------------------------------------
@@ -270,6 +398,24 @@ class ListEnrollments(Query):
     sort: EnrolleeSort = "enrolled_at"
     descending: bool = False
     page: Page = Page()
+
+
+class GetSequenceAnalytics(Query):
+    """A sequence's analytics over UTC days `since` to `until` (both included; at most ten
+    years): contracts.views.SequenceAnalytics."""
+
+    service: ClassVar[str] = "enrollment"
+    sequence_id: uuid.UUID
+    since: date
+    until: date
+
+    @model_validator(mode="after")
+    def _a_range(self):
+        if self.until < self.since:
+            raise ValueError("`to` is before `from`")
+        if (self.until - self.since).days > 3660:
+            raise ValueError("the range is longer than ten years")
+        return self
 
 
 class GetStepStats(Query):
@@ -335,6 +481,22 @@ class GetMailboxHealth(Query):
     addresses: Annotated[list[Email], Field(max_length=1000)]
 
 
+class GetMailboxDeliverability(Query):
+    """The mailer's side of the sender mailboxes of these addresses: sender-side rejections
+    in the last window, and whether sends are paused (and why)."""
+
+    service: ClassVar[str] = "mailer"
+    addresses: Annotated[list[Email], Field(max_length=1000)]
+
+
+class ResumeMailbox(Command):
+    """Let a paused sender mailbox send again (a person decided the cause is fixed)."""
+
+    service: ClassVar[str] = "mailer"
+    address: Email
+    by: Annotated[SingleLine, Field(max_length=254)] = "api"
+
+
 class ListSenderAddresses(Query):
     """The addresses the workspace's sequences send from (a list of strings)."""
 
@@ -378,6 +540,14 @@ class RetryEnrollment(Command):
 
     service: ClassVar[str] = "enrollment"
     enrollment_id: uuid.UUID
+
+
+class ResumeEnrollment(Command):
+    """End an enrollment's pause (out of office, a colleague's reply) now."""
+
+    service: ClassVar[str] = "enrollment"
+    enrollment_id: uuid.UUID
+    by: Annotated[str, Field(max_length=320)] = "api"
 
 
 class CompleteTask(Command):
@@ -439,11 +609,41 @@ class TestEmailRequest(BaseModel):
 
 
 class RecordEmailOpen(Command):
-    """From the gateway, when an email's tracking pixel is loaded (token already verified)."""
+    """From the gateway, when an email's tracking pixel is loaded (token already verified).
+    The request's facts decide whether a person or a machine opened it
+    (`sequences/machine_rules.py`); absent in commands of older gateways."""
 
     service: ClassVar[str] = "mailer"
     enrollment_id: uuid.UUID
     step_id: uuid.UUID
+    request: TrackedRequest | None = None
+
+
+class VariantWinnerChoice(BaseModel):
+    """HTTP body of `POST /v1/sequences/{sequence_id}/variants/winner`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    letter: Literal["A", "B", "C"]
+
+
+class ChooseVariantWinner(VariantWinnerChoice, Command):
+    """A winner chosen by hand: new sends of every step with variants use its letter."""
+
+    service: ClassVar[str] = "mailer"
+    sequence_id: uuid.UUID
+    chosen_by: Annotated[str, Field(max_length=320)] = ""
+
+
+class RecordEmailClick(Command):
+    """From the gateway, when a tracked link of an email is followed (token already verified,
+    the reader already sent on to `url`)."""
+
+    service: ClassVar[str] = "mailer"
+    enrollment_id: uuid.UUID
+    step_id: uuid.UUID
+    link_index: int = Field(ge=0)
+    url: Annotated[str, Field(max_length=4000)]
+    request: TrackedRequest
 
 
 # --- workspaces, users and API keys (HTTP bodies; the gateway answers them itself) -----------
@@ -496,6 +696,10 @@ class WebhookRequest(BaseModel):
     url: HttpsUrl
     event_types: EventTypes = Field(examples=[["EnrollmentReplied", "EnrollmentBounced"], ["*"]])
     description: Annotated[SingleLine, Field(max_length=200)] = ""
+    # ours when not given (32 random bytes); a caller's must be in the `whsec_<base64>` form
+    secret: WebhookSecret | None = None
+    # also send the deprecated `Sequences-*` headers (for receivers not yet on Standard Webhooks)
+    legacy_headers: bool = False
 
 
 class RegisterWebhook(WebhookRequest, Command):
@@ -526,9 +730,216 @@ class ListWebhookDeliveries(Query):
     page: Page = Page()
 
 
+class WebhookChanges(BaseModel):
+    """HTTP body of `PATCH /v1/webhooks/{id}`: the fields given change."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    legacy_headers: bool | None = None
+    description: Annotated[SingleLine, Field(max_length=200)] | None = None
+
+
+class ChangeWebhook(WebhookChanges, Command):
+    service: ClassVar[str] = "webhooks"
+    webhook_id: uuid.UUID
+
+
+# a grace period is at most a week: receivers update their secret within it
+LONGEST_GRACE_SECONDS = 7 * 24 * 3600
+
+
+class SecretRotation(BaseModel):
+    """HTTP body of `POST /v1/webhooks/{id}/secret/rotate`: a new secret (ours when not given)
+    signs from now on; the current one signs too, beside it, for the grace period, then stops."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    secret: WebhookSecret | None = None
+    grace_period_seconds: int = Field(default=24 * 3600, ge=0, le=LONGEST_GRACE_SECONDS)
+
+
+class RotateWebhookSecret(SecretRotation, Command):
+    """Refused (409, `secret`) while another rotation's grace period runs."""
+
+    service: ClassVar[str] = "webhooks"
+    webhook_id: uuid.UUID
+
+
+class EndSecretRotation(Command):
+    """End the running rotation's grace period now: only the new secret signs."""
+
+    service: ClassVar[str] = "webhooks"
+    webhook_id: uuid.UUID
+
+
 class RedeliverWebhook(Command):
     """Deliver one event again, now (after it failed, or to replay it)."""
 
     service: ClassVar[str] = "webhooks"
     webhook_id: uuid.UUID
     delivery_id: uuid.UUID
+
+
+# --- mailer: the workspace's mailboxes ---------------------------------------------------------
+
+Host = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$",
+                            examples=["smtp.gmail.com"])]
+Port = Annotated[int, Field(ge=1, le=65535)]
+# a password or client secret: kept encrypted, never shown again, never logged
+Secret = Annotated[SingleLine, Field(min_length=1, max_length=2000)]
+Folder = Annotated[SingleLine, Field(min_length=1, max_length=200)]
+
+
+class SmtpServer(BaseModel):
+    """How the mailbox sends. `username` defaults to the mailbox's address; with the password
+    auth and no `password`, the server is used without AUTH (a relay that trusts the network)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    host: Host
+    port: Port = 587
+    security: MailSecurity = "starttls"
+    username: Annotated[SingleLine, Field(max_length=320)] = ""
+    password: Secret | None = None
+
+
+class ImapServer(BaseModel):
+    """How the mailbox is read for replies and bounces (IDLE where the server offers it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    host: Host
+    port: Port = 993
+    security: MailSecurity = "tls"
+    username: Annotated[SingleLine, Field(max_length=320)] = ""
+    password: Secret | None = None
+    folders: Annotated[list[Folder], Field(min_length=1, max_length=20)] = ["INBOX"]
+    idle: bool = True
+
+
+class MailboxRequest(BaseModel):
+    """HTTP body of `POST /v1/mailboxes` and `PUT /v1/mailboxes/{mailbox_id}` (where a password
+    left out keeps the stored one)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    address: Email
+    display_name: Annotated[SingleLine, Field(max_length=200)] = ""
+    owner_user_id: uuid.UUID | None = None
+    auth: MailboxAuth = "password"
+    oauth_provider: OAuthProvider | None = Field(default=None, validate_default=True)
+    smtp: SmtpServer
+    imap: ImapServer | None = None
+    limits: MailboxLimits = MailboxLimits()
+
+    # field by field (not one model check), so that a refusal names its field
+    @field_validator("oauth_provider")
+    @classmethod
+    def _provider_fits(cls, provider, info: ValidationInfo):
+        if info.data.get("auth") == "oauth2" and provider is None:
+            raise ValueError("google or microsoft, for auth oauth2")
+        if info.data.get("auth") == "password" and provider is not None:
+            raise ValueError("only with auth oauth2")
+        return provider
+
+    @field_validator("smtp", "imap")
+    @classmethod
+    def _no_password_with_oauth(cls, server, info: ValidationInfo):
+        if server is not None and server.password and info.data.get("auth") == "oauth2":
+            raise ValueError("no password with auth oauth2: the consent flow gives a token")
+        return server
+
+
+class ConnectMailbox(MailboxRequest, Command):
+    service: ClassVar[str] = "mailer"
+
+
+class ChangeMailbox(MailboxRequest, Command):
+    service: ClassVar[str] = "mailer"
+    mailbox_id: uuid.UUID
+
+
+class DisconnectMailbox(Command):
+    """The mailbox and its secrets are deleted; sequences naming it hold their emails."""
+
+    service: ClassVar[str] = "mailer"
+    mailbox_id: uuid.UUID
+
+
+class ListMailboxes(Query):
+    service: ClassVar[str] = "mailer"
+
+
+class GetMailbox(Query):
+    service: ClassVar[str] = "mailer"
+    mailbox_id: uuid.UUID
+
+
+class TestMailboxSmtp(Command):
+    """Log in to the mailbox's SMTP server now: the exact answer when it fails."""
+
+    service: ClassVar[str] = "mailer"
+    mailbox_id: uuid.UUID
+
+
+class TestMailboxImap(Command):
+    """Log in to the mailbox's IMAP server now and open its folders."""
+
+    service: ClassVar[str] = "thread-watcher"
+    mailbox_id: uuid.UUID
+
+
+# --- mailer: OAuth2 clients of the workspace and the consent flow of a mailbox ----------------
+
+
+def _endpoint(url: str) -> str:
+    """https, or http on loopback only (a local authorization server: development, tests)."""
+    parts = urlsplit(url)
+    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ValueError("must be an https:// URL")
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    return url
+
+
+OAuthEndpoint = Annotated[str, Field(min_length=8, max_length=2000, pattern=r"^\S+$"),
+                          AfterValidator(_endpoint)]
+OAuthScope = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^\S+$")]
+
+
+class OAuthClientRequest(BaseModel):
+    """HTTP body of `PUT /v1/mailboxes/oauth-clients/{provider}`: the workspace's own OAuth
+    client at Google or Microsoft (its client id and secret). The endpoints and scopes default
+    to the provider's; a secret left out keeps the stored one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    client_id: Annotated[SingleLine, Field(min_length=1, max_length=500)]
+    client_secret: Secret | None = None
+    authorize_url: OAuthEndpoint | None = None
+    token_url: OAuthEndpoint | None = None
+    scopes: Annotated[list[OAuthScope], Field(min_length=1, max_length=20)] | None = None
+
+
+class SetOAuthClient(OAuthClientRequest, Command):
+    service: ClassVar[str] = "mailer"
+    provider: OAuthProvider
+
+
+class ListOAuthClients(Query):
+    service: ClassVar[str] = "mailer"
+
+
+class StartMailboxConsent(Command):
+    """The provider's consent page for an OAuth2 mailbox (authorization code with PKCE); the
+    provider sends the browser back to `redirect_uri` with a code."""
+
+    service: ClassVar[str] = "mailer"
+    mailbox_id: uuid.UUID
+    redirect_uri: OAuthEndpoint
+    consent_id: uuid.UUID
+    # opaque to the mailer: the gateway's signed token naming the workspace and the consent
+    state: Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class FinishMailboxConsent(Command):
+    """The provider called back: exchange the code for tokens, keep them sealed."""
+
+    service: ClassVar[str] = "mailer"
+    consent_id: uuid.UUID
+    code: Annotated[SingleLine, Field(min_length=1, max_length=4000)]

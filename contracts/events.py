@@ -10,21 +10,35 @@ and `bounce-…` (bounces of one enrollment's mail, from SMTP or from the mailbo
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from contracts.base import Event, register
+from contracts.commands import SequenceSettings
+from contracts.texts import Text
 from contracts.values import (
+    AccountReply,
     DEFAULT_LANGUAGE,
+    BounceClass,
+    BounceReason,
     Channel,
     Email,
+    HolidayCalendar,
+    HolidayChoice,
     Language,
+    MailboxPool,
+    ReplyIntent,
+    ScheduleMove,
+    SkipDate,
     SendPolicy,
+    SendWindow,
     SingleLine,
     Step,
     TimezoneName,
+    Tracking,
+    ZoneMode,
 )
 
 
@@ -46,6 +60,20 @@ class SequenceCreated(SequenceEvent):
     steps: list[Step] = Field(min_length=1)
     # added later with a default: events written before it read as English (no new version)
     language: Language = DEFAULT_LANGUAGE
+    mailbox_pool: MailboxPool = []  # added later with a default: none before it
+    # added later with defaults (no new version): what events before them meant
+    holidays: HolidayChoice = "workspace"
+    zone_mode: ZoneMode = "sequence"
+    tracking: Tracking = Tracking()  # added later: sequences before it tracked opens
+    on_account_reply: AccountReply = AccountReply()  # added later: before it, stop (the default)
+
+
+class SequenceSettingsChanged(SequenceEvent):
+    """Settings of a saved sequence changed: `settings` is every setting after the change,
+    `changed` names those that changed. Pending steps are re-planned by the new rules."""
+
+    settings: SequenceSettings
+    changed: list[str] = Field(min_length=1)
 
 
 class SequenceStepsChanged(SequenceEvent):
@@ -56,6 +84,9 @@ class SequenceStepsChanged(SequenceEvent):
 
 class SequencePaused(SequenceEvent):
     paused_at: datetime
+    # added later with a default (no new version): why, when it was not a person (the
+    # bounce-rate guard says its numbers); None for a pause by hand
+    reason: str | None = None
 
 
 class SequenceResumed(SequenceEvent):
@@ -64,6 +95,31 @@ class SequenceResumed(SequenceEvent):
 
 class SequenceArchived(SequenceEvent):
     archived_at: datetime
+
+
+class SequenceStepFlagged(SequenceEvent):
+    """A recipient's server rejected this step's content (spam, virus, too big): the step needs
+    editing. Editing its subject or body clears the flag."""
+
+    step_id: uuid.UUID
+    reason: BounceReason
+    diagnostic: str = Field(default="", max_length=1000)
+    flagged_at: datetime
+
+
+class CalendarEvent(Event):
+    category: ClassVar[str] = "calendar"
+    stream_key: ClassVar[str] = "workspace_id"
+    workspace_id: uuid.UUID
+
+
+class WorkspaceCalendarChanged(CalendarEvent):
+    """The workspace's default public holidays, its own skip dates and its default send window
+    (new sequences start with it), as they are now."""
+
+    holidays: HolidayCalendar | None = None
+    skip_dates: list[SkipDate] = []
+    send_window: SendWindow | None = None
 
 
 class ContactEvent(Event):
@@ -82,10 +138,11 @@ class ContactCreated(ContactEvent):
     status: SingleLine = ""
     tags: list[str] = []
     lists: list[str] = []
+    timezone: str | None = None  # IANA name; None: not known (events before it too)
 
 
 class ContactUpdated(ContactEvent):
-    """Only the fields that changed, with their new values."""
+    """Only the fields that changed, with their new values (`timezone` is "" when cleared)."""
 
     changes: dict[str, str | list[str]]
 
@@ -98,7 +155,8 @@ class ContactOptedOut(ContactEvent):
     """The contact asked not to be mailed again: every active enrollment of theirs stops."""
 
     opted_out_at: datetime
-    source: Literal["manual", "unsubscribe-link", "one-click", "import"]
+    # "reply": the contact's reply asked for it ("please remove me", "수신거부")
+    source: Literal["manual", "unsubscribe-link", "one-click", "import", "reply"]
     reason: str | None = None
 
 
@@ -114,6 +172,15 @@ class ContactEnrolled(EnrollmentEvent):
     enrolled_at: datetime
     email: str  # the address at enrollment (a bounced address is not enrolled again)
     attempt: int = Field(default=1, ge=1)  # 2 and up: re-enrolled after an earlier one ended
+    contact_timezone: str | None = None  # the contact's own zone at enrollment, if it has one
+
+
+class EnrollmentContactZoneChanged(EnrollmentEvent):
+    """The enrolled contact's own timezone changed (None: cleared): the pending step is
+    re-planned in the new zone when the sequence sends in each contact's zone."""
+
+    contact_timezone: str | None = None
+    changed_at: datetime
 
 
 class EnrollmentStepCompleted(EnrollmentEvent):
@@ -147,6 +214,11 @@ class StepScheduled(ScheduleEvent):
     due_at: datetime
     held: bool = False
     reason: str | None = None  # why it moved, e.g. deferred by a mailbox's daily cap
+    reason_text: Text | None = None  # the same, in any language (contracts/texts.py)
+    # added later with defaults: the zone it is planned in, and why the window, holidays or
+    # skip dates moved it past its due moment
+    zone: str | None = None
+    moved: list[ScheduleMove] = []
 
 
 class StepDue(ScheduleEvent):
@@ -167,6 +239,16 @@ class DeliveryEvent(Event):
     enrollment_id: uuid.UUID
 
 
+class VariantAssigned(DeliveryEvent):
+    """The enrollment's A/B letter, kept for every step with variants (sequences/variants.py:
+    deterministic from the sequence id as seed, the enrollment id and the weights). Recorded
+    when its first step with variants goes out (the letter it would have got at enrollment)."""
+
+    sequence_id: uuid.UUID
+    letter: Literal["A", "B", "C"]
+    assigned_at: datetime
+
+
 class EmailSent(DeliveryEvent):
     """The SMTP server accepted the email of one step."""
 
@@ -180,6 +262,8 @@ class EmailSent(DeliveryEvent):
     sent_at: datetime
     in_reply_to: str | None = None
     references: list[str] = []
+    # added later with a default: the A/B variant whose subject and body went (None: none)
+    variant: Literal["A", "B", "C"] | None = None
 
 
 class EnrollmentNeedsAttention(EnrollmentEvent):
@@ -187,6 +271,7 @@ class EnrollmentNeedsAttention(EnrollmentEvent):
 
     step_id: uuid.UUID
     reason: str
+    reason_text: Text | None = None  # the same, in any language (contracts/texts.py)
 
 
 class EnrollmentRetried(EnrollmentEvent):
@@ -201,6 +286,7 @@ class EnrollmentReplied(EnrollmentEvent):
 
     reply_message_id: str
     replied_at: datetime
+    intent: ReplyIntent = "other"  # added later with a default: the reply's (ReplyDetected)
 
 
 class EnrollmentBounced(EnrollmentEvent):
@@ -208,6 +294,31 @@ class EnrollmentBounced(EnrollmentEvent):
 
     bounced_at: datetime
     reason: str
+    # added later with defaults (no new version): the bounce's class, and whether the SMTP
+    # server refused it at send time (then it never counted as sent): the bounce-rate guard's
+    # numbers
+    bounce_class: BounceClass = "unknown"
+    at_send: bool = False
+    reason_text: Text | None = None  # the reason in any language (contracts/texts.py)
+
+
+class EnrollmentPaused(EnrollmentEvent):
+    """The next step waits until `until` (an out-of-office answer, a colleague's reply); the
+    scheduler plans it at the first send moment from then. Resumed by EnrollmentResumed, or
+    when `until` passes."""
+
+    paused_at: datetime
+    until: datetime
+    reason: Literal["out-of-office", "account-reply"]
+    return_date: date | None = None  # the date the auto-reply named, when it named one
+    note: str | None = None  # what decided `until` ("no return date found: 7 days")
+
+
+class EnrollmentResumed(EnrollmentEvent):
+    """Someone resumed a paused enrollment before its `until`: the next step is planned now."""
+
+    resumed_at: datetime
+    by: str  # who (a user's email, or "api")
 
 
 class EnrollmentStopped(EnrollmentEvent):
@@ -215,6 +326,8 @@ class EnrollmentStopped(EnrollmentEvent):
 
     stopped_at: datetime
     reason: str | None = None
+    # our own reasons in any language (contracts/texts.py); a person's own words have none
+    reason_text: Text | None = None
 
 
 class EmailHeld(DeliveryEvent):
@@ -224,6 +337,7 @@ class EmailHeld(DeliveryEvent):
     step_id: uuid.UUID
     step_index: int = Field(ge=0)
     reason: str
+    reason_text: Text | None = None  # the same, in any language (contracts/texts.py)
 
 
 class EmailFailed(DeliveryEvent):
@@ -243,14 +357,50 @@ class EmailDeferred(DeliveryEvent):
     step_id: uuid.UUID
     until: datetime
     reason: str
+    reason_text: Text | None = None  # the same, in any language (contracts/texts.py)
 
 
 class EmailOpened(DeliveryEvent):
-    """The open-tracking pixel of one email was loaded."""
+    """The open-tracking pixel of one email was loaded. `machine`: by a proxy or scanner, not a
+    person, by the rule named in `machine_rule` (sequences/machine_rules.py); kept, not deleted,
+    and counted apart. Added later with defaults: opens before them read as a person's."""
 
     step_id: uuid.UUID
     message_id: str
     opened_at: datetime
+    machine: bool = False
+    machine_rule: str | None = None
+
+
+class EmailClicked(DeliveryEvent):
+    """A tracked link of one email was followed (`link_index`: its place in the body). `machine`
+    and `machine_rule` as for EmailOpened."""
+
+    step_id: uuid.UUID
+    message_id: str
+    link_index: int = Field(ge=0)
+    url: str
+    clicked_at: datetime
+    machine: bool = False
+    machine_rule: str | None = None
+
+
+class ExperimentEvent(Event):
+    """A/B decisions of one sequence."""
+
+    category: ClassVar[str] = "experiment"
+    stream_key: ClassVar[str] = "sequence_id"
+    sequence_id: uuid.UUID
+
+
+class VariantWinnerChosen(ExperimentEvent):
+    """From now on every email of a step with variants uses `letter`'s subject and body (what
+    was sent stays). `by`: a person (`hand`, with who) or the rule of sequences/variants.py."""
+
+    letter: Literal["A", "B", "C"]
+    by: Literal["hand", "automatic"]
+    chosen_by: str = ""
+    chosen_at: datetime
 
 
 class TestEmailEvent(Event):
@@ -312,15 +462,25 @@ class ReplyDetected(InboxEvent):
     received_at: datetime
     excerpt: str = Field(default="", max_length=500)
     matched_by: str  # "headers" (In-Reply-To / References) or "subject" (fallback)
+    # added later with defaults (no new version): what the reply wants, read from its own words
+    # (sequences/reply_intent.py), and the rule that decided it (None: no rule matched)
+    intent: ReplyIntent = "other"
+    intent_rule: str | None = None
 
 
 class AutoReplyDetected(InboxEvent):
-    """An out-of-office or other automatic answer: recorded, and the enrollment carries on."""
+    """An out-of-office or other automatic answer: not a reply; the enrollment pauses until its
+    writer is back (EnrollmentPaused)."""
 
     message_id: str
     sender: str
     received_at: datetime
     reason: str
+    # added later with defaults (no new version): the return date its text names
+    # (sequences/out_of_office.py; None: none found, impossible, or more than 90 days out) and
+    # what was found
+    return_date: date | None = None
+    return_note: str | None = None
 
 
 class BounceEvent(Event):
@@ -339,15 +499,77 @@ class BounceDetected(BounceEvent):
     original_message_id: str | None = None
     detected_by: Literal["smtp", "mailbox"]
     detected_at: datetime
+    # added later with defaults (no new schema version): what the classifier decided and by
+    # which rule of its table (`sequences mail classify` prints the same)
+    bounce_class: BounceClass = "unknown"
+    reason: BounceReason = "unclassified"
+    rule: str = ""
+
+
+class SuppressionEvent(Event):
+    """The workspace's do-not-contact list: one stream per address or domain on it."""
+
+    category: ClassVar[str] = "suppression"
+    stream_key: ClassVar[str] = "suppression_id"
+    suppression_id: uuid.UUID  # derived from (workspace, value): see `suppression_id_for`
+
+
+SuppressionKind = Literal["address", "domain"]
+SuppressionReason = Literal["bounced", "manual", "import"]
+
+
+class AddressSuppressed(SuppressionEvent):
+    """No sequence mails this address (or any address of this domain) any more."""
+
+    value: str  # lowercased address, or domain
+    kind: SuppressionKind
+    reason: SuppressionReason
+    note: str = Field(default="", max_length=500)
+    added_at: datetime
+
+
+class SuppressionRemoved(SuppressionEvent):
+    value: str
+    removed_at: datetime
+
+
+class MailboxEvent(Event):
+    """The mailer's state of one sender mailbox, keyed by its address (lowercased)."""
+
+    category: ClassVar[str] = "mailbox"
+    stream_key: ClassVar[str] = "address"
+    address: str
+
+
+class MailboxPaused(MailboxEvent):
+    """Sender-side rejections passed the threshold: no email goes out from this address until
+    someone resumes it."""
+
+    paused_at: datetime
+    reason: str
+    bounce_reason: BounceReason | None = None
+
+
+class MailboxResumed(MailboxEvent):
+    resumed_at: datetime
+    by: str  # who resumed it (a user's email, or "api")
 
 
 register(
+    SequenceStepFlagged,
+    AddressSuppressed,
+    SuppressionRemoved,
+    MailboxPaused,
+    MailboxResumed,
     EnrollmentNeedsAttention,
     EnrollmentRetried,
     EmailHeld,
     EmailFailed,
     EmailDeferred,
     EmailOpened,
+    EmailClicked,
+    VariantAssigned,
+    VariantWinnerChosen,
     TestEmailSent,
     TaskDue,
     TaskCompleted,
@@ -357,11 +579,14 @@ register(
     StepScheduled,
     SequenceCreated,
     SequenceStepsChanged,
+    SequenceSettingsChanged,
+    WorkspaceCalendarChanged,
     SequencePaused,
     SequenceResumed,
     SequenceArchived,
     ContactCreated,
     ContactEnrolled,
+    EnrollmentContactZoneChanged,
     EnrollmentStepCompleted,
     EnrollmentCompleted,
     StepDue,
@@ -369,6 +594,8 @@ register(
     EnrollmentReplied,
     EnrollmentBounced,
     EnrollmentStopped,
+    EnrollmentPaused,
+    EnrollmentResumed,
     ReplyDetected,
     AutoReplyDetected,
     BounceDetected,

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -20,11 +21,13 @@ from sequences.clock import AdjustableClock, Clock, SystemClock
 from sequences.config import Settings
 from sequences.db import Migrations, create_engine, migrate
 from sequences.eventlog.relay import Relay
+from sequences import metrics, operations
 from sequences.health import serve_health
 from sequences.eventlog.store import EventStore
 from sequences.messaging import rpc
 from sequences.messaging.consumer import EventConsumer, Subscription
 from sequences.messaging.nats import connect, ensure_events_stream
+from sequences.metrics import setup_metrics
 from sequences.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,9 @@ class ServiceParts:
     subscriptions: list[Subscription] = field(default_factory=list)
     requests: dict[type[BaseModel], Callable] = field(default_factory=dict)
     loops: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # gauges of this service's own state (the scheduler's due steps, ...): the names a source
+    # reports and the source (`sequences.metrics.Sampler`)
+    samples: list[tuple[tuple[str, ...], metrics.SampleSource]] = field(default_factory=list)
 
 
 def configure_logging(level: str, name: str) -> None:
@@ -83,16 +89,40 @@ async def start_runtime(name: str, settings: Settings, *migrations: Migrations) 
 
 def background_loops(runtime: Runtime, parts: ServiceParts) -> list[Callable[[], Awaitable[None]]]:
     """Every long-running task of a service: relay, consumers, clock follower, its own loops."""
-    loops: list[Callable[[], Awaitable[None]]] = [
-        Relay(runtime.settings.database_url, runtime.js).run
-    ]
+    relay = Relay(runtime.settings.database_url, runtime.js,
+                  keep_seconds=runtime.settings.relay_keep_seconds)
+    loops: list[Callable[[], Awaitable[None]]] = [relay.run]
     loops += [EventConsumer(s, runtime.js, runtime.engine).run for s in parts.subscriptions]
+    if metrics.enabled():
+        loops.append(metrics.Sampler(
+            _common_samples(runtime, relay, parts.subscriptions) + parts.samples).run)
     if isinstance(runtime.clock, AdjustableClock):
         clock = runtime.clock
         loops.append(lambda: clock.follow(runtime.js))
     if runtime.settings.health_port:
         loops.append(lambda: serve_health(runtime.settings.health_port, runtime.engine, runtime.nc))
     return loops + parts.loops
+
+
+def _common_samples(runtime: Runtime, relay: Relay, subscriptions: list[Subscription]):
+    """Every service reports the lag of its own consumers; the active relay, the outbox."""
+    names = [s.name for s in subscriptions]
+
+    async def lags() -> list[metrics.Sample]:
+        found = await operations.consumer_lag(runtime.js, names) if names else []
+        return [sample for lag in found for sample in (
+            ("sequences.consumer.pending", {"consumer": lag.consumer}, lag.pending),
+            ("sequences.consumer.oldest_pending_age", {"consumer": lag.consumer},
+             lag.oldest_age))]
+
+    async def outbox() -> list[metrics.Sample]:
+        if not relay.active:
+            return []
+        depth, age = await operations.outbox(runtime.engine, datetime.now(timezone.utc))
+        return [("sequences.outbox.depth", {}, depth), ("sequences.outbox.oldest_age", {}, age)]
+
+    return [(("sequences.consumer.pending", "sequences.consumer.oldest_pending_age"), lags),
+            (("sequences.outbox.depth", "sequences.outbox.oldest_age"), outbox)]
 
 
 async def run_service(
@@ -103,6 +133,7 @@ async def run_service(
     settings = Settings.from_env()
     configure_logging(settings.log_level, name)
     setup_tracing(f"sequences-{name}")
+    setup_metrics(f"sequences-{name}")
     runtime = await start_runtime(name, settings, *migrations)
     parts = build(runtime)
     await rpc.serve(runtime.nc, name, parts.requests)

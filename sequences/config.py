@@ -31,6 +31,12 @@ class Settings:
     nats_replicas: int
     log_level: str
     health_port: int | None  # /healthz and /readyz for probes (the gateway serves its own)
+    # how long the relay remembers what JetStream acknowledged, to publish it again if a crash
+    # of the machine took it: longer than nats-server's sync_interval (two minutes by default)
+    relay_keep_seconds: float = 300.0
+    # where the open pixel and click redirects point (a custom tracking domain that reaches the
+    # gateway); empty: public_url
+    tracking_url: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -52,4 +58,6 @@ class Settings:
             nats_replicas=int(os.environ.get("NATS_STREAM_REPLICAS", "1")),
             log_level=os.environ.get("LOG_LEVEL", "INFO"),
             health_port=int(os.environ["HEALTH_PORT"]) if os.environ.get("HEALTH_PORT") else None,
+            relay_keep_seconds=float(os.environ.get("RELAY_KEEP_SECONDS", "300")),
+            tracking_url=os.environ.get("SEQUENCES_TRACKING_URL", ""),
         )

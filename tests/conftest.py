@@ -95,5 +95,17 @@ async def _purge(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def shared_stack(tmp_path_factory):
+    """The whole system, every service its own process, started once for the run: the browser
+    tests and the end-to-end modules that need no settings of their own share it, each module
+    in a workspace of its own (`stack` in tests/e2e and tests/browser)."""
+    from sequences.devstack.stack import Stack
+    from tests.support import stack_config
+
+    with Stack(stack_config(tmp_path_factory)) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent

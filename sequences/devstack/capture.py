@@ -6,10 +6,14 @@ receive timestamp and a random suffix, so file names sort in arrival order. The 
 written first and the message is renamed into place, so anyone who sees an ``.eml`` can read it
 whole and find its envelope.
 
-Recipients whose address starts with ``bounce`` are refused (550 5.1.1, a hard bounce), and
+Recipients whose address starts with ``bounce`` are refused (550 5.1.1, a hard bounce), those
+starting with ``dmarc`` get 550 5.7.26 (a sender-side refusal: the address is not blamed), and
 those starting with ``tempfail`` get 451 4.7.1 the first two times (``tempfail5...``: five
 times) before being accepted, so the mailer's bounce and retry paths can be seen by hand and
-tested. ``GET /messages?message_id=<id>`` tells whether a message was received: the mailer asks
+tested. A tag in the local part picks a permanent refusal of another kind: ``+dmarc``
+(``kim+dmarc@…``, ``kim+dmarc.7f3a@…``) gets ``550 5.7.26`` (the sender failed DMARC: a sender-side rejection),
+``+spam`` gets ``550 5.7.1`` (rejected as spam: content-side) and ``+unknown`` gets
+``550 5.1.1`` (user unknown, as ``bounce…``). ``GET /messages?message_id=<id>`` tells whether a message was received: the mailer asks
 it after a crash to learn whether a send it did not get to record went through.
 
 Run it with ``python -m sequences.devstack.capture --mail-dir DIR``.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import html
 import json
 import logging
@@ -54,6 +59,14 @@ _CAPTURE_ID = re.compile(r"\d{20}-[0-9a-f]{32}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+# permanent refusals picked by a tag in the recipient's local part (see the module's doc)
+_TAGGED_REFUSALS = {
+    "dmarc": "550 5.7.26 This message does not pass authentication checks (SPF and DKIM both"
+             " do not pass). DMARC policy of the sending domain is reject",
+    "spam": "550 5.7.1 Message rejected as spam by Content Filtering",
+}
+
+
 @dataclass(frozen=True)
 class CapturedMessage:
     """What the viewer shows about one message; ``id`` is the file name without extension."""
@@ -78,12 +91,16 @@ class CapturedMessage:
 
 def read_captured(mail_dir: Path) -> list[EmailMessage]:
     """Parse every captured message, oldest first."""
-    parser = BytesParser(_class=EmailMessage, policy=policy.default)
-    messages = []
-    for path in sorted(Path(mail_dir).glob("*.eml")):
-        with path.open("rb") as f:
-            messages.append(parser.parse(f))
-    return messages
+    return [_parsed(path) for path in sorted(Path(mail_dir).glob("*.eml"))]
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(path: Path) -> EmailMessage:
+    """One message, parsed once: an .eml never changes once it has its name (it is renamed
+    into place whole), and tests poll the captured mail many times over while a stack they
+    share for a whole run holds a thousand messages (about 1 ms each to parse)."""
+    with path.open("rb") as f:
+        return BytesParser(_class=EmailMessage, policy=policy.default).parse(f)
 
 
 class _StoreHandler:
@@ -97,8 +114,13 @@ class _StoreHandler:
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         local = address.split("@", 1)[0].lower()
-        if local.startswith("bounce"):
+        tag = re.match(r"[a-z]*", local.partition("+")[2])[0]  # "+dmarc.7f3a" -> "dmarc"
+        if local.startswith("dmarc"):  # dmarc@…: the same as a +dmarc tag
+            tag = "dmarc"
+        if local.startswith("bounce") or tag == "unknown":
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        if tag in _TAGGED_REFUSALS:
+            return _TAGGED_REFUSALS[tag]
         if local.startswith("tempfail"):
             times = int(match[1]) if (match := re.match(r"tempfail(\d+)", local)) else 2
             if self.refusals.get(address, 0) < times:

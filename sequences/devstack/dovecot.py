@@ -41,8 +41,15 @@ class Dovecot:
 
     def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1",
                  user: str = "sales", password: str = "secret",
-                 more_users: dict[str, str] | None = None) -> None:
+                 more_users: dict[str, str] | None = None,
+                 tls: tuple[str, str] | None = None,
+                 oauth2_introspection_url: str | None = None) -> None:
+        """`tls`: a certificate and its key, offered with STARTTLS on the port;
+        `oauth2_introspection_url`: also AUTH XOAUTH2 and OAUTHBEARER, each token checked at
+        that RFC 7662 introspection endpoint (Dovecot's oauth2 passdb)."""
         self.data_dir = Path(data_dir)
+        self.tls = tls
+        self.oauth2_introspection_url = oauth2_introspection_url
         self.host = host
         self.port = port or free_port()
         self.users = {user: password, **(more_users or {})}
@@ -104,7 +111,27 @@ class Dovecot:
             passwd=self._passwd, mail=self.mail_dir, mail_owner=mail_owner, mail_group=mail_group,
             login_user=login_user,
             state_dir=self.data_dir / "state",
-        ))
+        ) + self._tls_config() + self._oauth2_config())
+
+    def _tls_config(self) -> str:
+        if self.tls is None:
+            return ""
+        cert, key = self.tls
+        return f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\n"
+
+    def _oauth2_config(self) -> str:
+        if self.oauth2_introspection_url is None:
+            return ""
+        settings = self.data_dir / "dovecot-oauth2.conf.ext"
+        settings.write_text(f"introspection_mode = post\n"
+                            f"introspection_url = {self.oauth2_introspection_url}\n"
+                            f"tokeninfo_url = {self.oauth2_introspection_url}?token=\n"
+                            "force_introspection = yes\nusername_attribute = username\n"
+                            "active_attribute = active\nactive_value = true\n")
+        settings.chmod(0o644)
+        return ("auth_mechanisms = plain login xoauth2 oauthbearer\n"
+                f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                f"  args = {settings}\n}}\n")
 
     def _write_passwd(self) -> None:
         self._passwd.write_text("".join(f"{user}:{{PLAIN}}{password}::::::\n"

@@ -4,6 +4,7 @@ drive the very same class."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import httpx
 
-from sequences.devstack.nats_server import NatsServer
+from contracts.subjects import EVENTS_STREAM
+from sequences.devstack.nats_server import NatsCluster, NatsServer
 from sequences.devstack.ports import free_port, wait_for_port
 from sequences.devstack.postgres import EmbeddedPostgres
+from sequences.devstack.servers import SERVERS_FILE
 from sequences.services import SERVICES
 
 log = logging.getLogger("sequences.stack")
@@ -50,6 +53,7 @@ class StackConfig:
     # use these servers instead of starting embedded ones (e.g. DATABASE_URL, NATS_URL from env)
     database_url: str | None = None
     nats_url: str | None = None
+    nats_cluster: int = 1  # > 1: that many nats-server nodes with routes, the stream at R<n>
 
 
 class Stack:
@@ -57,7 +61,8 @@ class Stack:
         self.config = config
         data = config.data_dir
         self.postgres = EmbeddedPostgres(data / "postgres")
-        self.nats = NatsServer(data / "nats", free_port(config.nats_port))
+        self.nats = NatsCluster(data / "nats", config.nats_cluster) if config.nats_cluster > 1 \
+            else NatsServer(data / "nats", free_port(config.nats_port))
         self.mail_dir = captured_mail_dir(data)
         self.mailbox_dir = dev_mailbox_dir(data)
         self.log_dir = data / "logs"
@@ -125,13 +130,26 @@ class Stack:
             path.chmod(0o600)
         return path.read_text().strip()
 
+    def _encryption_keys(self) -> str:
+        """The key that seals mailbox secrets, made once per data directory (a rotation test
+        puts a new one first: `service_env`)."""
+        path = self.config.data_dir / "encryption-keys"
+        if not path.exists():
+            from sequences.encryption import SecretBox
+
+            path.write_text(SecretBox.new_key())
+            path.chmod(0o600)
+        return path.read_text().strip()
+
     def env(self) -> dict[str, str]:
         return {
             "SEQUENCES_SECRET": self._secret(),
+            "SEQUENCES_ENCRYPTION_KEYS": self._encryption_keys(),
             "SEQUENCES_PUBLIC_URL": self.gateway_url,
             "SMTP_VERIFY_URL": self.viewer_url,
             "DATABASE_URL": self.database_url,
             "NATS_URL": self.config.nats_url or self.nats.url,
+            "NATS_STREAM_REPLICAS": str(self.config.nats_cluster),
             "SMTP_URL": f"smtp://127.0.0.1:{self.smtp_port}",
             "GATEWAY_PORT": str(self.gateway_port),
             "SEQUENCES_CLOCK": self.config.clock,
@@ -159,6 +177,18 @@ class Stack:
                 self.start_service(name, replica)
         self.wait_until_ready()
         self.workspace = self._dev_workspace()
+        self._write_servers()
+
+    def _write_servers(self) -> None:
+        """Where this stack's servers are, for the command line (`sequences.devservers`): a
+        command run while it is up finds them without DATABASE_URL or NATS_URL."""
+        path = self.config.data_dir / SERVERS_FILE
+        path.write_text(json.dumps({
+            "DATABASE_URL": self.database_url, "NATS_URL": self.config.nats_url or self.nats.url,
+            "gateway_url": self.gateway_url, "pid": os.getpid(),
+            "health_ports": {f"{name}/{replica}": port
+                             for (name, replica), port in self.health_ports.items()}}))
+        path.chmod(0o600)
 
     def _dev_workspace(self) -> dict[str, str]:
         """The workspace `sequences up` prints a key of: made once per data directory (a key is
@@ -238,6 +268,24 @@ class Stack:
             raise RuntimeError("NATS comes from NATS_URL: the stack cannot restart it")
         self.nats.restart()
 
+    def kill_nats_node(self, leader: bool = False) -> None:
+        """SIGKILL one node of the cluster (the events stream's leader, or the last node) and
+        start it again."""
+        if not isinstance(self.nats, NatsCluster):
+            raise RuntimeError("the stack runs one nats-server, not a cluster")
+        name = self.nats.stream_leader(EVENTS_STREAM) if leader else self.nats.nodes[-1].cluster.name
+        log.warning("killing NATS node %s%s", name, " (the events stream's leader)" if leader else "")
+        self.nats.kill_node(name)
+
+    def power_cut_nats(self) -> None:
+        """nats-server as a crash of the machine leaves it: the unsynced tail of the events
+        stream gone (see NatsServer.power_cut), then started again (embedded only)."""
+        if self.config.nats_url or isinstance(self.nats, NatsCluster):
+            raise RuntimeError("the power cut is of the embedded single nats-server")
+        cut = self.nats.power_cut(EVENTS_STREAM)
+        log.warning("nats-server killed and %d bytes of its newest events block cut", cut)
+        self.nats.start()
+
     def restart_postgres(self) -> None:
         """Stop PostgreSQL (fast: open connections are cut) and start it again (embedded only)."""
         if self.config.database_url:
@@ -260,6 +308,8 @@ class Stack:
         return restarted
 
     def stop(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.config.data_dir / SERVERS_FILE).unlink()
         for process in [*self.processes.values(), self._capture]:
             if process is not None and process.poll() is None:
                 process.terminate()

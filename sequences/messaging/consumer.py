@@ -29,12 +29,14 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.base import EVENT_TYPES, Event, EventEnvelope, current_data, decode_event
 from contracts.subjects import EVENTS_STREAM, category_subjects
+from sequences import metrics
 from sequences.eventlog.store import Causation, StoredEvent
 from sequences.tracing import context_from, tracer
 
@@ -104,6 +106,16 @@ class Subscription:
     batch_handlers: dict[type[Event], BatchHandler] = field(default_factory=dict)
     # a read model that `sequences projections rebuild` may rebuild while the system runs
     rebuildable: bool = False
+    # categories (of `categories`) whose events only this service appends, each applied by
+    # `apply_in` in the transaction that appends it: the durable consumer does not read them
+    # from JetStream (it would find every one already applied: a 100,000-contact import was
+    # 100,000 deliveries for nothing); a rebuild still replays them from the log
+    applied_at_append: tuple[str, ...] = ()
+
+    @property
+    def consumed_categories(self) -> list[str]:
+        """The categories the durable consumer reads from JetStream."""
+        return [c for c in self.categories if c not in self.applied_at_append]
 
     @property
     def handled_types(self) -> set[str]:
@@ -157,6 +169,12 @@ _SET_POSITIONS = text(
     " FROM unnest(CAST(:streams AS text[]), CAST(:versions AS integer[])) AS v(stream_id, version)"
     " WHERE p.consumer = :consumer AND p.stream_id = v.stream_id"
 )
+_KEEP_ERROR = text(
+    "INSERT INTO eventlog.handler_errors (consumer, event_type, stream_id, error, trace_id)"
+    " VALUES (:consumer, :event_type, :stream_id, :error, :trace_id)")
+_FORGET_OLD_ERRORS = text(
+    "DELETE FROM eventlog.handler_errors WHERE id <="
+    " (SELECT id FROM eventlog.handler_errors ORDER BY id DESC OFFSET 200 LIMIT 1)")
 _FORGET_POSITIONS = "DELETE FROM eventlog.consumer_positions WHERE consumer = %(consumer)s"
 _INSERT_POSITIONS = (
     "INSERT INTO eventlog.consumer_positions (consumer, stream_id, version)"
@@ -291,9 +309,12 @@ class EventConsumer:
 
     async def ensure_consumer(self) -> None:
         name = self.subscription.name
+        if not self.subscription.consumed_categories:  # no filter would mean every event
+            raise ValueError(f"{name}: every category is applied at append; nothing to consume")
         config = ConsumerConfig(
             durable_name=name,
-            filter_subjects=[category_subjects(c) for c in self.subscription.categories],
+            filter_subjects=[category_subjects(c)
+                             for c in self.subscription.consumed_categories],
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self._ack_wait,
@@ -301,9 +322,15 @@ class EventConsumer:
             max_ack_pending=10_000,
         )
         try:
-            await self._js.consumer_info(EVENTS_STREAM, name)
+            info = await self._js.consumer_info(EVENTS_STREAM, name)
         except NotFoundError:
             await self._js.add_consumer(EVENTS_STREAM, config)
+            return
+        if sorted(info.config.filter_subjects or []) != sorted(config.filter_subjects):
+            # a new version listens to more categories: the durable consumer keeps its
+            # position, so events of those categories from before it are not delivered (add
+            # a category together with the events that are new in it)
+            await self._js.add_consumer(EVENTS_STREAM, config)  # the server updates it
 
     async def run(self) -> None:
         await self.ensure_consumer()
@@ -350,7 +377,15 @@ class EventConsumer:
                 return False
         for (msg, _), outcome in zip(received, outcomes):
             await self._settle(msg, outcome)
+        self._count_handled(outcomes)
         return True
+
+    def _count_handled(self, outcomes: list) -> None:
+        handled = sum(1 for outcome in outcomes if outcome is Outcome.applied)
+        if handled:
+            metrics.consumed.add(handled, {"messaging.system": "nats",
+                                           "messaging.consumer.group.name":
+                                               self.subscription.name})
 
     async def _handle_in_order(self, items: list[tuple[Msg, EventEnvelope]]) -> None:
         async with self._slots:
@@ -377,7 +412,7 @@ class EventConsumer:
                 log.debug("%s: %s not ready: %s", self.subscription.name, envelope.type, waiting)
                 await msg.nak(delay=self._early_retry_delay)
                 return
-            except Exception:
+            except Exception as error:
                 attempt = msg.metadata.num_delivered or 1
                 log.exception(
                     "%s: %s %s v%d failed (attempt %d); will retry",
@@ -385,8 +420,27 @@ class EventConsumer:
                     envelope.version, attempt,
                 )
                 await msg.nak(delay=retry_delay(attempt))
+                await self._record_failure(envelope, error)
                 return
             await self._settle(msg, outcome)
+            self._count_handled([outcome])
+
+    async def _record_failure(self, envelope: EventEnvelope, error: Exception) -> None:
+        """Count the failure and keep it, with its trace id, for the operations page (the
+        traceback itself is in the log line just written)."""
+        metrics.handler_failures.add(1, {"messaging.consumer.group.name": self.subscription.name,
+                                         "event.type": envelope.type})
+        span = trace.get_current_span().get_span_context()
+        trace_id = format(span.trace_id, "032x") if span.is_valid else _trace_id(envelope)
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(_KEEP_ERROR, {
+                    "consumer": self.subscription.name, "event_type": envelope.type,
+                    "stream_id": envelope.stream_id,
+                    "error": f"{type(error).__name__}: {error}"[:2000], "trace_id": trace_id})
+                await conn.execute(_FORGET_OLD_ERRORS)
+        except Exception as failure:  # the database may be what failed: the log has it
+            log.debug("could not keep the handler error: %s", failure)
 
     async def _settle(self, msg: Msg, outcome: Outcome | HandBack) -> None:
         if isinstance(outcome, HandBack):
@@ -408,6 +462,12 @@ class EventConsumer:
                 return task.result()
             for msg in msgs:
                 await msg.in_progress()
+
+
+def _trace_id(envelope: EventEnvelope) -> str | None:
+    """The trace id of the event's W3C traceparent (version-traceid-spanid-flags)."""
+    parts = (envelope.traceparent or "").split("-")
+    return parts[1] if len(parts) == 4 else None
 
 
 def retry_delay(attempt: int) -> float:

@@ -9,25 +9,31 @@ from pathlib import Path
 from contracts import commands as c
 from sequences.bootstrap import Runtime, ServiceParts, run_service
 from sequences.db import Migrations
-from services.enrollment import domain
-from services.enrollment.handlers import EnrollmentCommands, process_subscription
+from services.enrollment import analytics, domain
+from services.enrollment.handlers import BounceRateGuard, EnrollmentCommands, process_subscription
 from services.enrollment.projections import PROJECTION, projector
 from services.enrollment.queries import EnrollmentQueries
+from services.enrollment.variant_judge import variant_judge
 
 NAME = "enrollment"
 MIGRATIONS = Migrations(NAME, Path(__file__).parent / "migrations")
-PROJECTIONS = (PROJECTION,)
+PROJECTIONS = (PROJECTION, analytics.PROJECTION)
 
 
 def build(runtime: Runtime) -> ServiceParts:
     commands = EnrollmentCommands(
-        runtime, soft_bounce_limit=int(os.environ.get("SOFT_BOUNCE_LIMIT", "3")))
+        runtime, soft_bounce_limit=int(os.environ.get("SOFT_BOUNCE_LIMIT", "3")),
+        guard=BounceRateGuard.from_env())
     queries = EnrollmentQueries(runtime)
     return ServiceParts(
-        subscriptions=[projector, process_subscription(commands)],
+        subscriptions=[projector, analytics.analytics, process_subscription(commands),
+                       variant_judge(runtime)],
         requests={
             c.CreateSequence: commands.create_sequence,
             c.ChangeSequenceSteps: commands.change_steps,
+            c.ChangeSequenceSettings: commands.change_settings,
+            c.SetWorkspaceCalendar: commands.set_workspace_calendar,
+            c.GetWorkspaceCalendar: commands.get_workspace_calendar,
             c.PauseSequence: commands.sequence_decision(domain.pause),
             c.ResumeSequence: commands.sequence_decision(domain.resume),
             c.ArchiveSequence: commands.sequence_decision(domain.archive),
@@ -40,6 +46,7 @@ def build(runtime: Runtime) -> ServiceParts:
             c.EnrollSegment: commands.enroll_segment,
             c.StopEnrollment: commands.stop_enrollment,
             c.RetryEnrollment: commands.retry_enrollment,
+            c.ResumeEnrollment: commands.resume_enrollment,
             c.CompleteTask: commands.complete_task,
             c.ListTasks: queries.list_tasks,
             c.GetSequence: queries.get_sequence,
@@ -50,9 +57,13 @@ def build(runtime: Runtime) -> ServiceParts:
             c.GetEnrollment: queries.get_enrollment,
             c.ListEnrollments: queries.list_enrollments,
             c.GetStepStats: queries.get_step_stats,
+            c.GetSequenceAnalytics: queries.get_sequence_analytics,
             c.PreviewSegment: commands.preview_segment,
             c.GetTimeline: queries.get_timeline,
             c.ListSenderAddresses: queries.list_sender_addresses,
+            c.AddSuppressions: commands.add_suppressions,
+            c.RemoveSuppression: commands.remove_suppression,
+            c.ListSuppressions: queries.list_suppressions,
         },
     )
 

@@ -7,12 +7,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 from functools import reduce
 from typing import Iterable, Sequence as Seq
 
 from contracts.base import Event
 from contracts.events import (
+    EnrollmentPaused,
+    EnrollmentResumed,
+    AddressSuppressed,
     ContactCreated,
     ContactDeleted,
     ContactEnrolled,
@@ -20,6 +24,7 @@ from contracts.events import (
     ContactUpdated,
     EnrollmentBounced,
     EnrollmentCompleted,
+    EnrollmentContactZoneChanged,
     EnrollmentReplied,
     EnrollmentNeedsAttention,
     EnrollmentRetried,
@@ -29,8 +34,16 @@ from contracts.events import (
     SequenceCreated,
     SequencePaused,
     SequenceResumed,
+    SequenceSettingsChanged,
+    SequenceStepFlagged,
     SequenceStepsChanged,
+    SuppressionRemoved,
+    WorkspaceCalendarChanged,
 )
+from contracts.commands import SequenceSettings
+from contracts.texts import Text
+from contracts.values import HolidayCalendar
+from sequences.calendars import NoSendingDay, calendar_for, first_sending_day
 from contracts.values import Channel, Step, next_step
 from contracts.views import EnrollmentStatus
 
@@ -52,31 +65,50 @@ class Sequence:
     state: str  # live | paused | archived
     steps: tuple[Step, ...]
     version: int
+    settings: SequenceSettings | None = None
 
 
 def evolve_sequence(state: Sequence | None, event: Event) -> Sequence:
     match event:
         case SequenceCreated():
-            return Sequence(event.sequence_id, "live", tuple(event.steps), 1)
+            settings = SequenceSettings.model_validate(
+                event.model_dump(include=set(SequenceSettings.model_fields)))
+            return Sequence(event.sequence_id, "live", tuple(event.steps), 1, settings)
     assert state is not None
     state = replace(state, version=state.version + 1)
     match event:
         case SequenceStepsChanged():
             return replace(state, steps=tuple(event.steps))
+        case SequenceSettingsChanged():
+            return replace(state, settings=event.settings)
         case SequencePaused():
             return replace(state, state="paused")
         case SequenceResumed():
             return replace(state, state="live")
         case SequenceArchived():
             return replace(state, state="archived")
+        case SequenceStepFlagged():
+            return state
     raise TypeError(f"not a sequence event: {type(event).__name__}")
 
 
-def pause(state: Sequence, at: datetime) -> list[Event]:
+def pause(state: Sequence, at: datetime, reason: str | None = None) -> list[Event]:
     if state.state == "paused":
         return []
     _require_not_archived(state)
-    return [SequencePaused(sequence_id=state.sequence_id, paused_at=at)]
+    return [SequencePaused(sequence_id=state.sequence_id, paused_at=at, reason=reason)]
+
+
+def guard_bounce_rate(state: Sequence, at: datetime, bounced: int, deliveries: int,
+                      limit: float, minimum: int) -> list[Event]:
+    """The bounce-rate guard: a live sequence whose recipient-permanent bounces are more than
+    `limit` of its deliveries (at least `minimum` of them) in the window pauses itself, saying
+    why. Resuming it is a person's decision (the usual resume)."""
+    if state.state != "live" or deliveries < minimum or bounced <= limit * deliveries:
+        return []
+    why = (f"paused by the bounce-rate guard: {bounced} of {deliveries} deliveries in the last"
+           f" 24 hours bounced as bad addresses ({bounced / deliveries:.1%}, limit {limit:.0%})")
+    return pause(state, at, why)
 
 
 def resume(state: Sequence, at: datetime) -> list[Event]:
@@ -97,6 +129,50 @@ def change_steps(state: Sequence, steps: Seq[Step]) -> list[Event]:
     if tuple(steps) == state.steps:
         return []
     return [SequenceStepsChanged(sequence_id=state.sequence_id, steps=list(steps))]
+
+
+def change_settings(state: Sequence, changes: dict, workspace: WorkspaceCalendarChanged | None,
+                    today: date) -> list[Event]:
+    """The settings named in `changes` (absent or None: unchanged); only what really changes is
+    recorded, and a calendar left with no sending day is refused."""
+    _require_not_archived(state)
+    current = state.settings.model_dump()
+    wanted = {**current, **{k: v for k, v in changes.items() if v is not None}}
+    settings = SequenceSettings.model_validate(wanted)
+    after = settings.model_dump()
+    changed = [name for name in SequenceSettings.model_fields if after[name] != current[name]]
+    if not changed:
+        return []
+    require_sending_days(settings, workspace, today)
+    return [SequenceSettingsChanged(sequence_id=state.sequence_id, settings=settings,
+                                    changed=changed)]
+
+
+def require_sending_days(settings, workspace: WorkspaceCalendarChanged | None, today: date) -> None:
+    """Refuse settings whose window, holidays and the workspace's skip dates leave no sending
+    day in the next 366 days, naming the field at fault."""
+    holidays = settings.holidays
+    if holidays == "workspace":
+        holidays = workspace.holidays if workspace else None
+    calendar = calendar_for(settings.timezone, settings.send_policy,
+                            holidays if isinstance(holidays, HolidayCalendar) else None,
+                            workspace.skip_dates if workspace else [])
+    try:
+        first_sending_day(calendar, today)
+    except NoSendingDay as error:
+        field = "holidays" if isinstance(holidays, HolidayCalendar) else "send_policy.window"
+        raise Unsendable(f"{error}: the send window, holidays and skip dates leave no day to"
+                         " send on", field) from None
+
+
+class Unsendable(Refused):
+    """Settings that leave no sending day (answered as 422, naming the field)."""
+
+
+def workspace_calendar(state: WorkspaceCalendarChanged | None,
+                       event: Event) -> WorkspaceCalendarChanged:
+    assert isinstance(event, WorkspaceCalendarChanged)
+    return event  # every event is the whole calendar
 
 
 def require_live(state: Sequence) -> None:
@@ -131,6 +207,7 @@ class Enrollment:
     sends: int
     version: int  # of the enrollment's stream
     held_step: uuid.UUID | None = None  # the step waiting for someone (needs attention)
+    paused_until: datetime | None = None  # the next step waits until then (EnrollmentPaused)
 
     @property
     def is_open(self) -> bool:
@@ -166,6 +243,7 @@ def evolve(state: Enrollment | None, event: Event) -> Enrollment:
                 state,
                 completed=(*state.completed, event.step_id),
                 sends=state.sends + (event.channel == Channel.email),
+                paused_until=None,  # a step went out: whatever paused it is over
             )
         case EnrollmentCompleted() | EnrollmentReplied() | EnrollmentBounced() | EnrollmentStopped():
             return replace(state, status=_ENDS_AS[type(event)], held_step=None)
@@ -173,6 +251,12 @@ def evolve(state: Enrollment | None, event: Event) -> Enrollment:
             return replace(state, status=EnrollmentStatus.needs_attention, held_step=event.step_id)
         case EnrollmentRetried():
             return replace(state, status=EnrollmentStatus.active, held_step=None)
+        case EnrollmentContactZoneChanged():
+            return state
+        case EnrollmentPaused():
+            return replace(state, paused_until=event.until)
+        case EnrollmentResumed():
+            return replace(state, paused_until=None)
     raise TypeError(f"not an enrollment event: {type(event).__name__}")
 
 
@@ -223,12 +307,49 @@ def end(state: Enrollment, ending: Event) -> list[Event]:
     return [ending] if state.is_open else []
 
 
-def hold(state: Enrollment, step_id: uuid.UUID, reason: str) -> list[Event]:
-    """A step could not go out: the enrollment waits for someone to fix the cause."""
+# --- pauses: out of office ----------------------------------------------------------------------
+
+# no return date in an out-of-office answer (or none usable): the next step waits this long
+OUT_OF_OFFICE_DEFAULT = timedelta(days=7)
+
+
+def out_of_office_until(received_at: datetime, back_on: date | None, zone: str,
+                        extra_days: int) -> tuple[datetime, str]:
+    """Until when an out-of-office answer pauses the next step: the start of the day
+    `extra_days` after the return date in the sequence's zone (the scheduler then plans the
+    first send moment of a sending day from there), else 7 days from the answer; and why."""
+    if back_on is None:
+        return received_at + OUT_OF_OFFICE_DEFAULT, "no return date found: 7 days"
+    day = back_on + timedelta(days=extra_days)
+    until = datetime.combine(day, time(0), ZoneInfo(zone))
+    return max(until, received_at), (f"back on {back_on.isoformat()}, plus {extra_days}"
+                                      f" day{'s' if extra_days != 1 else ''}")
+
+
+def pause_enrollment(state: Enrollment, event: EnrollmentPaused) -> list[Event]:
+    """Only an active enrollment pauses; a later `until` than the one it has wins."""
+    if state.status != EnrollmentStatus.active:
+        return []
+    if state.paused_until is not None and state.paused_until >= event.until:
+        return []
+    return [event]
+
+
+def resume_enrollment(state: Enrollment, at: datetime, by: str) -> list[Event]:
+    if state.paused_until is None or not state.is_open:
+        raise Refused("the enrollment is not paused", "enrollment_id")
+    return [EnrollmentResumed(enrollment_id=state.enrollment_id, resumed_at=at, by=by)]
+
+
+def hold(state: Enrollment, step_id: uuid.UUID, reason: Text | str) -> list[Event]:
+    """A step could not go out: the enrollment waits for someone to fix the cause. A plain
+    English `reason` (a bounce's hold) is shown translated by the web app's sentence table."""
     if state.status != EnrollmentStatus.active or step_id in state.completed:
         return []
+    text = reason if isinstance(reason, Text) else None
     return [EnrollmentNeedsAttention(enrollment_id=state.enrollment_id, step_id=step_id,
-                                     reason=reason)]
+                                     reason=text.english() if text else reason,
+                                     reason_text=text)]
 
 
 def retry(state: Enrollment, at: datetime) -> list[Event]:
@@ -239,10 +360,72 @@ def retry(state: Enrollment, at: datetime) -> list[Event]:
                               retried_at=at)]
 
 
+# --- bounces: what each class of bounce does ---------------------------------------------------
+
+
+class BounceAction(StrEnum):
+    bounce = "bounce"  # the enrollment is Bounced (and a recipient-permanent address suppressed)
+    soft = "soft"  # counted against the soft-bounce limit
+    hold_sender = "hold-sender"  # held; the address is not blamed; the mailbox is alerted
+    hold_content = "hold-content"  # held; the step is flagged for editing
+
+
+_ACTIONS = {
+    "recipient-permanent": BounceAction.bounce,
+    "recipient-temporary": BounceAction.soft,
+    "sender-side": BounceAction.hold_sender,
+    "content-side": BounceAction.hold_content,
+}
+
+
+def bounce_action(bounce_class: str, kind: str) -> BounceAction:
+    """By class; a bounce without one (events from before the classes) by its kind, as then."""
+    if bounce_class in _ACTIONS:
+        return _ACTIONS[bounce_class]
+    return BounceAction.bounce if kind == "hard" else BounceAction.soft
+
+
+def bounce_hold_reason(action: BounceAction, reason: str, words: str) -> str:
+    """Why a sender-side or content-side bounce holds the enrollment (the web app shows these
+    sentences in the reader's language: `Texts.said`)."""
+    what = ("rejected by the recipient's server for its content: edit the step"
+            if action is BounceAction.hold_content else
+            "rejected for a sender-side reason (the address is not blamed): check the sender"
+            " mailbox, then retry")
+    return f"{what} ({reason}; {words[:200]})"
+
+
+def counts_as_soft(bounce: dict) -> bool:
+    """Which earlier bounces of an enrollment count against the soft-bounce limit."""
+    return bounce_action(bounce.get("bounce_class", "unknown"),
+                         bounce.get("kind", "")) is BounceAction.soft
+
+
+# --- the suppression list ----------------------------------------------------------------------
+
+
+def suppression_active(events: Iterable[Event]) -> bool:
+    """On the list now: added, and not removed since."""
+    active = False
+    for event in events:
+        active = isinstance(event, AddressSuppressed)
+    return active
+
+
+def suppress(active: bool, event: AddressSuppressed) -> list[Event]:
+    return [] if active else [event]
+
+
+def unsuppress(active: bool, event: SuppressionRemoved) -> list[Event]:
+    if not active:
+        raise Refused(f"{event.value} is not on the suppression list", "value")
+    return [event]
+
+
 # --- contacts ----------------------------------------------------------------------------------
 
 CONTACT_FIELDS = ("name", "company", "job_title", "owner_name", "email", "phone", "status",
-                  "tags", "lists")
+                  "tags", "lists", "timezone")
 
 
 @dataclass(frozen=True)
@@ -258,6 +441,7 @@ def evolve_contact(state: Contact | None, event: Event) -> Contact:
     match event:
         case ContactCreated():
             fields = event.model_dump(include=set(CONTACT_FIELDS))
+            fields["timezone"] = fields["timezone"] or ""  # as an update that clears it says
             return Contact(event.contact_id, fields, False, False, 1)
     assert state is not None
     state = replace(state, version=state.version + 1)
@@ -277,6 +461,14 @@ def update_contact(state: Contact, changes: dict) -> list[Event]:
         raise Refused("the contact was deleted", "contact_id")
     changed = {k: v for k, v in changes.items() if v is not None and state.fields.get(k) != v}
     return [ContactUpdated(contact_id=state.contact_id, changes=changed)] if changed else []
+
+
+def zone_changed(state: Enrollment, contact_timezone: str | None, at: datetime) -> list[Event]:
+    """An active enrollee's contact has a new zone: its pending step is planned again in it."""
+    if not state.is_open:
+        return []
+    return [EnrollmentContactZoneChanged(enrollment_id=state.enrollment_id,
+                                         contact_timezone=contact_timezone, changed_at=at)]
 
 
 def opt_out(state: Contact, at: datetime, source: str, reason: str | None) -> list[Event]:
@@ -299,6 +491,7 @@ class Admission(StrEnum):
     skipped_ended = "skipped_ended"
     excluded_opted_out = "excluded_opted_out"
     refused_bounced = "refused_bounced"
+    excluded_suppressed = "excluded_suppressed"
 
 
 def admission(
@@ -307,21 +500,24 @@ def admission(
     last_status: str | None,
     last_email: str | None,
     reenroll: bool,
+    suppressed: bool = False,
 ) -> Admission:
     """Whether a contact can be enrolled in a sequence, given its last enrollment there (if any).
 
-    Opted-out contacts never are; an active enrollment is never doubled; an ended one is
-    followed by a new one only when asked (`reenroll`), and not when it bounced on an address
-    that has not changed since.
+    Opted-out contacts never are, nor those whose address (or its domain) is suppressed; an
+    active enrollment is never doubled; an ended one is followed by a new one only when asked
+    (`reenroll`), and not when it bounced on an address that has not changed since. The
+    earlier answers keep their precedence (a bounced address asked again is still
+    `refused_bounced`).
     """
     if opted_out:
         return Admission.excluded_opted_out
     if last_status is None:
-        return Admission.enroll
+        return Admission.excluded_suppressed if suppressed else Admission.enroll
     if last_status == EnrollmentStatus.active:
         return Admission.skipped_active
     if not reenroll:
         return Admission.skipped_ended
     if last_status == EnrollmentStatus.bounced and (last_email or "").lower() == email.lower():
         return Admission.refused_bounced
-    return Admission.enroll
+    return Admission.excluded_suppressed if suppressed else Admission.enroll

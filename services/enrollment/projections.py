@@ -10,6 +10,8 @@ made them the larger part of a rebuild's time.
 
 from __future__ import annotations
 
+import json
+
 from collections import Counter
 
 import pydantic_core
@@ -17,6 +19,7 @@ from sqlalchemy import text
 
 from contracts.base import EventEnvelope
 from contracts.events import (
+    AddressSuppressed,
     ContactCreated,
     ContactDeleted,
     ContactEnrolled,
@@ -25,6 +28,8 @@ from contracts.events import (
     EnrollmentBounced,
     EnrollmentCompleted,
     EnrollmentReplied,
+    EnrollmentPaused,
+    EnrollmentResumed,
     EmailOpened,
     EnrollmentNeedsAttention,
     EnrollmentRetried,
@@ -34,25 +39,36 @@ from contracts.events import (
     SequenceCreated,
     SequencePaused,
     SequenceResumed,
+    SequenceSettingsChanged,
+    SequenceStepFlagged,
     SequenceStepsChanged,
     StepDue,
     StepScheduled,
+    SuppressionRemoved,
     TaskCompleted,
     TaskDue,
 )
-from contracts.values import steps_json
+from contracts.texts import REPLIED, said
+from contracts.values import pool_addresses, steps_json
 from contracts.views import EnrollmentStatus
 from sequences.messaging.consumer import Delivery, Subscription
 from sequences.projections import Projection
 from services.enrollment import search
 
 projector = Subscription(
-    "enrollment-projector", ["sequence", "contact", "enrollment", "schedule", "delivery", "task"],
+    "enrollment-projector", ["sequence", "contact", "enrollment", "schedule", "delivery", "task",
+                             "suppression"],
     rebuildable=True,
+    # appended by this service alone, always through EnrollmentCommands._record, which applies
+    # them here in the appending transaction (task streams are not: the mailer appends TaskDue)
+    applied_at_append=("sequence", "contact", "enrollment", "suppression"),
 )
 PROJECTION = Projection(
     projector, ("enrollment.sequences", "enrollment.contacts", "enrollment.enrollments",
-                "enrollment.email_opens", "enrollment.tasks", "enrollment.step_completions"),
+                "enrollment.email_opens", "enrollment.tasks", "enrollment.step_completions",
+                "enrollment.suppressions", "enrollment.step_flags",
+                # (kept by triggers on enrollments: migrations/0010_enrollment_counts.sql)
+                "enrollment.enrollment_counts"),
     # what the API lists and searches by; the handlers find rows by primary key, and
     # enrollments by contact (contact_updated), which must stay
     unread_indexes=("enrollment.sequences_by_creation", "enrollment.contacts_by_creation",
@@ -62,6 +78,7 @@ PROJECTION = Projection(
                     "enrollment.enrollments_by_sequence_status",
                     "enrollment.enrollments_by_sequence_activity", "enrollment.tasks_open_by_owner",
                     "enrollment.tasks_by_sequence", "enrollment.tasks_by_workspace",
+                    "enrollment.tasks_by_enrollment",
                     "enrollment.step_completions_by_sequence"),
     rewritten_tables=("enrollment.enrollments",),
 )
@@ -77,10 +94,10 @@ async def sequence_created(event: SequenceCreated, d: Delivery) -> None:
         text(
             "INSERT INTO enrollment.sequences (sequence_id, workspace_id, name, purpose,"
             " sender_name, sender_email, timezone, send_policy, steps, language, state,"
-            " created_at)"
+            " created_at, mailbox_pool, holidays, zone_mode, on_account_reply)"
             " VALUES (:id, :workspace_id, :name, :purpose, :sender_name, :sender_email,"
             " :timezone, CAST(:send_policy AS jsonb), CAST(:steps AS jsonb), :language, 'live',"
-            " :at)"
+            " :at, :pool, CAST(:holidays AS jsonb), :zone_mode, CAST(:account_reply AS jsonb))"
         ),
         {
             "id": event.sequence_id,
@@ -94,15 +111,70 @@ async def sequence_created(event: SequenceCreated, d: Delivery) -> None:
             "steps": steps_json(event.steps),
             "language": event.language,
             "at": d.envelope.occurred_at,
+            "pool": pool_addresses(event.mailbox_pool),
+            "holidays": _holidays_json(event.holidays),
+            "zone_mode": event.zone_mode,
+            "account_reply": event.on_account_reply.model_dump_json(),
         },
+    )
+
+
+def _holidays_json(choice) -> str:
+    return choice.model_dump_json() if hasattr(choice, "model_dump_json") else f'"{choice}"'
+
+
+@projector.on(SequenceSettingsChanged)
+async def settings_changed(event: SequenceSettingsChanged, d: Delivery) -> None:
+    settings = event.settings
+    await d.conn.execute(
+        text("UPDATE enrollment.sequences SET name = :name, purpose = :purpose,"
+             " sender_name = :sender_name, sender_email = :sender_email, timezone = :timezone,"
+             " send_policy = CAST(:send_policy AS jsonb), language = :language,"
+             " holidays = CAST(:holidays AS jsonb), zone_mode = :zone_mode, mailbox_pool = :pool,"
+             " on_account_reply = CAST(:account_reply AS jsonb)"
+             " WHERE sequence_id = :id"),
+        {"id": event.sequence_id, "name": settings.name, "purpose": settings.purpose,
+         "sender_name": settings.sender_name, "sender_email": settings.sender_email,
+         "timezone": settings.timezone, "send_policy": settings.send_policy.model_dump_json(),
+         "language": settings.language, "holidays": _holidays_json(settings.holidays),
+         "pool": pool_addresses(settings.mailbox_pool),
+         "zone_mode": settings.zone_mode,
+         "account_reply": settings.on_account_reply.model_dump_json()},
     )
 
 
 @projector.on(SequenceStepsChanged)
 async def steps_changed(event: SequenceStepsChanged, d: Delivery) -> None:
+    # a flagged step whose subject or body was edited is no longer flagged
+    kept = [str(s.step_id) for s in event.steps]
+    await d.conn.execute(
+        text("DELETE FROM enrollment.step_flags f USING enrollment.sequences s,"
+             " jsonb_array_elements(s.steps) old, jsonb_array_elements(CAST(:steps AS jsonb)) new"
+             " WHERE s.sequence_id = :id AND f.sequence_id = :id"
+             " AND old->>'step_id' = CAST(f.step_id AS text) AND new->>'step_id' = old->>'step_id'"
+             " AND (old->'subject' IS DISTINCT FROM new->'subject'"
+             "      OR old->'body' IS DISTINCT FROM new->'body')"),
+        {"id": event.sequence_id, "steps": steps_json(event.steps)},
+    )
+    await d.conn.execute(
+        text("DELETE FROM enrollment.step_flags WHERE sequence_id = :id"
+             " AND NOT CAST(step_id AS text) = ANY(:kept)"),
+        {"id": event.sequence_id, "kept": kept},
+    )
     await d.conn.execute(
         text("UPDATE enrollment.sequences SET steps = CAST(:steps AS jsonb) WHERE sequence_id = :id"),
         {"id": event.sequence_id, "steps": steps_json(event.steps)},
+    )
+
+
+@projector.on(SequenceStepFlagged)
+async def step_flagged(event: SequenceStepFlagged, d: Delivery) -> None:
+    await d.conn.execute(
+        text("INSERT INTO enrollment.step_flags (sequence_id, step_id, reason, diagnostic,"
+             " flagged_at) VALUES (:sequence_id, :step_id, :reason, :diagnostic, :flagged_at)"
+             " ON CONFLICT (sequence_id, step_id) DO UPDATE SET reason = EXCLUDED.reason,"
+             " diagnostic = EXCLUDED.diagnostic, flagged_at = EXCLUDED.flagged_at"),
+        event.model_dump(),
     )
 
 
@@ -111,8 +183,10 @@ _SEQUENCE_STATES = {SequencePaused: "paused", SequenceResumed: "live", SequenceA
 
 async def sequence_state_changed(event, d: Delivery) -> None:
     await d.conn.execute(
-        text("UPDATE enrollment.sequences SET state = :state WHERE sequence_id = :id"),
-        {"id": event.sequence_id, "state": _SEQUENCE_STATES[type(event)]},
+        text("UPDATE enrollment.sequences SET state = :state, paused_reason = :why"
+             " WHERE sequence_id = :id"),
+        {"id": event.sequence_id, "state": _SEQUENCE_STATES[type(event)],
+         "why": getattr(event, "reason", None)},
     )
 
 
@@ -128,14 +202,15 @@ async def contacts_created(run: list[EventEnvelope], conn) -> None:
     """Set-based: an import of 100,000 contacts is one statement."""
     await conn.exec_driver_sql(
         "INSERT INTO enrollment.contacts (contact_id, workspace_id, name, company, job_title,"
-        " owner_name, email, phone, status, tags, lists, search_grams, created_at, updated_at)"
+        " owner_name, email, phone, status, tags, lists, timezone, search_grams, created_at,"
+        " updated_at)"
         " SELECT c.contact_id, c.workspace_id, c.name, c.company, c.job_title, c.owner_name,"
         " c.email, c.phone, c.status, ARRAY(SELECT jsonb_array_elements_text(c.tags)),"
-        " ARRAY(SELECT jsonb_array_elements_text(c.lists)),"
+        " ARRAY(SELECT jsonb_array_elements_text(c.lists)), c.timezone,"
         " ARRAY(SELECT jsonb_array_elements_text(c.grams)), c.at, c.at"
         " FROM jsonb_to_recordset(%(rows)b::jsonb) AS c(contact_id uuid, workspace_id uuid,"
         "   name text, company text, job_title text, owner_name text, email text, phone text,"
-        "   status text, tags jsonb, lists jsonb, grams jsonb, at timestamptz)",
+        "   status text, tags jsonb, lists jsonb, timezone text, grams jsonb, at timestamptz)",
         # pydantic-core's encoder: the same JSON as json.dumps, three times faster
         {"rows": pydantic_core.to_json([{**e.data, "at": e.occurred_at,
                                          "workspace_id": e.workspace_id,
@@ -143,17 +218,26 @@ async def contacts_created(run: list[EventEnvelope], conn) -> None:
     )
 
 
+def _json(value) -> str | None:
+    """A model or event data (a dict) as JSON for a jsonb parameter; None stays NULL."""
+    if value is None:
+        return None
+    return value.model_dump_json() if hasattr(value, "model_dump_json") else json.dumps(value)
+
+
 def _search_grams(contact: dict) -> list[str]:
     return search.grams(*(contact.get(field) or "" for field in search.FIELDS))
 
 
 _CONTACT_COLUMNS = ("name", "company", "job_title", "owner_name", "email", "phone", "status",
-                    "tags", "lists")
+                    "tags", "lists", "timezone")
 
 
 @projector.on(ContactUpdated)
 async def contact_updated(event: ContactUpdated, d: Delivery) -> None:
     changes = {k: v for k, v in event.changes.items() if k in _CONTACT_COLUMNS}
+    if "timezone" in changes:
+        changes["timezone"] = changes["timezone"] or None  # "" clears it
     assignments = ", ".join(f"{column} = :{column}" for column in changes)
     updated = (await d.conn.execute(
         text(f"UPDATE enrollment.contacts SET {assignments}, updated_at = :at"
@@ -238,7 +322,8 @@ async def steps_completed(run: list[EventEnvelope], conn) -> None:
         seen["last_step"] = e["step_id"]
     await conn.exec_driver_sql(
         "UPDATE enrollment.enrollments e SET current_step = e.current_step + v.steps,"
-        " sends = e.sends + v.sends, last_activity_at = v.at, last_step_id = v.last_step"
+        " sends = e.sends + v.sends, last_activity_at = v.at, last_step_id = v.last_step,"
+        " paused_until = NULL, pause_reason = NULL"  # a step went out: the pause is over
         " FROM unnest(%(ids)b::uuid[], %(steps)b::integer[], %(sends)b::integer[],"
         "   %(ats)b::timestamptz[], %(last_steps)b::uuid[]) AS v(id, steps, sends, at, last_step)"
         " WHERE e.enrollment_id = v.id",
@@ -264,11 +349,19 @@ async def steps_completed(run: list[EventEnvelope], conn) -> None:
 # each ending: the status it sets, the field of its moment, and the reason it shows
 _ENDINGS = {
     EnrollmentCompleted: (EnrollmentStatus.done, "completed_at", lambda e: None),
-    EnrollmentReplied: (EnrollmentStatus.replied, "replied_at", lambda e: "replied"),
+    EnrollmentReplied: (EnrollmentStatus.replied, "replied_at", lambda e: REPLIED),
     EnrollmentBounced: (EnrollmentStatus.bounced, "bounced_at", lambda e: e["reason"]),
     EnrollmentStopped: (EnrollmentStatus.stopped, "stopped_at",
                         lambda e: e.get("reason") or "stopped"),
 }
+
+
+def _ending_text(event_type, event: dict) -> str | None:
+    """Why it ended, as a text any language can show (JSON), when the event carries one."""
+    if event_type is EnrollmentReplied:
+        return said(REPLIED).model_dump_json()
+    text = event.get("reason_text")
+    return json.dumps(text) if text else None
 
 
 def _ending(event_type):
@@ -276,30 +369,80 @@ def _ending(event_type):
 
     async def enrollments_ended(run: list[EventEnvelope], conn) -> None:
         last = {e.data["enrollment_id"]: e.data for e in run}
+        if event_type is EnrollmentBounced:
+            await _bounce_classes(conn, last)
+        if event_type is EnrollmentReplied:
+            await _reply_intents(conn, last)
         await conn.exec_driver_sql(
             "UPDATE enrollment.enrollments e SET status = %(status)s, last_activity_at = v.at,"
-            " next_due_at = NULL, held = false, attention = NULL, ended_reason = v.reason"
+            " next_due_at = NULL, held = false, attention = NULL, attention_text = NULL,"
+            " ended_reason = v.reason, ended_reason_text = v.reason_text::jsonb"
             # reasons may all be NULL (nothing to infer a binary type from): sent as text
-            " FROM unnest(%(ids)b::uuid[], %(ats)b::timestamptz[], %(reasons)s::text[])"
-            "   AS v(id, at, reason)"
+            " FROM unnest(%(ids)b::uuid[], %(ats)b::timestamptz[], %(reasons)s::text[],"
+            "             %(texts)s::text[]) AS v(id, at, reason, reason_text)"
             " WHERE e.enrollment_id = v.id",
             {"status": status, "ids": list(last), "ats": [e[moment] for e in last.values()],
-             "reasons": [reason(e) for e in last.values()]},
+             "reasons": [reason(e) for e in last.values()],
+             "texts": [_ending_text(event_type, e) for e in last.values()]},
         )
 
     return enrollments_ended
+
+
+async def _reply_intents(conn, replied: dict[str, dict]) -> None:
+    """What each reply wanted (events before intents existed read as "other")."""
+    await conn.exec_driver_sql(
+        "UPDATE enrollment.enrollments e SET reply_intent = v.intent"
+        " FROM unnest(%(ids)b::uuid[], %(intents)b::text[]) AS v(id, intent)"
+        " WHERE e.enrollment_id = v.id",
+        {"ids": list(replied), "intents": [e.get("intent", "other") for e in replied.values()]},
+    )
+
+
+async def _bounce_classes(conn, bounced: dict[str, dict]) -> None:
+    """What the bounce-rate guard counts: the class of each bounce, and whether it was refused
+    at send time."""
+    await conn.exec_driver_sql(
+        "UPDATE enrollment.enrollments e SET bounce_class = v.class, bounced_at_send = v.at_send"
+        " FROM unnest(%(ids)b::uuid[], %(classes)b::text[], %(at_send)b::boolean[])"
+        "   AS v(id, class, at_send) WHERE e.enrollment_id = v.id",
+        {"ids": list(bounced), "classes": [e.get("bounce_class", "unknown")
+                                           for e in bounced.values()],
+         "at_send": [e.get("at_send", False) for e in bounced.values()]},
+    )
 
 
 for _ending_type in _ENDINGS:
     projector.on_batch(_ending_type)(_ending(_ending_type))
 
 
+@projector.on(EnrollmentPaused)
+async def enrollment_paused(event: EnrollmentPaused, d: Delivery) -> None:
+    await d.conn.execute(
+        text("UPDATE enrollment.enrollments SET paused_until = :until, pause_reason = :reason,"
+             " last_activity_at = :at WHERE enrollment_id = :id"),
+        {"id": event.enrollment_id, "until": event.until, "reason": event.reason,
+         "at": d.envelope.occurred_at},
+    )
+
+
+@projector.on(EnrollmentResumed)
+async def enrollment_resumed(event: EnrollmentResumed, d: Delivery) -> None:
+    await d.conn.execute(
+        text("UPDATE enrollment.enrollments SET paused_until = NULL, pause_reason = NULL,"
+             " last_activity_at = :at WHERE enrollment_id = :id"),
+        {"id": event.enrollment_id, "at": event.resumed_at},
+    )
+
+
 @projector.on(EnrollmentNeedsAttention)
 async def needs_attention(event: EnrollmentNeedsAttention, d: Delivery) -> None:
     await d.conn.execute(
         text("UPDATE enrollment.enrollments SET status = 'needs_attention', attention = :reason,"
-             " next_due_at = NULL, last_activity_at = :at WHERE enrollment_id = :id"),
-        {"id": event.enrollment_id, "reason": event.reason, "at": d.envelope.occurred_at},
+             " attention_text = CAST(:text AS jsonb), next_due_at = NULL, last_activity_at = :at"
+             " WHERE enrollment_id = :id"),
+        {"id": event.enrollment_id, "reason": event.reason, "text": _json(event.reason_text),
+         "at": d.envelope.occurred_at},
     )
 
 
@@ -307,22 +450,35 @@ async def needs_attention(event: EnrollmentNeedsAttention, d: Delivery) -> None:
 async def retried(event: EnrollmentRetried, d: Delivery) -> None:
     await d.conn.execute(
         text("UPDATE enrollment.enrollments SET status = 'active', attention = NULL,"
-             " last_activity_at = :at WHERE enrollment_id = :id"),
+             " attention_text = NULL, last_activity_at = :at WHERE enrollment_id = :id"),
         {"id": event.enrollment_id, "at": event.retried_at},
     )
 
 
 @projector.on_batch(StepScheduled)
 async def steps_scheduled(run: list[EventEnvelope], conn) -> None:
+    """The next send, of an active enrollment only (an ended one sends nothing more, a held
+    one shows why instead); the note, why it moved, is the latest plan's whatever the status.
+    A rebuild replays an enrollment's own events before its schedule's within a batch
+    (`_in_replay_order`): a plan made between a retry and the hold after it comes after both
+    there, so the note must not depend on the status the plan finds."""
     last = {e.data["enrollment_id"]: e.data for e in run}  # the latest plan of each enrollment wins
     await conn.exec_driver_sql(
-        "UPDATE enrollment.enrollments e SET next_due_at = v.due, held = v.held,"
-        " schedule_note = v.note FROM unnest(%(ids)b::uuid[], %(dues)b::timestamptz[],"
-        "   %(helds)b::boolean[], %(notes)s::text[]) AS v(id, due, held, note)"  # notes: NULLs
-        " WHERE e.enrollment_id = v.id AND e.status = 'active'",
+        "UPDATE enrollment.enrollments e"
+        " SET next_due_at = CASE WHEN e.status = 'active' THEN v.due ELSE e.next_due_at END,"
+        " held = CASE WHEN e.status = 'active' THEN v.held ELSE e.held END,"
+        " schedule_note = v.note, schedule_note_text = CAST(v.note_text AS jsonb),"
+        " schedule_zone = v.zone, schedule_moved = v.moved"
+        " FROM unnest(%(ids)b::uuid[], %(dues)b::timestamptz[], %(helds)b::boolean[],"
+        "   %(notes)s::text[], %(note_texts)s::text[], %(zones)s::text[], %(moved)s::jsonb[])"
+        "   AS v(id, due, held, note, note_text, zone, moved)"
+        " WHERE e.enrollment_id = v.id",  # (notes and zones may all be NULL: sent as text)
         {"ids": list(last), "dues": [e["due_at"] for e in last.values()],
          "helds": [e.get("held", False) for e in last.values()],
-         "notes": [e.get("reason") for e in last.values()]},
+         "notes": [e.get("reason") for e in last.values()],
+         "note_texts": [_json(e.get("reason_text")) for e in last.values()],
+         "zones": [e.get("zone") for e in last.values()],
+         "moved": [json.dumps(e.get("moved") or []) for e in last.values()]},
     )
 
 
@@ -384,4 +540,25 @@ async def step_due(event: StepDue, d: Delivery) -> None:
     await d.conn.execute(
         text("UPDATE enrollment.enrollments SET next_due_at = NULL WHERE enrollment_id = :id"),
         {"id": event.enrollment_id},
+    )
+
+
+# --- the suppression list ----------------------------------------------------------------------
+
+
+@projector.on(AddressSuppressed)
+async def address_suppressed(event: AddressSuppressed, d: Delivery) -> None:
+    await d.conn.execute(
+        text("INSERT INTO enrollment.suppressions (suppression_id, workspace_id, value, kind,"
+             " reason, note, added_at) VALUES (:suppression_id, :ws, :value, :kind, :reason,"
+             " :note, :added_at) ON CONFLICT DO NOTHING"),
+        {**event.model_dump(), "ws": d.envelope.workspace_id},
+    )
+
+
+@projector.on(SuppressionRemoved)
+async def suppression_removed(event: SuppressionRemoved, d: Delivery) -> None:
+    await d.conn.execute(
+        text("DELETE FROM enrollment.suppressions WHERE suppression_id = :id"),
+        {"id": event.suppression_id},
     )

@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from contracts.base import stream_id
 from contracts.commands import (
+    GetSequenceAnalytics,
     GetContact,
     GetEnrollment,
     GetSequence,
@@ -20,9 +21,11 @@ from contracts.commands import (
     ListEnrollments,
     ListSenderAddresses,
     ListSequences,
+    ListSuppressions,
     ListTasks,
 )
 from contracts.views import (
+    SequenceAnalytics,
     ContactEnrollmentPage,
     ContactEnrollmentView,
     ContactPage,
@@ -33,7 +36,10 @@ from contracts.views import (
     SequencePage,
     SequenceStepStats,
     SequenceView,
+    StepFlag,
     StepStats,
+    SuppressionPage,
+    SuppressionView,
     TaskPage,
     TaskView,
     Timeline,
@@ -43,6 +49,7 @@ from sequences.bootstrap import Runtime
 from sequences.messaging.rpc import Rejected
 from sequences.pagination import decode_cursor, page_of
 from services.enrollment import search
+from services.enrollment.analytics import analytics_view
 from services.enrollment.timeline import summarize
 
 # sort key of the enrollee table: SQL expression and the type its cursor value is cast to
@@ -54,8 +61,12 @@ _ENROLLEE_SORTS = {
     "status": ("status", "text"),
 }
 # a contact's columns as the API shows it (not what it is searched by)
-_CONTACT_VIEW = ", ".join(ContactView.model_fields)
-# every stream that tells part of one enrollment's story
+_CONTACT_VIEW = ", ".join(name for name in ContactView.model_fields if name != "suppressed")
+_SUPPRESSION_OF = text(
+    "SELECT value, kind, reason, note, added_at FROM enrollment.suppressions"
+    " WHERE workspace_id = :ws AND value IN (lower(:email), split_part(lower(:email), '@', 2))"
+    " ORDER BY kind LIMIT 1")  # the address before its domain
+# every stream that tells part of one enrollment's story (and its tasks', `task-<task id>`)
 _TIMELINE_CATEGORIES = ("enrollment", "schedule", "delivery", "inbox", "bounce")
 
 
@@ -77,45 +88,59 @@ class EnrollmentQueries:
     # --- sequences --------------------------------------------------------------------------
 
     async def get_sequence(self, query: GetSequence) -> SequenceView:
-        row = await self._one("SELECT * FROM enrollment.sequences"
-                              " WHERE sequence_id = :id AND workspace_id = :ws",
+        row = await self._one(f"SELECT {_SEQUENCE} WHERE sequence_id = :id AND workspace_id = :ws",
                               query.workspace_id, query.sequence_id, "sequence_id")
-        return (await self._with_counts([row]))[0]
+        return (await self._views([row]))[0]
 
     async def list_sequences(self, query: ListSequences) -> SequencePage:
         after = _after(query.page.cursor, "(created_at, sequence_id)", "timestamptz")
         rows = await self._rows(
-            f"SELECT * FROM enrollment.sequences WHERE workspace_id = :ws AND {after.sql}"
+            f"SELECT {_SEQUENCE} WHERE workspace_id = :ws AND {after.sql}"
             " ORDER BY created_at, sequence_id LIMIT :limit",
             {**after.params, "ws": query.workspace_id, "limit": query.page.limit + 1},
         )
         rows, cursor = page_of(rows, query.page.limit, lambda r: [r["created_at"], r["sequence_id"]])
-        return SequencePage(items=await self._with_counts(rows), next_cursor=cursor)
+        return SequencePage(items=await self._views(rows), next_cursor=cursor)
 
-    async def _with_counts(self, rows: list[dict]) -> list[SequenceView]:
-        counts = await self._rows(
-            "SELECT sequence_id, status, count(*) AS n FROM enrollment.enrollments"
-            " WHERE sequence_id = ANY(:ids) GROUP BY sequence_id, status",
-            {"ids": [row["sequence_id"] for row in rows]},
-        )
-        views = []
-        for row in rows:
-            per_status = {status.value: 0 for status in EnrollmentStatus}
-            per_status.update({c["status"]: c["n"] for c in counts
-                               if c["sequence_id"] == row["sequence_id"]})
-            views.append(SequenceView(
-                **row, counts=per_status,
-                headline=f"{row['enrolled']:,} enrolled · {row['state']}",
-            ))
-        return views
+    async def _views(self, rows: list[dict]) -> list[SequenceView]:
+        """With the steps flagged by content-side bounces (the counts come with each row)."""
+        flags = await self._rows("SELECT * FROM enrollment.step_flags"
+                                 " WHERE sequence_id = ANY(:ids) ORDER BY flagged_at",
+                                 {"ids": [row["sequence_id"] for row in rows]})
+        return [_sequence(row, [StepFlag(**f) for f in flags
+                                if f["sequence_id"] == row["sequence_id"]]) for row in rows]
+
+    # --- the suppression list ---------------------------------------------------------------
+
+    async def list_suppressions(self, query: ListSuppressions) -> SuppressionPage:
+        """Newest first, by (added_at, suppression_id)."""
+        after = _after(query.page.cursor, "(added_at, suppression_id)", "timestamptz",
+                       descending=True)
+        where = ["workspace_id = :ws", after.sql]
+        params = {**after.params, "ws": query.workspace_id, "limit": query.page.limit + 1}
+        if query.q:
+            where.append("value LIKE lower(:q)")
+            params["q"] = f"%{_escape_like(query.q)}%"
+        rows = await self._rows(
+            f"SELECT * FROM enrollment.suppressions WHERE {' AND '.join(where)}"
+            " ORDER BY added_at DESC, suppression_id DESC LIMIT :limit", params)
+        rows, cursor = page_of(rows, query.page.limit,
+                               lambda r: [r["added_at"], r["suppression_id"]])
+        return SuppressionPage(items=[SuppressionView(**r) for r in rows], next_cursor=cursor)
 
     # --- contacts ---------------------------------------------------------------------------
 
     async def get_contact(self, query: GetContact) -> ContactView:
-        return ContactView(**await self._one(
+        contact = ContactView(**await self._one(
             f"SELECT {_CONTACT_VIEW} FROM enrollment.contacts"
             " WHERE contact_id = :id AND workspace_id = :ws AND NOT deleted",
             query.workspace_id, query.contact_id, "contact_id"))
+        if contact.email:
+            async with self.runtime.engine.connect() as conn:
+                row = (await conn.execute(_SUPPRESSION_OF, {
+                    "ws": query.workspace_id, "email": contact.email})).mappings().first()
+            contact.suppressed = SuppressionView(**row) if row else None
+        return contact
 
     async def list_contacts(self, query: ListContacts) -> ContactPage:
         clauses = ["workspace_id = :ws", "NOT deleted"]
@@ -195,6 +220,16 @@ class EnrollmentQueries:
         rows, cursor = page_of(rows, query.page.limit, lambda r: [r["sort_key"], r["enrollment_id"]])
         return EnrollmentPage(items=[_enrollment(r) for r in rows], next_cursor=cursor)
 
+    async def get_sequence_analytics(self, query: GetSequenceAnalytics) -> SequenceAnalytics:
+        """From the analytics projection (services/enrollment/analytics.py)."""
+        sequence = await self._one("SELECT steps FROM enrollment.sequences"
+                                   " WHERE sequence_id = :id AND workspace_id = :ws",
+                                   query.workspace_id, query.sequence_id, "sequence_id")
+        async with self.runtime.engine.connect() as conn:
+            return await analytics_view(conn, query.workspace_id, query.sequence_id,
+                                        [str(step["step_id"]) for step in sequence["steps"]],
+                                        query.since, query.until)
+
     async def get_step_stats(self, query: GetStepStats) -> SequenceStepStats:
         """Per step now in the sequence: who got it, opened it, and replied or bounced with it
         as their last step."""
@@ -231,6 +266,10 @@ class EnrollmentQueries:
         """Every event of one enrollment, in log order, with what caused it: the answer to
         "why did (or didn't) this email go out?"."""
         streams = [stream_id(category, query.enrollment_id) for category in _TIMELINE_CATEGORIES]
+        tasks = await self._rows("SELECT task_id FROM enrollment.tasks"
+                                 " WHERE enrollment_id = :id AND workspace_id = :ws",
+                                 {"id": query.enrollment_id, "ws": query.workspace_id})
+        streams += [stream_id("task", task["task_id"]) for task in tasks]
         rows = await self._rows(
             "SELECT position, event_id, type, stream_id, occurred_at, correlation_id,"
             " causation_id, data"
@@ -247,8 +286,9 @@ class EnrollmentQueries:
         )
 
     async def list_sender_addresses(self, query: ListSenderAddresses) -> list[str]:
-        rows = await self._rows("SELECT DISTINCT lower(sender_email) AS address"
-                                " FROM enrollment.sequences WHERE workspace_id = :ws ORDER BY 1",
+        rows = await self._rows("SELECT DISTINCT lower(address) AS address FROM"
+                                " enrollment.sequences, unnest(mailbox_pool || sender_email)"
+                                " AS address WHERE workspace_id = :ws ORDER BY 1",
                                 {"ws": query.workspace_id})
         return [row["address"] for row in rows]
 
@@ -277,6 +317,20 @@ class EnrollmentQueries:
             **{k: r[k] for k in TaskView.model_fields if k in r},
             overdue=r["state"] == "open" and r["due_at"] <= now - timedelta(days=1),
         ) for r in rows], next_cursor=cursor)
+
+
+# a sequence with its enrollees per status, as the projection keeps them counted
+# (migrations/0010_enrollment_counts.sql): read, never counted per request
+_SEQUENCE = ("s.*, (SELECT jsonb_object_agg(c.status, c.enrollees)"
+             " FROM enrollment.enrollment_counts c WHERE c.sequence_id = s.sequence_id) AS counts"
+             " FROM enrollment.sequences s")
+
+
+def _sequence(row: dict, step_flags: list[StepFlag]) -> SequenceView:
+    counts = {status.value: 0 for status in EnrollmentStatus}
+    counts.update(row.pop("counts") or {})
+    return SequenceView(**row, counts=counts, step_flags=step_flags,
+                        headline=f"{row['enrolled']:,} enrolled · {row['state']}")
 
 
 # the contact's company, as it is now (the enrollee table shows it next to the name)

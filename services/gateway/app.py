@@ -8,13 +8,14 @@ JSON API (`api/`)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
-from opentelemetry.trace import SpanKind
+from fastapi.responses import JSONResponse, Response
+from opentelemetry.trace import NoOpTracerProvider, SpanKind
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
@@ -23,7 +24,9 @@ from contracts.asyncapi import asyncapi_document
 from sequences.bootstrap import configure_logging
 from sequences.config import Settings
 from sequences.db import create_engine, migrate
+from sequences import metrics
 from sequences.messaging.nats import connect
+from sequences.health import PROMETHEUS_TEXT
 from sequences.signing import signer_from_env
 from sequences.tracing import setup_tracing, tracer
 from services.gateway import accounts, bus
@@ -34,6 +37,9 @@ from services.gateway.bus import ProblemError
 from services.gateway.timing import ServerTiming
 
 _tracer = tracer(__name__)
+# users, sessions and keys (as every service's, applied by `sequences migrate` and the admin
+# commands too, so a workspace can be made before the gateway first started)
+MIGRATIONS = accounts.MIGRATIONS
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -51,14 +57,27 @@ def create_app(settings: Settings) -> FastAPI:
     include_web(app, settings.public_url, dev_clock=settings.clock == "adjustable")
     app.middleware("http")(_trace_requests)  # added last, so it runs first: the span holds all
     app.add_middleware(ServerTiming)  # around even that: the time of everything
+    _measure_requests(app)
     return app
+
+
+def _measure_requests(app: FastAPI) -> None:
+    """http.server.request.duration by route and status (the standard instrumentation, in the
+    stable HTTP conventions); its spans are off: `_trace_requests` makes the server span."""
+    if not metrics.enabled():
+        return
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=NoOpTracerProvider(),
+                                       excluded_urls="metrics,healthz,readyz")
 
 
 def _lifespan(settings: Settings):
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.engine = create_engine(settings.database_url, pool_size=5)
-        await migrate(app.state.engine, accounts.MIGRATIONS)
+        await migrate(app.state.engine, MIGRATIONS)
         app.state.nc = await connect(settings.nats_url, name="sequences-gateway")
         yield
         await app.state.nc.close()
@@ -94,6 +113,11 @@ def _probes() -> APIRouter:
         return JSONResponse({"status": "ready" if ready else "not ready", **checks},
                             status_code=200 if ready else 503)
 
+    @probes.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics():
+        """The gateway's metrics as Prometheus text (the services serve theirs on HEALTH_PORT)."""
+        return Response(metrics.prometheus_text(), media_type=PROMETHEUS_TEXT)
+
     @probes.get("/asyncapi.json", tags=["events"])
     async def events_document():
         """The AsyncAPI document of every public event (subject, envelope, data schema)."""
@@ -126,6 +150,7 @@ def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings.log_level, "gateway")
     setup_tracing("sequences-gateway")
+    metrics.setup_metrics("sequences-gateway")
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings),

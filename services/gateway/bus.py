@@ -6,12 +6,14 @@ which the API answers as problem details and the app shows next to the fields.""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from nats.aio.client import Client
 from pydantic import BaseModel
 
 from contracts import commands as c
 from contracts.base import FieldError, Problem
+from sequences import clock
 from sequences.messaging import rpc
 
 
@@ -28,7 +30,8 @@ def problem(status: int, field: str, message: str) -> ProblemError:
 
 # Seconds to wait for a reply where 10 s is too short: a segment of 100,000 takes about 10 s
 # on two cores, and an answer of 503 ("retry") while it goes on to succeed misleads the caller.
-_REPLY_WITHIN = {c.EnrollSegment: 120.0}
+# a login test may wait for a server that does not answer, up to its own 15 s timeout
+_REPLY_WITHIN = {c.EnrollSegment: 120.0, c.TestMailboxSmtp: 30.0, c.TestMailboxImap: 30.0}
 
 
 async def send(nc: Client, message: BaseModel):
@@ -54,3 +57,12 @@ async def answered(work):
         return await work
     except rpc.Rejected as rejected:
         raise ProblemError(rejected.problem) from None
+
+
+async def stack_now(request) -> datetime:
+    """The stack's time: on a dev stack, moved as far as its adjustable clock was (what the
+    services stamp their events with)."""
+    moment = datetime.now(UTC)
+    if getattr(request.app.state, "dev_clock", False):
+        moment += await clock.read_offset(request.app.state.nc.jetstream())
+    return moment

@@ -31,3 +31,12 @@ def unsubscribe_page(language: str, done: bool = False) -> str:
     return environment.get_template("public/unsubscribe.html").render(
         lang=language, done=done, _=texts.gettext, gettext=texts.gettext,
         ngettext=texts.ngettext)
+
+
+def link_gone_page(language: str) -> str:
+    """The plain page behind a forged, altered or cut-off click link: it leads nowhere."""
+    if language not in i18n.LANGUAGES:
+        language = i18n.DEFAULT_LANGUAGE
+    texts = Texts(language, "UTC")
+    return environment.get_template("public/link_gone.html").render(
+        lang=language, _=texts.gettext, gettext=texts.gettext, ngettext=texts.ngettext)

@@ -5,17 +5,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass, field
+import socket
+from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlsplit
+
+import ssl
 
 import aiosmtplib
 import httpx
 
+from contracts.views import ConnectionCheck
+from sequences.mailboxes import ConnectedMailbox, tls_context
+from sequences.oauth import OAuthFailure
 from services.mailer.domain import Message
 
 log = logging.getLogger(__name__)
 
 _SECURITY = {"smtp": "none", "smtp+starttls": "starttls", "smtps": "tls"}
+
+_TLS_CONTEXT = tls_context()
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,8 @@ class SmtpSettings:
     security: str
     username: str | None = None
     password: str | None = field(default=None, repr=False)  # never logged
+    # an OAuth2 access token: AUTH XOAUTH2 instead of a password
+    oauth_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_url(cls, url: str) -> SmtpSettings:
@@ -43,6 +53,63 @@ class SmtpSettings:
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
         )
+
+
+def smtp_settings_of(mailbox: ConnectedMailbox, oauth_token: str | None = None) -> SmtpSettings:
+    """How to reach a connected mailbox's SMTP server, with its password when it has one, or
+    (OAuth2) with the access token given."""
+    smtp = mailbox.smtp
+    if mailbox.auth == "oauth2":
+        return SmtpSettings(host=smtp["host"], port=smtp["port"], security=smtp["security"],
+                            username=mailbox.smtp_username, oauth_token=oauth_token)
+    password = mailbox.secrets.get("smtp_password")
+    return SmtpSettings(host=smtp["host"], port=smtp["port"], security=smtp["security"],
+                        username=mailbox.smtp_username if password else None, password=password)
+
+
+def describe_failure(error: BaseException) -> str:
+    """The exact words of a failed SMTP conversation: the server's code and text, or the TLS
+    or network layer's reason (a certificate for another host, a refused connection)."""
+    if isinstance(error, aiosmtplib.SMTPResponseException):
+        return f"{error.code} {error.message}"
+    if isinstance(error, OAuthFailure):
+        return str(error)
+    # (the TLS error itself after STARTTLS; the cause of a connect error with implicit TLS)
+    cause = error if isinstance(error, ssl.SSLError) else error.__cause__ or error.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"TLS: {cause.verify_message or cause.reason}"
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused: nothing answers at that host and port"
+    if isinstance(cause, socket.gaierror):
+        return f"unknown host: {cause.strerror}"
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS: {cause.reason or cause}"
+    return str(error) or type(error).__name__
+
+
+def is_mailbox_failure(error: BaseException) -> bool:
+    """A refusal of the mailbox rather than of a recipient or the network: a rejected login,
+    an AUTH or STARTTLS the server does not offer, a certificate for another host. Sending
+    again gets the same answer until someone fixes the mailbox."""
+    if isinstance(error, (aiosmtplib.SMTPAuthenticationError, OAuthFailure)):
+        return True  # (OAuthFailure: no access token: a revoked consent, a broken endpoint)
+    if type(error) in (aiosmtplib.SMTPException, aiosmtplib.SMTPNotSupported):
+        return True  # what the client refuses itself: no AUTH, no STARTTLS on the server
+    return any(isinstance(e, ssl.SSLCertVerificationError)
+               for e in (error, error.__cause__ or error.__context__))
+
+
+async def check_smtp(settings: SmtpSettings, timeout: float = 15.0) -> ConnectionCheck:
+    """Connect, secure and log in as a send would (nothing is sent)."""
+    sender = SmtpSender(settings, pool_size=1, timeout=timeout)
+    try:
+        client = await sender._connect()
+    except (aiosmtplib.SMTPException, OSError, ssl.SSLError, asyncio.TimeoutError) as error:
+        return ConnectionCheck(ok=False, error=describe_failure(error))
+    detail = ("logged in with XOAUTH2" if settings.oauth_token
+              else "logged in" if settings.username else "connected (no AUTH)")
+    await _close(client)
+    return ConnectionCheck(ok=True, detail=f"{detail} at {settings.host}:{settings.port}")
 
 
 class SmtpSender:
@@ -79,9 +146,11 @@ class SmtpSender:
         s = self._settings
         client = aiosmtplib.SMTP(
             hostname=s.host,
+            tls_context=_TLS_CONTEXT,
             port=s.port,
             username=s.username,
             password=s.password,
+            oauth_token_generator=_token_of(s.oauth_token) if s.oauth_token else None,
             use_tls=s.security == "tls",
             start_tls=True if s.security == "starttls" else (False if s.security == "none" else None),
             timeout=self._timeout,
@@ -92,6 +161,12 @@ class SmtpSender:
     async def close(self) -> None:
         while not self._idle.empty():
             await _close(self._idle.get_nowait())
+
+
+def _token_of(token: str):
+    async def generate() -> str:  # aiosmtplib asks for the token when it logs in
+        return token
+    return generate
 
 
 async def _close(client: aiosmtplib.SMTP) -> None:
@@ -107,12 +182,17 @@ class Mailbox:
 
     address: str
     smtp: SmtpSettings
-    daily_cap: int | None = None  # emails per day (in the sequence's timezone)
+    daily_cap: int | None = None  # emails per day (in the sequence's timezone), after warm-up
     min_gap_seconds: float = 0.0  # between two sends
+    hourly_cap: int | None = None
+    jitter_seconds: float = 0.0  # a random extra on each gap
+    display_name: str = ""
+    connected: ConnectedMailbox | None = None  # a workspace's mailbox (else from MAILBOXES)
 
     @property
     def limited(self) -> bool:
-        return self.daily_cap is not None or self.min_gap_seconds > 0
+        return (self.daily_cap is not None or self.hourly_cap is not None
+                or self.min_gap_seconds > 0 or self.jitter_seconds > 0)
 
 
 class Mailboxes:
@@ -127,16 +207,23 @@ class Mailboxes:
             mailbox = Mailbox(item["address"].lower(), smtp, item.get("daily_cap"),
                               float(item.get("min_gap_seconds", 0)))
             self._by_address[mailbox.address] = mailbox
-        self._senders: dict[SmtpSettings, SmtpSender] = {}
+        self._senders: dict[SmtpSettings, tuple[str | None, SmtpSender]] = {}
 
     def for_address(self, address: str) -> Mailbox:
         return self._by_address.get(address.lower()) or Mailbox(address.lower(), self._default)
 
     def sender(self, mailbox: Mailbox) -> SmtpSender:
-        """One connection pool per SMTP server, shared by the mailboxes that use it."""
-        if mailbox.smtp not in self._senders:
-            self._senders[mailbox.smtp] = SmtpSender(mailbox.smtp)
-        return self._senders[mailbox.smtp]
+        """One connection pool per SMTP server and login, shared by the mailboxes that use it
+        (an OAuth2 mailbox's pool is replaced when its access token changes: the open
+        connections are logged in with the old one)."""
+        key = replace(mailbox.smtp, oauth_token=None)
+        token, sender = self._senders.get(key, (None, None))
+        if sender is None or token != mailbox.smtp.oauth_token:
+            if sender is not None:
+                asyncio.get_running_loop().create_task(sender.close())
+            sender = SmtpSender(mailbox.smtp)
+            self._senders[key] = (mailbox.smtp.oauth_token, sender)
+        return sender
 
 
 class CaptureVerifier:

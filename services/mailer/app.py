@@ -7,12 +7,35 @@ import asyncio
 import os
 from pathlib import Path
 
-from contracts.commands import PreviewStep, RecordEmailOpen, SendTestEmail
+from contracts.commands import (
+    ChangeMailbox,
+    ConnectMailbox,
+    DisconnectMailbox,
+    FinishMailboxConsent,
+    GetMailbox,
+    GetMailboxDeliverability,
+    ListMailboxes,
+    ListOAuthClients,
+    PreviewStep,
+    ChooseVariantWinner,
+    RecordEmailClick,
+    RecordEmailOpen,
+    ResumeMailbox,
+    SendTestEmail,
+    SetOAuthClient,
+    StartMailboxConsent,
+    TestMailboxSmtp,
+)
 from sequences.bootstrap import Runtime, ServiceParts, run_service
 from sequences.db import Migrations
 from sequences.signing import signer_from_env
 from services.mailer.adapters import CaptureVerifier, Mailboxes
+from sequences.encryption import SecretBox
 from services.mailer.handlers import MailerHandlers, subscription
+from services.mailer.mailbox_pauses import MailboxGuard, PausePolicy
+from services.mailer.mailboxes import MailboxRegistry
+from services.mailer.oauth_consent import OAuthConsents
+from sequences.oauth import AccessTokens
 
 NAME = "mailer"
 MIGRATIONS = Migrations(NAME, Path(__file__).parent / "migrations")
@@ -20,19 +43,40 @@ MIGRATIONS = Migrations(NAME, Path(__file__).parent / "migrations")
 
 def build(runtime: Runtime) -> ServiceParts:
     verify_url = os.environ.get("SMTP_VERIFY_URL")
+    box = SecretBox.from_env()
+    tokens = AccessTokens(runtime.engine, box)
+    registry = MailboxRegistry(runtime, box, tokens)
+    consents = OAuthConsents(runtime, box, registry)
     handlers = MailerHandlers(
         runtime,
         Mailboxes(runtime.settings.smtp_url, os.environ.get("MAILBOXES")),
         signer_from_env(),
         CaptureVerifier(verify_url) if verify_url else None,
         retry_limit=int(os.environ.get("SMTP_RETRY_LIMIT", "5")),
+        box=box,
+        tokens=tokens,
     )
+    guard = MailboxGuard(runtime, PausePolicy.from_env())
     return ServiceParts(
-        subscriptions=[subscription(handlers)],
+        subscriptions=[subscription(handlers, guard)],
         requests={
+            GetMailboxDeliverability: guard.deliverability,
+            ResumeMailbox: guard.resume,
             PreviewStep: handlers.preview_step,
             SendTestEmail: handlers.send_test_email,
             RecordEmailOpen: handlers.record_open,
+            RecordEmailClick: handlers.record_click,
+            ChooseVariantWinner: handlers.choose_winner,
+            ConnectMailbox: registry.connect,
+            ChangeMailbox: registry.change,
+            DisconnectMailbox: registry.disconnect,
+            ListMailboxes: registry.list,
+            GetMailbox: registry.get,
+            TestMailboxSmtp: registry.test_smtp,
+            SetOAuthClient: consents.set_client,
+            ListOAuthClients: consents.list_clients,
+            StartMailboxConsent: consents.start,
+            FinishMailboxConsent: consents.finish,
         },
     )
 

@@ -14,17 +14,19 @@ from email.utils import format_datetime, formataddr
 from typing import Callable, Mapping
 
 from contracts.merge_fields import placeholders
+from contracts.texts import MISSING_MERGE_VALUE, TextError, said
 from contracts.values import DEFAULT_LANGUAGE
-from sequences.i18n import translate
+from sequences.link_tracking import Redirect, html_with_links, text_with_links
+from sequences.i18n import N_, translate
 
 _MESSAGE_ID_NAMESPACE = uuid.UUID("0b8e8f7e-61a4-4a1e-9d6c-3f3f1f1c2b7a")
 
 
-class MissingMergeValue(Exception):
+class MissingMergeValue(TextError):
     """A variable without fallback has no value: sending would leave a gap ("Hi ,")."""
 
     def __init__(self, variable: str):
-        super().__init__(f"{{{{{variable}}}}} has no value for this contact and no fallback")
+        super().__init__(said(MISSING_MERGE_VALUE, variable=f"{{{{{variable}}}}}"))
         self.variable = variable
 
 
@@ -102,20 +104,24 @@ class OutgoingEmail:
     message_id: str
     date: datetime
     unsubscribe_url: str | None = None
+    variant: str | None = None  # the A/B letter whose subject and body these are
 
 
 @dataclass(frozen=True)
 class Links:
-    """The per-email links: open tracking pixel and unsubscribe page (None in test emails)."""
+    """The per-email links: open tracking pixel and unsubscribe page (None in test emails);
+    `pixel_url` None and `click_redirect` None where the sequence tracks no opens / clicks."""
 
-    pixel_url: str
+    pixel_url: str | None
     unsubscribe_url: str
+    click_redirect: Redirect | None = None
 
 
 def text_body_for(template: str, values: Mapping[str, str], links: Links | None,
                   missing: list[str] | None = None, language: str = DEFAULT_LANGUAGE) -> str:
     """The plain-text part; with `links`, a footer in the sequence's `language`."""
-    body = render(template, values, missing=missing)
+    body = text_with_links(render(template, values, missing=missing),
+                           links.click_redirect if links is not None else None)
     if links is not None:
         lead = translate(language, "No longer want these emails?")
         link = translate(language, "Unsubscribe: %(url)s", url=links.unsubscribe_url)
@@ -126,8 +132,10 @@ def text_body_for(template: str, values: Mapping[str, str], links: Links | None,
 def html_body_for(template: str, values: Mapping[str, str], links: Links | None,
                   missing: list[str] | None = None, language: str = DEFAULT_LANGUAGE) -> str:
     """The HTML part: the body with merge values (and everything else) escaped; with `links`,
-    a footer in the sequence's `language` and the open pixel."""
-    escaped = render(template, values, escape=html.escape, missing=missing)
+    a footer in the sequence's `language` and the open pixel. Links are clickable (through
+    their redirects when clicks are tracked)."""
+    escaped = html_with_links(render(template, values, missing=missing),
+                              links.click_redirect if links is not None else None)
     body = "<br>\n".join(escaped.replace("\r\n", "\n").split("\n"))
     if links is not None:
         lead = html.escape(translate(language, "No longer want these emails?"))
@@ -135,8 +143,9 @@ def html_body_for(template: str, values: Mapping[str, str], links: Links | None,
         body += (
             f'<p style="font-size:12px;color:#888">{lead} '
             f'<a href="{html.escape(links.unsubscribe_url)}">{link}</a></p>'
-            f'<img src="{html.escape(links.pixel_url)}" width="1" height="1" alt="">'
         )
+        if links.pixel_url is not None:
+            body += f'<img src="{html.escape(links.pixel_url)}" width="1" height="1" alt="">'
     return f"<!doctype html><html><body>{body}</body></html>"
 
 
@@ -165,7 +174,8 @@ def build_message(email: OutgoingEmail) -> Message:
            "List-Unsubscribe": email.unsubscribe_url or ""}
     unsafe = [name for name, value in raw.items() if "\r" in value or "\n" in value]
     if unsafe:
-        raise ValueError(f"header injection refused: CR/LF in {', '.join(unsafe)}")
+        raise TextError(said(N_("header injection refused: CR/LF in %(headers)s"),
+                             headers=", ".join(unsafe)))
     headers: dict[str, str | Header] = {
         "From": formataddr((email.sender_name, email.sender_email), charset="utf-8"),
         "To": email.recipient,
@@ -196,3 +206,11 @@ def build_message(email: OutgoingEmail) -> Message:
 # A contact to preview steps with when none is chosen.
 SAMPLE_CONTACT = {"name": "김민수", "company": "한빛상사", "job_title": "과장",
                   "owner_name": "이영희"}
+
+
+# --- sender mailboxes: pausing after sender-side rejections -------------------------------------
+
+
+def should_pause_mailbox(rejections: int, pause_after: int, paused: bool) -> bool:
+    """Sender-side rejections since the window began (or the last resume) reached the threshold."""
+    return not paused and rejections >= pause_after

@@ -17,14 +17,22 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, field, replace
+from time import perf_counter
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import aiosmtplib
 from sqlalchemy import text
 
-from contracts.commands import PreviewStep, RecordEmailOpen, SendTestEmail
+from contracts.commands import (
+    ChooseVariantWinner,
+    PreviewStep,
+    RecordEmailClick,
+    RecordEmailOpen,
+    SendTestEmail,
+)
 from contracts.events import (
+    AddressSuppressed,
     BounceDetected,
     ContactCreated,
     ContactOptedOut,
@@ -32,23 +40,32 @@ from contracts.events import (
     EmailDeferred,
     EmailFailed,
     EmailHeld,
+    EmailClicked,
     EmailOpened,
+    VariantAssigned,
+    VariantWinnerChosen,
     EmailSent,
     EnrollmentBounced,
     EnrollmentReplied,
     EnrollmentStopped,
     SequenceCreated,
+    SequenceSettingsChanged,
     SequenceStepsChanged,
     StepDue,
+    SuppressionRemoved,
     TaskDue,
     TestEmailSent,
 )
 from contracts.base import EventEnvelope, decode_event, stream_id
-from contracts.values import Channel, steps_json
+from contracts.texts import TextError, said
+from contracts.values import Channel, TrackedRequest, pool_addresses, steps_json
 from contracts.views import Created, StepPreview
+from sequences import metrics
 from sequences.bootstrap import Runtime
+from sequences.bounce_reasons import classify, status_code
 from sequences.eventlog.store import ANY_VERSION, Append, Causation
 from sequences.faults import crash_point
+from sequences.i18n import N_
 from sequences.messaging.consumer import (
     Delivery,
     HandBack,
@@ -59,7 +76,21 @@ from sequences.messaging.consumer import (
 from sequences.messaging.rpc import Rejected
 from sequences.signing import Signer
 from sequences.tracing import TRACEPARENT, TRACESTATE, context_from, current_trace_headers, tracer
-from services.mailer.adapters import CaptureVerifier, Mailbox, Mailboxes
+from sequences import machine_rules
+from sequences import variants as variants_rules
+from sequences import mailboxes as connected_mailboxes
+from sequences.encryption import SecretBox
+from services.mailer.adapters import (
+    CaptureVerifier,
+    Mailbox,
+    Mailboxes,
+    describe_failure,
+    is_mailbox_failure,
+)
+from services.mailer.mailbox_pauses import MailboxGuard
+from sequences.oauth import AccessTokens
+from services.mailer.pools import Pools, gap_with_jitter, mailbox_of
+from sequences.link_tracking import Link
 from services.mailer.domain import (
     SAMPLE_CONTACT,
     Links,
@@ -98,14 +129,27 @@ class _Results:
     appends: list[Append] = field(default_factory=list)
     sent: list[tuple[StepDue, OutgoingEmail]] = field(default_factory=list)
     refused: list[StepDue] = field(default_factory=list)  # nothing went out: no intent to keep
+    # (enrollment, address, day): the pool mailbox a new enrollment got
+    assigned: list[tuple[uuid.UUID, str, object]] = field(default_factory=list)
+    unhealthy: list[tuple[uuid.UUID, str]] = field(default_factory=list)  # (mailbox, problem)
+    letters: list[tuple[uuid.UUID, str]] = field(default_factory=list)  # new A/B letters
+    stream_appends: dict[str, int] = field(default_factory=dict)  # stream -> its place in appends
     handed_back: list[HandBack] = field(default_factory=list)
+    senders: dict[uuid.UUID, str] = field(default_factory=dict)  # enrollment -> mailbox used
 
     def append(self, envelope: EventEnvelope, event, trace: dict | None = None) -> None:
         """`event` follows `envelope`, in its trace (or in the span whose `trace` is given)."""
         trace = trace or {TRACEPARENT: envelope.traceparent, TRACESTATE: envelope.tracestate}
         causation = replace(Causation.following(envelope), traceparent=trace.get(TRACEPARENT),
                             tracestate=trace.get(TRACESTATE))
-        self.appends.append(Append(event.stream_id(), ANY_VERSION, [event], causation))
+        stream = event.stream_id()
+        if (at := self.stream_appends.get(stream)) is not None:
+            # a second event of one stream (VariantAssigned, then EmailSent): in one append,
+            # or both would take the same next version
+            self.appends[at] = replace(self.appends[at], events=[*self.appends[at].events, event])
+            return
+        self.stream_appends[stream] = len(self.appends)
+        self.appends.append(Append(stream, ANY_VERSION, [event], causation))
 
 
 class DeliveryUnknown(Exception):
@@ -115,9 +159,12 @@ class DeliveryUnknown(Exception):
 
 class MailerHandlers:
     def __init__(self, runtime: Runtime, mailboxes: Mailboxes, signer: Signer,
-                 verifier: CaptureVerifier | None = None, retry_limit: int = 5):
+                 verifier: CaptureVerifier | None = None, retry_limit: int = 5,
+                 box: SecretBox | None = None, tokens: AccessTokens | None = None):
         self.runtime = runtime
         self.mailboxes = mailboxes
+        self.box = box
+        self.tokens = tokens
         self.signer = signer
         self.verifier = verifier
         self.retry_limit = retry_limit
@@ -128,13 +175,32 @@ class MailerHandlers:
         await d.conn.execute(
             text(
                 "INSERT INTO mailer.sequences (sequence_id, workspace_id, sender_name,"
-                " sender_email, timezone, steps, language)"
-                " VALUES (:id, :ws, :name, :email, :timezone, CAST(:steps AS jsonb), :language)"
-                " ON CONFLICT (sequence_id) DO NOTHING"
+                " sender_email, timezone, steps, language, mailbox_pool, track_opens,"
+                " track_clicks)"
+                " VALUES (:id, :ws, :name, :email, :timezone, CAST(:steps AS jsonb), :language,"
+                " :pool, :opens, :clicks) ON CONFLICT (sequence_id) DO NOTHING"
             ),
             {"id": event.sequence_id, "ws": d.envelope.workspace_id, "name": event.sender_name, "email": event.sender_email,
              "timezone": event.timezone, "steps": steps_json(event.steps),
-             "language": event.language},
+             "language": event.language,
+             "pool": pool_addresses(event.mailbox_pool),
+             "opens": event.tracking.opens, "clicks": event.tracking.clicks},
+        )
+
+    async def on_settings_changed(self, event: SequenceSettingsChanged, d: Delivery) -> None:
+        """The sender, zone, language and mailbox pool the next emails go out with (an
+        enrollment keeps the pool mailbox it already got)."""
+        settings = event.settings
+        await d.conn.execute(
+            text("UPDATE mailer.sequences SET sender_name = :name, sender_email = :email,"
+                 " timezone = :timezone, language = :language, mailbox_pool = :pool,"
+                 " track_opens = :opens, track_clicks = :clicks"
+                 " WHERE sequence_id = :id"),
+            {"id": event.sequence_id, "name": settings.sender_name,
+             "email": settings.sender_email, "timezone": settings.timezone,
+             "language": settings.language,
+             "pool": pool_addresses(settings.mailbox_pool),
+             "opens": settings.tracking.opens, "clicks": settings.tracking.clicks},
         )
 
     async def on_steps_changed(self, event: SequenceStepsChanged, d: Delivery) -> None:
@@ -143,15 +209,19 @@ class MailerHandlers:
             {"id": event.sequence_id, "steps": steps_json(event.steps)},
         )
 
-    async def on_contact_created(self, event: ContactCreated, d: Delivery) -> None:
-        await d.conn.execute(
-            text(
-                "INSERT INTO mailer.contacts (contact_id, workspace_id, email, merge_values)"
-                " VALUES (:id, :ws, :email, CAST(:values AS jsonb))"
-                " ON CONFLICT (contact_id) DO NOTHING"
-            ),
-            {"id": event.contact_id, "ws": d.envelope.workspace_id, "email": event.email,
-             "values": json.dumps(event.model_dump(include=set(_MERGE_FIELDS)))},
+    async def on_contacts_created(self, run: list[EventEnvelope], conn) -> None:
+        """Set-based, on binary parameters: an import's 2,000-contact chunk is one statement
+        (one at a time, this consumer took more CPU per imported contact than the import)."""
+        await conn.exec_driver_sql(
+            "INSERT INTO mailer.contacts (contact_id, workspace_id, email, merge_values)"
+            " SELECT c.id, c.workspace_id, c.email, c.merge::jsonb"
+            " FROM unnest(%(ids)b::uuid[], %(workspaces)b::uuid[], %(emails)b::text[],"
+            "   %(merge)b::text[]) AS c(id, workspace_id, email, merge)"
+            " ON CONFLICT (contact_id) DO NOTHING",
+            {"ids": [e.data["contact_id"] for e in run],
+             "workspaces": [e.workspace_id for e in run],
+             "emails": [e.data["email"] for e in run],
+             "merge": [json.dumps({f: e.data.get(f, "") for f in _MERGE_FIELDS}) for e in run]},
         )
 
     async def on_contact_updated(self, event: ContactUpdated, d: Delivery) -> None:
@@ -169,6 +239,17 @@ class MailerHandlers:
             text("UPDATE mailer.contacts SET opted_out = true WHERE contact_id = :id"),
             {"id": event.contact_id},
         )
+
+    async def on_suppressed(self, event: AddressSuppressed, d: Delivery) -> None:
+        await d.conn.execute(
+            text("INSERT INTO mailer.suppressions (workspace_id, value) VALUES (:ws, :value)"
+                 " ON CONFLICT DO NOTHING"),
+            {"ws": d.envelope.workspace_id, "value": event.value})
+
+    async def on_suppression_removed(self, event: SuppressionRemoved, d: Delivery) -> None:
+        await d.conn.execute(
+            text("DELETE FROM mailer.suppressions WHERE workspace_id = :ws AND value = :value"),
+            {"ws": d.envelope.workspace_id, "value": event.value})
 
     async def on_enrollment_halted(self, event, d: Delivery) -> None:
         await d.conn.execute(
@@ -195,12 +276,14 @@ class MailerHandlers:
             seen.add(event.enrollment_id)
             steps.append((envelope, event))
         situations = await self._situations(conn, [event for _, event in steps])
+        pools = await Pools.of(conn, self.box, list(situations.values()), self.runtime.clock.now())
+        paused = dict((await conn.execute(_PAUSED_MAILBOXES)).all())
         sends = []
         for envelope, event in steps:
             found = situations.get((event.enrollment_id, event.step_id))
             if found is None:  # sequence or contact not seen yet
                 results.handed_back.append(HandBack(envelope.event_id))
-            elif send := await self._prepare(envelope, event, found, results):
+            elif send := await self._prepare(envelope, event, found, pools, paused, results):
                 sends.append(send)
         if sends:
             await self._set_intents([(s.event, s.email.message_id, None) for s in sends],
@@ -210,7 +293,8 @@ class MailerHandlers:
         await self._record(conn, results)
         return results.handed_back
 
-    async def _prepare(self, envelope, event: StepDue, found, results: _Results) -> _Send | None:
+    async def _prepare(self, envelope, event: StepDue, found, pools: Pools,
+                       paused: dict[str, str], results: _Results) -> _Send | None:
         """The email to send for a due step, or None when there is none: a task instead, the
         step sent already, held, deferred, or the enrollment or contact gone."""
         if event.channel != Channel.email:
@@ -221,14 +305,23 @@ class MailerHandlers:
         step = _step(found.steps, event.step_id)
         if step is None:
             return None  # the step was deleted after it fell due
-        mailbox = self.mailboxes.for_address(found.sender_email)
+        step = self._variant_of(envelope, event, found, step, results)
+        if found.intent_state != "sending" and self._suppressed(envelope, event, found, results):
+            return None
+        mailbox = self._mailbox_for(envelope, event, found, pools, results)
+        if mailbox is None:
+            return None
+        if found.intent_state != "sending" and self._paused(envelope, event, mailbox.address,
+                                                            paused, results):
+            return None
         try:
-            email = self._compose(envelope, event, found, step, _previous(found))
+            email = self._compose(envelope, event, found, step, _previous(found), mailbox)
             message = build_message(email)
-        except (MissingMergeValue, ValueError) as error:
+        except ValueError as error:  # (MissingMergeValue is one)
             results.append(envelope, EmailHeld(
                 enrollment_id=event.enrollment_id, sequence_id=event.sequence_id,
-                step_id=event.step_id, step_index=event.step_index, reason=str(error)))
+                step_id=event.step_id, step_index=event.step_index, reason=str(error),
+                reason_text=error.text if isinstance(error, TextError) else None))
             return None
         if found.intent_state == "sending":  # a crash came between a send and its record
             try:
@@ -240,12 +333,90 @@ class MailerHandlers:
                 return None
             if arrived:
                 results.sent.append((event, email))  # it went through before the crash
+                metrics.emails.add(1, {"outcome": "sent", "mailbox": mailbox.address,
+                                       "reason": ""})
                 results.append(envelope, self._email_sent(event, email))
                 return None
         if mailbox.limited and not await self._slot(envelope, event, email, mailbox, found,
                                                     results):
             return None
         return _Send(envelope, event, mailbox, message, email)
+
+    def _variant_of(self, envelope, event: StepDue, found, step: dict,
+                    results: _Results) -> dict:
+        """The step as this enrollment gets it: with variants, the subject and body of its
+        letter (assigned now, with VariantAssigned, if it has none yet), or of the winner once
+        one is chosen; "variant" names the letter that went."""
+        variants = step.get("variants") or []
+        if not variants:
+            return step
+        letter = found.variant_letter
+        if letter is None:
+            letter = variants_rules.assign(str(event.sequence_id), event.enrollment_id,
+                                           [v["weight"] for v in variants])
+            results.letters.append((event.enrollment_id, letter))
+            results.append(envelope, VariantAssigned(
+                enrollment_id=event.enrollment_id, sequence_id=event.sequence_id,
+                letter=letter, assigned_at=self.runtime.clock.now()))
+        used = found.variant_winner or letter
+        index = variants_rules.LETTERS.index(used)
+        if index >= len(variants):  # a letter this step has no variant for: the step itself
+            return step
+        chosen = variants[index]
+        return {**step, "subject": chosen.get("subject") or step.get("subject"),
+                "body": chosen["body"], "variant": used}
+
+    def _suppressed(self, envelope, event: StepDue, found, results: _Results) -> bool:
+        """Never sent to a suppressed address or domain: held (the enrollment needs someone)."""
+        if not found.suppressed:
+            return False
+        results.append(envelope, EmailHeld(
+            enrollment_id=event.enrollment_id, sequence_id=event.sequence_id,
+            step_id=event.step_id, step_index=event.step_index,
+            reason=f"{found.email} (or its domain) is on the suppression list"))
+        return True
+
+    def _paused(self, envelope, event: StepDue, address: str, paused: dict[str, str],
+                results: _Results) -> bool:
+        """Never sent from a mailbox paused for sender-side rejections: deferred (tried again a
+        while later, so it goes soon after someone resumes the mailbox)."""
+        if address.lower() not in paused:
+            return False
+        results.append(envelope, EmailDeferred(
+            enrollment_id=event.enrollment_id, step_id=event.step_id,
+            until=self.runtime.clock.now() + _PAUSED_RECHECK,
+            reason=f"the sender mailbox {address} is paused until someone resumes it:"
+                   f" {paused[address.lower()]}"[:1000]))
+        return True
+
+    def _mailbox_for(self, envelope, event: StepDue, found, pools: Pools,
+                     results: _Results) -> Mailbox | None:
+        """The mailbox this email goes from: the one the enrollment got from the sequence's
+        pool (a new enrollment gets the one with the most room today), else the sequence's
+        sender, as a connected mailbox of the workspace or from MAILBOXES. None when it must
+        wait: no pool mailbox is connected, or its mailbox cannot send now (nothing goes from
+        another mailbox instead: the thread stays with its mailbox)."""
+        address = found.sender_email
+        if found.mailbox_pool:
+            address = found.kept_mailbox or pools.choose(found)
+            if address is None:
+                why = said(N_("none of the sequence's mailboxes is connected: %(mailboxes)s"),
+                           mailboxes=", ".join(found.mailbox_pool))
+                results.append(envelope, EmailHeld(
+                    enrollment_id=event.enrollment_id, sequence_id=event.sequence_id,
+                    step_id=event.step_id, step_index=event.step_index,
+                    reason=why.english(), reason_text=why))
+                return None
+            if found.kept_mailbox is None:
+                results.assigned.append((event.enrollment_id, address, pools.today(found)))
+        connected = pools.connected(found.workspace_id, address)
+        if connected is None:
+            return self.mailboxes.for_address(address)
+        if not connected.healthy:
+            results.append(envelope, _cannot_send(event, address, connected.problem,
+                                                  self.runtime.clock.now()))
+            return None
+        return mailbox_of(connected, pools.cap(connected, found))
 
     async def _situations(self, conn, events: list[StepDue]) -> dict:
         """Everything the due steps need, in one query, by (enrollment, step)."""
@@ -258,29 +429,72 @@ class MailerHandlers:
         return {(row.enrollment_id, row.step_id): row for row in rows}
 
     async def _send(self, send: _Send, results: _Results) -> None:
-        """Hand the message to the SMTP server. A 5xx for the recipient is a hard bounce, a 4xx
-        is retried with backoff up to a bound, anything else (connection lost) is retried."""
+        """Hand the message to the SMTP server. A 5xx for the recipient is a bounce (hard only
+        when the address is at fault: `sequences.bounce_reasons`), a 4xx is retried with
+        backoff up to a bound, anything else (connection lost) is retried."""
         event, email, envelope = send.event, send.email, send.envelope
+        results.senders[event.enrollment_id] = send.mailbox.address
+        started = perf_counter()
         with _tracer.start_as_current_span("smtp.send", context=context_from(
                 {TRACEPARENT: envelope.traceparent, TRACESTATE: envelope.tracestate}),
                 attributes={"enrollment_id": str(event.enrollment_id),
                             "sequence_id": str(event.sequence_id),
                             "step_index": event.step_index, "smtp.host": send.mailbox.smtp.host}):
             try:
-                await self.mailboxes.sender(send.mailbox).send(send.message)
-            except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as error:
-                code, reason = _refusal(error)
-            except Exception:  # the intent stays: the next attempt asks before sending again
-                log.exception("sending %s failed; will retry", email.message_id)
-                results.handed_back.append(
-                    HandBack(envelope.event_id, retry_delay(delivery_attempt(envelope))))
-                return
+                await self._deliver(send)
+            except Exception as error:
+                failure = error
+                metrics.smtp_duration.record(perf_counter() - started, {
+                    "smtp.operation": "send", "error.type": type(error).__name__})
             else:
+                metrics.smtp_duration.record(perf_counter() - started,
+                                             {"smtp.operation": "send"})
+                metrics.emails.add(1, {"outcome": "sent", "mailbox": send.mailbox.address,
+                                       "reason": ""})
+                metrics.step_due_to_sent.record(max(0.0, (
+                    self.runtime.clock.now() - envelope.occurred_at).total_seconds()))
                 crash_point("mailer.after_smtp")
                 results.sent.append((event, email))
                 results.append(envelope, self._email_sent(event, email), current_trace_headers())
                 return
-        self._refused(send, code, reason, results)
+        if is_mailbox_failure(failure):  # the mailbox, not the recipient: hold it, mark it
+            self._mailbox_failed(send, describe_failure(failure), results)
+        elif isinstance(failure, (aiosmtplib.SMTPRecipientsRefused,
+                                  aiosmtplib.SMTPResponseException)):
+            self._refused(send, *_refusal(failure), results)
+        else:  # connection lost: the intent stays, the next attempt asks before sending again
+            log.error("sending %s failed; will retry: %s", email.message_id, failure)
+            results.handed_back.append(
+                HandBack(envelope.event_id, retry_delay(delivery_attempt(envelope))))
+
+    async def _deliver(self, send: _Send) -> None:
+        """Over the mailbox's SMTP server. An OAuth2 mailbox logs in with its access token
+        (refreshed first when it is near its expiry); a login the server refuses is tried once
+        more with a new token (it expired early; a revoked consent makes the refresh fail
+        instead, which is a mailbox failure)."""
+        mailbox, connected = send.mailbox, send.mailbox.connected
+        if connected is None or connected.auth != "oauth2" or self.tokens is None:
+            await self.mailboxes.sender(mailbox).send(send.message)
+            return
+        token = await self.tokens.token(connected)
+        try:
+            await self.mailboxes.sender(_with_token(mailbox, token)).send(send.message)
+        except aiosmtplib.SMTPAuthenticationError:
+            token = await self.tokens.token(connected, refused=token)
+            await self.mailboxes.sender(_with_token(mailbox, token)).send(send.message)
+
+    def _mailbox_failed(self, send: _Send, problem: str, results: _Results) -> None:
+        """The mailbox's server refused the login (a wrong or revoked credential, no such AUTH
+        mechanism): nothing went out. The email waits, visibly, and so do the mailbox's next
+        ones until the mailbox is fixed; a connected mailbox is marked unhealthy."""
+        mailbox = send.mailbox
+        if mailbox.connected is not None:
+            problem = mailbox.connected.redact(problem)
+            results.unhealthy.append((mailbox.connected.mailbox_id, f"SMTP: {problem}"))
+        log.warning("mailbox %s cannot send: %s", mailbox.address, problem)
+        results.refused.append(send.event)
+        results.append(send.envelope, _cannot_send(send.event, mailbox.address, problem,
+                                                   self.runtime.clock.now()))
 
     def _refused(self, send: _Send, code: int | None, reason: str, results: _Results) -> None:
         event, envelope, attempt = send.event, send.envelope, delivery_attempt(send.envelope)
@@ -290,16 +504,20 @@ class MailerHandlers:
             return
         results.refused.append(event)  # nothing went out
         if code >= 500:
+            # why it was refused decides who is blamed: only a bad address is a hard bounce;
+            # the enrollment service holds a sender-side or content-side refusal itself
+            verdict = classify(str(code), reason)
             results.append(envelope, BounceDetected(
-                enrollment_id=event.enrollment_id, recipient=send.email.recipient, kind="hard",
-                status=str(code), diagnostic=reason[:1000],
-                original_message_id=send.email.message_id, detected_by="smtp",
-                detected_at=self.runtime.clock.now()))
+                enrollment_id=event.enrollment_id, recipient=send.email.recipient,
+                kind=verdict.kind, status=status_code(reason) or str(code),
+                diagnostic=f"{code} {reason}"[:1000], original_message_id=send.email.message_id,
+                detected_by="smtp", detected_at=self.runtime.clock.now(),
+                bounce_class=verdict.bounce_class, reason=verdict.reason, rule=verdict.rule))
+            if verdict.bounce_class == "recipient-temporary":  # counted soft; this step did not go
+                results.append(envelope, _failed(
+                    event, f"{verdict.bounce_class} ({verdict.reason}): {reason}", code, attempt))
         elif attempt >= self.retry_limit:
-            results.append(envelope, EmailFailed(
-                enrollment_id=event.enrollment_id, sequence_id=event.sequence_id,
-                step_id=event.step_id, step_index=event.step_index, reason=reason[:1000],
-                smtp_code=code, attempts=attempt))
+            results.append(envelope, _failed(event, reason, code, attempt))
         else:  # "try later": the step comes back with a growing delay
             log.info("SMTP said later for %s: %s %s", send.email.message_id, code, reason)
             results.handed_back.append(HandBack(envelope.event_id, retry_delay(attempt)))
@@ -324,22 +542,30 @@ class MailerHandlers:
             return True  # this step's slot has come
         zone = ZoneInfo(found.timezone)
         today = now.astimezone(zone).date()
-        taken = (await self._at_once(_TAKE_SLOT, {
-            "address": mailbox.address, "day": today, "now": now,
-            "gap": timedelta(seconds=mailbox.min_gap_seconds),
-            "cap": mailbox.daily_cap or 2**31 - 1,
-        })).first()
-        if taken is None:
+        hour = now.replace(minute=0, second=0, microsecond=0)
+        slot = {"address": mailbox.address, "day": today, "now": now, "hour": hour,
+                "gap": timedelta(seconds=gap_with_jitter(mailbox)),
+                "cap": mailbox.daily_cap or 2**31 - 1,
+                "hourly_cap": mailbox.hourly_cap or 2**31 - 1}
+        taken = (await self._at_once(_TAKE_SLOT, slot)).first()
+        if taken is None and (await self._at_once(_SLOT_REFUSED, slot)).scalar():
             until = datetime.combine(today + timedelta(days=1), time(0), zone)
-            reason = f"daily cap of {mailbox.daily_cap} reached for {mailbox.address}"
+            reason = said(N_("daily cap of %(cap)s reached for %(address)s"),
+                          cap=mailbox.daily_cap, address=mailbox.address)
+        elif taken is None:
+            until = hour + timedelta(hours=1)
+            reason = said(N_("hourly cap of %(cap)s reached for %(address)s"),
+                          cap=mailbox.hourly_cap, address=mailbox.address)
         elif taken.last_slot > now + _SLACK:
             until = taken.last_slot
             await self._set_intents([(event, email.message_id, until)], "reserved")
-            reason = f"{mailbox.min_gap_seconds:g} s between sends from {mailbox.address}"
+            reason = said(N_("%(seconds)s s between sends from %(address)s"),
+                          seconds=f"{mailbox.min_gap_seconds:g}", address=mailbox.address)
         else:
             return True
-        results.append(envelope, EmailDeferred(enrollment_id=event.enrollment_id,
-                                               step_id=event.step_id, until=until, reason=reason))
+        results.append(envelope, EmailDeferred(
+            enrollment_id=event.enrollment_id, step_id=event.step_id, until=until,
+            reason=reason.english(), reason_text=reason))
         return False
 
     def _task_for(self, envelope, event: StepDue, found, results: _Results) -> None:
@@ -359,33 +585,49 @@ class MailerHandlers:
 
     # --- pieces -----------------------------------------------------------------------------
 
-    def _links(self, workspace_id, enrollment_id, step_id, contact_id, language: str) -> Links:
+    def _links(self, workspace_id, enrollment_id, step_id, contact_id, language: str,
+               track_opens: bool = True, track_clicks: bool = True) -> Links:
         """Signed links: the gateway takes their workspace and ids as they say (no API key),
-        and shows the unsubscribe page in the sequence's language ("l")."""
-        base = self.runtime.settings.public_url.rstrip("/")
-        w = str(workspace_id)
-        pixel = self.signer.sign("open", {"w": w, "e": str(enrollment_id), "s": str(step_id)})
+        and shows the unsubscribe page in the sequence's language ("l"). The pixel and the
+        click redirects point at the tracking URL (a custom tracking domain) when one is set.
+        A click token signs the link's URL with the email's ids: the redirect goes only where
+        this email's body pointed (no open redirect)."""
+        settings = self.runtime.settings
+        base = settings.public_url.rstrip("/")
+        tracking = (settings.tracking_url or settings.public_url).rstrip("/")
+        ids = {"w": str(workspace_id), "e": str(enrollment_id), "s": str(step_id)}
         unsubscribe = self.signer.sign("unsubscribe",
-                                       {"w": w, "c": str(contact_id), "l": language})
-        return Links(f"{base}/t/{pixel}.gif", f"{base}/unsubscribe/{unsubscribe}")
+                                       {"w": ids["w"], "c": str(contact_id), "l": language})
+        pixel = f"{tracking}/t/{self.signer.sign('open', ids)}.gif" if track_opens else None
+
+        def redirect(link: Link) -> str:
+            return f"{tracking}/c/{self.signer.sign('click', {**ids, 'i': link.index, 'u': link.url})}"
+
+        return Links(pixel, f"{base}/unsubscribe/{unsubscribe}",
+                     redirect if track_clicks else None)
 
     def _compose(self, envelope: EventEnvelope, event: StepDue, found, step,
-                 previous: PreviousEmail | None) -> OutgoingEmail:
-        """`found`: the sender, timezone, language and the contact's address and merge values."""
+                 previous: PreviousEmail | None, mailbox: Mailbox) -> OutgoingEmail:
+        """`found`: the sender, timezone, language and the contact's address and merge values;
+        the email goes from `mailbox`, under its display name when it has one."""
         values = found.merge_values
         links = self._links(envelope.workspace_id, event.enrollment_id, event.step_id,
-                            event.contact_id, found.language)
+                            event.contact_id, found.language, found.track_opens,
+                            found.track_clicks)
         subject = render(step["subject"], values) if step.get("subject") else None
         return OutgoingEmail(
-            sender_name=found.sender_name,
-            sender_email=found.sender_email,
+            sender_name=mailbox.display_name or found.sender_name,
+            # the sequence's sender as written, unless a mailbox of the workspace sends it
+            sender_email=(mailbox.address if mailbox.connected or found.mailbox_pool
+                          else found.sender_email),
             recipient=found.email,
             thread=thread_for(subject, previous),
             text_body=text_body_for(step["body"], values, links, language=found.language),
             html_body=html_body_for(step["body"], values, links, language=found.language),
-            message_id=message_id_for(event.enrollment_id, event.step_id, found.sender_email),
+            message_id=message_id_for(event.enrollment_id, event.step_id, mailbox.address),
             date=self.runtime.clock.now().astimezone(ZoneInfo(found.timezone)),
             unsubscribe_url=links.unsubscribe_url,
+            variant=step.get("variant"),
         )
 
     async def _set_intents(self, intents: list[tuple[StepDue, str, datetime | None]],
@@ -413,12 +655,29 @@ class MailerHandlers:
             contact_id=event.contact_id, step_id=event.step_id, step_index=event.step_index,
             message_id=email.message_id, recipient=email.recipient, subject=email.thread.subject,
             sent_at=email.date, in_reply_to=email.thread.in_reply_to,
-            references=list(email.thread.references))
+            references=list(email.thread.references), variant=email.variant)
 
     async def _record(self, conn, results: _Results) -> None:
         """The sends, in the consumer's transaction: their deliveries, their intents removed
         (and those of refused emails), and every event of the run in one append."""
         sent, refused = results.sent, results.refused
+        for mailbox_id, problem in results.unhealthy:
+            await connected_mailboxes.mark(conn, mailbox_id, False, problem,
+                                           self.runtime.clock.now())
+        if results.letters:
+            await conn.execute(text(
+                "INSERT INTO mailer.enrollment_variants (enrollment_id, letter)"
+                " SELECT * FROM unnest(CAST(:e AS uuid[]), CAST(:l AS text[]))"
+                " ON CONFLICT DO NOTHING"),
+                {"e": [e for e, _ in results.letters], "l": [l for _, l in results.letters]})
+        if results.assigned:
+            await conn.exec_driver_sql(_ASSIGN, {
+                "enrollments": [e for e, _, _ in results.assigned],
+                "addresses": [a for _, a, _ in results.assigned],
+                "days": [d for _, _, d in results.assigned]})
+        if sent:
+            await conn.exec_driver_sql(_NOT_AWAITING, {"enrollments": [e.enrollment_id
+                                                                        for e, _ in sent]})
         if sent or refused:
             done = [event for event, _ in sent] + refused
             await conn.exec_driver_sql(_RECORD_SENT, {
@@ -435,6 +694,7 @@ class MailerHandlers:
         if results.appends:
             await self.runtime.store.append(conn, results.appends,
                                             results.appends[0].causation)
+        _count_emails(results)
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -526,32 +786,124 @@ class MailerHandlers:
         return step, contact.merge_values, sequence
 
     async def record_open(self, command: RecordEmailOpen) -> Created:
+        """EmailOpened, a person's or a machine's (sequences/machine_rules.py)."""
         async with self.runtime.engine.begin() as conn:
-            delivered = (await conn.execute(
-                text("SELECT message_id FROM mailer.deliveries"
-                     " WHERE enrollment_id = :e AND step_id = :s"),
-                {"e": command.enrollment_id, "s": command.step_id})).first()
-            if delivered is None:
-                raise Rejected(404, "no such email", "token")
+            delivered = await self._delivered(conn, command)
+            now = self.runtime.clock.now()
+            verdict = self._verdict("open", command.request, now, delivered.sent_at, None)
             opened = EmailOpened(enrollment_id=command.enrollment_id, step_id=command.step_id,
-                                 message_id=delivered.message_id,
-                                 opened_at=self.runtime.clock.now())
+                                 message_id=delivered.message_id, opened_at=now,
+                                 machine=verdict.machine,
+                                 machine_rule=verdict.rule if verdict.machine else None)
             await self.runtime.store.append(
                 conn, [Append(opened.stream_id(), ANY_VERSION, [opened])],
                 Causation.new(command.workspace_id))
         return Created(id=command.enrollment_id)
 
+    async def record_click(self, command: RecordEmailClick) -> Created:
+        """EmailClicked, a person's or a machine's; a click of another link of the same email
+        within a second makes it a scanner's (the burst rule)."""
+        now = self.runtime.clock.now()
+        async with self.runtime.engine.begin() as conn:
+            delivered = await self._delivered(conn, command)
+            nearest = (await conn.execute(text(
+                "SELECT min(abs(extract(epoch FROM clicked_at - :at))) FROM mailer.clicks"
+                " WHERE enrollment_id = :e AND step_id = :s AND link_index <> :i"
+                " AND clicked_at BETWEEN :at - interval '1 minute' AND :at + interval '1 minute'"),
+                {"e": command.enrollment_id, "s": command.step_id, "i": command.link_index,
+                 "at": now})).scalar()
+            await conn.execute(text(
+                "INSERT INTO mailer.clicks (enrollment_id, step_id, link_index, clicked_at)"
+                " VALUES (:e, :s, :i, :at)"),
+                {"e": command.enrollment_id, "s": command.step_id, "i": command.link_index,
+                 "at": now})
+            verdict = self._verdict("click", command.request, now, delivered.sent_at,
+                                    float(nearest) if nearest is not None else None)
+            clicked = EmailClicked(
+                enrollment_id=command.enrollment_id, step_id=command.step_id,
+                message_id=delivered.message_id, link_index=command.link_index,
+                url=command.url, clicked_at=now, machine=verdict.machine,
+                machine_rule=verdict.rule if verdict.machine else None)
+            await self.runtime.store.append(
+                conn, [Append(clicked.stream_id(), ANY_VERSION, [clicked])],
+                Causation.new(command.workspace_id))
+        return Created(id=command.enrollment_id)
+
+    async def choose_winner(self, command: ChooseVariantWinner) -> Created:
+        """VariantWinnerChosen by hand; the mailer's own handler of it routes new sends."""
+        async with self.runtime.engine.begin() as conn:
+            sequence = (await conn.execute(text(
+                "SELECT steps FROM mailer.sequences WHERE sequence_id = :id AND workspace_id = :ws"),
+                {"id": command.sequence_id, "ws": command.workspace_id})).first()
+            if sequence is None:
+                raise Rejected(404, f"no such sequence: {command.sequence_id}", "sequence_id")
+            most = max((len(s.get("variants") or []) for s in sequence.steps), default=0)
+            if variants_rules.LETTERS.index(command.letter) >= most:
+                raise Rejected(422, f"no step of this sequence has a variant {command.letter}",
+                               "letter")
+            chosen = VariantWinnerChosen(sequence_id=command.sequence_id, letter=command.letter,
+                                         by="hand", chosen_by=command.chosen_by,
+                                         chosen_at=self.runtime.clock.now())
+            await self.runtime.store.append(
+                conn, [Append(chosen.stream_id(), ANY_VERSION, [chosen])],
+                Causation.new(command.workspace_id))
+            await self._route_to_winner(conn, chosen)
+        return Created(id=command.sequence_id)
+
+    async def on_winner_chosen(self, event: VariantWinnerChosen, d: Delivery) -> None:
+        """A winner chosen by the automatic rule (services/enrollment/variant_judge.py), or by
+        hand (routed already when it was chosen)."""
+        await self._route_to_winner(d.conn, event)
+
+    @staticmethod
+    async def _route_to_winner(conn, event: VariantWinnerChosen) -> None:
+        await conn.execute(text("UPDATE mailer.sequences SET variant_winner = :l"
+                                " WHERE sequence_id = :id"),
+                           {"l": event.letter, "id": event.sequence_id})
+
+    async def _delivered(self, conn, command: RecordEmailOpen | RecordEmailClick):
+        delivered = (await conn.execute(
+            text("SELECT message_id, sent_at FROM mailer.deliveries"
+                 " WHERE enrollment_id = :e AND step_id = :s"),
+            {"e": command.enrollment_id, "s": command.step_id})).first()
+        if delivered is None:
+            raise Rejected(404, "no such email", "token")
+        return delivered
+
+    @staticmethod
+    def _verdict(kind, seen: TrackedRequest | None, now: datetime, sent_at: datetime,
+                 other_link_within: float | None) -> machine_rules.Verdict:
+        if seen is None:  # from a gateway before the rules: nothing to decide by
+            return machine_rules.Verdict(False, None)
+        return machine_rules.classify(machine_rules.Facts(
+            kind=kind, method=seen.method, user_agent=seen.user_agent,
+            client_ip=seen.client_ip, seconds_since_sent=(now - sent_at).total_seconds(),
+            other_link_clicked_within=other_link_within))
+
 
 _SLACK = timedelta(seconds=2)
+def _with_token(mailbox: Mailbox, token: str) -> Mailbox:
+    return replace(mailbox, smtp=replace(mailbox.smtp, oauth_token=token))
+
+
+_PAUSED_RECHECK = timedelta(minutes=15)  # a step from a paused mailbox is tried again after
+# sender mailboxes paused for sender-side rejections (a handful at most): address -> why
+_PAUSED_MAILBOXES = text("SELECT address, reason FROM mailer.mailbox_states WHERE paused")
 _CATCH_UP_SECONDS = 5.0  # how long a preview waits for a just-saved sequence or contact
 # binary array parameters (exec_driver_sql, as the event store): psycopg quotes nothing
 _SITUATIONS = """
     SELECT v.enrollment_id, v.step_id, s.sender_name, s.sender_email, s.timezone, s.steps,
-           s.language, c.email, c.merge_values, c.opted_out,
+           s.language, s.workspace_id, s.mailbox_pool, m.address AS kept_mailbox,
+           s.track_opens, s.track_clicks, s.variant_winner, ev.letter AS variant_letter,
+           c.email, c.merge_values, c.opted_out,
            EXISTS (SELECT 1 FROM mailer.deliveries d
                    WHERE d.enrollment_id = v.enrollment_id AND d.step_id = v.step_id) AS sent,
            EXISTS (SELECT 1 FROM mailer.halted_enrollments h
                    WHERE h.enrollment_id = v.enrollment_id) AS halted,
+           EXISTS (SELECT 1 FROM mailer.suppressions x
+                   WHERE x.workspace_id = s.workspace_id
+                   AND x.value IN (lower(c.email), split_part(lower(c.email), '@', 2)))
+               AS suppressed,
            i.state AS intent_state, i.slot AS intent_slot,
            p.message_id AS previous_message_id, p.thread_subject AS previous_subject,
            p."references" AS previous_references
@@ -561,6 +913,8 @@ _SITUATIONS = """
     JOIN mailer.contacts c ON c.contact_id = v.contact_id
     LEFT JOIN mailer.send_intents i
         ON i.enrollment_id = v.enrollment_id AND i.step_id = v.step_id
+    LEFT JOIN mailer.enrollment_mailboxes m ON m.enrollment_id = v.enrollment_id
+    LEFT JOIN mailer.enrollment_variants ev ON ev.enrollment_id = v.enrollment_id
     LEFT JOIN LATERAL (
         SELECT message_id, thread_subject, "references" FROM mailer.deliveries d
         WHERE d.enrollment_id = v.enrollment_id ORDER BY sent_at DESC, step_index DESC LIMIT 1
@@ -589,17 +943,69 @@ _RECORD_SENT = """
                 %(recipients)b::text[], %(sent_ats)b::timestamptz[])
         AS v(e, s, i, m, t, r, rc, at)
 """
+_ASSIGN = """
+    INSERT INTO mailer.enrollment_mailboxes (enrollment_id, address, day)
+    SELECT * FROM unnest(%(enrollments)b::uuid[], %(addresses)s::text[], %(days)s::date[])
+    ON CONFLICT (enrollment_id) DO NOTHING
+"""
+_NOT_AWAITING = """
+    UPDATE mailer.enrollment_mailboxes SET awaiting = false
+    WHERE enrollment_id = ANY(%(enrollments)b::uuid[]) AND awaiting
+"""
+# A slot of the mailbox's day and hour, taken only while both have room. The hour's count
+# starts over when the hour is a new one.
 _TAKE_SLOT = text(
     """
-    INSERT INTO mailer.mailbox_usage (address, day, sent, last_slot)
-    VALUES (:address, :day, 1, :now)
+    INSERT INTO mailer.mailbox_usage AS u (address, day, sent, last_slot, hour, hour_sent)
+    VALUES (:address, :day, 1, :now, :hour, 1)
     ON CONFLICT (address, day) DO UPDATE
-        SET sent = mailer.mailbox_usage.sent + 1,
-            last_slot = greatest(:now, mailer.mailbox_usage.last_slot + :gap)
-        WHERE mailer.mailbox_usage.sent < :cap
+        SET sent = u.sent + 1,
+            last_slot = greatest(:now, u.last_slot + :gap),
+            hour_sent = CASE WHEN u.hour = :hour THEN u.hour_sent + 1 ELSE 1 END,
+            hour = :hour
+        WHERE u.sent < :cap AND (u.hour IS DISTINCT FROM :hour OR u.hour_sent < :hourly_cap)
     RETURNING sent, last_slot
     """
 )
+_SLOT_REFUSED = text("SELECT sent >= :cap AS day_full FROM mailer.mailbox_usage"
+                     " WHERE address = :address AND day = :day")
+_UNHEALTHY_WAIT = timedelta(minutes=10)  # a mailbox that cannot send: its emails wait this long
+
+
+def _count_emails(results: _Results) -> None:
+    """`sequences.emails` by outcome, mailbox and a reason of few values (a text's message,
+    an SMTP code, a bounce class; never a free-form server reply). Sent ones are counted as
+    the SMTP server accepts them (`_send`)."""
+    for append in results.appends:
+        for event in append.events:
+            outcome, reason = _EMAIL_OUTCOMES.get(type(event), (None, None))
+            if outcome is None:
+                continue
+            mailbox = results.senders.get(getattr(event, "enrollment_id", None), "")
+            metrics.emails.add(1, {"outcome": outcome, "mailbox": mailbox,
+                                   "reason": reason(event)})
+
+
+def _text_reason(event) -> str:
+    return event.reason_text.message if event.reason_text else "other"
+
+
+_EMAIL_OUTCOMES = {
+    EmailHeld: ("held", _text_reason),
+    EmailDeferred: ("deferred", _text_reason),
+    EmailFailed: ("failed", lambda event: str(event.smtp_code or "none")),
+    BounceDetected: ("bounced", lambda event: event.bounce_class),
+}
+
+
+def _cannot_send(event: StepDue, address: str, problem: str, now: datetime) -> EmailDeferred:
+    """The mailbox cannot send now (unhealthy, its login refused): the email waits, saying why
+    (the server's or the check's words inside, as they came)."""
+    why = said(N_("mailbox %(address)s cannot send: %(problem)s"), address=address,
+               problem=problem[:900])
+    return EmailDeferred(enrollment_id=event.enrollment_id, step_id=event.step_id,
+                         until=now + _UNHEALTHY_WAIT, reason=why.english()[:1000],
+                         reason_text=why)
 
 
 def _step(steps: list[dict], step_id: uuid.UUID) -> dict | None:
@@ -614,6 +1020,13 @@ def _previous(found) -> PreviousEmail | None:
                          tuple(found.previous_references))
 
 
+def _failed(event: StepDue, reason: str, code: int, attempts: int) -> EmailFailed:
+    """The step was not sent and will not be by itself: held for a person to retry."""
+    return EmailFailed(enrollment_id=event.enrollment_id, sequence_id=event.sequence_id,
+                       step_id=event.step_id, step_index=event.step_index, reason=reason[:1000],
+                       smtp_code=code, attempts=attempts)
+
+
 def _refusal(error: Exception) -> tuple[int | None, str]:
     """The SMTP code and text of a refusal (for several recipients, the first one's)."""
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused) and error.recipients:
@@ -622,11 +1035,17 @@ def _refusal(error: Exception) -> tuple[int | None, str]:
 
 
 
-def subscription(handlers: MailerHandlers) -> Subscription:
-    mailer = Subscription("mailer", ["sequence", "contact", "enrollment", "schedule"])
+def subscription(handlers: MailerHandlers, guard: MailboxGuard) -> Subscription:
+    mailer = Subscription("mailer", ["sequence", "contact", "enrollment", "schedule",
+                                     "suppression", "bounce", "experiment"])
+    mailer.on(VariantWinnerChosen)(handlers.on_winner_chosen)
+    mailer.on(AddressSuppressed)(handlers.on_suppressed)
+    mailer.on(SuppressionRemoved)(handlers.on_suppression_removed)
+    mailer.on(BounceDetected)(guard.on_bounce)
     mailer.on(SequenceCreated)(handlers.on_sequence_created)
     mailer.on(SequenceStepsChanged)(handlers.on_steps_changed)
-    mailer.on(ContactCreated)(handlers.on_contact_created)
+    mailer.on(SequenceSettingsChanged)(handlers.on_settings_changed)
+    mailer.on_batch(ContactCreated)(handlers.on_contacts_created)
     mailer.on(ContactUpdated)(handlers.on_contact_updated)
     mailer.on(ContactOptedOut)(handlers.on_contact_opted_out)
     mailer.on_batch(StepDue)(handlers.on_steps_due)

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from contracts.commands import PreviewSchedule
+from sequences import metrics, operations
 from sequences.bootstrap import Runtime, ServiceParts, run_service
 from sequences.db import Migrations
 from services.scheduler.handlers import SchedulerHandlers, subscription
@@ -20,7 +21,17 @@ def build(runtime: Runtime) -> ServiceParts:
         subscriptions=[subscription(handlers)],
         requests={PreviewSchedule: handlers.preview_schedule},
         loops=[handlers.run_firing],
+        samples=[(_DUE, lambda: _due_steps(runtime))],
     )
+
+
+_DUE = ("sequences.due_steps.pending", "sequences.due_steps.late",
+        "sequences.due_steps.oldest_late_age")
+
+
+async def _due_steps(runtime: Runtime) -> list[metrics.Sample]:
+    figures = await operations.due_steps(runtime.engine, runtime.clock.now())
+    return [(name, {}, value) for name, value in zip(_DUE, figures)]
 
 
 def main() -> None:

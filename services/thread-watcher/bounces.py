@@ -4,10 +4,11 @@ which message of ours did it carry? Pure functions, no I/O.
 The failed recipients come from flufl.bounce, which knows RFC 3464 delivery status notifications
 and the formats of many MTAs that do not follow it (Exim, qmail, Yahoo, older Exchange, ...).
 Status code and diagnostic come from the report's own fields where it has them (RFC 3464), else
-from the first enhanced status code in its text. A report that flufl.bounce cannot read (a
-provider's home-grown format, a Korean-language notice) still counts when it looks like a
-delivery report and carries the Message-ID of a message we sent: the recipient is then the one
-that message went to.
+from the first enhanced status code in its text; why it failed (class, reason, rule) is decided
+by the shared table in `sequences.bounce_reasons`, the same the mailer uses at send time. A
+report that flufl.bounce cannot read (a provider's home-grown format, a Korean-language notice)
+still counts when it looks like a delivery report and carries the Message-ID of a message we
+sent (the recipient is then the one that message went to) or at least a failure status.
 """
 
 from __future__ import annotations
@@ -17,17 +18,22 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import HeaderParser
-from typing import Literal
 
 from flufl.bounce import all_failures
 
-from services.thread_watcher.mail import Mail, body_text, header_text, message_ids, part_text
+from sequences.bounce_reasons import Kind, Verdict, classify, status_code
+from services.thread_watcher.mail import (
+    Mail,
+    body_text,
+    header_text,
+    message_ids,
+    mime_problems,
+    part_text,
+)
 
 # flufl.bounce logs every detector it runs at INFO, and a detector's crash with its traceback;
 # a crash here is reported as a reason of the decision instead.
 logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
-
-Kind = Literal["hard", "soft"]
 
 _DAEMON_SENDERS = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|mailerdaemon|bounces?)[@+]",
                              re.IGNORECASE)
@@ -38,30 +44,30 @@ _BOUNCE_SUBJECTS = re.compile(
     r"|메일 ?(발송|전송|배달) ?실패|반송 ?메일|메일 ?반송|配信不能",
     re.IGNORECASE,
 )
-_ENHANCED_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
-_SMTP_REPLY = re.compile(r"(?<!\d)([45]\d\d)[ :-](?=\D)")
 _ID_LINE = re.compile(r"^\s*Message-ID:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
-# Mailbox full / over quota: providers answer 5.2.2 or 552 as often as 4.2.2, yet the address
-# is fine and a later mail may get through, so these count as soft.
-_FULL_MAILBOX = re.compile(
-    r"mailbox (is )?full|over ?quota|quota exceeded|exceeded (the )?storage|out of storage"
-    r"|insufficient (system )?storage|메일함 용량|용량(을|이)? 초과|사서함이 가득",
-    re.IGNORECASE,
-)
-_TEMPORARY = re.compile(
-    r"greylist|graylist|try again later|temporar|deferred|delayed|will retry|일시적",
-    re.IGNORECASE,
-)
+# Where a plain-text report's own words end and its copy of the original begins: the prose
+# before it explains the failure, the headers after it (Received: ... TLS) must not.
+_ORIGINAL_START = re.compile(
+    r"^\s*(-+ ?(this is a copy|original message|below this line|the header|returned message)"
+    r"|(received|return-path|message-id|dkim-signature|x-[\w-]+): )", re.IGNORECASE | re.MULTILINE)
+_CONTEXT_LIMIT = 3000
 
 
 @dataclass(frozen=True)
 class Bounce:
-    kind: Kind
+    verdict: Verdict
     recipients: tuple[str, ...]  # lower case; empty when only the original Message-ID is known
     status: str | None  # enhanced status code (5.1.1), else the SMTP reply code (550)
     diagnostic: str
     original_message_id: str | None
     reasons: tuple[str, ...]
+    # what was missing or broken (`no-recipient`, `no-original-message-id`, `broken-mime`,
+    # `unknown-charset`): the verdict was reached as well as the message allowed
+    notes: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> Kind:
+        return self.verdict.kind
 
 
 @dataclass(frozen=True)
@@ -105,12 +111,17 @@ def read_bounce(mail: Mail) -> tuple[Bounce | None, tuple[str, ...]]:
     temporary, permanent, library_note = _library_failures(mail.message)
     original = _original_message_id(mail)
     recipients = tuple(sorted(temporary | permanent))
-    if not recipients and original is None:
-        return None, (sign, library_note, "no failed recipient and no Message-ID of the original")
     report = report or _report_from_text(mail.message)
-    kind, why = bounce_kind(report, bool(temporary) and not permanent)
-    reasons = (sign, library_note, why)
-    return Bounce(kind, recipients, report.status, report.diagnostic[:1000], original, reasons), reasons
+    if not recipients and original is None and report.status is None:
+        return None, (sign, library_note, "no failed recipient, no Message-ID of the original "
+                                          "and no failure status")
+    verdict = bounce_verdict(report, bool(temporary) and not permanent, _context(mail.message))
+    notes = (*(["no-recipient"] if not recipients else []),
+             *(["no-original-message-id"] if original is None else []),
+             *mime_problems(mail.message))
+    reasons = (sign, library_note, _why(verdict, report), *notes)
+    return Bounce(verdict, recipients, report.status, report.diagnostic[:1000], original, reasons,
+                  notes), reasons
 
 
 def _library_failures(message: Message) -> tuple[set[str], set[str], str]:
@@ -126,19 +137,24 @@ def _library_failures(message: Message) -> tuple[set[str], set[str], str]:
         f"flufl.bounce: failed {sorted(permanent_set)}, delayed {sorted(temporary_set)}")
 
 
-def bounce_kind(report: _Report, only_temporary: bool) -> tuple[Kind, str]:
-    """Soft: the address exists but delivery failed for now (delayed, 4.x.x, mailbox full,
-    greylisting). Hard: everything else that failed."""
-    status, text = report.status, report.diagnostic
-    if (report.action or "").startswith("delayed") or only_temporary:
-        return "soft", "delivery is delayed, not failed"
-    if status and status[0] == "4":
-        return "soft", f"status {status} is temporary"
-    if status and status.endswith(".2.2") or _FULL_MAILBOX.search(text):
-        return "soft", "mailbox full or over quota"
-    if not status and _TEMPORARY.search(text):
-        return "soft", "the diagnostic says the failure is temporary"
-    return "hard", f"permanent failure{f' ({status})' if status else ''}"
+def bounce_verdict(report: _Report, only_temporary: bool, context: str = "") -> Verdict:
+    """Class, reason and rule of the failure; `Action: delayed` (or flufl.bounce finding only
+    delayed recipients) makes it temporary, so it never blames the address."""
+    delayed = (report.action or "").startswith("delayed") or only_temporary
+    return classify(report.status, report.diagnostic, temporary=delayed, context=context)
+
+
+def _why(verdict: Verdict, report: _Report) -> str:
+    status = f"status {report.status}" if report.status else "no status code"
+    return (f"{verdict.kind}: {verdict.bounce_class} / {verdict.reason} (rule {verdict.rule}, "
+            f"{status}{', temporary' if verdict.temporary else ''})")
+
+
+def _context(message: Message) -> str:
+    """The report's own prose, without the copy of the original it quotes."""
+    text = body_text(message)[: _CONTEXT_LIMIT * 2]
+    cut = _ORIGINAL_START.search(text)
+    return (text[: cut.start()] if cut else text)[:_CONTEXT_LIMIT]
 
 
 # --- RFC 3464 delivery status ------------------------------------------------------------------
@@ -160,8 +176,8 @@ def _delivery_status(message: Message) -> _Report | None:
         if action.startswith(("failed", "delayed", "error")):
             return _Report(
                 action=action,
-                status=_status_code(block.get("Status") or "")
-                or _status_code(block.get("Diagnostic-Code") or ""),
+                status=status_code(block.get("Status") or "")
+                or status_code(block.get("Diagnostic-Code") or ""),
                 diagnostic=_clean_diagnostic(header_text(block, "Diagnostic-Code")),
             )
     return None
@@ -185,20 +201,12 @@ def _clean_diagnostic(value: str) -> str:
 def _report_from_text(message: Message) -> _Report:
     """Status and diagnostic of a report without RFC 3464 fields: the line holding the first
     enhanced status code (or SMTP reply code) of its text."""
-    text = body_text(message)
+    text = _context(message)
     for line in text.splitlines():
-        status = _status_code(line)
+        status = status_code(line)
         if status:
             return _Report(status=status, diagnostic=" ".join(line.split()))
     return _Report(diagnostic=" ".join(text.split())[:300])
-
-
-def _status_code(text: str) -> str | None:
-    enhanced = _ENHANCED_STATUS.search(text)
-    if enhanced:
-        return ".".join(enhanced.groups())
-    smtp = _SMTP_REPLY.search(text)
-    return smtp.group(1) if smtp else None
 
 
 def _original_message_id(mail: Mail) -> str | None:

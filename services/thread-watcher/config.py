@@ -12,6 +12,10 @@
     WATCH_POLL_SECONDS   how often every folder is scanned, IDLE or not (default 30)
     WATCH_LOOKBACK_DAYS  how far back a folder is read the first time, or after its
                          UIDVALIDITY changed (default 14)
+    WATCH_REFRESH_SECONDS  how often the workspaces' connected mailboxes are looked up again
+                         (default 30: a newly connected mailbox is read within it)
+    WATCH_LEASE_SECONDS  a replica whose heartbeat is older than this has its mailboxes taken
+                         over by the others (default 10)
 
 A mailbox is named in logs, health and the database by its URL without the password.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -43,6 +48,11 @@ class MailboxConfig:
     folders: tuple[str, ...] = ("INBOX",)
     idle: bool = True  # use IDLE when the server offers it
     address: str = ""  # the sender address it receives for ("": a catch-all)
+    starttls: bool = False  # imap:// upgraded with STARTTLS (a connected mailbox's setting)
+    # OAuth2 (a connected mailbox): gives a current access token at each login, for AUTH
+    # XOAUTH2 or OAUTHBEARER; not part of what makes two configurations the same
+    oauth_token: Callable[[], Awaitable[str]] | None = field(default=None, repr=False,
+                                                              compare=False)
 
     @property
     def name(self) -> str:
@@ -55,6 +65,10 @@ class MailboxConfig:
     @property
     def tls(self) -> bool:
         return self.scheme == "imaps"
+
+    @property
+    def secured(self) -> bool:
+        return self.tls or self.starttls
 
     def redact(self, text: str) -> str:
         """`text` with the password blanked, for error messages that might echo it (as typed,
@@ -70,6 +84,8 @@ class WatcherSettings:
     mailboxes: tuple[MailboxConfig, ...]
     poll_seconds: float = 30.0
     lookback_days: int = 14
+    refresh_seconds: float = 30.0  # how often the connected mailboxes are looked up again
+    lease_seconds: float = 10.0  # a replica silent this long has its share taken by the others
 
     @classmethod
     def from_env(cls) -> WatcherSettings:
@@ -78,12 +94,15 @@ class WatcherSettings:
                 mailboxes=parse_mailboxes(os.environ.get("WATCH_MAILBOXES", "")),
                 poll_seconds=float(os.environ.get("WATCH_POLL_SECONDS", "30")),
                 lookback_days=int(os.environ.get("WATCH_LOOKBACK_DAYS", "14")),
+                refresh_seconds=float(os.environ.get("WATCH_REFRESH_SECONDS", "30")),
+                lease_seconds=float(os.environ.get("WATCH_LEASE_SECONDS", "10")),
             )
         except ValueError as error:
             raise ConfigError(f"thread-watcher settings: {error}") from None
-        if settings.poll_seconds <= 0 or settings.lookback_days < 0:
-            raise ConfigError("WATCH_POLL_SECONDS must be positive, WATCH_LOOKBACK_DAYS not "
-                              "negative")
+        if (settings.poll_seconds <= 0 or settings.lookback_days < 0
+                or settings.refresh_seconds <= 0 or settings.lease_seconds <= 0):
+            raise ConfigError("WATCH_POLL_SECONDS, WATCH_REFRESH_SECONDS and WATCH_LEASE_SECONDS"
+                              " must be positive, WATCH_LOOKBACK_DAYS not negative")
         return settings
 
 

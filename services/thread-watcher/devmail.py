@@ -5,7 +5,7 @@ into a mailbox to see the whole flow. Pure: each returns the raw bytes of a mess
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from email.message import EmailMessage, Message
 from email.utils import format_datetime, make_msgid, parseaddr
 
@@ -42,11 +42,14 @@ def reply_to(original: Message, now: datetime, text: str = "") -> bytes:
     return message.as_bytes()
 
 
-def auto_reply_to(original: Message, now: datetime) -> bytes:
+def auto_reply_to(original: Message, now: datetime, back: date | None = None) -> bytes:
+    """An out-of-office answer naming its return date (`back`; three days after `now` unless
+    given), in Korean and English."""
+    back = back or (now + timedelta(days=3)).date()
     message = _answer(original, "자동 회신: ", now)
     message["Auto-Submitted"] = "auto-replied"
-    message.set_content("부재중입니다. 12월 1일에 복귀합니다.\n"
-                        "I am out of the office until December 1.\n")
+    message.set_content(f"부재중입니다. {back.month}월 {back.day}일에 복귀합니다.\n"
+                        f"I am out of the office until {back:%B} {back.day}.\n")
     return message.as_bytes()
 
 

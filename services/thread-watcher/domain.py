@@ -11,17 +11,28 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import Message
 from typing import Any, Literal, Sequence
 
 from contracts.base import Event
 from contracts.events import AutoReplyDetected, BounceDetected, ReplyDetected
+from sequences.out_of_office import ReturnDate, return_date
+from sequences.reply_intent import IntentVerdict, classify_intent
 from services.thread_watcher.bounces import Bounce, read_bounce
-from services.thread_watcher.mail import Mail, body_text, excerpt, parse, unreadable
+from services.thread_watcher.mail import (
+    Mail,
+    body_text,
+    excerpt,
+    mime_problems,
+    own_text,
+    parse,
+    unreadable,
+)
 
 Kind = Literal["reply", "bounce", "auto_reply", "unrelated"]
+MessageKind = Literal["bounce", "auto-reply", "reply", "other"]
 
 # Precedence values that mark machine-sent mail (RFC 3834 and long practice).
 _MACHINE_PRECEDENCE = {"auto_reply", "bulk", "junk"}
@@ -32,6 +43,10 @@ _AUTO_REPLY_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Aut
 _AUTO_PHRASES = (
     r"out of (the )?office|automatic reply|auto(matic)?[- ]?(reply|response|answer)|autoreply"
     r"|away from (the )?office|부재\s?중|자동\s?(회신|응답|답장|답변)|휴가\s?중|不在|自動(応答|返信)"
+    r"|abwesenheits(notiz|meldung|nachricht)|automatische antwort|réponse automatique"
+    r"|message d'absence"
+    r"|respuesta automática|fuera de la oficina|resposta automática|fora do escritório"
+    r"|自动(回复|答复)|自動回覆"
 )
 _AUTO_PREFIXES = rf"{_AUTO_PHRASES}|auto|vacation"
 _AUTO_SUBJECT = re.compile(
@@ -94,6 +109,8 @@ class Decision:
     sent: SentMessage | None = None  # the message of ours it concerns
     matched_by: str | None = None
     excerpt: str = ""  # a reply's own words
+    intent: IntentVerdict | None = None  # what a reply wants (sequences/reply_intent.py)
+    back: ReturnDate | None = None  # when an auto-reply's writer is back (out_of_office.py)
 
     @property
     def label(self) -> str:
@@ -116,11 +133,16 @@ class Decision:
             "date": mail.date.isoformat() if mail.date else None,
             "reasons": list(self.reasons),
             "bounce": None if bounce is None else {
-                "kind": bounce.kind, "recipients": list(bounce.recipients),
+                "kind": bounce.kind, "class": bounce.verdict.bounce_class,
+                "reason": bounce.verdict.reason, "rule": bounce.verdict.rule,
+                "recipients": list(bounce.recipients),
                 "status": bounce.status, "diagnostic": bounce.diagnostic,
-                "original_message_id": bounce.original_message_id},
+                "original_message_id": bounce.original_message_id, "notes": list(bounce.notes)},
             "auto_reply": self.examined.auto_reply,
             "excerpt": self.excerpt or None,
+            "intent": self.intent.intent if self.intent else None,
+            "intent_rule": self.intent.rule if self.intent else None,
+            "return_date": self.back.on.isoformat() if self.back and self.back.on else None,
         }
 
 
@@ -141,7 +163,11 @@ def examine(mail: Mail) -> Examined:
     if bounce is not None:
         return Examined(mail, bounce, None, reasons)
     auto = auto_reply_reason(mail)
-    notes = (*reasons, *(["read only the first MiB (a larger message)"] if mail.truncated else []))
+    # a message cut at the first MiB has lost its closing boundaries: that is not broken MIME
+    problems = [p for p in mime_problems(mail.message)
+                if not (mail.truncated and p == "broken-mime")]
+    notes = (*reasons, *(["read only the first MiB (a larger message)"] if mail.truncated else []),
+             *problems)
     return Examined(mail, None, auto, (*notes, *([auto] if auto else [])))
 
 
@@ -171,6 +197,51 @@ def _is_read_receipt(message: Message) -> bool:
     ).lower() == "disposition-notification"
 
 
+def message_kind(examined: Examined) -> MessageKind:
+    """What a message is on its own, before it is matched to anything we sent: a bounce, an
+    automatic answer, a reply (it names a message it answers, or its subject says it is one:
+    `Re:`, `답장:`, `AW:`), or other mail."""
+    if examined.bounce is not None:
+        return "bounce"
+    if examined.auto_reply is not None:
+        return "auto-reply"
+    mail = examined.mail
+    if mail.in_reply_to or mail.references or _SUBJECT_PREFIX.match(
+            unicodedata.normalize("NFKC", mail.subject)):
+        return "reply"
+    return "other"
+
+
+def classification(examined: Examined) -> dict[str, Any]:
+    """What `sequences mail classify` says about a message on its own: its kind and, for a
+    bounce, the class, reason and rule that decided it, whose delivery failed and which message
+    of ours it carries. A flat mapping, so that more readings (a reply's intent, an
+    out-of-office return date) are more keys."""
+    bounce = examined.bounce
+    facts: dict[str, Any] = {"kind": message_kind(examined), "class": None, "reason": None,
+                             "rule": None, "recipients": [], "original_message_id": None,
+                             "status": None, "diagnostic": None}
+    if bounce is not None:
+        verdict = bounce.verdict
+        facts |= {"class": verdict.bounce_class, "reason": verdict.reason, "rule": verdict.rule,
+                  "recipients": list(bounce.recipients),
+                  "original_message_id": bounce.original_message_id, "status": bounce.status,
+                  "diagnostic": bounce.diagnostic}
+    elif examined.auto_reply is not None:
+        facts["rule"] = examined.auto_reply
+    if facts["kind"] == "reply":
+        intent = reply_intent(examined.mail)
+        facts |= {"intent": intent.intent, "intent_rule": intent.rule}
+    elif facts["kind"] == "auto-reply":
+        back = back_on(examined.mail)
+        facts |= {"return_date": back.on.isoformat() if back.on else None,
+                  "return_note": back.note}
+    notes = bounce.notes if bounce is not None else tuple(
+        "unreadable" if r.startswith("unreadable message") else r for r in examined.reasons
+        if r in ("broken-mime", "unknown-charset") or r.startswith("unreadable message"))
+    return facts | {"notes": list(notes)}
+
+
 def normalize_subject(subject: str) -> str:
     """The subject without reply/forward/auto-reply prefixes and tags, case and width folded:
     `RE: [외부메일] 회신: 견적 건` and `견적 건` are the same."""
@@ -192,19 +263,35 @@ def decide(examined: Examined, sent: Sequence[SentMessage]) -> Decision:
         return _decided("bounce", examined, match_bounce(examined.bounce, sent))
     match = match_thread(examined.mail, sent)
     if examined.auto_reply is not None:
-        return _decided("auto_reply", examined, match)
+        decided = _decided("auto_reply", examined, match)
+        if decided.sent is None:
+            return decided
+        back = back_on(examined.mail)
+        return replace(decided, back=back, reasons=(*decided.reasons, back.note))
     if match[0] is None:
         return Decision("unrelated", examined, (*examined.reasons, *why_unmatched(examined.mail)))
     reply = excerpt(body_text(examined.mail.message))
-    return _decided("reply", examined, match, reply)
+    return _decided("reply", examined, match, reply, reply_intent(examined.mail))
+
+
+def reply_intent(mail: Mail) -> IntentVerdict:
+    """What a reply wants, read from its own words (no quoted history, no signature)."""
+    return classify_intent(own_text(body_text(mail.message)))
+
+
+def back_on(mail: Mail) -> ReturnDate:
+    """When an auto-reply's writer is back, from its subject and own text and its Date."""
+    return return_date(f"{mail.subject}\n{own_text(body_text(mail.message))}", mail.date)
 
 
 def _decided(kind: Kind, examined: Examined, match: tuple[SentMessage | None, str | None],
-             reply_excerpt: str = "") -> Decision:
+             reply_excerpt: str = "", intent: IntentVerdict | None = None) -> Decision:
     sent, how = match
     found = (f"concerns {sent.message_id} (enrollment {sent.enrollment_id}), matched by {how}"
              if sent else "concerns no message we sent: nothing to record")
-    return Decision(kind, examined, (*examined.reasons, found), sent, how, reply_excerpt)
+    if intent is not None:
+        found += f"; intent {intent.intent} (rule {intent.rule or '-'})"
+    return Decision(kind, examined, (*examined.reasons, found), sent, how, reply_excerpt, intent)
 
 
 def match_thread(mail: Mail, sent: Sequence[SentMessage]) -> tuple[SentMessage | None, str | None]:
@@ -262,16 +349,21 @@ def events_for(decision: Decision, now: datetime) -> list[Event]:
         return [ReplyDetected(
             enrollment_id=sent.enrollment_id, message_id=message_id, in_reply_to=sent.message_id,
             sender=mail.sender or "(unknown)", received_at=received_at,
-            excerpt=decision.excerpt[:500], matched_by=decision.matched_by or "headers")]
+            excerpt=decision.excerpt[:500], matched_by=decision.matched_by or "headers",
+            intent=decision.intent.intent if decision.intent else "other",
+            intent_rule=decision.intent.rule if decision.intent else None)]
     if decision.kind == "auto_reply":
         return [AutoReplyDetected(
             enrollment_id=sent.enrollment_id, message_id=message_id,
             sender=mail.sender or "(unknown)", received_at=received_at,
-            reason=decision.examined.auto_reply or "automatic reply")]
+            reason=decision.examined.auto_reply or "automatic reply",
+            return_date=decision.back.on if decision.back else None,
+            return_note=decision.back.note if decision.back else None)]
     bounce = decision.examined.bounce
     assert bounce is not None
     return [BounceDetected(
         enrollment_id=sent.enrollment_id, recipient=sent.recipient, kind=bounce.kind,
         status=bounce.status, diagnostic=bounce.diagnostic[:1000],
         original_message_id=bounce.original_message_id or sent.message_id,
-        detected_by="mailbox", detected_at=now)]
+        detected_by="mailbox", detected_at=now, bounce_class=bounce.verdict.bounce_class,
+        reason=bounce.verdict.reason, rule=bounce.verdict.rule)]

@@ -54,15 +54,18 @@ for _ending in _ENDED_AT:
 
 
 class HealthQueries:
-    def __init__(self, engine: AsyncEngine, settings: WatcherSettings):
+    def __init__(self, engine: AsyncEngine, settings: WatcherSettings, connected=None):
         self._engine = engine
         self._mailboxes = settings.mailboxes
+        self._connected = connected  # the workspaces' connected mailboxes (a coroutine)
 
     async def mailbox_health(self, query: GetMailboxHealth) -> list[MailboxHealthView]:
         """The mailboxes of the asked addresses, and the catch-alls; one not yet tried shows
         as connecting."""
         asked = {address.lower() for address in query.addresses}
-        names = [m.name for m in self._mailboxes if not m.address or m.address in asked]
+        mailboxes = [*self._mailboxes, *(await self._connected() if self._connected else [])]
+        names = list(dict.fromkeys(m.name for m in mailboxes
+                                   if not m.address or m.address in asked))
         async with self._engine.connect() as conn:
             known = {h.mailbox: h for h in await repository.health(conn, names)}
         return [known.get(name) or MailboxHealthView(mailbox=name, healthy=True,

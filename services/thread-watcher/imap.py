@@ -19,6 +19,8 @@ from datetime import datetime
 
 import aioimaplib
 
+from sequences.mailboxes import tls_context
+from sequences.oauth import OAuthFailure
 from services.thread_watcher.config import MailboxConfig
 from services.thread_watcher.mail import READ_LIMIT
 from services.thread_watcher.mailbox import (
@@ -59,16 +61,78 @@ class ImapSession:
         with self._errors("connect"):
             if config.tls:
                 client = aioimaplib.IMAP4_SSL(config.host, config.port, timeout=self._timeout,
-                                              ssl_context=ssl.create_default_context())
+                                              ssl_context=tls_context())
             else:
                 client = aioimaplib.IMAP4(config.host, config.port, timeout=self._timeout)
             self._client = client
             # IMAP4_SSL takes no callback; a lost connection must end an IDLE wait at once
             client.protocol.conn_lost_cb = lambda _exc: self._lost.set()
             await client.wait_hello_from_server()
-            response = await client.login(config.user, config.password)
+        if config.starttls:
+            await self._start_tls(client)
+        if config.oauth_token is not None:
+            response = await self._oauth_login(client)
+        else:
+            with self._errors("login"):
+                response = await client.login(config.user, config.password)
         if response.result != "OK":
             raise MailboxError(f"login rejected: {self._text(response)}")
+
+    async def _start_tls(self, client: aioimaplib.IMAP4) -> None:
+        """RFC 3501 STARTTLS: the command in the clear, then TLS on the same connection, then
+        the capabilities again (a server may offer more AUTH mechanisms once secured).
+        aioimaplib 2.0.3 knows the command but not the upgrade, done here on its transport."""
+        if not client.has_capability("STARTTLS"):
+            raise MailboxError("STARTTLS: the server does not offer it (use TLS, port 993?)")
+        protocol = client.protocol
+        with self._errors("STARTTLS"):
+            response = await protocol.execute(aioimaplib.Command(
+                "STARTTLS", protocol.new_tag(), loop=protocol.loop))
+            if response.result != "OK":
+                raise MailboxError(f"STARTTLS refused: {self._text(response)}")
+            try:
+                protocol.transport = await protocol.loop.start_tls(
+                    protocol.transport, protocol, tls_context(), server_hostname=self.config.host)
+            except ssl.SSLCertVerificationError as error:
+                raise MailboxError(f"TLS: {error.verify_message or error.reason}") from None
+            except ssl.SSLError as error:
+                raise MailboxError(f"TLS: {error.reason or error}") from None
+            await protocol.capability()
+
+    async def _oauth_login(self, client: aioimaplib.IMAP4):
+        """AUTHENTICATE with a current access token; a token the server refuses is refreshed
+        and tried once more (it expired early; a revoked consent fails the refresh)."""
+        token = await self._token()
+        response = await self._authenticate(client, token)
+        if response.result != "OK":
+            response = await self._authenticate(client, await self._token(refused=token))
+        return response
+
+    async def _token(self, refused: str | None = None) -> str:
+        try:
+            return await self.config.oauth_token(refused)
+        except OAuthFailure as failure:
+            raise MailboxError(str(failure)) from None
+
+    async def _authenticate(self, client: aioimaplib.IMAP4, token: str):
+        """XOAUTH2 (Google, Microsoft), else OAUTHBEARER (RFC 7628), whichever is offered."""
+        user = self.config.user
+        with self._errors("login"):
+            if client.has_capability("AUTH=XOAUTH2"):
+                return await client.xoauth2(user, token)
+            if client.has_capability("AUTH=OAUTHBEARER"):
+                host, port = self.config.host, self.config.port
+                initial = base64.b64encode(
+                    f"n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01"
+                    .encode()).decode()
+                protocol = client.protocol
+                response = await asyncio.wait_for(protocol.execute(aioimaplib.Command(
+                    "AUTHENTICATE", protocol.new_tag(), "OAUTHBEARER", initial,
+                    loop=protocol.loop), scrub=token), self._timeout)
+                if response.result == "OK":
+                    protocol.state = aioimaplib.AUTH
+                return response
+        raise MailboxError("the IMAP server offers neither AUTH=XOAUTH2 nor AUTH=OAUTHBEARER")
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -5,6 +5,7 @@ never an exception. Pure functions, no I/O.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import html
 import re
@@ -14,6 +15,8 @@ from email import message_from_bytes, policy
 from email.header import decode_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
+
+from mailparser_reply import EmailReplyParser
 
 # Only the start of a message is read: headers, the text and a delivery report all come before
 # the attachments, and a 30 MB attachment must not cost 30 MB of parsing.
@@ -40,6 +43,15 @@ _QUOTE_START = re.compile(
     r"|From:\s|보낸 사람:|\S.{4,120}(작성|님이 작성):\s*$|________________)",
     re.IGNORECASE,
 )
+
+# Mobile clients' one-line signatures that the reply parser leaves (Korean phones write them in
+# Korean: "iPhone에서 보냄", "Galaxy에서 보냄").
+_DEVICE_SIGNATURE = re.compile(r"^(sent from my \S.*|\S+(에서 보냄|から送信)|sent from \S+ for \S+)$",
+                               re.IGNORECASE)
+# The languages the reply parser knows the quote headers and signatures of (it has no
+# Portuguese; its English rules catch most Portuguese clients' "Em … escreveu:" only by luck).
+_REPLY_LANGUAGES = ["en", "ko", "ja", "zh", "de", "fr", "es", "it", "nl"]
+_REPLY_PARSER = EmailReplyParser(languages=_REPLY_LANGUAGES)
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,22 @@ def _charset(name: str | None) -> str | None:
         return None
     name = name.strip().strip('"').lower()
     return _CHARSET_ALIASES.get(name, name)
+
+
+def mime_problems(message: Message) -> tuple[str, ...]:
+    """What is wrong with the message's structure, as rule ids: `broken-mime` (a boundary
+    missing or never closed, a multipart without parts: what the parser had to guess) and
+    `unknown-charset` (a part in a charset Python does not know: read by guessing)."""
+    broken = unknown = False
+    for part in message.walk():
+        broken = broken or bool(part.defects)
+        charset = _charset(part.get_content_charset())
+        if charset and not unknown:
+            try:
+                codecs.lookup(charset)
+            except LookupError:
+                unknown = True
+    return (*(["broken-mime"] if broken else []), *(["unknown-charset"] if unknown else []))
 
 
 def header_text(message: Message, name: str) -> str:
@@ -186,6 +214,25 @@ def html_to_text(markup: str) -> str:
     text = _STYLE.sub(" ", markup)
     text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>", "\n", text)
     return html.unescape(_TAG.sub(" ", text))
+
+
+def own_text(text: str) -> str:
+    """What the person wrote in a reply: quoted history and signature removed by the reply
+    parser (mail-parser-reply), then cut at the quote headers it does not know (Korean clients'
+    "… 님이 작성:", Outlook's "From:" block in an HTML-only reply) and without a device
+    signature line."""
+    try:
+        replies = _REPLY_PARSER.read(text.replace("\r\n", "\n")).replies
+        own = replies[0].body if replies else text
+    except Exception:  # a parser failure on odd text: the text as it came, cut below
+        own = text
+    lines = []
+    for line in own.split("\n"):
+        if _QUOTE_START.match(line.strip()):
+            break
+        if not _DEVICE_SIGNATURE.match(line.strip()):
+            lines.append(line)
+    return "\n".join(lines).strip()
 
 
 def excerpt(text: str, limit: int = 300) -> str:

@@ -8,7 +8,10 @@ the folder's position, so a restart neither skips nor repeats one. A mailbox tha
 is retried with exponential backoff and reported unhealthy; the others carry on.
 
 Replicas share the work: a mailbox is read by the one replica holding its PostgreSQL advisory
-lock, and a standby takes over when that replica's connection goes.
+lock, and each replica holds at most its share of the locks (every mailbox over the replicas
+alive, by their heartbeats), so two replicas read six mailboxes three and three. When a replica
+dies its locks go with its connection; once its heartbeat is older than the lease period the
+others' shares grow and they take its mailboxes.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Awaitable, Callable
@@ -91,8 +96,9 @@ class MailboxWatcher:
     """One mailbox: scanned when woken, its health reported, its IDLE connections kept."""
 
     def __init__(self, config: MailboxConfig, storage: Storage, settings: WatcherSettings,
-                 backoff_base: float = 2.0):
+                 backoff_base: float = 2.0, budget: LeaseBudget | None = None):
         self.config = config
+        self._budget = budget or LeaseBudget.unbounded()
         self.name = config.name
         self._storage = storage
         self._settings = settings
@@ -113,7 +119,8 @@ class MailboxWatcher:
         """Watch the mailbox until cancelled, whenever this replica holds its lease."""
         while True:
             try:
-                async with MailboxLease(self._storage.database_url, self.name) as lease:
+                async with MailboxLease(self._storage.database_url, self.name,
+                                        self._budget) as lease:
                     log.info("%s: watching %s", self.name, ", ".join(self.config.folders))
                     await self._watch(lease)
             except asyncio.CancelledError:
@@ -301,20 +308,26 @@ class MailboxLease:
     """Only one replica reads a mailbox: the one holding an advisory lock named after it, on a
     connection of its own. When that replica dies its connection goes, and the lock with it."""
 
-    def __init__(self, database_url: str, mailbox: str, check_every: float = 2.0):
+    def __init__(self, database_url: str, mailbox: str, budget: LeaseBudget | None = None,
+                 check_every: float = 2.0):
         self._conninfo = libpq_url(database_url)
         self._mailbox = mailbox
+        self._budget = budget or LeaseBudget.unbounded()
         self._check_every = check_every
         self._conn: psycopg.AsyncConnection | None = None
+        self._held = False
 
     async def __aenter__(self) -> MailboxLease:
         self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
         try:
-            while not await self._try_lock():  # another replica reads it: stand by
+            # another replica reads it, or this one holds its share already: stand by
+            while not (self._budget.has_room() and await self._try_lock()):
                 await asyncio.sleep(self._check_every)
         except BaseException:
             await self.__aexit__()
             raise
+        self._held = True
+        self._budget.held += 1
         return self
 
     async def _try_lock(self) -> bool:
@@ -330,27 +343,134 @@ class MailboxLease:
         while True:
             await asyncio.sleep(self._check_every)
             await self._conn.execute("SELECT 1")
+            if self._budget.over():  # a replica joined: let this one go to it
+                self._release()
+                raise LeaseGivenUp(f"{self._mailbox}: over this replica's share of mailboxes")
+
+    def _release(self) -> None:
+        if self._held:
+            self._held = False
+            self._budget.held -= 1
 
     async def __aexit__(self, *exc) -> None:
+        self._release()
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await self._conn.close()
 
 
-class Watching:
-    """Every configured mailbox, each on its own, woken by one poll schedule."""
+class LeaseGivenUp(Exception):
+    """This replica holds more than its share: the lease goes back (another replica takes it)."""
 
-    def __init__(self, watchers: list[MailboxWatcher], poll_seconds: float):
+
+class LeaseBudget:
+    """How many mailbox leases this replica may hold: its share of all mailbox leases among the
+    replicas whose heartbeat (`watcher.replicas`, in PostgreSQL's time) is younger than the
+    lease period. The one-replica default (tests, a single watcher) is unbounded."""
+
+    def __init__(self, limit: float = math.inf):
+        self.limit = limit
+        self.held = 0
+
+    @classmethod
+    def unbounded(cls) -> LeaseBudget:
+        return cls()
+
+    def has_room(self) -> bool:
+        return self.held < self.limit
+
+    def over(self) -> bool:
+        return self.held > self.limit
+
+    async def keep_share(self, database_url: str, mailboxes: Callable[[], int],
+                         lease_seconds: float, every: float = 2.0) -> None:
+        """Beat the heart and recompute the share, until cancelled."""
+        replica = uuid.uuid4()
+        conninfo = libpq_url(database_url)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(conninfo,
+                                                                 autocommit=True) as conn:
+                    while True:
+                        await conn.execute(_HEARTBEAT, {"id": replica})
+                        row = await (await conn.execute(_ALIVE, {"period": lease_seconds})
+                                     ).fetchone()
+                        self.limit = math.ceil(mailboxes() / max(1, row[0]))
+                        await asyncio.sleep(every)
+            except psycopg.Error as error:  # PostgreSQL away: keep the share we had
+                log.warning("watcher heartbeat: %s", error)
+                await asyncio.sleep(every)
+
+
+_HEARTBEAT = ("INSERT INTO watcher.replicas (replica_id, seen_at) VALUES (%(id)s, now())"
+              " ON CONFLICT (replica_id) DO UPDATE SET seen_at = now()")
+_ALIVE = ("SELECT count(*) FROM watcher.replicas"
+          " WHERE seen_at > now() - make_interval(secs => %(period)s)")
+
+
+class Watching:
+    """Every mailbox, each on its own, woken by one poll schedule: those given (WATCH_MAILBOXES)
+    and, with `connected`, the workspaces' connected mailboxes, looked up again every
+    `refresh_seconds`: one connected, changed or removed is picked up then, without a restart.
+    With `budget`, this replica holds only its share of the leases (see LeaseBudget)."""
+
+    def __init__(self, watchers: list[MailboxWatcher], poll_seconds: float,
+                 connected: Callable[[], Awaitable[list[MailboxConfig]]] | None = None,
+                 make: Callable[[MailboxConfig], MailboxWatcher] | None = None,
+                 refresh_seconds: float = 30.0, budget: LeaseBudget | None = None,
+                 database_url: str | None = None, lease_seconds: float = 10.0):
         self.watchers = watchers
         self._poll_seconds = poll_seconds
+        self._connected = connected
+        self._make = make
+        self._refresh_seconds = refresh_seconds
+        self._budget = budget
+        self._database_url = database_url
+        self._lease_seconds = lease_seconds
+        self._running: dict[str, tuple[MailboxConfig, asyncio.Task]] = {}
 
     async def run(self) -> None:
-        scheduler = AsyncIOScheduler()
-        for watcher in self.watchers:
-            scheduler.add_job(watcher.poll, "interval", seconds=self._poll_seconds,
-                              id=watcher.name, max_instances=1, coalesce=True)
-        scheduler.start()
+        self._scheduler = AsyncIOScheduler()
+        self._scheduler.start()
+        fixed = {w.name for w in self.watchers}
+        heartbeat = None
         try:
-            await asyncio.gather(*(watcher.run() for watcher in self.watchers))
+            for watcher in self.watchers:
+                self._start(watcher.config, watcher)
+            if self._budget is not None and self._database_url:
+                heartbeat = asyncio.ensure_future(self._budget.keep_share(
+                    self._database_url, lambda: len(self._running), self._lease_seconds))
+            if self._connected is None:
+                await asyncio.gather(*(task for _, task in self._running.values()))
+                return
+            while True:
+                await self._refresh(fixed)
+                await asyncio.sleep(self._refresh_seconds)
         finally:
-            scheduler.shutdown(wait=False)
+            tasks = [task for _, task in self._running.values()] + ([heartbeat] if heartbeat
+                                                                    else [])
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # leases given back now
+            self._scheduler.shutdown(wait=False)
+
+    async def _refresh(self, fixed: set[str]) -> None:
+        try:
+            wanted = {config.name: config for config in await self._connected()}
+        except Exception as error:  # PostgreSQL away: keep watching what we watch
+            log.warning("cannot look up the connected mailboxes: %s", error)
+            return
+        for name, (config, task) in list(self._running.items()):
+            if name not in fixed and wanted.get(name) != config:  # removed or changed
+                task.cancel()
+                self._scheduler.remove_job(name)
+                del self._running[name]
+                log.info("%s: no longer watched here (removed or changed)", name)
+        for name, config in wanted.items():
+            if name not in self._running:
+                self._start(config, self._make(config))
+
+    def _start(self, config: MailboxConfig, watcher: MailboxWatcher) -> None:
+        self._scheduler.add_job(watcher.poll, "interval", seconds=self._poll_seconds,
+                                id=watcher.name, max_instances=1, coalesce=True)
+        self._running[watcher.name] = (config, asyncio.ensure_future(watcher.run()))

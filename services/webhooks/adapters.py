@@ -31,17 +31,27 @@ class WebhookPoster:
                                          follow_redirects=False, trust_env=False,
                                          headers={"User-Agent": "Sequences-Webhooks/1"})
 
-    async def post(self, url: str, secret: str, body: bytes, delivery_id: uuid.UUID,
-                   event_id: uuid.UUID, event_type: str, attempt: int) -> Answer:
+    async def post(self, url: str, secrets: list[str], body: bytes, delivery_id: uuid.UUID,
+                   event_id: uuid.UUID, event_type: str, attempt: int,
+                   legacy_headers: bool = False) -> Answer:
+        """`secrets`: the current one first, then the previous one during a rotation."""
         # signed with the real time (not the adjustable clock): receivers compare it to theirs
+        now = int(time.time())
+        keys = [w.signing_key(secret) for secret in secrets]
         headers = {
             "Content-Type": "application/json",
-            w.SIGNATURE_HEADER: w.signature(secret, int(time.time()), body),
-            w.DELIVERY_ID_HEADER: str(delivery_id),
-            w.EVENT_ID_HEADER: str(event_id),
-            w.EVENT_TYPE_HEADER: event_type,
-            w.ATTEMPT_HEADER: str(attempt),
+            w.ID_HEADER: str(delivery_id),
+            w.TIMESTAMP_HEADER: str(now),
+            w.STANDARD_SIGNATURE_HEADER: w.standard_signature(keys, str(delivery_id), now, body),
         }
+        if legacy_headers:  # deprecated; its one signature is the current secret's
+            headers.update({
+                w.SIGNATURE_HEADER: w.signature(keys[0], now, body),
+                w.DELIVERY_ID_HEADER: str(delivery_id),
+                w.EVENT_ID_HEADER: str(event_id),
+                w.EVENT_TYPE_HEADER: event_type,
+                w.ATTEMPT_HEADER: str(attempt),
+            })
         try:
             response = await self._client.post(url, content=body, headers=headers)
         except httpx.HTTPError as error:

@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from contracts import commands as c
+from sequences import metrics, operations
 from sequences.bootstrap import Runtime, ServiceParts, run_service
 from sequences.db import Migrations
 from services.webhooks.adapters import WebhookPoster
@@ -40,11 +41,23 @@ def build(runtime: Runtime) -> ServiceParts:
             c.ListWebhooks: handlers.list_webhooks,
             c.GetWebhook: handlers.get_webhook,
             c.DeleteWebhook: handlers.delete_webhook,
+            c.ChangeWebhook: handlers.change_webhook,
+            c.RotateWebhookSecret: handlers.rotate_secret,
+            c.EndSecretRotation: handlers.end_rotation,
             c.ListWebhookDeliveries: handlers.list_deliveries,
             c.RedeliverWebhook: handlers.redeliver,
         },
         loops=[handlers.run_dispatch],
+        samples=[(_BACKLOG, lambda: _backlog(runtime))],
     )
+
+
+_BACKLOG = ("sequences.webhook.pending", "sequences.webhook.oldest_pending_age")
+
+
+async def _backlog(runtime: Runtime) -> list[metrics.Sample]:
+    pending, age = await operations.webhook_backlog(runtime.engine, runtime.clock.now())
+    return [(_BACKLOG[0], {}, pending), (_BACKLOG[1], {}, age)]
 
 
 def main() -> None:

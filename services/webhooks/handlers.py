@@ -3,28 +3,30 @@ sends due deliveries in order per enrollment (the dispatcher), and answers the g
 
 Deliveries are at least once: a delivery is marked in the transaction that claimed it, after
 the receiver answered, so a crash between the two sends it again (receivers drop repeats by
-`Sequences-Delivery-Id`).
+`webhook-id`, the delivery's id).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.base import EVENT_TYPES, EventEnvelope
 from contracts.commands import (
+    ChangeWebhook,
     DeleteWebhook,
+    EndSecretRotation,
     GetWebhook,
     ListWebhookDeliveries,
     ListWebhooks,
     RedeliverWebhook,
     RegisterWebhook,
+    RotateWebhookSecret,
 )
 from contracts.views import (
     Created,
@@ -34,6 +36,8 @@ from contracts.views import (
     WebhookPage,
     WebhookView,
 )
+from contracts.webhooks import WebhookPayload, new_secret
+from sequences import metrics
 from sequences.bootstrap import Runtime
 from sequences.messaging.consumer import Subscription
 from sequences.messaging.rpc import Rejected
@@ -61,7 +65,10 @@ _QUEUE = text(
 # is sending is skipped, and holds back the ones behind it (they are not the oldest).
 _CLAIM = text(
     """
-    SELECT d.seq, d.delivery_id, d.event_id, d.event_type, d.payload, d.attempts, w.url, w.secret
+    SELECT d.seq, d.delivery_id, d.event_id, d.event_type, d.payload, d.attempts, w.url, w.secret,
+           CASE WHEN w.previous_secret_expires_at > :now THEN w.previous_secret END
+               AS previous_secret,
+           w.legacy_headers
     FROM webhooks.deliveries d JOIN webhooks.webhooks w USING (webhook_id)
     WHERE d.state = 'pending' AND d.next_attempt_at <= :now AND w.active
       AND NOT EXISTS (SELECT 1 FROM webhooks.deliveries earlier
@@ -80,7 +87,8 @@ _RECORD = text(
 )
 _DELIVERY_COLUMNS = ("delivery_id, event_id, event_type, ordering_key, state, attempts,"
                      " next_attempt_at, last_status, last_error, created_at, delivered_at")
-_WEBHOOK_COLUMNS = "webhook_id, url, event_types, description, active, created_at"
+_WEBHOOK_COLUMNS = ("webhook_id, url, event_types, description, active, created_at,"
+                    " legacy_headers, previous_secret_expires_at")
 
 
 def feed(handlers: WebhookHandlers) -> Subscription:
@@ -124,7 +132,7 @@ class WebhookHandlers:
             "event_ids": [e.event_id for _, e in rows],
             "types": [e.type for _, e in rows],
             "keys": [ordering_key(e) for _, e in rows],
-            "payloads": [e.model_dump_json() for _, e in rows],
+            "payloads": [WebhookPayload.of(e).model_dump_json() for _, e in rows],
             "ats": [now] * len(rows),
         })
 
@@ -150,16 +158,20 @@ class WebhookHandlers:
                 return 0
             answers = await asyncio.gather(*(self._send(row) for row in claimed))
             now = self.runtime.clock.now()
-            await conn.execute(_RECORD, [self._outcome(row, answer, now)
-                                         for row, answer in zip(claimed, answers)])
+            outcomes = [self._outcome(row, answer, now) for row, answer in zip(claimed, answers)]
+            await conn.execute(_RECORD, outcomes)
+        for outcome in outcomes:
+            result = "retrying" if outcome["state"] == "pending" else outcome["state"]
+            metrics.webhook_deliveries.add(1, {"result": result})
         return len(claimed)
 
     async def _send(self, row) -> Answer:
         with _tracer.start_as_current_span("webhook.deliver", attributes={
                 "event_id": str(row.event_id), "event_type": row.event_type}):
-            return await self.poster.post(row.url, row.secret, row.payload.encode(),
+            secrets = [row.secret] + ([row.previous_secret] if row.previous_secret else [])
+            return await self.poster.post(row.url, secrets, row.payload.encode(),
                                           row.delivery_id, row.event_id, row.event_type,
-                                          row.attempts + 1)
+                                          row.attempts + 1, legacy_headers=row.legacy_headers)
 
     def _outcome(self, row, answer: Answer, now: datetime) -> dict:
         if answer.ok:
@@ -174,16 +186,64 @@ class WebhookHandlers:
     # --- requests from the gateway ----------------------------------------------------------
 
     async def register(self, command: RegisterWebhook) -> NewWebhook:
-        secret = "whsec_" + secrets.token_urlsafe(32)
+        secret = command.secret or new_secret()
         async with self.runtime.engine.begin() as conn:
             row = (await conn.execute(text(
                 "INSERT INTO webhooks.webhooks (webhook_id, workspace_id, url, event_types,"
-                " description, secret, created_at) VALUES (:id, :ws, :url, :types, :description,"
-                f" :secret, :at) RETURNING {_WEBHOOK_COLUMNS}"),
+                " description, secret, legacy_headers, created_at) VALUES (:id, :ws, :url,"
+                f" :types, :description, :secret, :legacy, :at) RETURNING {_WEBHOOK_COLUMNS}"),
                 {"id": uuid.uuid4(), "ws": command.workspace_id, "url": command.url,
                  "types": command.event_types, "description": command.description,
-                 "secret": secret, "at": self.runtime.clock.now()})).one()
-        return NewWebhook(**row._mapping, secret=secret)
+                 "secret": secret, "legacy": command.legacy_headers,
+                 "at": self.runtime.clock.now()})).one()
+        return NewWebhook(**self._view_fields(row._mapping), secret=secret)
+
+    async def change_webhook(self, command: ChangeWebhook) -> WebhookView:
+        changes = command.model_dump(include={"legacy_headers", "description"},
+                                     exclude_none=True)
+        async with self.runtime.engine.begin() as conn:
+            await self._webhook(conn, command)
+            if changes:
+                await conn.execute(text(
+                    "UPDATE webhooks.webhooks SET "
+                    + ", ".join(f"{name} = :{name}" for name in changes)
+                    + " WHERE webhook_id = :id"), {"id": command.webhook_id, **changes})
+            return WebhookView(**(await self._webhook(conn, command)))
+
+    async def rotate_secret(self, command: RotateWebhookSecret) -> NewWebhook:
+        """The new secret signs from now on, the current one beside it until the grace period
+        ends; one rotation at a time (the row lock orders two racing ones)."""
+        now = self.runtime.clock.now()
+        async with self.runtime.engine.begin() as conn:
+            row = (await conn.execute(text(
+                "SELECT active, previous_secret_expires_at FROM webhooks.webhooks"
+                " WHERE webhook_id = :id AND workspace_id = :ws FOR UPDATE"),
+                {"id": command.webhook_id, "ws": command.workspace_id})).first()
+            if row is None:
+                raise Rejected(404, f"no such webhook: {command.webhook_id}", "webhook_id")
+            if not row.active:
+                raise Rejected(409, "the webhook was deleted", "webhook_id")
+            if row.previous_secret_expires_at and row.previous_secret_expires_at > now:
+                raise Rejected(409, "a rotation is running until"
+                               f" {row.previous_secret_expires_at.isoformat()}: end it first",
+                               "secret")
+            secret = command.secret or new_secret()
+            await conn.execute(text(
+                "UPDATE webhooks.webhooks SET previous_secret = secret, secret = :secret,"
+                " previous_secret_expires_at = :until WHERE webhook_id = :id"),
+                {"id": command.webhook_id, "secret": secret,
+                 "until": now + timedelta(seconds=command.grace_period_seconds)})
+            webhook = await self._webhook(conn, command)
+        return NewWebhook(**webhook, secret=secret)
+
+    async def end_rotation(self, command: EndSecretRotation) -> WebhookView:
+        async with self.runtime.engine.begin() as conn:
+            await self._webhook(conn, command)
+            await conn.execute(text(
+                "UPDATE webhooks.webhooks SET previous_secret = NULL,"
+                " previous_secret_expires_at = NULL WHERE webhook_id = :id"),
+                {"id": command.webhook_id})
+            return WebhookView(**(await self._webhook(conn, command)))
 
     async def list_webhooks(self, query: ListWebhooks) -> WebhookPage:
         after, params = "true", {}
@@ -198,7 +258,8 @@ class WebhookHandlers:
                 {"ws": query.workspace_id, "limit": query.page.limit + 1, **params})).all()
         rows, cursor = page_of(rows, query.page.limit,
                                lambda r: moment_and_id(r.created_at, r.webhook_id))
-        return WebhookPage(items=[WebhookView(**r._mapping) for r in rows], next_cursor=cursor)
+        return WebhookPage(items=[WebhookView(**self._view_fields(r._mapping)) for r in rows],
+                           next_cursor=cursor)
 
     async def get_webhook(self, query: GetWebhook) -> WebhookView:
         async with self.runtime.engine.connect() as conn:
@@ -263,5 +324,11 @@ class WebhookHandlers:
             {"id": request.webhook_id, "ws": request.workspace_id})).first()
         if row is None:
             raise Rejected(404, f"no such webhook: {request.webhook_id}", "webhook_id")
-        return dict(row._mapping)
+        return self._view_fields(row._mapping)
 
+    def _view_fields(self, row) -> dict:
+        """A webhook row as its view: a rotation shows while its grace period runs."""
+        fields = dict(row)
+        ends = fields.pop("previous_secret_expires_at")
+        fields["rotation_ends_at"] = ends if ends and ends > self.runtime.clock.now() else None
+        return fields

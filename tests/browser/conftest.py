@@ -28,8 +28,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import async_playwright
 
-from sequences.devstack.stack import Stack
-from tests.support import stack_config
+from tests.support import in_own_workspace
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 HERE = Path(__file__).resolve().parent
@@ -50,10 +49,10 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """The whole system, every service its own process, on free ports (as in tests/e2e)."""
-    with Stack(stack_config(tmp_path_factory)) as running:
-        yield running
+def stack(shared_stack, request):
+    """The whole system on free ports: the run's shared stack, in a workspace of this module's
+    own (as in tests/e2e)."""
+    return in_own_workspace(shared_stack, request.module.__name__)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -30,7 +30,7 @@ async def test_building_a_sequence_in_the_browser(stack, api, signed_in_page):
     await assert_accessible(page, "builder (new)")
 
     await page.get_by_label("Name", exact=True).fill(name)
-    await page.get_by_label("Timezone").fill("Asia/Seoul")
+    await page.get_by_label("Timezone", exact=True).fill("Asia/Seoul")
     await page.get_by_label("As soon as due").check()
     step = page.locator("#step-0")
     await step.get_by_label("Subject").fill("Quote for you")
@@ -63,7 +63,7 @@ async def test_building_a_sequence_in_the_browser(stack, api, signed_in_page):
     await channel.select_option("call")
     assert not await second.get_by_label("Subject").is_visible()
     await second.get_by_label("Message").fill("Call {{고객명}} about the quote")
-    await second.get_by_label("Wait (days)").fill("3")
+    await second.get_by_label("Wait", exact=True).fill("3")
     await assert_accessible(page, "builder (two steps)")
     await screenshot(page, "builder-new")
 

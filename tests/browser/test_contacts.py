@@ -10,10 +10,10 @@ ROWS = 5000  # a few chunks: the progress page polls a while before the report
 
 
 def contacts_csv(path) -> None:
-    lines = ["고객명,회사명,직함,이메일,태그"]
-    lines += [f"고객{i},한빛상사{i % 7},팀장,customer{i}@hanbit.example,{'vip' if i % 2 else ''}"
-              for i in range(ROWS)]
-    lines.insert(3, "잘못된 행,회사,직함,not-an-email,")
+    lines = ["고객명,회사명,직함,이메일,태그,국가"]
+    lines += [f"고객{i},한빛상사{i % 7},팀장,customer{i}@hanbit.example,{'vip' if i % 2 else ''},"
+              f"{'일본' if i % 2 else '대한민국'}" for i in range(ROWS)]
+    lines.insert(3, "잘못된 행,회사,직함,not-an-email,,")
     path.write_text("\n".join(lines) + "\n", encoding="cp949")
 
 
@@ -35,6 +35,7 @@ async def test_import_a_csv_search_and_open_a_card(stack, signed_in_page, tmp_pa
 
     await page.get_by_role("heading", name="We found these columns").wait_for()
     assert await page.get_by_label("이메일").input_value() == "이메일:email"
+    assert await page.get_by_label("국가").input_value() == "국가:country"  # for the timezone
     await page.get_by_label("직함").select_option("직함:")  # leave the job title out
     await assert_accessible(page, "import: the columns found")
     await screenshot(page, "contacts-import-mapping")
@@ -65,5 +66,8 @@ async def test_import_a_csv_search_and_open_a_card(stack, signed_in_page, tmp_pa
     await page.get_by_role("heading", name="고객4999", exact=True).wait_for()
     assert "vip" in await page.locator("dl.fields").inner_text()
     assert await page.locator("dl.fields").get_by_text("팀장").count() == 0
+    # the zone inferred from the country, and the time there
+    assert "Asia/Tokyo" in await page.locator("dl.fields").inner_text()
+    assert "there" in await page.locator(".local-time").inner_text()
     await assert_accessible(page, "contact card")
     await screenshot(page, "contact-card")

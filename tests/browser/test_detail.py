@@ -16,8 +16,9 @@ async def _sequence_with_enrollees(stack, api, tag: str) -> tuple[str, list[tupl
     created = await api.post("/v1/sequences", json={**SEQUENCE, "name": "견적 후 후속 (browser)"})
     sequence_id = created.json()["id"]
     people = []
-    for name in ("김민수", "이서연"):
-        contact_id, email = await new_contact(api, name=name, company="한빛상사", tags=[tag])
+    # at companies of their own: a colleague's reply would stop the other (issue 13 item 4)
+    for name, company in (("김민수", "한빛상사"), ("이서연", "가나전자")):
+        contact_id, email = await new_contact(api, name=name, company=company, tags=[tag])
         enrolled = await api.post(f"/v1/sequences/{sequence_id}/enrollments",
                                   json={"contact_id": contact_id})
         people.append((enrolled.json()["id"], email))

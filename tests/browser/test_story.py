@@ -32,7 +32,7 @@ async def test_a_new_user_runs_a_whole_sequence_in_the_app(stack, signed_in_page
     await page.get_by_label("Name", exact=True).fill("견적 후속 (story)")
     await page.get_by_label("Sender name").fill("이영희")
     await page.get_by_label("Sender email").fill("younghee@sales.example")
-    await page.get_by_label("Timezone").fill("Asia/Seoul")
+    await page.get_by_label("Timezone", exact=True).fill("Asia/Seoul")
     await page.get_by_label("As soon as due").check()
     await page.locator("#f-steps-0-subject").fill("{{고객명}}님, 견적 건")
     await page.locator("#f-steps-0-body").fill("안녕하세요 {{고객}}님")  # not a variable
@@ -75,7 +75,10 @@ async def test_a_new_user_runs_a_whole_sequence_in_the_app(stack, signed_in_page
     # --- import a CSV of contacts ----------------------------------------------------------
     csv = tmp_path / "contacts.csv"
     csv.write_text("고객명,회사명,이메일,태그\n" + "".join(
-        f"{name},한빛상사,{login}@{domain},{tag}\n" for name, login in PEOPLE), encoding="utf-8")
+        # each at a company of their own: a reply from a colleague would stop the others
+        f"{name},{company},{login}@{domain},{tag}\n"
+        for (name, login), company in zip(PEOPLE, ("한빛상사", "가나전자", "다라물산"))),
+        encoding="utf-8")
     await page.goto(f"{base}/contacts/import")
     await page.get_by_label("CSV file").set_input_files(str(csv))
     await page.get_by_role("button", name="Upload and check the columns").click()

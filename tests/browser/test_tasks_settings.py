@@ -97,7 +97,7 @@ async def test_read_a_timeline_and_follow_what_caused_an_event(stack, signed_in_
     await page.locator(f"#task-{task['task_id']}").get_by_role("link", name="Timeline").click()
     await page.wait_for_url(f"**/enrollments/{task['enrollment_id']}")
     await page.get_by_role("heading", name="Timeline of 박서준").wait_for()
-    await page.get_by_text("Step 2 due: a call task for the owner").wait_for()
+    await page.get_by_text("Step 2 due: a call task for the owner", exact=True).wait_for()
     cause = page.get_by_role("link", name="because of: Email step 1 done")
     await cause.first.click()
     assert page.url.endswith("#e-" + (await cause.first.get_attribute("href"))[3:])
@@ -159,3 +159,23 @@ async def test_settings_pages_and_the_profile_switch_to_korean(stack, signed_in_
         await page.locator("#f-timezone").fill("UTC")
         await page.get_by_role("button", name="저장", exact=True).click()
         await page.get_by_role("heading", name="Profile", exact=True).wait_for()
+
+
+async def test_the_suppression_list_is_kept_in_settings(stack, signed_in_page):
+    page = signed_in_page
+    await page.goto(f"{stack.gateway_url}/settings/suppressions")
+    await page.get_by_role("heading", name="Suppression list", exact=True).wait_for()
+    await page.get_by_label("Address or domain").fill("competitor.example")
+    await page.get_by_label("Note (optional)").fill("a competitor")
+    await page.get_by_role("button", name="Add to the list").click()
+    await page.get_by_text("Added to the suppression list.").wait_for()
+    await page.get_by_text("competitor.example", exact=True).wait_for()
+    await assert_accessible(page, "settings: suppression list")
+    await screenshot(page, "settings-suppressions")
+
+    await page.get_by_role("link", name="Remove competitor.example").click()
+    await page.get_by_role("heading",
+                           name="Take competitor.example off the suppression list?").wait_for()
+    await assert_accessible(page, "settings: confirm removing a suppression")
+    await page.get_by_role("button", name="Remove", exact=True).click()
+    await page.get_by_text("The list is empty").wait_for()

@@ -2,17 +2,17 @@ from __future__ import annotations
 
 import pytest
 
-from sequences.devstack.stack import Stack
-from tests.support import stack_config
+from tests.support import in_own_workspace
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """The whole system, every service its own process, on free ports, with a movable clock."""
-    with Stack(stack_config(tmp_path_factory)) as running:
-        yield running
+def stack(shared_stack, request):
+    """The whole system, every service its own process, on free ports, with a movable clock:
+    the run's shared stack, in a workspace of this module's own. A module that needs settings,
+    replicas or a clock of its own defines `stack` itself (test_mailer.py, ...)."""
+    return in_own_workspace(shared_stack, request.module.__name__)
 
 
 @pytest.fixture

@@ -118,7 +118,8 @@ async def test_bulk_enrollment_counts_enrolled_skipped_and_opted_out(stack, api)
                             json={"segment": {"tag": tag}})
     assert result.status_code == 200, result.text
     assert result.json() == {"enrolled": 3, "skipped_active": 1, "skipped_ended": 0,
-                             "excluded_opted_out": 1, "refused_bounced": 0}
+                             "excluded_opted_out": 1, "refused_bounced": 0,
+                             "excluded_suppressed": 0}
     again = (await api.post(f"/v1/sequences/{sequence_id}/enrollments/bulk",
                             json={"segment": {"tag": tag}})).json()
     assert (again["enrolled"], again["skipped_active"]) == (0, 4)
@@ -150,6 +151,7 @@ async def test_opting_out_stops_every_active_enrollment_and_reenrolling_needs_as
     for enrollment_id in enrollments:
         view = (await api.get(f"/v1/enrollments/{enrollment_id}")).json()
         assert (view["status"], view["ended_reason"]) == ("stopped", "opted out")
+        assert view["ended_reason_text"] == {"message": "opted out", "values": {}}
     refused = await api.post(f"/v1/sequences/{sequences[0]}/enrollments",
                              json={"contact_id": contact_id, "reenroll": True})
     assert refused.status_code == 409 and "opted out" in refused.json()["detail"]
@@ -159,6 +161,7 @@ async def test_opting_out_stops_every_active_enrollment_and_reenrolling_needs_as
                             json={"contact_id": other})).json()["id"]
     stopped = await api.post(f"/v1/enrollments/{first}/stop", json={"reason": "talked live"})
     assert (stopped.json()["status"], stopped.json()["ended_reason"]) == ("stopped", "talked live")
+    assert stopped.json()["ended_reason_text"] is None  # a person's own words stay as written
     plain = await api.post(f"/v1/sequences/{sequences[0]}/enrollments", json={"contact_id": other})
     assert plain.status_code == 409 and "reenroll" in plain.json()["detail"]
     second = await api.post(f"/v1/sequences/{sequences[0]}/enrollments",

@@ -16,6 +16,7 @@ from sequences import clock
 from sequences.devstack.stack import Stack
 from sequences.messaging.nats import connect
 from tests.e2e.test_flow import SEQUENCE, mail_to, new_contact
+from tests.e2e.test_replies import query
 from tests.support import eventually, nothing_pending, stack_config
 
 CAPPED = "capped@sales.example"
@@ -163,11 +164,28 @@ async def test_unsubscribing_stops_every_enrollment_and_no_email_follows(stack, 
     assert len(mail_to(stack, email)) == 1
 
 
-async def test_a_refused_recipient_bounces_and_a_greylisted_one_gets_through(stack, api):
+async def test_a_refused_recipient_bounces_a_dmarc_refusal_holds_a_greylisted_one_gets_through(
+        stack, api):
     bounced_id, _ = await new_contact(api, email=f"bounce.{uuid.uuid4().hex[:6]}@customer.example")
     _, enrollment_id = await enroll(api, bounced_id)
     view = await view_when(api, enrollment_id, lambda v: v["status"] == "bounced")
     assert "550" in view["ended_reason"]
+    [found] = await query(stack, "SELECT data->>'kind', data->>'bounce_class', data->>'reason',"
+                                 " data->>'rule', data->>'detected_by' FROM eventlog.events WHERE"
+                                 " stream_id = :s AND type = 'BounceDetected'",
+                          s=f"bounce-{enrollment_id}")  # classified at SMTP time
+    assert found == ("hard", "recipient-permanent", "user-unknown", "user-unknown", "smtp")
+
+    # a sender-side refusal: a soft, classified bounce, the step held, the address not blamed
+    refused_id, _ = await new_contact(api, email=f"dmarc.{uuid.uuid4().hex[:6]}@customer.example")
+    _, held = await enroll(api, refused_id)
+    view = await view_when(api, held, lambda v: v["status"] == "needs_attention")
+    assert "sender-side reason" in view["attention"] and "sender-auth" in view["attention"]
+    assert "5.7.26" in view["attention"]
+    [found] = await query(stack, "SELECT data->>'kind', data->>'bounce_class', data->>'reason',"
+                                 " data->>'rule' FROM eventlog.events WHERE stream_id = :s AND"
+                                 " type = 'BounceDetected'", s=f"bounce-{held}")
+    assert found == ("soft", "sender-side", "sender-auth", "dmarc")
 
     greylisted = f"tempfail2.{uuid.uuid4().hex[:6]}@customer.example"
     grey_id, _ = await new_contact(api, email=greylisted)

@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_flow import SEQUENCE
-from tests.e2e.test_workspaces import create_workspace
-from tests.support import csrf_token_in, web_client
+from tests.support import create_workspace, csrf_token_in, web_client
 
 SCRIPT = "<script>alert(1)</script>"
 

@@ -13,8 +13,7 @@ import pytest
 
 from tests.e2e.test_flow import SEQUENCE, mail_to, new_contact
 from tests.e2e.test_web_app import SCRIPT, main_of
-from tests.e2e.test_workspaces import create_workspace
-from tests.support import eventually, web_client
+from tests.support import create_workspace, eventually, web_client
 
 KOREAN_REQUIRED = "필수 항목입니다."  # the catalog's "This field is required."
 
@@ -202,7 +201,7 @@ async def test_editing_a_live_sequence_with_enrollees_says_what_happens_and_keep
         assert page.status_code == 200
         assert "1 contact is enrolled in this sequence" in page.text
         assert "What already went out is never rewritten" in page.text
-        assert 'name="name"' not in page.text  # the settings are shown, not posted
+        assert 'name="name"' in page.text  # the settings are edited on the same form
         assert SEQUENCE["sender_email"] in page.text
         fields = values_of(page.text)
         assert fields["steps[0].step_id"] == before[0]["step_id"]
@@ -214,13 +213,15 @@ async def test_editing_a_live_sequence_with_enrollees_says_what_happens_and_keep
 
         added = values_of((await post(browser, url, fields, "add_step")).text)
         added.update({"steps[2].channel": "call", "steps[2].body": "전화 드리기",
-                      "steps[2].wait_days": "4", "steps[1].body": "다시 연락드립니다."})
+                      "steps[2].wait_days": "4", "steps[1].body": "다시 연락드립니다.",
+                      "name": "견적 후속 (수정)"})
         saved = await post(browser, url, added, "save")
         assert saved.status_code == 303 and saved.headers["location"] == f"/sequences/{sequence_id}"
     after = (await api.get(f"/v1/sequences/{sequence_id}")).json()
     assert [s["step_id"] for s in after["steps"][:2]] == [s["step_id"] for s in before]
     assert after["steps"][1]["body"] == "다시 연락드립니다."
     assert after["steps"][2]["channel"] == "call" and after["enrolled"] == 1
+    assert after["name"] == "견적 후속 (수정)" and after["timezone"] == SEQUENCE["timezone"]
 
 
 async def test_preview_for_a_chosen_contact_escapes_it_and_shows_missing_variables(stack, api):
@@ -309,3 +310,21 @@ async def test_another_workspaces_sequence_is_the_same_not_found_page(stack, api
             assert main_of(answer.text) == main_of(unknown.text)
     steps = (await api.get(f"/v1/sequences/{ours}")).json()["steps"]
     assert steps[0]["channel"] == "email"
+
+
+async def test_what_a_colleagues_reply_does_is_chosen_in_the_builder(stack, api):
+    name = f"Colleagues {uuid.uuid4().hex[:6]}"
+    async with web_client(stack, language="ko") as browser:
+        blank = (await browser.get("/sequences/new")).text
+        assert 'name="on_account_reply.action" value="stop" checked' in blank
+        fields = {**new_form(name), "steps[0].body": "안녕하세요 {{고객명}}님",
+                  "on_account_reply.action": "pause", "on_account_reply.pause_days": "abc"}
+        refused = await post(browser, "/sequences/new", fields, "save")
+        assert refused.status_code == 422
+        assert error_of(refused.text, "on_account_reply") == "1에서 90 사이의 일수를 입력하세요."
+        assert await sequence_named(api, name) is None  # nothing saved
+        saved = await post(browser, "/sequences/new",
+                           {**fields, "on_account_reply.pause_days": "5"}, "save")
+        assert saved.status_code in (200, 303), saved.text[:300]
+    sequence = await sequence_named(api, name)
+    assert sequence["on_account_reply"] == {"action": "pause", "pause_days": 5}

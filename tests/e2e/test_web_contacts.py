@@ -16,8 +16,7 @@ import pytest
 from contracts.views import ContactPage
 from services.enrollment.contact_import import MAX_IMPORT_BYTES
 from tests.e2e.test_flow import SEQUENCE, new_contact
-from tests.e2e.test_workspaces import create_workspace
-from tests.support import web_client
+from tests.support import create_workspace, web_client
 
 
 @pytest.fixture
@@ -269,3 +268,122 @@ async def test_pages_read_in_korean(stack):
         assert "고객" in listed.text and "새 고객" in listed.text
         assert "가져올 CSV" in (await korean.post(
             "/contacts/import", data={"csrf_token": korean.csrf})).text
+
+
+# --- the contact's timezone (issue 14, item 3) ---------------------------------------------
+
+
+async def test_the_api_keeps_a_contacts_timezone_and_refuses_an_unknown_one(stack, api):
+    from tests.e2e.test_replies import query
+
+    contact_id, email = await new_contact(api, timezone="America/New_York")
+    assert (await api.get(f"/v1/contacts/{contact_id}")).json()["timezone"] == "America/New_York"
+    unknown = await api.post("/v1/contacts", json={"email": f"z{email}", "timezone": "Seoul"})
+    assert unknown.status_code == 422
+    assert [e["field"] for e in unknown.json()["errors"]] == ["timezone"]
+    assert await contacts_named(api, f"z{email}") == []  # nothing written
+    changed = await api.patch(f"/v1/contacts/{contact_id}", json={"timezone": "Asia/Seoul"})
+    assert changed.status_code == 200 and changed.json()["timezone"] == "Asia/Seoul"
+    refused = await api.patch(f"/v1/contacts/{contact_id}", json={"timezone": "../../etc/passwd"})
+    assert refused.status_code == 422
+    assert [e["field"] for e in refused.json()["errors"]] == ["timezone"]
+    assert (await api.get(f"/v1/contacts/{contact_id}")).json()["timezone"] == "Asia/Seoul"
+    listed = await api.get("/v1/contacts", params={"q": email})
+    assert [c["timezone"] for c in listed.json()["items"]] == ["Asia/Seoul"]
+    # the enrollment carries the contact's zone for the scheduler
+    sequence_id = await sequence(api, "시간대 고객")
+    enrolled = await api.post(f"/v1/sequences/{sequence_id}/enrollments",
+                              json={"contact_id": contact_id})
+    assert enrolled.status_code == 201, enrolled.text
+    cleared = await api.patch(f"/v1/contacts/{contact_id}", json={"timezone": ""})
+    assert cleared.json()["timezone"] is None
+    rows = await query(stack, "SELECT type, data FROM eventlog.events WHERE stream_id IN"
+                       " (:enrollment, :contact) AND type IN ('ContactEnrolled', 'ContactUpdated')"
+                       " ORDER BY position", enrollment=f"enrollment-{enrolled.json()['id']}",
+                       contact=f"contact-{contact_id}")
+    assert [(t, d.get("contact_timezone", d.get("changes"))) for t, d in rows] == [
+        ("ContactUpdated", {"timezone": "Asia/Seoul"}),
+        ("ContactEnrolled", "Asia/Seoul"),
+        ("ContactUpdated", {"timezone": ""}),
+    ]
+
+
+async def test_a_csv_timezone_is_imported_inferred_or_refused_per_row(web, api):
+    mark = uuid.uuid4().hex[:6]
+    known, _ = await new_contact(api, name=f"known{mark}", email=f"k{mark}@x.example")
+    text_ = ("email,Country,State,phone,Time zone\n"
+             f"a{mark}@x.example,대한민국,,,\n"
+             f"b{mark}@x.example,US,CA,,\n"
+             f"c{mark}@x.example,US,,,\n"
+             f"d{mark}@x.example,,,+81 3-1234-5678,\n"
+             f"e{mark}@x.example,,,,Mars/Olympus\n"
+             f"k{mark}@x.example,Japan,,,\n")
+    found, report = await import_through_the_pages(web, "zones.csv", text_.encode())
+    assert (found["Country"], found["State"], found["Time zone"]) == (
+        "country", "region", "timezone")
+    totals = dict((label, int(n)) for n, label in
+                  re.findall(r"<strong>(\d+)</strong> (\w+)", report))
+    assert totals == {"created": 4, "updated": 1, "unchanged": 0, "failed": 1}
+    assert ('<tr><td class="num">6</td><td>Timezone</td>'
+            '<td>Unknown timezone: use an IANA name such as Asia/Seoul.</td></tr>') in report
+    zones = {c["email"][0]: c["timezone"] for c in await contacts_named(api, mark)}
+    assert zones == {"a": "Asia/Seoul", "b": "America/Los_Angeles", "c": None, "d": "Asia/Tokyo",
+                     "k": "Asia/Tokyo"}  # a known contact gets the zone its row decides
+    assert (await api.get(f"/v1/contacts/{known}")).json()["name"] == f"known{mark}"
+
+
+async def test_the_card_shows_the_contacts_zone_and_time_there_and_the_form_edits_it(web, api):
+    contact_id, email = await new_contact(api, timezone="Asia/Tokyo")
+    card = (await web.get(f"/contacts/{contact_id}")).text.replace("\u202f", " ")  # CLDR's
+    # the card follows the stack's clock, which other modules of the shared stack moved
+    assert "Asia/Tokyo" in card and " there" in card, card
+    listed = await web.get("/contacts", params={"q": email})
+    assert "Asia/Tokyo" in listed.text
+    form = await web.get(f"/contacts/{contact_id}/edit")
+    assert 'value="Asia/Tokyo"' in form.text and '<option value="Europe/Berlin">' in form.text
+    refused = await web.post(f"/contacts/{contact_id}/edit", data={
+        "csrf_token": web.csrf, "email": email, "timezone": "Tokyo"},
+        headers={"Accept-Language": "ko"})
+    assert refused.status_code == 422
+    assert error_of(refused.text, "f-timezone") == (
+        "알 수 없는 시간대입니다. 목록에서 고르세요 (예: Asia/Seoul).")
+    assert (await api.get(f"/v1/contacts/{contact_id}")).json()["timezone"] == "Asia/Tokyo"
+    cleared = await web.post(f"/contacts/{contact_id}/edit", data={
+        "csrf_token": web.csrf, "email": email, "timezone": ""})
+    assert cleared.status_code == 303
+    assert (await api.get(f"/v1/contacts/{contact_id}")).json()["timezone"] is None
+    made = await web.post("/contacts", data={"csrf_token": web.csrf, "email": f"n{email}",
+                                             "timezone": ""})
+    assert made.status_code == 303  # an empty zone is none, not an error
+
+
+async def test_why_an_enrollment_ended_reads_in_korean_on_the_card(stack, api):
+    """Our own reasons (opted out) are translated; the API keeps its English."""
+    sequence_id = await sequence(api, "ended in Korean")
+    contact_id, _ = await new_contact(api)
+    enrolled = await api.post(f"/v1/sequences/{sequence_id}/enrollments",
+                              json={"contact_id": contact_id})
+    assert enrolled.status_code == 201, enrolled.text
+    assert (await api.post(f"/v1/contacts/{contact_id}/opt-out")).status_code == 200
+    view = (await api.get(f"/v1/enrollments/{enrolled.json()['id']}")).json()
+    assert view["ended_reason"] == "opted out"
+    async with web_client(stack, language="ko") as korean:
+        card = html.unescape((await korean.get(f"/contacts/{contact_id}")).text)
+    hint = re.search(r'<div class="hint">([^<]*)</div>', card)
+    assert hint and hint.group(1) == "수신 거부", card
+
+
+async def test_the_card_says_when_the_contacts_address_is_on_the_suppression_list(stack, api):
+    domain = f"blocked{uuid.uuid4().hex[:6]}.example"
+    contact_id, _ = await new_contact(api, email=f"kim@{domain}")
+    card = (await api.get(f"/v1/contacts/{contact_id}")).json()
+    assert card["suppressed"] is None
+    added = await api.post("/v1/suppressions", json={"value": domain})
+    assert added.status_code in (200, 201), added.text
+    card = (await api.get(f"/v1/contacts/{contact_id}")).json()
+    assert (card["suppressed"]["value"], card["suppressed"]["kind"]) == (domain, "domain")
+    async with web_client(stack, language="ko") as korean:
+        page = html.unescape((await korean.get(f"/contacts/{contact_id}")).text)
+    assert "수신 차단 목록에 있음" in page and f"도메인 전체 {domain}" in page, page
+    listed = (await api.get("/v1/contacts", params={"q": domain})).json()["items"]
+    assert "suppressed" not in listed[0] or listed[0]["suppressed"] is None  # one card only

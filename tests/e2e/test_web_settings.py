@@ -15,8 +15,8 @@ import pytest
 
 from tests.e2e.test_flow import SEQUENCE, new_contact
 from tests.e2e.test_web_app import anonymous, main_of
-from tests.e2e.test_workspaces import create_workspace
-from tests.support import csrf_token_in, drop_reply, eventually, web_client
+from tests.support import (create_workspace, csrf_token_in, drop_reply, eventually,
+                           web_client)
 
 SCRIPT = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -111,6 +111,10 @@ async def test_a_call_task_is_completed_with_a_note_and_the_enrollment_moves_on(
 
         view = await status_becomes(api, enrollment_id, "done")
         assert view["current_step"] == 2
+        # the task and its note are part of the enrollment's story, escaped
+        timeline = main_of((await browser.get(f"/enrollments/{enrollment_id}")).text)
+        assert f"A call task for {owner}" in timeline
+        assert "Task done: “통화함: &lt;b&gt;다음 주&lt;/b&gt; 회신”" in timeline
 
         # completed twice: said so, nothing changes
         again = await browser.post(f"/tasks/{found['task_id']}/complete", data={
@@ -358,12 +362,39 @@ async def test_webhooks_refuse_http_and_show_their_delivery_log(stack, api):
             data={"csrf_token": browser.csrf})
         assert again.status_code == 303
 
+        await _rotates_the_secret(stack, browser, webhook_id, shown_once(made.text, "new-secret"))
+
         confirm = await browser.get(f"/settings/webhooks/{webhook_id}/delete")
         assert "This cannot be undone." in confirm.text
         deleted = await browser.post(f"/settings/webhooks/{webhook_id}/delete",
                                      data={"csrf_token": browser.csrf})
         assert deleted.status_code == 303
         assert (await api.get(f"/v1/webhooks/{webhook_id}")).json()["active"] is False
+
+
+async def _rotates_the_secret(stack, browser, webhook_id: str, secret: str) -> None:
+    """Rotate secret: asked first, the new secret shown once in whsec form, the old one's grace
+    period shown in the list, a second rotation refused meanwhile (in Korean too)."""
+    assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{43}=", secret)
+    confirm = await browser.get(f"/settings/webhooks/{webhook_id}/rotate")
+    assert confirm.status_code == 200 and "24 hours" in confirm.text
+    assert f'action="/settings/webhooks/{webhook_id}/rotate"' in confirm.text
+    rotated = await browser.post(f"/settings/webhooks/{webhook_id}/rotate",
+                                 data={"csrf_token": browser.csrf})
+    assert rotated.status_code == 201
+    new = shown_once(rotated.text, "new-secret")
+    assert new != secret and new.startswith("whsec_")
+    listed = main_of((await browser.get("/settings/webhooks")).text)
+    assert "Previous secret signs too until" in listed and new not in listed
+    assert f"/settings/webhooks/{webhook_id}/rotate" not in listed  # one rotation at a time
+    again = await browser.post(f"/settings/webhooks/{webhook_id}/rotate",
+                               data={"csrf_token": browser.csrf})
+    assert again.status_code == 409 and "already running" in again.text
+    async with web_client(stack, language="ko-KR,ko;q=0.9") as korean:
+        confirm = await korean.get(f"/settings/webhooks/{webhook_id}/rotate")
+        assert "서명 비밀값을 교체할까요?" in confirm.text
+        listed = await korean.get("/settings/webhooks")
+        assert "이전 비밀값도 함께 서명" in listed.text
 
 
 async def test_mailbox_health_shows_the_sender_mailboxes(stack, api):

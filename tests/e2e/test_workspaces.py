@@ -15,20 +15,12 @@ import httpx
 import pytest
 
 from tests.e2e.test_flow import SEQUENCE, new_contact
-from tests.support import eventually
+from tests.support import create_workspace, eventually
 
 # email, then an SMS step at once: the enrollment makes a task
 OURS = {**SEQUENCE, "sender_email": "ours@workspace-a.example", "steps": [
     SEQUENCE["steps"][0], {"channel": "sms", "wait_days": 0, "body": "{{고객명}}님께 문자"}]}
 THEIRS = {**SEQUENCE, "sender_email": "theirs@workspace-b.example"}
-
-
-def create_workspace(stack, name: str, email: str) -> dict:
-    made = subprocess.run(
-        [sys.executable, "-m", "sequences.cli", "admin", "create-workspace", name,
-         "--email", email, "--json"],
-        env={**os.environ, **stack.env()}, capture_output=True, text=True, check=True)
-    return json.loads(made.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +55,12 @@ async def ours(stack, api) -> dict:
         return items["items"][0] if items["items"] else None
 
     key = (await api.post("/v1/api-keys", json={"name": "ours"})).json()
+    box = await api.post("/v1/mailboxes", json=_mailbox("box@workspace-a.example"))
+    assert box.status_code == 201, box.text
+    suppressed = f"ours-{uuid.uuid4().hex[:6]}.example"
+    assert (await api.post("/v1/suppressions", json={"value": suppressed})).status_code == 201
     return {
+        "value": suppressed, "address": OURS["sender_email"], "mailbox_id": box.json()["id"],
         "workspace_id": stack.workspace["workspace_id"], "user_id": stack.workspace["user_id"],
         "sequence_id": sequence_id, "step_id": sequence["steps"][0]["step_id"],
         "contact_id": contact_id, "enrollment_id": enrolled.json()["id"],
@@ -96,15 +93,30 @@ def bodies(ids: dict) -> dict[tuple[str, str], dict]:
         ("post", "/v1/dev/clock/advance"): {"json": {"by": "0s"}},
         ("post", "/v1/webhooks"):
             {"json": {"url": "https://b.example/hook", "event_types": ["*"]}},
+        ("patch", "/v1/webhooks/{webhook_id}"): {"json": {"legacy_headers": True}},
+        ("post", "/v1/webhooks/{webhook_id}/secret/rotate"): {"json": {}},
+        ("post", "/v1/suppressions"): {"json": {"value": "theirs.example"}},
+        ("put", "/v1/calendar"): {"json": {}},
+        ("patch", "/v1/sequences/{sequence_id}"): {"json": {"name": "taken over"}},
+        ("post", "/v1/mailboxes"): {"json": _mailbox(f"box.{uuid.uuid4().hex[:6]}@b.example")},
+        ("put", "/v1/mailboxes/{mailbox_id}"): {"json": _mailbox("box@workspace-a.example")},
+        ("post", "/v1/sequences/{sequence_id}/variants/winner"): {"json": {"letter": "A"}},
+        ("post", "/v1/suppressions/import"): {
+            "content": b"value\nlee@theirs.example\n", "headers": {"content-type": "text/csv"}},
     }
 
 
+def _mailbox(address: str) -> dict:
+    return {"address": address, "smtp": {"host": "127.0.0.1", "port": 25, "security": "none"}}
+
+
 def operations(document: dict) -> list[tuple[str, str, dict]]:
-    """Every operation that needs a key (the signed links in emails take none)."""
+    """Every operation that needs a key (the signed links in emails and the OAuth provider's
+    signed redirect back take none)."""
     return [(method, path, operation)
             for path, item in document["paths"].items()
             for method, operation in item.items()
-            if "links in emails" not in operation.get("tags", [])]
+            if not {"links in emails", "signed redirects"} & set(operation.get("tags", []))]
 
 
 async def test_every_operation_with_a_key_of_another_workspace_finds_nothing_of_ours(
@@ -152,7 +164,8 @@ async def test_every_operation_with_a_key_of_another_workspace_finds_nothing_of_
     assert [k["revoked_at"] for k in keys if k["key_id"] == mine["key_id"]] == [None]
     assert [t["state"] for t in tasks if t["task_id"] == mine["task_id"]] == ["open"]
     webhook = (await api.get(f"/v1/webhooks/{mine['webhook_id']}")).json()
-    assert webhook["active"] is True
+    assert (webhook["active"], webhook["legacy_headers"], webhook["rotation_ends_at"]) == (
+        True, False, None)
 
 
 async def test_a_missing_malformed_unknown_or_revoked_key_gets_401(stack, api):

@@ -153,7 +153,8 @@ async def test_polling_finds_a_bounce_in_its_folder_and_tells_auto_replies_from_
         await asyncio.to_thread(dovecot.append, user, bounce_of(bounced_original, now()),
                                 "Bounces")
         await asyncio.to_thread(dovecot.append, user, auto_reply_to(away_original, now()))
-        events = await detected(storage.engine, minimum=2)
+        # (the first auto-reply loads the return-date reader: seconds on a loaded machine)
+        events = await detected(storage.engine, minimum=2, timeout=60)
     by_type = {kind: (stream, data) for kind, stream, data in events}
     assert sorted(by_type) == ["AutoReplyDetected", "BounceDetected"]
     stream, bounce = by_type["BounceDetected"]

@@ -53,3 +53,39 @@ def test_a_column_mapped_to_nothing_is_not_imported():
     parsed = parse("이메일,회사명\nk@x.example,Acme\n", {"회사명": ""})
     [[contact]] = list(parsed.chunks())
     assert (contact.email, contact.company) == ("k@x.example", "")
+
+
+def test_a_timezone_column_is_recognised_and_a_name_that_is_not_iana_fails_its_row():
+    parsed = parse("Email,Time zone\n"
+                   "a@x.example,Asia/Seoul\n"
+                   "b@x.example,Seoul\n"
+                   "c@x.example,../../etc/passwd\n"
+                   "d@x.example,\n")
+    [rows] = list(parsed.chunks())
+    assert [(r.email, r.timezone) for r in rows] == [("a@x.example", "Asia/Seoul"),
+                                                     ("d@x.example", None)]
+    assert [(f.row, f.field) for f in parsed.failed] == [(3, "timezone"), (4, "timezone")]
+    assert "unknown timezone 'Seoul'" in parsed.failed[0].message
+
+
+def test_an_empty_timezone_is_inferred_from_country_state_or_phone_and_a_given_one_wins():
+    parsed = parse("이메일,국가,State,휴대폰,시간대\n"
+                   "a@x.example,대한민국,,,\n"
+                   "b@x.example,US,CA,,\n"
+                   "c@x.example,US,TX,,\n"
+                   "d@x.example,,,+81 3-1234-5678,\n"
+                   "e@x.example,KR,,,Europe/Berlin\n"
+                   "f@x.example,,,010-1234-5678,\n")
+    [rows] = list(parsed.chunks())
+    assert [r.timezone for r in rows] == ["Asia/Seoul", "America/Los_Angeles", None,
+                                          "Asia/Tokyo", "Europe/Berlin", None]
+    assert not parsed.failed
+    # the hint columns are not stored, and an inferred zone is set (an upsert writes it)
+    assert "timezone" in rows[0].model_fields_set and "timezone" not in rows[2].model_fields_set
+
+
+def test_country_and_region_may_be_mapped_like_fields():
+    parsed = parse("mail,land,bundesstaat\nk@x.example,Germany,\n",
+                   {"mail": "email", "land": "country", "bundesstaat": "region"})
+    [[contact]] = list(parsed.chunks())
+    assert contact.timezone == "Europe/Berlin"

@@ -33,10 +33,14 @@ NOT_DEPLOYED = {
     "SEQUENCES_CRASH_AT": "fault tests only: SIGKILL the process at a named point",
     "SMTP_VERIFY_URL": "the dev stack's SMTP capture server, which production does not have",
     "SEQUENCES_TRACE_FILE": "tests only: every process appends its spans to this file",
+    "SEQUENCES_DATA_DIR": "the command line's: where a running dev stack's servers are",
+    "SEQUENCES_METRICS": "on by default; off only to measure what metrics cost (bench)",
+    "SEQUENCES_METRICS_INTERVAL": "how often gauges are read; the default suits a scrape",
 }
 # Read by the code but not Sequences configuration: neither deployed nor in the README's table.
 NOT_CONFIGURATION = {
     "XDG_RUNTIME_DIR": "the OS's; the dev stack's embedded PostgreSQL sets it only when missing",
+    "OTEL_SEMCONV_STABILITY_OPT_IN": "OpenTelemetry's; the gateway sets it to http when missing",
 }
 # These hold credentials: a Kubernetes Secret, never the ConfigMap.
 SECRETS = {"DATABASE_URL", "SEQUENCES_SECRET", "SMTP_URL", "MAILBOXES", "WATCH_MAILBOXES"}

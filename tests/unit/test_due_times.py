@@ -1,4 +1,5 @@
-"""Due-time rules (services/scheduler/domain.py), including DST transitions."""
+"""Due-time rules (sequences/calendars.py, as services/scheduler/domain.py plans with them),
+including DST transitions."""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from contracts.values import SendPolicy
-from services.scheduler.domain import due_at, local_instant
+from contracts.values import SendPolicy, Step
+from sequences.calendars import calendar_for, local_instant
+from services.scheduler import domain
 
 AT_0930 = SendPolicy(mode="send_time", send_time="09:30")
 ASAP = SendPolicy(mode="as_soon_as_due")
 SEOUL, NEW_YORK = ZoneInfo("Asia/Seoul"), ZoneInfo("America/New_York")
+
+
+def due_at(anchor: datetime, wait_days: int, zone: str, policy: SendPolicy) -> datetime:
+    step = Step(channel="call", body="b", wait_days=wait_days)
+    return domain.plan(anchor, step, calendar_for(zone, policy)).at
 
 
 def local(instant: datetime, tz: ZoneInfo) -> datetime:
@@ -77,17 +84,17 @@ def test_every_day_of_2026_and_2027_gets_the_send_time_exactly_once(zone, send_t
 
 def test_a_step_sent_seconds_after_the_send_time_does_not_push_the_next_one_a_day():
     sent = datetime(2027, 3, 13, 9, 30, 6, tzinfo=NEW_YORK)
-    assert local(due_at(sent, 1, "America/New_York", AT_0930), NEW_YORK) == datetime(2027, 3, 14, 9, 30)
+    # inside the minute of the send time: it goes at its due moment, 09:30:06
+    assert local(due_at(sent, 1, "America/New_York", AT_0930), NEW_YORK) == datetime(
+        2027, 3, 14, 9, 30, 6)
     late = datetime(2027, 3, 13, 9, 31, 0, tzinfo=NEW_YORK)
     assert local(due_at(late, 1, "America/New_York", AT_0930), NEW_YORK) == datetime(2027, 3, 15, 9, 30)
 
 
 def test_the_schedule_preview_chains_the_steps():
-    from contracts.values import Step
-    from services.scheduler.domain import preview
-
     steps = [Step(channel="email", subject="s", body="b", wait_days=w) for w in (0, 1, 3)]
     start = datetime(2027, 3, 12, 10, 0, tzinfo=NEW_YORK)
-    moments = [local(m, NEW_YORK) for _, m in preview(start, steps, "America/New_York", AT_0930)]
+    calendar = calendar_for("America/New_York", AT_0930)
+    moments = [local(p.at, NEW_YORK) for p in domain.preview(start, steps, calendar)]
     assert moments == [datetime(2027, 3, 13, 9, 30), datetime(2027, 3, 14, 9, 30),
                        datetime(2027, 3, 17, 9, 30)]

@@ -54,7 +54,8 @@ def test_the_posted_fields_come_back_as_typed_and_an_sms_subject_is_not_sent():
     assert [s["channel"] for s in draft["steps"]] == ["email", "sms"]  # the gap closes up
     assert draft["steps"][1]["subject"] == "hidden"  # shown again if switched back to email
     body = builder._definition_body(draft)
-    assert body["steps"][1] == {"channel": "sms", "body": "b", "wait_days": "2"}
+    assert body["steps"][1] == {"channel": "sms", "body": "b", "wait_days": "2",
+                                 "wait_unit": "days"}
     assert body["send_policy"] == {"mode": "send_time", "send_time": "09:30"}
     assert body["purpose"] is None
 
@@ -144,3 +145,38 @@ def test_the_settings_tab_shows_the_settings_with_edit_and_the_actions_that_appl
     archived = settings_tab(sequence("archived"))
     assert "/edit" not in archived and "/archive" not in archived
     assert "nothing more goes out" in archived
+
+
+def test_the_window_holidays_and_zone_mode_fields_become_the_contract_body():
+    draft = builder._draft([
+        ("name", "N"), ("send_policy.mode", "window"), ("send_policy.window.days", "mon"),
+        ("send_policy.window.days", "fri"), ("send_policy.window.days", "nope"),
+        ("send_policy.window.blocks[0].start", "09:00"), ("send_policy.window.blocks[0].end", "11:30"),
+        ("send_policy.window.blocks[1].start", ""), ("send_policy.window.blocks[1].end", ""),
+        ("holidays.choice", "calendar"), ("holidays.country", "us"), ("holidays.subdivision", "ca"),
+        ("zone_mode", "contact"), ("steps[0].channel", "call"), ("steps[0].body", "b"),
+        ("steps[0].wait_days", "1"), ("steps[0].wait_unit", "business_days")])
+    body = builder._definition_body(draft)
+    assert body["send_policy"] == {"mode": "window", "window": {
+        "days": ["mon", "fri"], "blocks": [{"start": "09:00", "end": "11:30"}]}}
+    assert body["holidays"] == {"country": "US", "subdivision": "CA"}
+    assert body["zone_mode"] == "contact" and body["steps"][0]["wait_unit"] == "business_days"
+
+
+def test_window_and_holiday_refusals_are_next_to_their_fields_in_the_readers_language():
+    window = {"mode": "window", "window": {"days": ["mon"], "blocks": [
+        {"start": "09:00", "end": "12:00"}, {"start": "11:00", "end": "13:00"}]}}
+    assert errors_of({**GOOD, "send_policy": window}) == {
+        "send_policy.window.blocks": "Time blocks may not overlap."}
+    midnight = {"mode": "window", "window": {"days": ["mon"], "blocks": [
+        {"start": "09:00", "end": "24:00"}]}}
+    assert errors_of({**GOOD, "send_policy": midnight}, language="ko") == {
+        "send_policy.window.blocks": "시각은 00:00부터 23:59까지 HH:MM 형식으로 입력하세요"
+                                     " (24:00은 쓸 수 없습니다)."}
+    no_days = {"mode": "window", "window": {"days": [], "blocks": [
+        {"start": "09:00", "end": "10:00"}]}}
+    assert errors_of({**GOOD, "send_policy": no_days}) == {
+        "send_policy.window.days": "Choose at least one sending day."}
+    assert errors_of({**GOOD, "holidays": {"country": "US", "subdivision": "ZZ"}}) == {
+        "holidays": "Unknown subdivision of this country (e.g. CA for US, BY for DE); leave it"
+                    " empty for the whole country."}

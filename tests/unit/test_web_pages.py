@@ -64,6 +64,29 @@ HELD = {"step_index": 1, "reason": "{{회사명}} has no value for this contact 
     ("StepDue", {"step_index": 2, "channel": "call"}, "Step 3 due: a call task",
      "3단계 시작: 담당자의 전화 업무"),
     ("EnrollmentStopped", {}, "Stopped by hand", "직접 중지함"),
+    ("ContactEnrolled", {"email": "kim@customer.example", "contact_timezone": "Asia/Tokyo"},
+     "Enrolled (kim@customer.example); their timezone: Asia/Tokyo",
+     "등록됨 (kim@customer.example), 고객 시간대: Asia/Tokyo"),
+    ("ContactEnrolled", {"email": "kim@customer.example", "attempt": 2},
+     "Enrolled again (attempt 2, kim@customer.example)", "다시 등록됨 (2번째"),
+    ("BounceDetected", {"kind": "soft", "recipient": "kim@customer.example", "status": "550",
+                        "bounce_class": "sender-side", "reason": "sender-auth", "rule": "dmarc"},
+     "Bounce of kim@customer.example (550): the sender failed authentication (SPF, DKIM or"
+     " DMARC); refused because of the sender, not the address",
+     "kim@customer.example 반송 (550): 발신자 인증 실패 (SPF, DKIM 또는 DMARC). 주소가 아니라"
+     " 발신 측 문제로 거부됨"),
+    ("BounceDetected", {"kind": "hard", "recipient": "kim@customer.example", "status": "5.1.1",
+                        "bounce_class": "recipient-permanent", "reason": "user-unknown"},
+     "Hard bounce of kim@customer.example (5.1.1): the address does not exist",
+     "kim@customer.example 영구 반송 (5.1.1): 존재하지 않는 주소"),
+    ("BounceDetected", {"kind": "hard", "recipient": "kim@customer.example", "status": "550"},
+     "Hard bounce of kim@customer.example (550): the address takes no mail",  # before classes
+     "kim@customer.example 영구 반송 (550): 메일을 받지 않는 주소입니다"),
+    ("TaskDue", {"step_index": 1, "channel": "call", "owner_name": "최유진"},
+     "A call task for 최유진", "최유진 님의 전화 업무"),
+    ("TaskCompleted", {"outcome": "done", "note": "통화함:\n다음 주 미팅"},
+     "Task done: “통화함: 다음 주 미팅”", "업무 완료: “통화함: 다음 주 미팅”"),
+    ("TaskCompleted", {"outcome": "skipped", "note": None}, "Task skipped", "업무 건너뜀"),
 ])
 def test_timeline_entries_read_as_sentences_in_both_languages(type_, data, english, korean):
     assert english in sentence(_entry(type_, data), ENGLISH)

@@ -7,33 +7,38 @@ from fastapi import FastAPI
 
 from sequences.config import Settings
 from services.gateway.api import (
+    calendar,
     contacts,
     dev,
     enrollments,
     mailboxes,
     middleware,
+    oauth,
     sequences,
     step_stats,
+    suppressions,
     tasks,
     tracking,
     webhooks,
     workspace,
 )
-from services.gateway.api.problems import add_problem_handlers
+from services.gateway.api.problems import add_problem_handlers, concrete_paths_first
 
 # in this order in the OpenAPI document
-ROUTERS = (workspace, sequences, step_stats, contacts, enrollments, tasks, mailboxes, webhooks,
-           tracking)
+ROUTERS = (workspace, calendar, sequences, step_stats, contacts, enrollments, suppressions, tasks,
+           oauth, mailboxes, webhooks, tracking)
 
 
 def include_api(app: FastAPI, settings: Settings) -> None:
     """The API's middlewares, its problem-details handlers and every router. A middleware added
-    later runs first: bodies are measured, then callers known, then repeats answered."""
-    for api_middleware in (middleware.idempotency, middleware.authenticate_callers,
-                           middleware.limit_body_size):
+    later runs first: bodies are measured, then callers known, then repeats answered, then a
+    method a concrete path does not take refused (`problems.concrete_paths_first`)."""
+    for api_middleware in (concrete_paths_first, middleware.idempotency,
+                           middleware.authenticate_callers, middleware.limit_body_size):
         app.middleware("http")(api_middleware)
     add_problem_handlers(app)
     for module in ROUTERS:
         app.include_router(module.router)
+    webhooks.document_payloads(app)
     if settings.clock == "adjustable":
         app.include_router(dev.router)

@@ -42,7 +42,9 @@ async def import_contacts(request: Request,
     """Upsert contacts by email from a CSV file (UTF-8, UTF-8 with BOM, or CP949), sent as the
     request body with `Content-Type: text/csv`. Columns named like the fields (or 고객명, 회사명,
     직함, 담당자명, 이메일, ...) are understood; map others with `map=Column:field`. Rows that
-    fail are listed with their line and reason; the others are imported."""
+    fail are listed with their line and reason; the others are imported. An empty `timezone`
+    is filled where the row's `country` (with its `region`, a US state) or phone number decides
+    it; those two columns are read for that only."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "text/csv":
         raise problem(415, "content-type", "send the file as text/csv")
     data = await body_up_to(request, contact_import.MAX_IMPORT_BYTES)
@@ -73,7 +75,11 @@ async def get_contact(contact_id: uuid.UUID, request: Request):
 
 @router.patch("/{contact_id}", response_model=ContactView)
 async def update_contact(contact_id: uuid.UUID, body: c.ContactChanges, request: Request):
-    """Change some fields; the others stay."""
+    """Change some fields; the others stay (absent or null: unchanged). The one exception is
+    `timezone`: null, like "", clears the contact's own zone (sequences sending in the contact's
+    zone fall back to the sequence's, and pending steps are re-planned)."""
+    if "timezone" in body.model_fields_set and body.timezone is None:
+        body = body.model_copy(update={"timezone": ""})  # the service reads "" as "clear it"
     await ask(request, c.UpdateContact, contact_id=contact_id, changes=body)
     return await ask(request, c.GetContact, contact_id=contact_id)
 

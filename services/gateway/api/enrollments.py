@@ -32,7 +32,8 @@ async def enroll(sequence_id: uuid.UUID, body: c.EnrollmentRequest, request: Req
 @router.post("/v1/sequences/{sequence_id}/enrollments/bulk", response_model=BulkEnrollmentResult)
 async def enroll_segment(sequence_id: uuid.UUID, body: c.BulkEnrollmentRequest, request: Request):
     """Enroll everyone with a status, tag or list (or all contacts) at once. Answers how many
-    were enrolled, skipped as already active, and excluded as opted out."""
+    were enrolled, skipped as already active, excluded as opted out, and excluded as
+    suppressed (their address or its domain is on the suppression list)."""
     return await ask(request, c.EnrollSegment, sequence_id=sequence_id, **body.model_dump())
 
 
@@ -76,4 +77,11 @@ async def stop_enrollment(enrollment_id: uuid.UUID, request: Request,
 async def retry_enrollment(enrollment_id: uuid.UUID, request: Request):
     """Try the held step again (after fixing the contact's data or the mailbox)."""
     await ask(request, c.RetryEnrollment, enrollment_id=enrollment_id)
+    return await ask(request, c.GetEnrollment, enrollment_id=enrollment_id)
+
+
+@router.post("/v1/enrollments/{enrollment_id}/resume", response_model=EnrollmentView)
+async def resume_enrollment(enrollment_id: uuid.UUID, request: Request):
+    """End a pause (out of office, a colleague's reply) now; 409 when it is not paused."""
+    await ask(request, c.ResumeEnrollment, enrollment_id=enrollment_id)
     return await ask(request, c.GetEnrollment, enrollment_id=enrollment_id)

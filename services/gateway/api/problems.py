@@ -65,6 +65,28 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted({method for route in concrete or at_path for method in route.methods})
 
 
+async def concrete_paths_first(request: Request, call_next):
+    """A middleware: as OpenAPI matches paths, a concrete path goes before a templated one,
+    whatever the method. So `PATCH /v1/contacts/import` is the import's path refusing PATCH
+    (405, `Allow: POST`), not a contact whose id would be "import" (422, "not a UUID")."""
+    taken = _concrete_paths(request.app).get(request.url.path)
+    if taken is not None and request.method not in taken:
+        return await http_error(request, StarletteHTTPException(405))
+    return await call_next(request)
+
+
+def _concrete_paths(app: FastAPI) -> dict[str, set[str]]:
+    """The API's paths without a parameter and the methods each takes (made once per app)."""
+    if not hasattr(app.state, "concrete_paths"):
+        paths: dict[str, set[str]] = {}
+        for route in iter_route_contexts(app.routes):
+            if route.methods and route.path_format and route.path_format.startswith("/v1/") \
+                    and "{" not in route.path_format:
+                paths.setdefault(route.path_format, set()).update(route.methods)
+        app.state.concrete_paths = paths
+    return app.state.concrete_paths
+
+
 def add_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(ValidationError, invalid_parameters)

@@ -33,6 +33,16 @@ async def get_sequence(sequence_id: uuid.UUID, request: Request):
     return await ask(request, c.GetSequence, sequence_id=sequence_id)
 
 
+@router.patch("/{sequence_id}", response_model=SequenceView)
+async def change_settings(sequence_id: uuid.UUID, body: c.SequenceSettingsChanges,
+                          request: Request):
+    """Change settings (every field of the definition but `steps`; those left out stay). A new
+    send window, holiday calendar, zone or zone mode re-plans enrollees' pending steps by the
+    new rules: nothing sent is touched, and nothing fires at once because of the change."""
+    await ask(request, c.ChangeSequenceSettings, sequence_id=sequence_id, changes=body)
+    return await ask(request, c.GetSequence, sequence_id=sequence_id)
+
+
 @router.put("/{sequence_id}/steps", response_model=SequenceView)
 async def change_steps(sequence_id: uuid.UUID, body: c.StepsRequest, request: Request):
     """Replace the steps. Keep a step by sending its `step_id`; what enrollees already ran is
@@ -62,11 +72,15 @@ _sequence_action("archive", c.ArchiveSequence,
 
 @router.get("/{sequence_id}/schedule", response_model=SchedulePreview)
 async def preview_schedule(sequence_id: uuid.UUID, request: Request,
-                           start: c.ScheduleStart | None = None):
-    """When each step would go out for someone enrolled at `start` (default now), in the
-    sequence's local time and in UTC. `start` must be from 2000-01-01 up to 2200-01-01 (422
-    otherwise); without an offset it is read in the sequence's zone."""
-    return await ask(request, c.PreviewSchedule, sequence_id=sequence_id, start=start)
+                           start: c.ScheduleStart | None = None,
+                           contact_id: uuid.UUID | None = None):
+    """When each step would go out for someone enrolled at `start` (default now), in the zone
+    it is sent in (the contact's, given `contact_id` and zone mode "contact"; else the
+    sequence's) and in UTC, with why each moved past its due moment (`moved`: not a sending
+    day, a holiday, a skip date, after the window). `start` must be from 2000-01-01 up to
+    2200-01-01 (422 otherwise); without an offset it is read in that zone."""
+    return await ask(request, c.PreviewSchedule, sequence_id=sequence_id, start=start,
+                     contact_id=contact_id)
 
 
 @router.post("/{sequence_id}/steps/{step_id}/preview", response_model=StepPreview)

@@ -20,6 +20,9 @@ from services.gateway.web.routes import sequence_detail
 from services.gateway.web.routes import tasks
 from services.gateway.web.routes import timeline
 from services.gateway.web.routes import settings
+from services.gateway.web.routes import mailboxes
+from services.gateway.web.routes import suppressions
+from services.gateway.web.routes import calendar
 
 STATIC = Path(__file__).parent / "static"
 # builder before the detail: /sequences/new is not a sequence's id
@@ -30,6 +33,9 @@ SCREENS = (auth, campaigns, contacts,
            tasks,
            timeline,
            settings,
+           mailboxes,
+           suppressions,
+           calendar,
            )  # every screen's router, in navigation order
 
 

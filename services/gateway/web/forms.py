@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from contracts.base import Problem
-from sequences.i18n import N_
+from contracts.texts import validation_text
 from sequences.messaging import rpc
 
 _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -41,23 +41,6 @@ def _lists(node):
     return node
 
 
-# Pydantic's error types in words of our catalog (the English default is pydantic's message).
-_MESSAGES = {
-    "missing": N_("This field is required."),
-    "string_too_short": N_("Too short: at least %(min_length)s characters."),
-    "string_too_long": N_("Too long: at most %(max_length)s characters."),
-    "too_short": N_("Add at least %(min_length)s."),
-    "too_long": N_("At most %(max_length)s."),
-    "greater_than_equal": N_("Must be %(ge)s or more."),
-    "less_than_equal": N_("Must be %(le)s or less."),
-    "int_parsing": N_("Enter a whole number."),
-    "literal_error": N_("Choose one of: %(expected)s."),
-    "enum": N_("Choose one of: %(expected)s."),
-    "uuid_parsing": N_("Not a valid id."),
-    "datetime_from_date_parsing": N_("Enter a date and time."),
-}
-
-
 def errors_of(problem: Problem) -> dict[str, str]:
     """Field -> message (the first for each field); errors naming no field go under `""`."""
     found: dict[str, str] = {}
@@ -74,13 +57,5 @@ def validation_errors(error: ValidationError, gettext) -> dict[str, str]:
     problem = rpc.problem_from_validation(error)
     found: dict[str, str] = {}
     for detail, field_error in zip(error.errors(), problem.errors):
-        message = _MESSAGES.get(detail["type"])
-        text = field_error.message.removeprefix("Value error, ")
-        if message is not None:
-            values = {k: str(v) for k, v in (detail.get("ctx") or {}).items()}
-            try:
-                text = str(gettext(message)) % values
-            except (KeyError, ValueError):
-                pass
-        found.setdefault(field_error.field, text)
+        found.setdefault(field_error.field, validation_text(detail).render(gettext))
     return found

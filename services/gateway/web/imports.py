@@ -114,7 +114,7 @@ def header_of(text: str) -> list[str]:
 
 def suggested_mapping(header: list[str]) -> dict[str, str]:
     """Column -> field as the import understands it without a mapping ("" : not imported)."""
-    return {column: contact_import.DEFAULT_HEADERS.get(column, "") for column in header}
+    return {column: contact_import.field_for_header(column) or "" for column in header}
 
 
 async def keep_upload(nc: Client, workspace_id: uuid.UUID, filename: str, data: bytes,

@@ -6,8 +6,8 @@ The builder is one form. Every button of it is a submit button (`action=add_step
 fields, applies the action and shows the form again, so it works without script; with htmx the
 same form swaps itself. Only `save` goes through the contract model and to the service.
 
-A live sequence's settings cannot be changed (the services take only new steps:
-`ChangeSequenceSteps`), so the edit page shows them read-only and changes the steps only."""
+The edit page changes a saved sequence's settings (`ChangeSequenceSettings`: a new window,
+holidays or zone mode re-plans enrollees' pending steps) and its steps (`ChangeSequenceSteps`)."""
 
 from __future__ import annotations
 
@@ -23,12 +23,14 @@ from pydantic import ValidationError
 
 from contracts import commands as c
 from contracts.base import Problem
-from contracts.views import ContactPage, SequenceView, StepPreview
+from contracts.values import SendWindow
+from contracts.views import (ContactPage, MailboxView, SequenceView, StepPreview,
+                             WorkspaceCalendarView)
 from services.gateway.bus import ProblemError
-from services.gateway.web import forms
+from services.gateway.web import forms, holiday_choices
 from services.gateway.web.pages import ask, error_page, page_router
 from services.gateway.web.session import SignedIn
-from services.gateway.web.templating import render, texts_for
+from services.gateway.web.templating import language_of, render, texts_for
 from sequences.i18n import N_
 from sequences.messaging import rpc
 
@@ -40,14 +42,19 @@ CHANNELS = ("email", "sms", "call")
 MAX_STEPS = 50
 CONTACTS_SHOWN = 10
 # the fields of a sequence besides its steps, as the form (and the API) names them
-SETTINGS = ("name", "purpose", "sender_name", "sender_email", "timezone", "language")
+SETTINGS = ("name", "purpose", "sender_name", "sender_email", "timezone", "language",
+            "zone_mode")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+BLOCK_ROWS = 3  # time blocks the form offers (a day rarely needs more)
+_DAYS_FIELD = "send_policy.window.days"
+_POOL_FIELD = "mailbox_pool"  # checkboxes: the workspace's mailboxes the sequence sends from
 
 
 # --- what the user typed, as the form shows it ---------------------------------------------------
 
 def _blank_step(first: bool) -> dict[str, str]:
     return {"step_id": "", "channel": "email", "subject": "", "body": "",
-            "wait_days": "0" if first else "2"}
+            "wait_days": "0" if first else "2", "wait_unit": "days"}
 
 
 def _text(value: Any) -> str:
@@ -57,34 +64,68 @@ def _text(value: Any) -> str:
 def _draft(pairs) -> dict[str, Any]:
     """The posted fields as the form shows them again: every value a string, the steps in
     their order (gaps in the indexes close up)."""
-    posted = forms.nested((k, v) for k, v in pairs if k not in ("csrf_token", "action"))
+    pairs = list(pairs)
+    days = [v for k, v in pairs if k == _DAYS_FIELD and v in WEEKDAYS]
+    pool = [v.strip().lower() for k, v in pairs if k == _POOL_FIELD and v.strip()]
+    posted = forms.nested((k, v) for k, v in pairs
+                          if k not in ("csrf_token", "action", _DAYS_FIELD, _POOL_FIELD))
     policy = posted.get("send_policy") if isinstance(posted.get("send_policy"), dict) else {}
+    window = policy.get("window") if isinstance(policy.get("window"), dict) else {}
+    blocks = window.get("blocks") if isinstance(window.get("blocks"), list) else []
+    holidays = posted.get("holidays") if isinstance(posted.get("holidays"), dict) else {}
+    account = posted.get("on_account_reply") \
+        if isinstance(posted.get("on_account_reply"), dict) else {}
     steps = posted.get("steps") if isinstance(posted.get("steps"), list) else []
     return {
         **{name: _text(posted.get(name)) for name in SETTINGS},
         "send_policy": {"mode": _text(policy.get("mode")),
-                        "send_time": _text(policy.get("send_time"))},
+                        "send_time": _text(policy.get("send_time")), "days": days,
+                        "blocks": [{"start": _text(b.get("start")), "end": _text(b.get("end"))}
+                                   for b in blocks[:BLOCK_ROWS] if isinstance(b, dict)]},
+        "holidays": {key: _text(holidays.get(key)) for key in ("choice", "country", "subdivision")},
+        "on_account_reply": {key: _text(account.get(key)) for key in ("action", "pause_days")},
         "steps": [{key: _text(step.get(key)) for key in _blank_step(False)}
                   for step in steps[:MAX_STEPS] if isinstance(step, dict)],
+        "mailbox_pool": pool,
     }
 
 
 def _draft_of(sequence: SequenceView) -> dict[str, Any]:
+    policy, holidays = sequence.send_policy, sequence.holidays
     return {
         **{name: getattr(sequence, name) or "" for name in SETTINGS},
-        "send_policy": {"mode": sequence.send_policy.mode,
-                        "send_time": sequence.send_policy.send_time or ""},
+        "send_policy": {"mode": policy.mode, "send_time": policy.send_time or "",
+                        "days": list(policy.window.days) if policy.window else [],
+                        "blocks": [b.model_dump() for b in policy.window.blocks]
+                        if policy.window else []},
+        "holidays": {"choice": holidays if isinstance(holidays, str) else "calendar",
+                     "country": "" if isinstance(holidays, str) else holidays.country,
+                     "subdivision": "" if isinstance(holidays, str)
+                     else holidays.subdivision or ""},
         "steps": [{"step_id": str(s.step_id), "channel": s.channel.value,
-                   "subject": s.subject or "", "body": s.body, "wait_days": str(s.wait_days)}
+                   "subject": s.subject or "", "body": s.body, "wait_days": str(s.wait_days),
+                   "wait_unit": s.wait_unit}
                   for s in sequence.steps],
+        "mailbox_pool": list(sequence.mailbox_pool),
+        "on_account_reply": {"action": sequence.on_account_reply.action,
+                             "pause_days": str(sequence.on_account_reply.pause_days)},
     }
 
 
-def _new_draft(request: Request, user) -> dict[str, Any]:
+def _new_draft(request: Request, user, window: SendWindow | None = None) -> dict[str, Any]:
+    """A new sequence's form: at 09:00 on the due day, or in the workspace's default window
+    (Settings › Calendar) when it has one."""
+    send_policy = {"mode": "send_time", "send_time": "09:00", "days": list(WEEKDAYS[:5]),
+                   "blocks": [{"start": "09:00", "end": "17:00"}]}
+    if window is not None:
+        send_policy = {"mode": "window", "send_time": "", "days": list(window.days),
+                       "blocks": [b.model_dump() for b in window.blocks]}
     return {"name": "", "purpose": "", "sender_name": user.name, "sender_email": user.email,
             "timezone": user.timezone or "Asia/Seoul", "language": texts_for(request).language,
-            "send_policy": {"mode": "send_time", "send_time": "09:00"},
-            "steps": [_blank_step(True)]}
+            "zone_mode": "sequence", "holidays": {"choice": "workspace", "country": "",
+                                                  "subdivision": ""},
+            "send_policy": send_policy, "steps": [_blank_step(True)], "mailbox_pool": [],
+            "on_account_reply": {"action": "stop", "pause_days": "14"}}
 
 
 _ACTION = re.compile(r"^(save|add_step|remove|up|down)(?::(\d{1,3}))?$")
@@ -119,7 +160,7 @@ def _steps_body(steps: list[dict]) -> list[dict]:
     body = []
     for step in steps:
         item = {"channel": step["channel"], "body": step["body"],
-                "wait_days": step["wait_days"].strip()}
+                "wait_days": step["wait_days"].strip(), "wait_unit": step["wait_unit"] or "days"}
         if step["channel"] == "email" and step["subject"].strip():
             item["subject"] = step["subject"]
         if step["step_id"]:
@@ -128,17 +169,44 @@ def _steps_body(steps: list[dict]) -> list[dict]:
     return body
 
 
-def _definition_body(draft: dict) -> dict:
+def _settings_body(draft: dict) -> dict:
+    """The settings as the contract takes them (every field of the definition but the steps)."""
     policy = draft["send_policy"]
     send_policy: dict[str, Any] = {"mode": policy["mode"]}
-    if policy["mode"] != "as_soon_as_due":
+    if policy["mode"] == "window":
+        send_policy["window"] = {"days": policy["days"], "blocks": [
+            {"start": b["start"].strip(), "end": b["end"].strip()} for b in policy["blocks"]
+            if b["start"].strip() or b["end"].strip()]}
+    elif policy["mode"] != "as_soon_as_due":
         send_policy["send_time"] = policy["send_time"].strip() or None
+    holidays = draft["holidays"]
+    choice: Any = holidays["choice"] or "workspace"
+    if choice == "calendar":
+        country = holidays["country"].strip().upper()
+        choice = {"country": country, "subdivision": holiday_choices.subdivision_code(
+            country, holidays["subdivision"])}
     return {
         "name": draft["name"].strip(), "purpose": draft["purpose"].strip() or None,
         "sender_name": draft["sender_name"].strip(), "sender_email": draft["sender_email"].strip(),
         "timezone": draft["timezone"].strip(), "language": draft["language"] or "en",
-        "send_policy": send_policy, "steps": _steps_body(draft["steps"]),
+        "send_policy": send_policy, "holidays": choice,
+        "zone_mode": draft["zone_mode"] or "sequence",
+        "mailbox_pool": draft.get("mailbox_pool", []),
+        "on_account_reply": _account_reply_body(draft.get("on_account_reply") or {}),
     }
+
+
+def _account_reply_body(fields: dict) -> dict:
+    """A pause's days as typed (the contract says what is wrong with them), only for a pause."""
+    action = fields.get("action") or "stop"
+    if action != "pause":
+        return {"action": action}
+    days = (fields.get("pause_days") or "").strip()
+    return {"action": action, "pause_days": int(days) if days.isdigit() else days}
+
+
+def _definition_body(draft: dict) -> dict:
+    return {**_settings_body(draft), "steps": _steps_body(draft["steps"])}
 
 
 # --- refusals in the reader's words, next to the field they are about ---------------------------
@@ -166,6 +234,33 @@ _KNOWN = [
     (r"send_policy\.mode", re.compile(r"Input should be"),
      N_("Choose a send time or “As soon as due”.")),
     (r"language", re.compile(r"Input should be"), N_("Choose Korean or English.")),
+    (r"(send_policy\.window|send_window)\.blocks.*", re.compile(r"overlap"),
+     N_("Time blocks may not overlap.")),
+    (r"(send_policy\.window|send_window)\.blocks.*", re.compile(r"before or when it starts"),
+     N_("A block must end after it starts.")),
+    (r"(send_policy\.window|send_window)\.blocks.*", re.compile(r"should match pattern"),
+     N_("Enter times as HH:MM, from 00:00 to 23:59 (24:00 is not a time).")),
+    (r"(send_policy\.window|send_window)\.blocks", re.compile(r"at least 1 item"),
+     N_("Add at least one time block.")),
+    (r"(send_policy\.window|send_window)\.days", re.compile(r"at least 1 item"),
+     N_("Choose at least one sending day.")),
+    (r"send_policy", re.compile(r"window \(days and blocks\) is required"),
+     N_("Choose the sending days and time blocks.")),
+    (r"holidays(\.\w+)?", re.compile(r"unknown holiday country"),
+     N_("Unknown country: use a code such as KR, US, JP or DE.")),
+    (r"holidays(\.\w+)?", re.compile(r"unknown subdivision"),
+     N_("Unknown subdivision of this country (e.g. CA for US, BY for DE); leave it empty for"
+        " the whole country.")),
+    (r"send_policy\.window|holidays|skip_dates", re.compile(r"no sending day"),
+     N_("With these days, holidays and skip dates no day in the next 366 days can send.")),
+    (r"steps\[\d+\]\.wait_unit", re.compile(r"Input should be"),
+     N_("Choose days or business days.")),
+    (r"zone_mode", re.compile(r"Input should be"),
+     N_("Choose the sequence's timezone or each contact's.")),
+    (r"on_account_reply\.pause_days", re.compile(r"."),
+     N_("Enter a number of days from 1 to 90.")),
+    (r"on_account_reply", re.compile(r"Input should be"),
+     N_("Choose stop, pause or continue.")),
     # the service's refusals of a change
     (r".*", re.compile(r"the sequence is archived"),
      N_("This sequence is archived: its steps can no longer be changed.")),
@@ -182,6 +277,11 @@ def _moved(field: str, message: str, body: dict) -> str:
         return f"steps[{first}].subject"
     if field == "send_policy" and "send_time" in message:
         return "send_policy.send_time"
+    if field == "send_policy" and "window" in message:
+        return "send_policy.window.days"
+    for blocks in ("send_policy.window.blocks", "send_window.blocks"):
+        if field.startswith(blocks):
+            return blocks  # shown once, under the blocks
     return field
 
 
@@ -213,23 +313,29 @@ def service_errors(problem: Problem, body: dict, gettext) -> dict:
     """A service's refusal (in English) as ours where we know it, else as it came."""
     found: dict[str, str] = {}
     for field, message in forms.errors_of(problem).items():
-        where = field if field in ("", "steps") or field.startswith(("steps[", "send_policy")) \
-            or field in SETTINGS else ""
+        where = field if field in ("", "steps", "holidays") or field.startswith(
+            ("steps[", "send_policy", "on_account_reply")) or field in SETTINGS else ""
         found.setdefault(_moved(where, message, body), _ours(where, message, gettext) or message)
     return found
 
 
 # --- the pages ----------------------------------------------------------------------------------
 
-def _builder(request: Request, *, draft: dict, sequence: SequenceView | None = None,
-             errors: dict | None = None, focus: str | None = None, status_code: int = 200):
-    """The builder page, or only its form when htmx posted it."""
+async def _builder(request: Request, *, draft: dict, sequence: SequenceView | None = None,
+                   errors: dict | None = None, focus: str | None = None,
+                   status_code: int = 200):
+    """The builder page, or only its form when htmx posted it. The mailbox picker offers the
+    workspace's connected mailboxes."""
     partial = request.headers.get("hx-request") == "true" and request.method == "POST"
     saved = {str(s.step_id) for s in sequence.steps} if sequence else set()
+    mailboxes = [MailboxView.model_validate(m) for m in await ask(request, c.ListMailboxes)]
     return render(request, "builder/_form.html" if partial else "builder/page.html",
                   status_code=status_code, draft=draft, sequence=sequence, errors=errors or {},
                   focus=focus, timezones=TIMEZONES, variables=VARIABLES, channels=CHANNELS,
-                  saved_steps=saved, max_steps=MAX_STEPS)
+                  saved_steps=saved, max_steps=MAX_STEPS, weekdays=WEEKDAYS,
+                  block_rows=BLOCK_ROWS, mailboxes=mailboxes,
+                  countries=holiday_choices.countries(language_of(request)),
+                  subdivisions=holiday_choices.subdivisions(draft["holidays"]["country"]))
 
 
 def _saved(request: Request, location: str):
@@ -244,7 +350,8 @@ async def _sequence(request: Request, sequence_id: uuid.UUID) -> SequenceView:
 
 @router.get("/sequences/new")
 async def new_sequence(request: Request, user: SignedIn):
-    return _builder(request, draft=_new_draft(request, user))
+    calendar = WorkspaceCalendarView.model_validate(await ask(request, c.GetWorkspaceCalendar))
+    return await _builder(request, draft=_new_draft(request, user, calendar.send_window))
 
 
 @router.post("/sequences/new")
@@ -254,20 +361,20 @@ async def new_sequence_submit(request: Request, user: SignedIn):
     action = _text(form.get("action"))
     if action != "save":
         focus = _apply(action, draft["steps"])
-        return _builder(request, draft=draft, focus=focus)
+        return await _builder(request, draft=draft, focus=focus)
     gettext = texts_for(request).gettext
     body = _definition_body(draft)
     try:
         definition = c.SequenceDefinition.model_validate(body)
     except ValidationError as error:
-        return _builder(request, draft=draft, errors=builder_errors(error, body, gettext),
+        return await _builder(request, draft=draft, errors=builder_errors(error, body, gettext),
                         focus="builder-errors", status_code=422)
     try:
         created = await ask(request, c.CreateSequence, **definition.model_dump())
     except ProblemError as refused:
         if refused.problem.status not in (409, 422):
             raise
-        return _builder(request, draft=draft, status_code=422, focus="builder-errors",
+        return await _builder(request, draft=draft, status_code=422, focus="builder-errors",
                         errors=service_errors(refused.problem, body, gettext))
     return _saved(request, f"/sequences/{created['id']}")
 
@@ -275,32 +382,34 @@ async def new_sequence_submit(request: Request, user: SignedIn):
 @router.get("/sequences/{sequence_id}/edit")
 async def edit_sequence(request: Request, user: SignedIn, sequence_id: uuid.UUID):
     sequence = await _sequence(request, sequence_id)
-    return _builder(request, draft=_draft_of(sequence), sequence=sequence)
+    return await _builder(request, draft=_draft_of(sequence), sequence=sequence)
 
 
 @router.post("/sequences/{sequence_id}/edit")
 async def edit_sequence_submit(request: Request, user: SignedIn, sequence_id: uuid.UUID):
     sequence = await _sequence(request, sequence_id)
     form = await request.form()
-    # only the steps change: the settings shown are the saved ones, whatever was posted
-    draft = {**_draft_of(sequence), "steps": _draft(form.multi_items())["steps"]}
+    draft = _draft(form.multi_items())
     action = _text(form.get("action"))
     if action != "save":
-        return _builder(request, draft=draft, sequence=sequence,
+        return await _builder(request, draft=draft, sequence=sequence,
                         focus=_apply(action, draft["steps"]))
     gettext = texts_for(request).gettext
-    body = {"steps": _steps_body(draft["steps"])}
-    try:
-        steps = c.StepsRequest.model_validate(body).steps
+    body = _definition_body(draft)
+    try:  # the whole definition is checked first: nothing is written when any field is wrong
+        c.SequenceDefinition.model_validate(body)
+        changes = c.SequenceSettingsChanges.model_validate(_settings_body(draft))
+        steps = c.StepsRequest.model_validate({"steps": body["steps"]}).steps
     except ValidationError as error:
-        return _builder(request, draft=draft, sequence=sequence, focus="builder-errors",
+        return await _builder(request, draft=draft, sequence=sequence, focus="builder-errors",
                         errors=builder_errors(error, body, gettext), status_code=422)
     try:
+        await ask(request, c.ChangeSequenceSettings, sequence_id=sequence_id, changes=changes)
         await ask(request, c.ChangeSequenceSteps, sequence_id=sequence_id, steps=steps)
     except ProblemError as refused:
         if refused.problem.status not in (409, 422):
             raise
-        return _builder(request, draft=draft, sequence=sequence, status_code=422,
+        return await _builder(request, draft=draft, sequence=sequence, status_code=422,
                         focus="builder-errors",
                         errors=service_errors(refused.problem, body, gettext))
     return _saved(request, f"/sequences/{sequence_id}")

@@ -4,7 +4,6 @@ enrollment in every sequence, enroll, opt out, edit, delete), a new contact, and
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Annotated
 
@@ -15,13 +14,16 @@ from starlette.datastructures import UploadFile
 
 from contracts import commands as c
 from contracts.base import Problem
+from contracts.texts import NOT_AN_EMAIL
 from contracts.views import ContactEnrollmentPage, ContactPage, ContactView, SequencePage
 from sequences import i18n
 from sequences.i18n import N_
 from services.enrollment import contact_import
 from services.gateway.bus import ProblemError
 from services.gateway.web import forms, imports
-from services.gateway.web.pages import ask, page_router
+from services.gateway.web.pages import ask, now, page_router
+from services.gateway.web.routes.settings import ZONES
+from services.gateway.web.routes.suppressions import SUPPRESSION_REASONS
 from services.gateway.web.session import SignedIn
 from services.gateway.web.templating import language_of, render
 
@@ -33,11 +35,15 @@ Cursor = Annotated[str | None, Query(max_length=500)]
 
 # the fields of a contact, in the order the forms show them (named as the API names them)
 FIELDS = ("name", "email", "company", "job_title", "owner_name", "phone", "status", "tags",
-          "lists")
+          "lists", "timezone")
 LIST_FIELDS = ("tags", "lists")
 FIELD_LABELS = {"name": N_("Name"), "email": N_("Email"), "company": N_("Company"),
                 "job_title": N_("Job title"), "owner_name": N_("Owner"), "phone": N_("Phone"),
-                "status": N_("Status"), "tags": N_("Tags"), "lists": N_("Lists")}
+                "status": N_("Status"), "tags": N_("Tags"), "lists": N_("Lists"),
+                "timezone": N_("Timezone"),
+                # import columns read only to infer the timezone
+                "country": N_("Country (for the timezone)"),
+                "region": N_("State or region (for the timezone)")}
 # what `?done=` says after a change (a fixed set: nothing typed in a URL is shown)
 NOTICES = {"created": N_("Contact added."), "updated": N_("Changes saved."),
            "enrolled": N_("Enrolled. The new enrollment is at the top of the list below."),
@@ -46,7 +52,7 @@ NOTICES = {"created": N_("Contact added."), "updated": N_("Changes saved."),
            "deleted": N_("Contact deleted. Their active enrollments stopped.")}
 # service refusals a person may meet here, in words of the catalog
 _EMAIL_TAKEN = N_("Another contact already has this email.")
-_NOT_AN_EMAIL = N_("Enter an email address, like name@example.com.")
+_NOT_AN_EMAIL = NOT_AN_EMAIL
 _TOO_BIG = N_("The file is over %(mb)s MB. Split it into smaller files.")
 _NO_FILE = N_("Choose a CSV file to import.")
 _TWICE = N_("%(field)s is already chosen for column %(column)s.")
@@ -55,6 +61,7 @@ _ENDED = ("the contact's earlier enrollment in this sequence ended; send reenrol
           " enroll again")
 _ENDED_HERE = N_("An earlier enrollment in this sequence ended: tick “Enroll again” to enroll"
                  " once more.")
+_UNKNOWN_ZONE = N_("Unknown timezone: choose one from the list, e.g. Asia/Seoul.")
 _GONE = N_("The uploaded file is no longer kept (after an hour). Upload it again.")
 
 
@@ -84,7 +91,8 @@ async def contact_list(request: Request, user: SignedIn, q: Filter = None,
     except ValidationError:  # a filter the query refuses (a line break, ...): nothing matches
         page = ContactPage(items=[], next_cursor=None)
     return render(request, "contacts/_rows.html" if rows else "contacts/list.html",
-                  page=page, filters=filters, cursor=cursor, notice=_notice(request, done))
+                  page=page, filters=filters, cursor=cursor, notice=_notice(request, done),
+                  now=await now(request))
 
 
 # --- CSV import (before the card's routes: `/contacts/import` is not a contact id) -------------
@@ -93,25 +101,6 @@ async def contact_list(request: Request, user: SignedIn, q: Filter = None,
 def _file_error(request: Request, error: contact_import.ImportFileError) -> str:
     said = _say(request, error.message, **error.values)
     return said[:1].upper() + said[1:]
-
-
-# the import's row messages a person meets most, in words of the catalog (others as they are)
-_ROW_MESSAGES = (
-    (re.compile(r"^value is not a valid email address"), _NOT_AN_EMAIL),
-    (re.compile(r"^same email as line (?P<line>\d+)$"), N_("Same email as line %(line)s.")),
-    (re.compile(r"^(?P<values>\d+) values for (?P<columns>\d+) columns$"),
-     N_("%(values)s values for %(columns)s columns.")),
-    (re.compile(r"^Field required$"), N_("This field is required.")),
-    (re.compile(r"^String should have at most (?P<max_length>\d+) characters?$"),
-     N_("Too long: at most %(max_length)s characters.")),
-)
-
-
-def _row_message(request: Request, message: str) -> str:
-    for pattern, words in _ROW_MESSAGES:
-        if found := pattern.match(message):
-            return _say(request, words, **found.groupdict())
-    return message
 
 
 def _upload_page(request: Request, status_code: int = 200, error: str | None = None):
@@ -157,7 +146,7 @@ def _mapping_page(request: Request, record: imports.ImportRecord, mapping: dict[
                   errors: dict[str, str], status_code: int = 200):
     return render(request, "contacts/mapping.html", status_code=status_code, record=record,
                   mapping=mapping, errors=errors, labels=FIELD_LABELS,
-                  fields=contact_import.FIELDS)
+                  fields=contact_import.TARGETS)
 
 
 @router.get("/contacts/import/{import_id}/mapping")
@@ -208,8 +197,7 @@ async def import_progress(request: Request, user: SignedIn, import_id: str,
         return RedirectResponse(f"/contacts/import/{import_id}/mapping", status_code=303)
     sequences = await _live_sequences(request) if record.state == "done" else []
     return render(request, "contacts/_progress.html" if progress else "contacts/progress.html",
-                  record=record, labels=FIELD_LABELS, sequences=sequences,
-                  row_message=lambda message: _row_message(request, message))
+                  record=record, labels=FIELD_LABELS, sequences=sequences)
 
 
 # --- a contact's fields: one form for new and edit ---------------------------------------------
@@ -219,10 +207,13 @@ def _typed(form) -> dict[str, str]:
     return {name: str(form.get(name, "")) for name in FIELDS}
 
 
-def _body(typed: dict[str, str]) -> dict:
-    """The form as the API's body: tags and lists are comma-separated in the form."""
+def _body(typed: dict[str, str], new: bool) -> dict:
+    """The form as the API's body: tags and lists are comma-separated in the form; an empty
+    timezone is none for a new contact, and clears it for one being edited."""
     body = {}
     for name, value in typed.items():
+        if name == "timezone" and new and not value.strip():
+            continue
         if name in LIST_FIELDS:
             body[name] = [v.strip() for v in value.split(",") if v.strip()]
         else:
@@ -238,6 +229,8 @@ def _field_errors(request: Request, error: ValidationError) -> dict[str, str]:
     for detail in error.errors():
         if detail["loc"] and detail["loc"][0] == "email" and detail["type"] == "value_error":
             found["email"] = _say(request, _NOT_AN_EMAIL)
+        if detail["loc"] and detail["loc"][0] == "timezone":
+            found["timezone"] = _say(request, _UNKNOWN_ZONE)
     return found
 
 
@@ -254,7 +247,7 @@ def _problem_errors(request: Request, problem: Problem) -> dict[str, str]:
 
 def _validated(request: Request, model: type[BaseModel], typed: dict[str, str]):
     try:
-        return model.model_validate(_body(typed)), {}
+        return model.model_validate(_body(typed, new=model is c.ContactFields)), {}
     except ValidationError as error:
         return None, _field_errors(request, error)
 
@@ -262,7 +255,7 @@ def _validated(request: Request, model: type[BaseModel], typed: dict[str, str]):
 @router.get("/contacts/new")
 async def new_contact(request: Request, user: SignedIn):
     return render(request, "contacts/form.html", contact=None, typed={}, errors={},
-                  labels=FIELD_LABELS)
+                  labels=FIELD_LABELS, zones=ZONES)
 
 
 @router.post("/contacts")
@@ -278,7 +271,7 @@ async def create_contact(request: Request, user: SignedIn):
                 raise
             errors = _problem_errors(request, refused.problem)
     return render(request, "contacts/form.html", status_code=422, contact=None, typed=typed,
-                  errors=errors, labels=FIELD_LABELS)
+                  errors=errors, labels=FIELD_LABELS, zones=ZONES)
 
 
 async def _contact(request: Request, contact_id: uuid.UUID) -> ContactView:
@@ -287,14 +280,14 @@ async def _contact(request: Request, contact_id: uuid.UUID) -> ContactView:
 
 def _as_typed(contact: ContactView) -> dict[str, str]:
     return {name: ", ".join(getattr(contact, name)) if name in LIST_FIELDS
-            else getattr(contact, name) for name in FIELDS}
+            else getattr(contact, name) or "" for name in FIELDS}
 
 
 @router.get("/contacts/{contact_id}/edit")
 async def edit_contact(request: Request, user: SignedIn, contact_id: uuid.UUID):
     contact = await _contact(request, contact_id)
     return render(request, "contacts/form.html", contact=contact, typed=_as_typed(contact),
-                  errors={}, labels=FIELD_LABELS)
+                  errors={}, labels=FIELD_LABELS, zones=ZONES)
 
 
 @router.post("/contacts/{contact_id}/edit")
@@ -313,7 +306,7 @@ async def update_contact(request: Request, user: SignedIn, contact_id: uuid.UUID
                 raise
             errors = _problem_errors(request, refused.problem)
     return render(request, "contacts/form.html", status_code=422, contact=contact, typed=typed,
-                  errors=errors, labels=FIELD_LABELS)
+                  errors=errors, labels=FIELD_LABELS, zones=ZONES)
 
 
 # --- the card ---------------------------------------------------------------------------------
@@ -334,7 +327,9 @@ async def _card(request: Request, contact_id: uuid.UUID, enrollments_after: str 
     context.setdefault("errors", {})
     return render(request, "contacts/card.html", status_code=status_code, contact=contact,
                   enrollments=enrollments, sequences=await _live_sequences(request),
-                  labels=FIELD_LABELS, enrollments_after=enrollments_after, **context)
+                  labels=FIELD_LABELS, enrollments_after=enrollments_after,
+                  suppression_reasons=SUPPRESSION_REASONS,
+                  now=await now(request), **context)
 
 
 @router.get("/contacts/{contact_id}")

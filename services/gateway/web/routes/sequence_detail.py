@@ -1,5 +1,6 @@
 """Sequence detail: the header (name, state, "N enrolled · live", counts per status) and its
-tabs: Steps (each with its counts), Enrollees (filter, sort, pages, stop, retry; the rows
+tabs: Steps (each with its counts, people's and machines' opens and clicks apart, and its
+A/B variants), Stats (the analytics of a date range, rates with their formulas), Enrollees (filter, sort, pages, stop, retry; the rows
 refresh themselves), Schedule (when each step would go out from a chosen start) and Settings
 (the builder's partial). Every tab is a link (`?tab=`), so all of it works without script."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import uuid
+from datetime import date, timedelta
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -22,19 +24,20 @@ from contracts.views import (
     EnrollmentStatus,
     EnrollmentView,
     SchedulePreview,
+    SequenceAnalytics,
     SequenceStepStats,
     SequenceView,
 )
 from services.gateway.bus import ProblemError, problem
 from services.gateway.web import forms
-from services.gateway.web.pages import ask, page_router
+from services.gateway.web.pages import ask, now, page_router
 from services.gateway.web.session import SignedIn
 from services.gateway.web.templating import render, texts_for
 
 router = page_router()
 PAGE_SIZE = 50
 MOST_SELECTED = 200  # enrollees stopped at once (a page holds 50)
-Tab = Literal["steps", "enrollees", "schedule", "settings"]
+Tab = Literal["steps", "stats", "enrollees", "schedule", "settings"]
 StatusFilter = EnrollmentStatus | Literal[""]
 Cursor = Annotated[str | None, Query(max_length=500)]
 Selected = Annotated[list[uuid.UUID], Query(max_length=MOST_SELECTED)]
@@ -72,14 +75,23 @@ async def detail(request: Request, user: SignedIn, sequence_id: uuid.UUID, tab: 
                  status: StatusFilter = "", sort: c.EnrolleeSort = "enrolled_at",
                  descending: bool = False, cursor: Cursor = None,
                  start: Annotated[str | None, Query(max_length=40)] = None,
-                 stopped: Annotated[int | None, Query(ge=0, le=MOST_SELECTED)] = None):
+                 stopped: Annotated[int | None, Query(ge=0, le=MOST_SELECTED)] = None,
+                 since: Annotated[str | None, Query(alias="from", max_length=10)] = None,
+                 until: Annotated[str | None, Query(alias="to", max_length=10)] = None):
     context: dict = {"tab": tab, "stopped": stopped}
     # the sequence and the tab's rows are asked at once (two services' round trips overlap)
     if tab == "steps":
-        sequence, stats = await asyncio.gather(
+        today = (await now(request)).date()  # every day so far: the Steps tab counts all
+        sequence, stats, analytics = await asyncio.gather(
             sequence_of(request, sequence_id),
-            ask(request, c.GetStepStats, sequence_id=sequence_id))
+            ask(request, c.GetStepStats, sequence_id=sequence_id),
+            ask(request, c.GetSequenceAnalytics, sequence_id=sequence_id,
+                since=today - timedelta(days=3650), until=today + timedelta(days=1)))
         context["stats"] = SequenceStepStats.model_validate(stats)
+        context["analytics"] = SequenceAnalytics.model_validate(analytics)
+    elif tab == "stats":
+        sequence = await sequence_of(request, sequence_id)
+        context.update(await _stats(request, sequence_id, since, until))
     elif tab == "enrollees":
         listing = Listing(status, sort, descending, cursor)
         sequence, page = await asyncio.gather(sequence_of(request, sequence_id),
@@ -111,6 +123,26 @@ async def enrollee_rows(request: Request, user: SignedIn, sequence_id: uuid.UUID
     return render(request, "sequence/_enrollee_rows.html", sequence=sequence, listing=listing,
                   page=page,
                   selected={str(i) for i in enrollment_id}, out_of_band=True)
+
+
+async def _stats(request: Request, sequence_id: uuid.UUID, since: str | None,
+                 until: str | None) -> dict:
+    """The Stats tab: the analytics of a date range (default: the last 30 days), or the
+    range's error next to its field."""
+    last = (await now(request)).date()
+    try:
+        until_day = date.fromisoformat(until) if until else last
+        since_day = date.fromisoformat(since) if since else until_day - timedelta(days=30)
+        query = c.GetSequenceAnalytics(workspace_id=uuid.UUID(int=0), sequence_id=sequence_id,
+                                       since=since_day, until=until_day)
+    except (ValueError, ValidationError):
+        texts = texts_for(request)
+        return {"since": since or "", "until": until or "", "errors": {
+            "to": texts.gettext("Choose a start day on or before the end day (YYYY-MM-DD).")}}
+    analytics = await ask(request, c.GetSequenceAnalytics, sequence_id=sequence_id,
+                          since=query.since, until=query.until)
+    return {"since": str(query.since), "until": str(query.until),
+            "analytics": SequenceAnalytics.model_validate(analytics)}
 
 
 async def _schedule(request: Request, sequence: SequenceView, start: str | None) -> dict:

@@ -1,5 +1,5 @@
 """Settings: the user's profile (name, language, timezone, password), the workspace's users and
-invites, API keys, webhooks with their delivery log, and the health of the sender mailboxes.
+invites, API keys, webhooks with their delivery log (the mailboxes: routes/mailboxes.py).
 
 Secrets (an invite link, an API key, a webhook's signing secret) are shown once, in the answer
 to the form that makes them, never in a URL and never again. Inviting and changing webhooks
@@ -21,7 +21,6 @@ from contracts import commands as c
 from contracts.base import EVENT_TYPES
 from contracts.values import SingleLine, TimezoneName
 from contracts.views import (
-    MailboxHealthView,
     NewWebhook,
     WebhookDeliveryPage,
     WebhookPage,
@@ -309,6 +308,27 @@ async def redeliver(request: Request, user: Admin, webhook_id: uuid.UUID,
     return RedirectResponse(back, status_code=303)
 
 
+@router.get("/settings/webhooks/{webhook_id}/rotate")
+async def confirm_rotate(request: Request, user: Admin, webhook_id: uuid.UUID):
+    return render(request, "settings/confirm.html", section="webhooks", key=None,
+                  rotate=await _webhook(request, webhook_id))
+
+
+@router.post("/settings/webhooks/{webhook_id}/rotate")
+async def rotate_secret(request: Request, user: Admin, webhook_id: uuid.UUID):
+    """A new signing secret, shown in this answer only; the old one signs beside it for a day
+    (the API's default grace period) so the receiving systems switch at their pace."""
+    try:
+        rotated = NewWebhook.model_validate(await ask(request, c.RotateWebhookSecret,
+                                                      webhook_id=webhook_id))
+    except ProblemError as refused:
+        if refused.problem.status != 409:
+            raise
+        return await _webhooks(request, status_code=409,
+                               rotation_running=await _webhook(request, webhook_id))
+    return await _webhooks(request, status_code=201, rotated=rotated)
+
+
 @router.get("/settings/webhooks/{webhook_id}/delete")
 async def confirm_delete(request: Request, user: Admin, webhook_id: uuid.UUID):
     return render(request, "settings/confirm.html", section="webhooks", key=None,
@@ -319,16 +339,3 @@ async def confirm_delete(request: Request, user: Admin, webhook_id: uuid.UUID):
 async def delete_webhook(request: Request, user: Admin, webhook_id: uuid.UUID):
     await ask(request, c.DeleteWebhook, webhook_id=webhook_id)
     return RedirectResponse("/settings/webhooks", status_code=303)
-
-
-# --- mailbox health -----------------------------------------------------------------------------
-
-
-@router.get("/settings/mailboxes")
-async def mailboxes(request: Request, user: SignedIn):
-    """The sender mailboxes read for replies and bounces (as the API's /v1/mailboxes/health)."""
-    senders = await ask(request, c.ListSenderAddresses)
-    health = [MailboxHealthView.model_validate(m) for m in
-              (await ask(request, c.GetMailboxHealth, addresses=senders) if senders else [])]
-    return render(request, "settings/mailboxes.html", section="mailboxes", senders=senders,
-                  mailboxes=health)

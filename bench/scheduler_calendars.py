@@ -1,0 +1,74 @@
+"""The scheduler's firing benchmarks with sending calendars on vs off, in the same run (issue
+14: "lateness p99 and burst time within 1.2x of the same benchmark with them off").
+
+Each scenario of `bench/scheduler.py` twice on the same nats-server, each time on a fresh
+database and a fresh scheduler process: off = a sequence "as soon as due" in its own zone with
+no holidays (what `--only scheduler` runs); on = a Mon-Fri 09:00-11:30 + 14:00-17:00 window,
+business-day waits, KR holidays, workspace skip dates and each contact in one of 24 zones
+(`bench/calendars.py`'s settings). The due moments are the scenario's (a calendar decides when
+a step is due when it is planned; the firing path reads `due_at` alone), so what is compared is
+whether the calendar-shaped rows cost the firing path anything:
+
+* a burst: N due at one instant (a window's opening), time until every StepDue is published;
+* N due within one minute: lateness p99;
+* 1,000 due per second: lateness p99.
+
+Ratio = on / off; target <= 1.2x. Planning cost (where calendars do work) is `--only
+calendars`.
+
+    python -m bench --only scheduler_calendars [--quick]
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from bench import common
+from bench.common import Result
+from bench.scheduler import STEADY_RATE, Run, _scenario
+from bench.service_common import nats_server, percentile
+
+WITHIN = 1.2  # on / off
+
+
+async def _pair(label: str, server, log_dir: Path, n: int, window: float) -> tuple[Run, Run]:
+    off = await _scenario(f"{label}, calendars off", server, log_dir, n, window)
+    on = await _scenario(f"{label}, calendars on", server, log_dir, n, window, calendars=True)
+    return off, on
+
+
+def _compared(figure: str, on: float, unit: str, off: float, runs: tuple[Run, Run]) -> Result:
+    ratio = on / off if off else None
+    return Result(figure, on, unit, off, "calendars off", ratio, f"<= {WITHIN:g}x",
+                  ratio is not None and ratio <= WITHIN,
+                  details={"off": runs[0].details(), "on": runs[1].details()})
+
+
+async def run(quick: bool) -> list[Result]:
+    n = 10_000 if quick else 100_000
+    minute = 6.0 if quick else 60.0  # quick: the same due rate as the full run
+    steady_seconds = 8.0 if quick else 60.0
+    results = []
+    with tempfile.TemporaryDirectory(prefix="sequences-bench-calsched-") as temp, \
+            nats_server("scheduler") as server:
+        log_dir = Path(temp)
+        burst = await _pair(f"{n:,} due at one instant", server, log_dir, n, 0.0)
+        results.append(_compared(
+            f"scheduler, {n:,} due at one instant: all StepDue published after the due moment,"
+            " calendars on", burst[1].all_published_after_start, "s",
+            burst[0].all_published_after_start, burst))
+        spread = await _pair(f"{n:,} due within {minute:g} s", server, log_dir, n, minute)
+        results.append(_compared(
+            f"scheduler, {n:,} due within {minute:g} s: lateness p99, calendars on",
+            percentile(spread[1].lateness, 99) * 1000, "ms",
+            percentile(spread[0].lateness, 99) * 1000, spread))
+        steady_n = int(STEADY_RATE * steady_seconds)
+        steady = await _pair(f"{STEADY_RATE:,}/s for {steady_seconds:g} s", server, log_dir,
+                             steady_n, steady_seconds)
+        results.append(_compared(
+            f"scheduler, {STEADY_RATE:,} due/s for {steady_seconds:g} s: lateness p99,"
+            " calendars on", percentile(steady[1].lateness, 99) * 1000, "ms",
+            percentile(steady[0].lateness, 99) * 1000, steady))
+    common.progress("scheduler_calendars: done")
+    return results
