@@ -40,6 +40,7 @@ class OAuthServer:
     access_tokens: dict = field(default_factory=dict)  # token -> expires at (wall clock)
     token_requests: list = field(default_factory=list)  # grant types, in order
     garbage: bool = False  # the token endpoint answers something that is not JSON
+    refuse_access: bool = False  # introspection calls every access token inactive
     lifetime: int = 3600
 
     def start(self) -> OAuthServer:
@@ -136,7 +137,7 @@ class OAuthServer:
     # --- what the test does --------------------------------------------------------------
 
     def valid(self, token: str) -> bool:
-        return self.access_tokens.get(token, 0) > time.time()
+        return not self.refuse_access and self.access_tokens.get(token, 0) > time.time()
 
     def expire_access_tokens(self) -> None:
         """Every access token stops working now (as if its hour had passed early)."""
