@@ -55,6 +55,8 @@ class Dovecot:
         self.oauth2_mechanisms = " ".join(oauth2_mechanisms)
         self.host = host
         self.port = port or free_port()
+        # with a certificate, also implicit TLS (imaps) on a port of its own
+        self.imaps_port = free_port() if tls else 0
         self.users = {user: password, **(more_users or {})}
         self.user = user
         self.run_dir = self.data_dir / "run"
@@ -111,6 +113,7 @@ class Dovecot:
         self._write_passwd()
         self._config.write_text(_CONFIG.format(
             base_dir=self.run_dir, log=self.log_path, host=self.host, port=self.port,
+            imaps_port=self.imaps_port,
             passwd=self._passwd, mail=self.mail_dir, mail_owner=mail_owner, mail_group=mail_group,
             login_user=login_user,
             state_dir=self.data_dir / "state",
@@ -273,7 +276,9 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = {host}
+    port = {imaps_port}
+    ssl = yes
   }}
 }}
 protocol imap {{

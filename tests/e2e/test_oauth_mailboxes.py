@@ -272,18 +272,21 @@ def dovecot_bearer(tmp_path_factory, tls, oauth):
 
 async def test_imap_oauth_logs_in_with_either_mechanism_refreshes_a_refused_token_and_names_a_refusal(
         stack, api, oauth, smtp, dovecot, dovecot_bearer):
-    """XOAUTH2 and OAUTHBEARER each: "test connection" logs in with it; an access token the
+    """XOAUTH2 (over STARTTLS) and OAUTHBEARER (over implicit TLS) each: "test connection"
+    logs in with it, the watcher then reads the mailbox; an access token the
     server refuses is refreshed and the login tried again; a token refused even fresh is one
     clear "login rejected" error, answered at once (the refusal's challenge is replied to, not
     left to time out)."""
     handler, port = smtp
-    for server, mechanism in ((dovecot, "XOAUTH2"), (dovecot_bearer, "OAUTHBEARER")):
+    for server, mechanism, security in ((dovecot, "XOAUTH2", "starttls"),
+                                        (dovecot_bearer, "OAUTHBEARER", "tls")):
         address = f"{mechanism.lower()}@oauth.example"
         mailbox_id = await connect_oauth(api, oauth, address, port)
         changed = await api.put(f"/v1/mailboxes/{mailbox_id}", json={
             **oauth_mailbox(address, port),
-            "imap": {"host": "127.0.0.1", "port": server.port, "security": "starttls",
-                     "username": oauth.user, "folders": ["INBOX"]}})
+            "imap": {"host": "127.0.0.1", "security": security, "username": oauth.user,
+                     "port": server.port if security == "starttls" else server.imaps_port,
+                     "folders": ["INBOX"]}})
         assert changed.status_code == 200, changed.text
         tested = (await api.post(f"/v1/mailboxes/{mailbox_id}/test")).json()
         assert tested["imap"]["ok"], tested
@@ -309,7 +312,7 @@ async def test_imap_oauth_logs_in_with_either_mechanism_refreshes_a_refused_toke
 
     async def watched():
         health = (await api.get("/v1/mailboxes/health")).json()
-        return next((h for h in health if f":{dovecot_bearer.port}" in h["mailbox"]
+        return next((h for h in health if f":{dovecot_bearer.imaps_port}" in h["mailbox"]
                      and h["state"] == "watching"), None)
     found = await eventually(watched, timeout=60)
     assert found["healthy"], found
