@@ -110,11 +110,16 @@ class MailboxRegistry:
     async def _check(self, mailbox: ConnectedMailbox) -> ConnectionCheck:
         if mailbox.auth != "oauth2":
             return await check_smtp(smtp_settings_of(mailbox))
-        try:  # a test refreshes the token as a send would (and says why it cannot)
-            token = await self.tokens.token(mailbox)
-        except OAuthFailure as failure:
-            return ConnectionCheck(ok=False, error=str(failure))
-        return await check_smtp(smtp_settings_of(mailbox, token))
+        token = None
+        for _ in range(2):  # a test refreshes the token as a send would (and says why it cannot)
+            try:
+                token = await self.tokens.token(mailbox, refused=token)
+            except OAuthFailure as failure:
+                return ConnectionCheck(ok=False, error=str(failure))
+            check = await check_smtp(smtp_settings_of(mailbox, token))
+            if check.ok or not (check.error or "").startswith("535"):
+                break  # (535: the token was refused, perhaps expired early: refreshed once)
+        return check
 
     async def mailbox(self, workspace_id, mailbox_id) -> ConnectedMailbox:
         """One mailbox of the workspace, secrets opened (404 when there is none)."""

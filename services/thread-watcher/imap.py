@@ -51,6 +51,7 @@ class ImapSession:
         self._timeout = timeout
         self._client: aioimaplib.IMAP4 | None = None
         self._lost = asyncio.Event()
+        self.mechanism = "LOGIN"  # how it logged in: LOGIN, XOAUTH2 or OAUTHBEARER
 
     @property
     def supports_idle(self) -> bool:
@@ -116,23 +117,25 @@ class ImapSession:
 
     async def _authenticate(self, client: aioimaplib.IMAP4, token: str):
         """XOAUTH2 (Google, Microsoft), else OAUTHBEARER (RFC 7628), whichever is offered."""
-        user = self.config.user
+        user, host, port = self.config.user, self.config.host, self.config.port
+        if client.has_capability("AUTH=XOAUTH2"):
+            mechanism, initial = "XOAUTH2", f"user={user}\x01auth=Bearer {token}\x01\x01"
+        elif client.has_capability("AUTH=OAUTHBEARER"):
+            mechanism = "OAUTHBEARER"
+            initial = f"n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01"
+        else:
+            raise MailboxError("the IMAP server offers neither AUTH=XOAUTH2 nor AUTH=OAUTHBEARER")
+        protocol = client.protocol
+        _answer_refusal_challenges(protocol)
         with self._errors("login"):
-            if client.has_capability("AUTH=XOAUTH2"):
-                return await client.xoauth2(user, token)
-            if client.has_capability("AUTH=OAUTHBEARER"):
-                host, port = self.config.host, self.config.port
-                initial = base64.b64encode(
-                    f"n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01"
-                    .encode()).decode()
-                protocol = client.protocol
-                response = await asyncio.wait_for(protocol.execute(aioimaplib.Command(
-                    "AUTHENTICATE", protocol.new_tag(), "OAUTHBEARER", initial,
-                    loop=protocol.loop), scrub=token), self._timeout)
-                if response.result == "OK":
-                    protocol.state = aioimaplib.AUTH
-                return response
-        raise MailboxError("the IMAP server offers neither AUTH=XOAUTH2 nor AUTH=OAUTHBEARER")
+            response = await asyncio.wait_for(protocol.execute(aioimaplib.Command(
+                "AUTHENTICATE", protocol.new_tag(), mechanism,
+                base64.b64encode(initial.encode()).decode(), loop=protocol.loop),
+                scrub=token), self._timeout)
+        if response.result == "OK":
+            protocol.state = aioimaplib.AUTH
+            self.mechanism = mechanism
+        return response
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -278,3 +281,21 @@ def encode_folder(name: str) -> str:
     flush()
     quoted = "".join(out).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{quoted}"'
+
+
+def _answer_refusal_challenges(protocol: aioimaplib.IMAP4ClientProtocol) -> None:
+    """A server refusing an OAuth token answers AUTHENTICATE with a challenge carrying its error
+    (JSON) and waits for the client's reply before its tagged NO (RFC 7628 3.2.3; Google's and
+    Microsoft's XOAUTH2 alike). aioimaplib only records the challenge, so the command waited
+    until its timeout and the refusal surfaced as a TimeoutError. Reply as the RFC says: %x01
+    for OAUTHBEARER, an empty line for XOAUTH2."""
+    record = protocol._continuation
+
+    def continuation(line: bytes) -> None:
+        command = protocol.pending_sync_command
+        if command is None or command.name != "AUTHENTICATE":
+            return record(line)
+        record(line)
+        protocol.transport.write(b"AQ==\r\n" if "OAUTHBEARER" in command.args else b"\r\n")
+
+    protocol._continuation = continuation
