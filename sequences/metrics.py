@@ -71,6 +71,10 @@ GAUGES = {
         "s", "How long the oldest due-but-not-fired step has been due."),
     "sequences.webhook.pending": ("{delivery}", "Webhook deliveries not yet delivered."),
     "sequences.webhook.oldest_pending_age": ("s", "Age of the oldest pending webhook delivery."),
+    "sequences.mailbox.sent": (
+        "{email}", "What a connected mailbox sent this day / hour (window), against its limit."),
+    "sequences.mailbox.limit": (
+        "{email}", "A connected mailbox's cap for the day (after warm-up) / hour (window)."),
 }
 
 
@@ -96,7 +100,8 @@ METRIC_NAMES = frozenset({
     "sequences_outbox_depth", "sequences_outbox_oldest_age_seconds",
     "sequences_due_steps_pending", "sequences_due_steps_late",
     "sequences_due_steps_oldest_late_age_seconds", "sequences_webhook_pending",
-    "sequences_webhook_oldest_pending_age_seconds", "http_server_request_duration_seconds",
+    "sequences_webhook_oldest_pending_age_seconds", "sequences_mailbox_sent",
+    "sequences_mailbox_limit", "http_server_request_duration_seconds",
 })
 
 # what a sample source returns: (gauge name, attributes, value)

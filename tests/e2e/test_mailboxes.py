@@ -19,6 +19,7 @@ from sequences.devstack.dovecot import Dovecot, dovecot_binary
 from sequences.devstack.ports import free_port
 from sequences.devstack.stack import Stack
 from tests.e2e.test_mailer import advance
+from tests.e2e.test_metrics import scrape
 from tests.e2e.test_web_app import main_of
 from tests.e2e.test_web_settings import field_error
 from tests.support import eventually, stack_config, web_client
@@ -70,6 +71,13 @@ async def connect(api, body: dict) -> str:
 def sent_from(stack, subject_part: str) -> Counter:
     return Counter(parseaddr(m["From"])[1] for m in read_captured(stack.mail_dir)
                    if subject_part in str(m["Subject"]))
+
+
+def max_of(samples, name: str, **labels) -> float | None:
+    """The largest of the matching samples (each mailer replica reports every mailbox)."""
+    values = [value for found, value in samples.get(name, [])
+              if all(found.get(k) == v for k, v in labels.items())]
+    return max(values, default=None)
 
 
 async def test_bad_mailboxes_are_refused_naming_the_field(stack, api):
@@ -181,6 +189,13 @@ async def test_a_pool_of_three_capped_mailboxes_sends_60_a_day_and_the_rest_the_
     today = {m["address"]: m["today"] for m in (await api.get("/v1/mailboxes")).json()}
     assert all(today[a]["sent_today"] == cap and today[a]["cap_today"] == cap
                for a, cap in caps.items()), today
+
+    async def gauges_show_sends_against_caps():  # the Mailboxes dashboard's figures
+        found = await scrape(stack)
+        return all(max_of(found, name, mailbox=a, window="day") == cap
+                   for a, cap in caps.items()
+                   for name in ("sequences_mailbox_sent", "sequences_mailbox_limit"))
+    await eventually(gauges_show_sends_against_caps, timeout=30, interval=0.5)
 
     await advance(stack, timedelta(days=1))
 
