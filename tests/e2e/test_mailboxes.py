@@ -19,7 +19,7 @@ from sequences.devstack.dovecot import Dovecot, dovecot_binary
 from sequences.devstack.ports import free_port
 from sequences.devstack.stack import Stack
 from tests.e2e.test_mailer import advance
-from tests.e2e.test_metrics import scrape
+from tests.e2e.test_metrics import scrape, total
 from tests.e2e.test_web_app import main_of
 from tests.e2e.test_web_settings import field_error
 from tests.support import eventually, stack_config, web_client
@@ -280,6 +280,15 @@ async def test_a_connected_mailbox_is_read_by_the_watcher_and_its_imap_login_tes
     refused = (await api.post(f"/v1/mailboxes/{wrong}/test")).json()["imap"]
     assert not refused["ok"] and "login rejected" in refused["error"], refused
     assert "not it at all" not in refused["error"]
+
+    async def imap_operations_timed():  # the watcher's and the tests' logins, the refused one
+        found = await scrape(stack)     # as an error; the watcher's folder selected
+
+        def count(**labels) -> float:
+            return total(found, "sequences_imap_operation_duration_seconds_count", **labels)
+        return (count(imap_operation="login", error_type="MailboxError") >= 1
+                and count(imap_operation="login") >= 3 and count(imap_operation="select") >= 1)
+    await eventually(imap_operations_timed, timeout=30, interval=0.5)
 
 
 async def test_the_settings_screen_connects_tests_and_disconnects_a_mailbox(stack, api,

@@ -105,7 +105,8 @@ async def test_metrics_count_the_emails_and_lag_returns_to_zero(stack, api):
     # connected mailbox either, whose gauges test_mailboxes.py checks)
     assert exported >= METRIC_NAMES - {
         "sequences_imap_operation_duration_seconds", "sequences_webhook_deliveries_total",
-        "sequences_consumer_failures_total", "sequences_mailbox_sent",
+        "sequences_consumer_failures_total", "sequences_inbound_messages_total",
+        "sequences_mailbox_sent",
         "sequences_mailbox_limit"}
 
 
