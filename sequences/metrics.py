@@ -124,7 +124,8 @@ def setup_metrics(service_name: str) -> bool:
         return False
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.resources import Resource
+
+    from sequences.tracing import service_resource
 
     readers = [PrometheusMetricReader()]
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
@@ -133,7 +134,7 @@ def setup_metrics(service_name: str) -> bool:
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     metrics.set_meter_provider(MeterProvider(
-        resource=Resource.create({"service.name": service_name}), metric_readers=readers))
+        resource=service_resource(service_name), metric_readers=readers))
     return True
 
 

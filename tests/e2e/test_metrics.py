@@ -181,3 +181,20 @@ async def test_prometheus_scrapes_every_process_and_counts_20_emails(stack, api,
     ) >= PROMETHEUS_EMAILS
     assert await prometheus.value(
         "sum(sequences_consumer_failures_total) or vector(0)") == 0
+
+
+async def test_every_dashboard_query_is_promql_prometheus_accepts(prometheus):
+    """The dashboards' expressions parse and evaluate in a real Prometheus (the names they may
+    use are checked in tests/unit/test_dashboards.py)."""
+    from tests.unit.test_dashboards import DASHBOARDS, load, queries
+
+    grafana = {"$__rate_interval": "1m", "$mailbox": ".*"}
+    checked = 0
+    for path in DASHBOARDS:
+        for where, expr in queries(load(path)):
+            for variable, value in grafana.items():
+                expr = expr.replace(variable, value)
+            assert "$" not in expr, where
+            await prometheus.query(expr)  # raises with Prometheus's error
+            checked += 1
+    assert checked >= 30
