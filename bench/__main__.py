@@ -26,7 +26,7 @@ from typing import Awaitable, Callable
 
 from bench import analytics, app_pages, append, common, reply_latency
 from bench import calendars, contact_import, contact_timezone, enrollment, mail_classify, mailer, memory, scheduler
-from bench import pipeline, relay_reconcile
+from bench import metrics_cost, pipeline, relay_reconcile
 from bench import schedule_preview, scheduler_calendars
 from bench.common import Result
 
@@ -48,6 +48,7 @@ BENCHMARKS: dict[str, Callable[[bool], Awaitable[list[Result]]]] = {
     "pipeline": pipeline.run,
     "analytics": analytics.run,
     "contact_import": contact_import.run,
+    "metrics_cost": metrics_cost.run,
 }
 
 

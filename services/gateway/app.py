@@ -173,6 +173,7 @@ def main() -> None:
             port=settings.gateway_port,
             log_level=settings.log_level.lower(),
             access_log=False,
+            log_config=None,  # uvicorn's lines through the process's handler (trace ids, JSON)
         )
     )
     asyncio.run(server.serve())

@@ -60,7 +60,7 @@ from contracts.base import EventEnvelope, decode_event, stream_id
 from contracts.texts import TextError, said
 from contracts.values import Channel, TrackedRequest, pool_addresses, steps_json
 from contracts.views import Created, StepPreview
-from sequences import metrics
+from sequences import logs, metrics
 from sequences.bootstrap import Runtime
 from sequences.bounce_reasons import classify, status_code
 from sequences.eventlog.store import ANY_VERSION, Append, Causation
@@ -435,7 +435,9 @@ class MailerHandlers:
         event, email, envelope = send.event, send.email, send.envelope
         results.senders[event.enrollment_id] = send.mailbox.address
         started = perf_counter()
-        with _tracer.start_as_current_span("smtp.send", context=context_from(
+        # a batch of StepDue mixes workspaces and traces: this send's log lines name its own
+        with logs.about(envelope.workspace_id, envelope.traceparent), \
+                _tracer.start_as_current_span("smtp.send", context=context_from(
                 {TRACEPARENT: envelope.traceparent, TRACESTATE: envelope.tracestate}),
                 attributes={"enrollment_id": str(event.enrollment_id),
                             "sequence_id": str(event.sequence_id),
@@ -449,6 +451,8 @@ class MailerHandlers:
             else:
                 metrics.smtp_duration.record(perf_counter() - started,
                                              {"smtp.operation": "send"})
+                log.debug("sent %s (enrollment %s, step %d)", email.message_id,
+                          event.enrollment_id, event.step_index)
                 metrics.emails.add(1, {"outcome": "sent", "mailbox": send.mailbox.address,
                                        "reason": ""})
                 metrics.step_due_to_sent.record(max(0.0, (

@@ -27,7 +27,7 @@ from contracts.views import (
     MailboxView,
     ServerView,
 )
-from sequences import mailboxes
+from sequences import mailboxes, metrics
 from sequences.bootstrap import Runtime
 from sequences.encryption import NoKeys, SecretBox
 from sequences.mailboxes import ConnectedMailbox
@@ -104,6 +104,22 @@ class MailboxRegistry:
                                  None if check.ok else f"SMTP: {check.error}",
                                  self.runtime.clock.now())
         return check
+
+    async def usage_samples(self) -> list[metrics.Sample]:
+        """Every connected mailbox's sends this day and hour against its caps (the Mailboxes
+        dashboard); a window without a cap has no limit sample."""
+        async with self.runtime.engine.connect() as conn:
+            found = await mailboxes.load(conn, self.box)
+        samples: list[metrics.Sample] = []
+        for view in await self._views(found):
+            today = view.today
+            for window, sent, cap in (("day", today.sent_today, today.cap_today),
+                                      ("hour", today.sent_this_hour, today.hourly_cap)):
+                labels = {"mailbox": view.address, "window": window}
+                samples.append(("sequences.mailbox.sent", labels, sent))
+                if cap is not None:
+                    samples.append(("sequences.mailbox.limit", labels, cap))
+        return samples
 
     # --- pieces -----------------------------------------------------------------------------
 
