@@ -131,11 +131,14 @@ async def test_ab_variants_keep_each_enrollments_letter_and_a_chosen_winner_rout
         stack, api):
     sequence_id = (await api.post("/v1/sequences", json=ab_sequence())).json()["id"]
 
+    enrollments = []
+
     async def enroll_one() -> str:
         contact_id, email = await new_contact(api)
         made = await api.post(f"/v1/sequences/{sequence_id}/enrollments",
                               json={"contact_id": contact_id})
         assert made.status_code == 201, made.text
+        enrollments.append(made.json()["id"])
         return email
 
     async def both_steps(email):
@@ -165,6 +168,17 @@ async def test_ab_variants_keep_each_enrollments_letter_and_a_chosen_winner_rout
         first, second = await both_steps(email)
         assert first["Subject"].startswith("B1") and "variant B step 2" in \
             second.get_body(("plain",)).get_content()
+    # an enrollee of before the choice has both decisions in its timeline, in words too
+    timeline = (await api.get(f"/v1/enrollments/{enrollments[0]}/timeline")).json()["entries"]
+    types = [e["type"] for e in timeline]
+    assert types.count("VariantAssigned") == 1 and types.count("VariantWinnerChosen") == 1
+    assert types.index("VariantAssigned") < types.index("VariantWinnerChosen")
+    async with web_client(stack) as browser:
+        page = (await browser.get(f"/enrollments/{enrollments[0]}")).text
+        assert f"A/B variant {split[0]} assigned" in page
+        assert "A/B winner: variant B, chosen by" in page
+    async with web_client(stack, language="ko") as browser:
+        assert "A/B 우승 버전: B" in (await browser.get(f"/enrollments/{enrollments[0]}")).text
     absent = await api.post(f"/v1/sequences/{sequence_id}/variants/winner", json={"letter": "C"})
     assert absent.status_code == 422 and absent.json()["errors"][0]["field"] == "letter"
 
