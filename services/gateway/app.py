@@ -30,6 +30,7 @@ from sequences.health import PROMETHEUS_TEXT
 from sequences.signing import signer_from_env
 from sequences.tracing import setup_tracing, tracer
 from services.gateway import accounts, bus
+from services.gateway.click_batch import ClickBatcher
 from services.gateway.api import include_api
 from services.gateway.web import include_web
 from services.gateway.api.problems import PROBLEM_RESPONSES
@@ -79,7 +80,10 @@ def _lifespan(settings: Settings):
         app.state.engine = create_engine(settings.database_url, pool_size=5)
         await migrate(app.state.engine, MIGRATIONS)
         app.state.nc = await connect(settings.nats_url, name="sequences-gateway")
+        app.state.clicks = ClickBatcher(lambda command: bus.send(app.state.nc, command))
+        app.state.clicks.start()
         yield
+        await app.state.clicks.close()  # the clicks waiting go out before NATS closes
         await app.state.nc.close()
         await app.state.engine.dispose()
 
