@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from contracts.subjects import command_subject, query_subject
-from contracts.webhooks import WebhookSecret
+from contracts.webhooks import UNDELIVERED_TYPES, WebhookSecret
 from contracts.values import (
     AccountReply,
     DEFAULT_LANGUAGE,
@@ -678,9 +678,10 @@ def _known_event_types(types: list[str]) -> list[str]:
     import contracts.events  # noqa: F401 (registers every event type)
     from contracts.base import EVENT_TYPES
 
-    if unknown := [t for t in types if t != "*" and t not in EVENT_TYPES]:
+    deliverable = EVENT_TYPES.keys() - UNDELIVERED_TYPES
+    if unknown := [t for t in types if t != "*" and t not in deliverable]:
         raise ValueError(f"unknown event type {unknown[0]!r}: one of"
-                         f" {', '.join(sorted(EVENT_TYPES))} or '*' (every type)")
+                         f" {', '.join(sorted(deliverable))} or '*' (every type)")
     return sorted(set(types))
 
 

@@ -24,6 +24,7 @@ from contracts.events import (
     ContactDeleted,
     ContactEnrolled,
     ContactOptedOut,
+    ContactsImported,
     ContactUpdated,
     EnrollmentBounced,
     EnrollmentCompleted,
@@ -56,12 +57,12 @@ from sequences.projections import Projection
 from services.enrollment import search
 
 projector = Subscription(
-    "enrollment-projector", ["sequence", "contact", "enrollment", "schedule", "delivery", "task",
-                             "suppression"],
+    "enrollment-projector", ["sequence", "contact", "import", "enrollment", "schedule",
+                             "delivery", "task", "suppression"],
     rebuildable=True,
     # appended by this service alone, always through EnrollmentCommands._record, which applies
     # them here in the appending transaction (task streams are not: the mailer appends TaskDue)
-    applied_at_append=("sequence", "contact", "enrollment", "suppression"),
+    applied_at_append=("sequence", "contact", "import", "enrollment", "suppression"),
 )
 PROJECTION = Projection(
     projector, ("enrollment.sequences", "enrollment.contacts", "enrollment.enrollments",
@@ -199,7 +200,19 @@ for _change in _SEQUENCE_STATES:
 
 @projector.on_batch(ContactCreated)
 async def contacts_created(run: list[EventEnvelope], conn) -> None:
-    """Set-based: an import of 100,000 contacts is one statement."""
+    """Set-based: a run of 100,000 contacts is one statement."""
+    await _insert_contacts(conn, [(e.data, e.workspace_id, e.occurred_at) for e in run])
+
+
+@projector.on_batch(ContactsImported)
+async def contacts_imported(run: list[EventEnvelope], conn) -> None:
+    """Every contact of every chunk of the run in one statement."""
+    await _insert_contacts(conn, [(contact, e.workspace_id, e.occurred_at)
+                                  for e in run for contact in e.data["contacts"]])
+
+
+async def _insert_contacts(conn, contacts: list[tuple[dict, object, object]]) -> None:
+    """New contacts: (the fields of their `ContactCreated`, workspace, when)."""
     await conn.exec_driver_sql(
         "INSERT INTO enrollment.contacts (contact_id, workspace_id, name, company, job_title,"
         " owner_name, email, phone, status, tags, lists, timezone, search_grams, created_at,"
@@ -212,9 +225,9 @@ async def contacts_created(run: list[EventEnvelope], conn) -> None:
         "   name text, company text, job_title text, owner_name text, email text, phone text,"
         "   status text, tags jsonb, lists jsonb, timezone text, grams jsonb, at timestamptz)",
         # pydantic-core's encoder: the same JSON as json.dumps, three times faster
-        {"rows": pydantic_core.to_json([{**e.data, "at": e.occurred_at,
-                                         "workspace_id": e.workspace_id,
-                                         "grams": _search_grams(e.data)} for e in run]).decode()},
+        {"rows": pydantic_core.to_json([{**data, "at": at, "workspace_id": workspace_id,
+                                         "grams": _search_grams(data)}
+                                        for data, workspace_id, at in contacts]).decode()},
     )
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from contracts.base import decode_event, stream_id
 from contracts.events import (
     ContactCreated,
+    created_by_import,
     ContactEnrolled,
     ContactUpdated,
     EnrollmentContactZoneChanged,
@@ -469,11 +470,18 @@ async def _replayed_sequence(runtime: Runtime, conn, query: PreviewSchedule):
 
 
 async def _contact_zone(runtime: Runtime, conn, query: PreviewSchedule) -> str | None:
-    envelopes = await runtime.store.read_stream(conn, stream_id("contact", query.contact_id))
-    if not envelopes or envelopes[0].workspace_id != query.workspace_id:
+    stream = stream_id("contact", query.contact_id)
+    envelopes = await runtime.store.read_stream(conn, stream)
+    # a contact an import created begins in its chunk's event, not in its own stream
+    origin = (await runtime.store.read_origins(conn, [stream])).get(stream)
+    first = origin or (envelopes[0] if envelopes else None)
+    if first is None or first.workspace_id != query.workspace_id:
         raise Rejected(404, f"no such contact: {query.contact_id}", "contact_id")
+    events = list(map(decode_event, envelopes))
+    if origin is not None:
+        events.insert(0, created_by_import(origin, query.contact_id))
     zone = None
-    for event in map(decode_event, envelopes):
+    for event in events:
         if isinstance(event, ContactCreated):
             zone = event.timezone
         elif isinstance(event, ContactUpdated) and "timezone" in event.changes:
