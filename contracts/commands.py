@@ -203,8 +203,9 @@ class ContactFields(BaseModel):
     email: Email
     phone: Phone = ""
     status: Annotated[SingleLine, Field(max_length=50)] = ""
-    tags: Labels = []
-    lists: Labels = []
+    # (a factory: a default of [] was deep-copied for each row, most of a CSV row's check)
+    tags: Labels = Field(default_factory=list, json_schema_extra={"default": []})
+    lists: Labels = Field(default_factory=list, json_schema_extra={"default": []})
     timezone: TimezoneName | None = Field(
         default=None, examples=["Asia/Seoul"],
         description="IANA name; sequences sending in the contact's zone use it (null: not"

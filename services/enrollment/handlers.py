@@ -49,7 +49,7 @@ from contracts.events import (
     BounceDetected,
     ContactCreated,
     ContactEnrolled,
-    created_by_import,
+    imported_row,
     EmailFailed,
     EmailHeld,
     EmailSent,
@@ -190,7 +190,8 @@ class EnrollmentCommands:
             first = origin or (own[0] if own else None)
             if first is None or workspace_id not in (None, first.workspace_id):
                 continue
-            imported = None if origin is None else created_by_import(origin, contact_id)
+            imported = None if origin is None else domain.imported_contact(
+                imported_row(origin, contact_id))
             states[contact_id] = domain.replay_contact([decode_event(e) for e in own], imported)
         return states
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from contracts.base import decode_event, stream_id
 from contracts.events import (
     ContactCreated,
-    created_by_import,
+    imported_row,
     ContactEnrolled,
     ContactUpdated,
     EnrollmentContactZoneChanged,
@@ -479,7 +479,7 @@ async def _contact_zone(runtime: Runtime, conn, query: PreviewSchedule) -> str |
         raise Rejected(404, f"no such contact: {query.contact_id}", "contact_id")
     events = list(map(decode_event, envelopes))
     if origin is not None:
-        events.insert(0, created_by_import(origin, query.contact_id))
+        events.insert(0, ContactCreated.model_validate(imported_row(origin, query.contact_id)))
     zone = None
     for event in events:
         if isinstance(event, ContactCreated):

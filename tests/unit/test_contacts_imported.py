@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from contracts.base import EventEnvelope, stream_id
 from contracts.events import (ContactCreated, ContactOptedOut, ContactsImported,
-                              ContactUpdated, created_by_import)
+                              ContactUpdated, imported_row)
 from services.enrollment import domain
 from services.webhooks.domain import Wanted, delivered, ordering_key
 
@@ -72,15 +72,18 @@ def test_an_imported_contact_begins_in_its_chunk_and_its_own_stream_counts_from_
          "timezone": "Asia/Seoul"} for i in range(3)])
     origin = envelope_of(event)
     second = event.contacts[1].contact_id
-    created = created_by_import(origin, second)
+    row = imported_row(origin, second)
+    created = ContactCreated.model_validate(row)
     assert (created.contact_id, created.name, created.timezone) == (second, "N1", "Asia/Seoul")
 
-    state = domain.replay_contact([], created)
+    imported = domain.imported_contact(row)
+    assert imported == domain.replace(domain.replay_contact([created]), version=0)
+    state = domain.replay_contact([], imported)
     assert (state.version, state.fields["name"], state.opted_out) == (0, "N1", False)
     later = domain.replay_contact(
         [ContactUpdated(contact_id=second, changes={"name": "Ni"}),
          ContactOptedOut(contact_id=second, opted_out_at=datetime.now(UTC), source="manual")],
-        created)
+        imported)
     assert (later.version, later.fields["name"], later.opted_out) == (2, "Ni", True)
     assert domain.update_contact(state, {"name": "N1"}) == []  # a repeated import: unchanged
 
