@@ -35,6 +35,11 @@ class Event(BaseModel):
     def stream_id(self) -> str:
         return stream_id(self.category, getattr(self, self.stream_key))
 
+    def begun_streams(self) -> list[str]:
+        """Streams whose first fact is inside this event (the contacts of a `ContactsImported`):
+        the log notes where each begins, so whoever reads one of them finds it."""
+        return []
+
 
 class EventEnvelope(BaseModel):
     """An event as stored in the log and carried on NATS."""
