@@ -80,6 +80,7 @@ def build(runtime: Runtime) -> ServiceParts:
             StartMailboxConsent: consents.start,
             FinishMailboxConsent: consents.finish,
         },
+        samples=[(("sequences.mailbox.sent", "sequences.mailbox.limit"), registry.usage_samples)],
     )
 
 

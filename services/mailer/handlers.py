@@ -37,6 +37,7 @@ from contracts.events import (
     BounceDetected,
     ContactCreated,
     ContactOptedOut,
+    ContactsImported,
     ContactUpdated,
     EmailDeferred,
     EmailFailed,
@@ -61,7 +62,7 @@ from contracts.base import EventEnvelope, decode_event, stream_id
 from contracts.texts import TextError, said
 from contracts.values import Channel, TrackedRequest, pool_addresses, steps_json
 from contracts.views import Created, StepPreview
-from sequences import metrics
+from sequences import logs, metrics
 from sequences.bootstrap import Runtime
 from sequences.bounce_reasons import classify, status_code
 from sequences.eventlog.store import ANY_VERSION, Append, Causation
@@ -211,18 +212,28 @@ class MailerHandlers:
         )
 
     async def on_contacts_created(self, run: list[EventEnvelope], conn) -> None:
-        """Set-based, on binary parameters: an import's 2,000-contact chunk is one statement
-        (one at a time, this consumer took more CPU per imported contact than the import)."""
+        """Set-based, on binary parameters: a run of contacts is one statement (one at a time,
+        this consumer took more CPU per imported contact than the import)."""
+        await self._insert_contacts(conn, [(e.data, e.workspace_id) for e in run])
+
+    async def on_contacts_imported(self, run: list[EventEnvelope], conn) -> None:
+        """Every contact of every chunk of the run in one statement."""
+        await self._insert_contacts(conn, [(contact, e.workspace_id)
+                                           for e in run for contact in e.data["contacts"]])
+
+    async def _insert_contacts(self, conn, contacts: list[tuple[dict, object]]) -> None:
+        """New contacts: (the fields of their `ContactCreated`, workspace)."""
         await conn.exec_driver_sql(
             "INSERT INTO mailer.contacts (contact_id, workspace_id, email, merge_values)"
             " SELECT c.id, c.workspace_id, c.email, c.merge::jsonb"
             " FROM unnest(%(ids)b::uuid[], %(workspaces)b::uuid[], %(emails)b::text[],"
             "   %(merge)b::text[]) AS c(id, workspace_id, email, merge)"
             " ON CONFLICT (contact_id) DO NOTHING",
-            {"ids": [e.data["contact_id"] for e in run],
-             "workspaces": [e.workspace_id for e in run],
-             "emails": [e.data["email"] for e in run],
-             "merge": [json.dumps({f: e.data.get(f, "") for f in _MERGE_FIELDS}) for e in run]},
+            {"ids": [data["contact_id"] for data, _ in contacts],
+             "workspaces": [workspace_id for _, workspace_id in contacts],
+             "emails": [data["email"] for data, _ in contacts],
+             "merge": [json.dumps({f: data.get(f, "") for f in _MERGE_FIELDS})
+                       for data, _ in contacts]},
         )
 
     async def on_contact_updated(self, event: ContactUpdated, d: Delivery) -> None:
@@ -436,7 +447,9 @@ class MailerHandlers:
         event, email, envelope = send.event, send.email, send.envelope
         results.senders[event.enrollment_id] = send.mailbox.address
         started = perf_counter()
-        with _tracer.start_as_current_span("smtp.send", context=context_from(
+        # a batch of StepDue mixes workspaces and traces: this send's log lines name its own
+        with logs.about(envelope.workspace_id, envelope.traceparent), \
+                _tracer.start_as_current_span("smtp.send", context=context_from(
                 {TRACEPARENT: envelope.traceparent, TRACESTATE: envelope.tracestate}),
                 attributes={"enrollment_id": str(event.enrollment_id),
                             "sequence_id": str(event.sequence_id),
@@ -450,6 +463,8 @@ class MailerHandlers:
             else:
                 metrics.smtp_duration.record(perf_counter() - started,
                                              {"smtp.operation": "send"})
+                log.debug("sent %s (enrollment %s, step %d)", email.message_id,
+                          event.enrollment_id, event.step_index)
                 metrics.emails.add(1, {"outcome": "sent", "mailbox": send.mailbox.address,
                                        "reason": ""})
                 metrics.step_due_to_sent.record(max(0.0, (
@@ -1079,7 +1094,7 @@ def _refusal(error: Exception) -> tuple[int | None, str]:
 
 
 def subscription(handlers: MailerHandlers, guard: MailboxGuard) -> Subscription:
-    mailer = Subscription("mailer", ["sequence", "contact", "enrollment", "schedule",
+    mailer = Subscription("mailer", ["sequence", "contact", "import", "enrollment", "schedule",
                                      "suppression", "bounce", "experiment"])
     mailer.on(VariantWinnerChosen)(handlers.on_winner_chosen)
     mailer.on(AddressSuppressed)(handlers.on_suppressed)
@@ -1089,6 +1104,7 @@ def subscription(handlers: MailerHandlers, guard: MailboxGuard) -> Subscription:
     mailer.on(SequenceStepsChanged)(handlers.on_steps_changed)
     mailer.on(SequenceSettingsChanged)(handlers.on_settings_changed)
     mailer.on_batch(ContactCreated)(handlers.on_contacts_created)
+    mailer.on_batch(ContactsImported)(handlers.on_contacts_imported)
     mailer.on(ContactUpdated)(handlers.on_contact_updated)
     mailer.on(ContactOptedOut)(handlers.on_contact_opted_out)
     mailer.on_batch(StepDue)(handlers.on_steps_due)
