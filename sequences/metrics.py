@@ -51,6 +51,10 @@ smtp_duration = _meter.create_histogram(
 imap_duration = _meter.create_histogram(
     "sequences.imap.operation.duration", unit="s", explicit_bucket_boundaries_advisory=_SECONDS,
     description="IMAP operations (connect, fetch, idle), with error.type when they failed.")
+tracked_clicks = _meter.create_counter(
+    "sequences.tracking.clicks", unit="{click}",
+    description="Tracked-link requests at the gateway by outcome (redirected, gone: a bad"
+                " token; dropped: redirected, but the click queue was full).")
 inbound = _meter.create_counter(
     "sequences.inbound.messages", unit="{message}",
     description="Messages the thread-watcher examined, by decision (reply, auto_reply, bounce,"

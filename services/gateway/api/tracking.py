@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from contracts import commands as c
 from contracts.values import TrackedRequest
-from sequences import i18n
+from sequences import i18n, metrics
 from sequences.signing import BadToken
 from sequences.link_tracking import is_trackable
 from services.gateway.api.deps import body_up_to, send
@@ -67,9 +67,11 @@ async def click(token: ClickToken, request: Request):
         workspace_id = uuid.UUID(str(payload["w"]))
     except (BadToken, KeyError, TypeError, ValueError, ValidationError):
         language = i18n.from_accept_language(request.headers.get("accept-language"))
+        metrics.tracked_clicks.add(1, {"outcome": "gone"})
         return HTMLResponse(recipient_pages.link_gone_page(language), status_code=404,
                             headers=_NO_CACHE)
-    request.app.state.clicks.add(workspace_id, click)
+    queued = request.app.state.clicks.add(workspace_id, click)
+    metrics.tracked_clicks.add(1, {"outcome": "redirected" if queued else "dropped"})
     return RedirectResponse(url, status_code=302, headers=_NO_CACHE)
 
 
