@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from contracts import commands as c
 from contracts.asyncapi import asyncapi_document
-from sequences.bootstrap import configure_logging
+from sequences.bootstrap import configure_logging, tune_garbage_collector
 from sequences.config import Settings
 from sequences.db import create_engine, migrate
 from sequences import metrics
@@ -79,6 +79,7 @@ def _lifespan(settings: Settings):
         app.state.engine = create_engine(settings.database_url, pool_size=5)
         await migrate(app.state.engine, MIGRATIONS)
         app.state.nc = await connect(settings.nats_url, name="sequences-gateway")
+        tune_garbage_collector()
         yield
         await app.state.nc.close()
         await app.state.engine.dispose()
