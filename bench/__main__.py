@@ -10,8 +10,8 @@ bench/results/latest.json; progress goes to stderr. The exit status is 1 when a 
 its target.
 
 Breakdowns behind suggested changes (not in the registry, they print their own tables):
-python -m bench.profile_append, bench.experiments_append, bench.server_floor,
-bench.single_floor.
+python -m bench.experiments.append, .profile_append, .server_floor, .single_floor (the
+append), .services, .profile_services, .memory (the services); see bench/experiments/.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Awaitable, Callable
 
 from bench import analytics, app_pages, append, common, reply_latency
 from bench import calendars, contact_import, contact_timezone, enrollment, mail_classify, mailer, memory, scheduler
-from bench import pipeline, relay_reconcile
+from bench import metrics_cost, pipeline, relay_reconcile
 from bench import schedule_preview, scheduler_calendars
 from bench.common import Result
 
@@ -48,6 +48,7 @@ BENCHMARKS: dict[str, Callable[[bool], Awaitable[list[Result]]]] = {
     "pipeline": pipeline.run,
     "analytics": analytics.run,
     "contact_import": contact_import.run,
+    "metrics_cost": metrics_cost.run,
 }
 
 

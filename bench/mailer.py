@@ -236,8 +236,10 @@ async def _sent(url: str) -> tuple[int, float | None]:
 
 async def _end_to_end(label: str, n: int, server_url: str, capture: Capture, log_dir: Path,
                       verify: bool, profile: tuple[Path, float] | None = None,
-                      module_args: list[str] | None = None) -> dict:
-    """`profile`: (file, seconds) to record the mailer with py-spy once it started."""
+                      module_args: list[str] | None = None,
+                      extra_env: dict[str, str] | None = None) -> dict:
+    """`profile`: (file, seconds) to record the mailer with py-spy once it started;
+    `extra_env`: added to the mailer's environment (metrics off: bench/metrics_cost.py)."""
     common.progress(f"mailer [{label}]: fresh database, {n:,} contacts, {n:,} StepDue on"
                     " JetStream")
     url = await migrated_database("mailer", *all_migrations())
@@ -250,6 +252,7 @@ async def _end_to_end(label: str, n: int, server_url: str, capture: Capture, log
            "SMTP_URL": f"smtp://127.0.0.1:{capture.smtp_port}"}
     if verify:
         env["SMTP_VERIFY_URL"] = f"http://127.0.0.1:{capture.http_port}"
+    env.update(extra_env or {})
     mailer = ServiceProcess("mailer", env, log_dir, module_args)
     meter = None
     try:

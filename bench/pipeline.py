@@ -12,11 +12,15 @@ deliveries per email (events each durable consumer reads, summed over consumers)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
 import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+
+import httpx
 
 from bench.common import Result, progress
 from bench.fault_run import TAG, WAITS, Options, Progress, move_clock, set_up, stack_config
@@ -24,26 +28,53 @@ from bench.mailer import _prebuilt, _raw_smtp
 from bench.service_common import CpuMeter, event_levels, postmaster_pid, until_settled
 from sequences.db import create_engine
 from sequences.devstack.stack import Stack
+from sequences.services import SERVICES
 
 TARGET = 0.25  # of raw SMTP over 8 connections (issue 18)
 
 
 async def run(quick: bool) -> list[Result]:
-    n = 300 if quick else 3000
+    return await whole_pipeline(300 if quick else 3000)
+
+
+async def whole_pipeline(n: int, service_env: dict[str, str] | None = None,
+                         scrape_every: float | None = None) -> list[Result]:
+    """One run on a stack of its own; `service_env` is added to every service's environment
+    (bench/metrics_cost.py turns metrics off with it); `scrape_every` seconds, every process's
+    /metrics is read meanwhile, as Prometheus would."""
     emails = n * len(WAITS)
     data_dir = Path(tempfile.mkdtemp(prefix="sequences-bench-pipeline-"))
     options = Options(enrollments=n, kills=0, mailers=1, restart_nats=False,
                       restart_postgres=False, data_dir=data_dir)
     progress(f"pipeline: {n:,} enrollments x {len(WAITS)} email steps, data in {data_dir}")
+    config = stack_config(data_dir, options)
+    config.service_env = {name: dict(service_env or {}) for name in SERVICES}
     try:
-        with Stack(stack_config(data_dir, options)) as stack:
+        with Stack(config) as stack:
             raw = emails / await _raw_smtp(stack.smtp_port, _prebuilt(emails))
             progress(f"pipeline: raw SMTP {raw:,.0f} emails/s over 8 connections")
             async with stack.api_client() as api:
                 sequence_id = await set_up(api, n)
-                return await _measured(stack, api, sequence_id, n, raw)
+                scraping = asyncio.create_task(_scrape(stack, scrape_every)) \
+                    if scrape_every else None
+                try:
+                    return await _measured(stack, api, sequence_id, n, raw)
+                finally:
+                    if scraping is not None:
+                        scraping.cancel()
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def _scrape(stack: Stack, every: float) -> None:
+    urls = [f"http://127.0.0.1:{port}/metrics" for port in stack.health_ports.values()]
+    urls.append(f"{stack.gateway_url}/metrics")
+    async with httpx.AsyncClient(timeout=10) as client:
+        while True:
+            for url in urls:
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.get(url)
+            await asyncio.sleep(every)
 
 
 async def _measured(stack: Stack, api, sequence_id: str, n: int, raw: float) -> list[Result]:

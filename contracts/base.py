@@ -46,7 +46,7 @@ class EventEnvelope(BaseModel):
 
     # Parsing JSON caches keys only: an envelope's values (ids, times) are new each time, and
     # caching them filled pydantic-core's string cache with strings never seen again
-    # (bench/experiments_memory.py).
+    # (bench/experiments/memory.py).
     model_config = ConfigDict(frozen=True, cache_strings="keys")
 
     event_id: uuid.UUID

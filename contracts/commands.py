@@ -647,6 +647,30 @@ class RecordEmailClick(Command):
     request: TrackedRequest
 
 
+class SeenClick(BaseModel):
+    """One followed link as the gateway saw it, for `RecordEmailClicks`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    # the gateway's id for this click: a batch sent again (a lost reply) records it once
+    click_id: uuid.UUID
+    enrollment_id: uuid.UUID
+    step_id: uuid.UUID
+    link_index: int = Field(ge=0)
+    url: Annotated[str, Field(max_length=4000)]
+    request: TrackedRequest
+    # how long before the batch was sent the reader clicked (the gateway's own elapsed time, so
+    # the mailer's clock places the click without the two clocks having to agree)
+    seconds_ago: float = Field(ge=0, le=86_400)
+
+
+class RecordEmailClicks(Command):
+    """From the gateway: the clicks of the last moments, batched (the redirects were answered
+    at once); each recorded like `RecordEmailClick`, a repeated `click_id` once."""
+
+    service: ClassVar[str] = "mailer"
+    clicks: Annotated[list[SeenClick], Field(min_length=1, max_length=1000)]
+
+
 # --- workspaces, users and API keys (HTTP bodies; the gateway answers them itself) -----------
 
 

@@ -28,6 +28,7 @@ from sequences.eventlog.store import EventStore
 from sequences.messaging import rpc
 from sequences.messaging.consumer import EventConsumer, Subscription
 from sequences.messaging.nats import connect, ensure_events_stream
+from sequences import logs
 from sequences.metrics import setup_metrics
 from sequences.tracing import setup_tracing
 
@@ -69,10 +70,9 @@ class ServiceParts:
 
 
 def configure_logging(level: str, name: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format=f"%(asctime)s %(levelname)-7s {name} %(name)s: %(message)s",
-    )
+    """Every log line of the process with its trace id and workspace; JSON lines when
+    LOG_FORMAT=json (sequences/logs.py)."""
+    logging.basicConfig(level=level, handlers=[logs.handler(name)])
     # per-request noise of the HTTP and NATS clients is not worth an operator's attention
     for noisy in ("httpx", "aiosmtplib", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

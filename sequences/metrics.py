@@ -51,6 +51,10 @@ smtp_duration = _meter.create_histogram(
 imap_duration = _meter.create_histogram(
     "sequences.imap.operation.duration", unit="s", explicit_bucket_boundaries_advisory=_SECONDS,
     description="IMAP operations (connect, fetch, idle), with error.type when they failed.")
+inbound = _meter.create_counter(
+    "sequences.inbound.messages", unit="{message}",
+    description="Messages the thread-watcher examined, by decision (reply, auto_reply, bounce,"
+                " unrelated); replies per minute on the Overview dashboard.")
 webhook_deliveries = _meter.create_counter(
     "sequences.webhook.deliveries", unit="{delivery}",
     description="Webhook delivery attempts by result (delivered, failed, retrying).")
@@ -71,6 +75,10 @@ GAUGES = {
         "s", "How long the oldest due-but-not-fired step has been due."),
     "sequences.webhook.pending": ("{delivery}", "Webhook deliveries not yet delivered."),
     "sequences.webhook.oldest_pending_age": ("s", "Age of the oldest pending webhook delivery."),
+    "sequences.mailbox.sent": (
+        "{email}", "What a connected mailbox sent this day / hour (window), against its limit."),
+    "sequences.mailbox.limit": (
+        "{email}", "A connected mailbox's cap for the day (after warm-up) / hour (window)."),
 }
 
 
@@ -92,11 +100,12 @@ METRIC_NAMES = frozenset({
     "sequences_step_lateness_seconds", "sequences_step_due_to_sent_duration_seconds",
     "sequences_emails_total", "sequences_smtp_operation_duration_seconds",
     "sequences_imap_operation_duration_seconds", "sequences_webhook_deliveries_total",
-    "sequences_consumer_pending", "sequences_consumer_oldest_pending_age_seconds",
+    "sequences_inbound_messages_total", "sequences_consumer_pending", "sequences_consumer_oldest_pending_age_seconds",
     "sequences_outbox_depth", "sequences_outbox_oldest_age_seconds",
     "sequences_due_steps_pending", "sequences_due_steps_late",
     "sequences_due_steps_oldest_late_age_seconds", "sequences_webhook_pending",
-    "sequences_webhook_oldest_pending_age_seconds", "http_server_request_duration_seconds",
+    "sequences_webhook_oldest_pending_age_seconds", "sequences_mailbox_sent",
+    "sequences_mailbox_limit", "http_server_request_duration_seconds",
 })
 
 # what a sample source returns: (gauge name, attributes, value)
@@ -115,7 +124,8 @@ def setup_metrics(service_name: str) -> bool:
         return False
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.resources import Resource
+
+    from sequences.tracing import service_resource
 
     readers = [PrometheusMetricReader()]
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
@@ -124,7 +134,7 @@ def setup_metrics(service_name: str) -> bool:
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     metrics.set_meter_provider(MeterProvider(
-        resource=Resource.create({"service.name": service_name}), metric_readers=readers))
+        resource=service_resource(service_name), metric_readers=readers))
     return True
 
 

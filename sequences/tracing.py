@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 from typing import Mapping
 
 from opentelemetry import context, propagate, trace
@@ -48,6 +49,14 @@ class JsonLinesExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+def service_resource(service_name: str) -> Resource:
+    """Who reports: the service, and which replica of it (host and process), so that two
+    replicas' metrics pushed over OTLP stay two series (the collector's Prometheus exporter
+    makes service.instance.id the `instance` label)."""
+    return Resource.create({"service.name": service_name,
+                            "service.instance.id": f"{socket.gethostname()}:{os.getpid()}"})
+
+
 def setup_tracing(service_name: str) -> TracerProvider | None:
     """Record spans only when they go somewhere (OTLP, or the tests' span file): otherwise the
     API's no-op tracer stays in place, which saved a quarter of the scheduler's CPU."""
@@ -55,7 +64,7 @@ def setup_tracing(service_name: str) -> TracerProvider | None:
     otlp = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if not trace_file and not otlp:
         return None
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider = TracerProvider(resource=service_resource(service_name))
     if trace_file:
         provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(trace_file)))
     if otlp:

@@ -40,6 +40,8 @@ class OAuthServer:
     access_tokens: dict = field(default_factory=dict)  # token -> expires at (wall clock)
     token_requests: list = field(default_factory=list)  # grant types, in order
     garbage: bool = False  # the token endpoint answers something that is not JSON
+    refuse_access: bool = False  # introspection calls every access token inactive
+    deny: bool = False  # the person presses "Deny" on the consent page
     lifetime: int = 3600
 
     def start(self) -> OAuthServer:
@@ -105,6 +107,8 @@ class OAuthServer:
         if (query.get("client_id") != CLIENT_ID or query.get("response_type") != "code"
                 or query.get("code_challenge_method") != "S256"):
             return f"{redirect}?{urlencode({'error': 'invalid_request', 'state': query['state']})}"
+        if self.deny:
+            return f"{redirect}?{urlencode({'error': 'access_denied', 'state': query['state']})}"
         code = secrets.token_urlsafe(16)
         self.codes[code] = (redirect, query["code_challenge"])
         return f"{redirect}?{urlencode({'code': code, 'state': query['state']})}"
@@ -136,7 +140,7 @@ class OAuthServer:
     # --- what the test does --------------------------------------------------------------
 
     def valid(self, token: str) -> bool:
-        return self.access_tokens.get(token, 0) > time.time()
+        return not self.refuse_access and self.access_tokens.get(token, 0) > time.time()
 
     def expire_access_tokens(self) -> None:
         """Every access token stops working now (as if its hour had passed early)."""

@@ -43,15 +43,20 @@ class Dovecot:
                  user: str = "sales", password: str = "secret",
                  more_users: dict[str, str] | None = None,
                  tls: tuple[str, str] | None = None,
-                 oauth2_introspection_url: str | None = None) -> None:
+                 oauth2_introspection_url: str | None = None,
+                 oauth2_mechanisms: tuple[str, ...] = ("xoauth2", "oauthbearer")) -> None:
         """`tls`: a certificate and its key, offered with STARTTLS on the port;
-        `oauth2_introspection_url`: also AUTH XOAUTH2 and OAUTHBEARER, each token checked at
-        that RFC 7662 introspection endpoint (Dovecot's oauth2 passdb)."""
+        `oauth2_introspection_url`: also AUTH XOAUTH2 and OAUTHBEARER (or only those of
+        `oauth2_mechanisms`), each token checked at that RFC 7662 introspection endpoint
+        (Dovecot's oauth2 passdb)."""
         self.data_dir = Path(data_dir)
         self.tls = tls
         self.oauth2_introspection_url = oauth2_introspection_url
+        self.oauth2_mechanisms = " ".join(oauth2_mechanisms)
         self.host = host
         self.port = port or free_port()
+        # with a certificate, also implicit TLS (imaps) on a port of its own
+        self.imaps_port = free_port() if tls else 0
         self.users = {user: password, **(more_users or {})}
         self.user = user
         self.run_dir = self.data_dir / "run"
@@ -108,6 +113,7 @@ class Dovecot:
         self._write_passwd()
         self._config.write_text(_CONFIG.format(
             base_dir=self.run_dir, log=self.log_path, host=self.host, port=self.port,
+            imaps_port=self.imaps_port,
             passwd=self._passwd, mail=self.mail_dir, mail_owner=mail_owner, mail_group=mail_group,
             login_user=login_user,
             state_dir=self.data_dir / "state",
@@ -129,8 +135,8 @@ class Dovecot:
                             "force_introspection = yes\nusername_attribute = username\n"
                             "active_attribute = active\nactive_value = true\n")
         settings.chmod(0o644)
-        return ("auth_mechanisms = plain login xoauth2 oauthbearer\n"
-                f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+        return (f"auth_mechanisms = plain login {self.oauth2_mechanisms}\n"
+                f"passdb {{\n  driver = oauth2\n  mechanisms = {self.oauth2_mechanisms}\n"
                 f"  args = {settings}\n}}\n")
 
     def _write_passwd(self) -> None:
@@ -270,7 +276,9 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = {host}
+    port = {imaps_port}
+    ssl = yes
   }}
 }}
 protocol imap {{

@@ -66,7 +66,7 @@ class Append:
 
 # Passed through to psycopg as it is (exec_driver_sql). Binary placeholders (%(name)b) send the
 # arrays in binary, so psycopg builds no text array literals (quoting every " of every JSON
-# document in Python): twice the batched rate (bench/experiments_append.py has the variants).
+# document in Python): twice the batched rate (bench/experiments/append.py has the variants).
 _INSERT = """
     WITH new AS (
         SELECT * FROM unnest(
@@ -180,7 +180,7 @@ class EventStore:
                 raise ConcurrencyConflict(str(error.orig)) from error
 
     async def _insert(self, conn: AsyncConnection, envelopes: list[EventEnvelope]) -> None:
-        """The events and their outbox rows, in one statement (bench/experiments_append.py
+        """The events and their outbox rows, in one statement (bench/experiments/append.py
         measures other ways of running it against this one)."""
         try:
             await conn.exec_driver_sql(_INSERT, _columns(envelopes))

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.base import EVENT_TYPES, Event, EventEnvelope, current_data, decode_event
 from contracts.subjects import EVENTS_STREAM, category_subjects
-from sequences import metrics
+from sequences import logs, metrics
 from sequences.eventlog.store import Causation, StoredEvent
 from sequences.tracing import context_from, tracer
 
@@ -277,14 +277,17 @@ async def dispatch(conn: AsyncConnection, subscription: Subscription,
         if type_name not in EVENT_TYPES:
             log.warning("%s: skipping unknown event type %s", subscription.name, type_name)
         elif batch_handler := batch_handlers.get(type_name):
-            backs = await batch_handler([_upcast(envelope) for envelope in run], conn)
+            with logs.about(*_shared_context(run)):
+                backs = await batch_handler([_upcast(envelope) for envelope in run], conn)
             by_id = {envelope.event_id: envelope for envelope in run} if backs else {}
             for back in backs or ():
                 envelope = by_id[back.event_id]
                 handed_back.setdefault(envelope.stream_id, (envelope.version, back))
         elif handler := handlers.get(type_name):
             for envelope in run:
-                await handler(decode_event(envelope), Delivery(conn, envelope))
+                # (a rebuild's StoredEvent has no trace context)
+                with logs.about(envelope.workspace_id, getattr(envelope, "traceparent", None)):
+                    await handler(decode_event(envelope), Delivery(conn, envelope))
     return handed_back
 
 
@@ -466,8 +469,16 @@ class EventConsumer:
 
 def _trace_id(envelope: EventEnvelope) -> str | None:
     """The trace id of the event's W3C traceparent (version-traceid-spanid-flags)."""
-    parts = (envelope.traceparent or "").split("-")
-    return parts[1] if len(parts) == 4 else None
+    return logs.trace_id_of(envelope.traceparent)
+
+
+def _shared_context(run: list) -> tuple:
+    """The workspace and traceparent a batch's log lines are about: the events' own when they
+    all share it, else none (the batch's span's trace id stays)."""
+    workspaces = {envelope.workspace_id for envelope in run}
+    parents = {getattr(envelope, "traceparent", None) for envelope in run}
+    return (next(iter(workspaces)) if len(workspaces) == 1 else None,
+            next(iter(parents)) if len(parents) == 1 else None)
 
 
 def retry_delay(attempt: int) -> float:

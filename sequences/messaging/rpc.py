@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from contracts.base import FieldError, Problem, Reply
 from contracts.subjects import service_queue
+from sequences import logs
 from sequences.tracing import context_from, current_trace_headers, tracer
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,12 @@ async def _answer(model: type[BaseModel], handler: RequestHandler, data: bytes) 
         request = model.model_validate_json(data)
     except ValidationError as error:
         return Reply(problem=problem_from_validation(error))
+    with logs.about(getattr(request, "workspace_id", None)):
+        return await _answer_valid(model, handler, request)
+
+
+async def _answer_valid(model: type[BaseModel], handler: RequestHandler,
+                        request: BaseModel) -> Reply:
     for attempt in (1, 2):
         try:
             result = await handler(request)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from contextlib import asynccontextmanager
 
@@ -20,7 +21,6 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from contracts import commands as c
-from contracts.asyncapi import asyncapi_document
 from sequences.bootstrap import configure_logging, tune_garbage_collector
 from sequences.config import Settings
 from sequences.db import create_engine, migrate
@@ -30,6 +30,7 @@ from sequences.health import PROMETHEUS_TEXT
 from sequences.signing import signer_from_env
 from sequences.tracing import setup_tracing, tracer
 from services.gateway import accounts, bus
+from services.gateway.click_batch import ClickBatcher
 from services.gateway.api import include_api
 from services.gateway.web import include_web
 from services.gateway.api.problems import PROBLEM_RESPONSES
@@ -79,8 +80,11 @@ def _lifespan(settings: Settings):
         app.state.engine = create_engine(settings.database_url, pool_size=5)
         await migrate(app.state.engine, MIGRATIONS)
         app.state.nc = await connect(settings.nats_url, name="sequences-gateway")
+        app.state.clicks = ClickBatcher(lambda command: bus.send(app.state.nc, command))
+        app.state.clicks.start()
         tune_garbage_collector()
         yield
+        await app.state.clicks.close()  # the clicks waiting go out before NATS closes
         await app.state.nc.close()
         await app.state.engine.dispose()
 
@@ -98,7 +102,7 @@ async def _trace_requests(request: Request, call_next):
 
 def _probes() -> APIRouter:
     probes = APIRouter()
-    asyncapi = asyncapi_document()
+    asyncapi: list[bytes] = []  # made once, on the first request
 
     @probes.get("/healthz", include_in_schema=False)
     async def healthz():
@@ -122,9 +126,24 @@ def _probes() -> APIRouter:
     @probes.get("/asyncapi.json", tags=["events"])
     async def events_document():
         """The AsyncAPI document of every public event (subject, envelope, data schema)."""
-        return asyncapi
+        if not asyncapi:
+            asyncapi.append(await _asyncapi_document())
+        return Response(asyncapi[0], media_type="application/json")
 
     return probes
+
+
+async def _asyncapi_document() -> bytes:
+    """FastStream makes the document in a child process: its modules (about 28 MB resident)
+    serve nothing else in the gateway, whose memory has a budget (issue 12: under 150 MB)."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import json, sys; from contracts.asyncapi import asyncapi_document;"
+        " sys.stdout.write(json.dumps(asyncapi_document()))",
+        stdout=asyncio.subprocess.PIPE)
+    document, _ = await child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError("the AsyncAPI document could not be made (see the gateway's stderr)")
+    return document
 
 
 async def _database_answers(request: Request) -> bool:
@@ -159,6 +178,7 @@ def main() -> None:
             port=settings.gateway_port,
             log_level=settings.log_level.lower(),
             access_log=False,
+            log_config=None,  # uvicorn's lines through the process's handler (trace ids, JSON)
         )
     )
     asyncio.run(server.serve())

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import secrets
 import uuid
@@ -38,8 +39,14 @@ MIN_PASSWORD = 10
 MAX_PASSWORD = 200
 
 _hasher = PasswordHasher()
-# verified when an address is unknown, so a sign-in takes as long either way
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when an address is unknown, so a sign-in takes as long either way. Made on the
+    first sign-in, not at import: hashing takes about a second of CPU, which every start of
+    the gateway paid."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,7 @@ async def hash_password(password: str) -> str:
 
 async def _verifies(password_hash: str | None, password: str) -> bool:
     try:
-        return await asyncio.to_thread(_hasher.verify, password_hash or _DUMMY_HASH, password) \
+        return await asyncio.to_thread(_hasher.verify, password_hash or _dummy_hash(), password) \
             and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False

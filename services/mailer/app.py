@@ -19,6 +19,7 @@ from contracts.commands import (
     PreviewStep,
     ChooseVariantWinner,
     RecordEmailClick,
+    RecordEmailClicks,
     RecordEmailOpen,
     ResumeMailbox,
     SendTestEmail,
@@ -66,6 +67,7 @@ def build(runtime: Runtime) -> ServiceParts:
             SendTestEmail: handlers.send_test_email,
             RecordEmailOpen: handlers.record_open,
             RecordEmailClick: handlers.record_click,
+            RecordEmailClicks: handlers.record_clicks,
             ChooseVariantWinner: handlers.choose_winner,
             ConnectMailbox: registry.connect,
             ChangeMailbox: registry.change,
@@ -78,6 +80,7 @@ def build(runtime: Runtime) -> ServiceParts:
             StartMailboxConsent: consents.start,
             FinishMailboxConsent: consents.finish,
         },
+        samples=[(("sequences.mailbox.sent", "sequences.mailbox.limit"), registry.usage_samples)],
     )
 
 

@@ -28,6 +28,7 @@ from contracts.commands import (
     ChooseVariantWinner,
     PreviewStep,
     RecordEmailClick,
+    RecordEmailClicks,
     RecordEmailOpen,
     SendTestEmail,
 )
@@ -61,7 +62,7 @@ from contracts.base import EventEnvelope, decode_event, stream_id
 from contracts.texts import TextError, said
 from contracts.values import Channel, TrackedRequest, pool_addresses, steps_json
 from contracts.views import Created, StepPreview
-from sequences import metrics
+from sequences import logs, metrics
 from sequences.bootstrap import Runtime
 from sequences.bounce_reasons import classify, status_code
 from sequences.eventlog.store import ANY_VERSION, Append, Causation
@@ -446,7 +447,9 @@ class MailerHandlers:
         event, email, envelope = send.event, send.email, send.envelope
         results.senders[event.enrollment_id] = send.mailbox.address
         started = perf_counter()
-        with _tracer.start_as_current_span("smtp.send", context=context_from(
+        # a batch of StepDue mixes workspaces and traces: this send's log lines name its own
+        with logs.about(envelope.workspace_id, envelope.traceparent), \
+                _tracer.start_as_current_span("smtp.send", context=context_from(
                 {TRACEPARENT: envelope.traceparent, TRACESTATE: envelope.tracestate}),
                 attributes={"enrollment_id": str(event.enrollment_id),
                             "sequence_id": str(event.sequence_id),
@@ -460,6 +463,8 @@ class MailerHandlers:
             else:
                 metrics.smtp_duration.record(perf_counter() - started,
                                              {"smtp.operation": "send"})
+                log.debug("sent %s (enrollment %s, step %d)", email.message_id,
+                          event.enrollment_id, event.step_index)
                 metrics.emails.add(1, {"outcome": "sent", "mailbox": send.mailbox.address,
                                        "reason": ""})
                 metrics.step_due_to_sent.record(max(0.0, (
@@ -812,33 +817,71 @@ class MailerHandlers:
         return Created(id=command.enrollment_id)
 
     async def record_click(self, command: RecordEmailClick) -> Created:
-        """EmailClicked, a person's or a machine's; a click of another link of the same email
-        within a second makes it a scanner's (the burst rule)."""
-        now = self.runtime.clock.now()
+        """EmailClicked, a person's or a machine's (from gateways before click batches)."""
         async with self.runtime.engine.begin() as conn:
             delivered = await self._delivered(conn, command)
-            nearest = (await conn.execute(text(
-                "SELECT min(abs(extract(epoch FROM clicked_at - :at))) FROM mailer.clicks"
-                " WHERE enrollment_id = :e AND step_id = :s AND link_index <> :i"
-                " AND clicked_at BETWEEN :at - interval '1 minute' AND :at + interval '1 minute'"),
-                {"e": command.enrollment_id, "s": command.step_id, "i": command.link_index,
-                 "at": now})).scalar()
-            await conn.execute(text(
-                "INSERT INTO mailer.clicks (enrollment_id, step_id, link_index, clicked_at)"
-                " VALUES (:e, :s, :i, :at)"),
-                {"e": command.enrollment_id, "s": command.step_id, "i": command.link_index,
-                 "at": now})
-            verdict = self._verdict("click", command.request, now, delivered.sent_at,
-                                    float(nearest) if nearest is not None else None)
-            clicked = EmailClicked(
-                enrollment_id=command.enrollment_id, step_id=command.step_id,
-                message_id=delivered.message_id, link_index=command.link_index,
-                url=command.url, clicked_at=now, machine=verdict.machine,
-                machine_rule=verdict.rule if verdict.machine else None)
+            await self._click(conn, command.workspace_id, command, delivered,
+                              self.runtime.clock.now(), None)
+        return Created(id=command.enrollment_id)
+
+    async def record_clicks(self, command: RecordEmailClicks) -> Created:
+        """The gateway's batch of clicks, in one transaction: each one an EmailClicked, in the
+        order they came; a click of an email we never sent is left out (its token was signed
+        by us, so only a deleted delivery gets there), a click id seen before too."""
+        now = self.runtime.clock.now()
+        emails: dict[tuple, object] = {}  # a scanner's burst is many clicks of one email
+        async with self.runtime.engine.begin() as conn:
+            events: dict[str, list[EmailClicked]] = {}  # by stream, in the clicks' order
+            for click in command.clicks:
+                key = (click.enrollment_id, click.step_id)
+                if key not in emails:
+                    emails[key] = await self._delivery(conn, *key)
+                if emails[key] is None:
+                    log.warning("a click of enrollment %s: no such email", click.enrollment_id)
+                    continue
+                clicked = await self._judged_click(
+                    conn, click, emails[key], now - timedelta(seconds=click.seconds_ago),
+                    click.click_id)
+                if clicked is not None:
+                    events.setdefault(clicked.stream_id(), []).append(clicked)
+            if events:  # one append for the batch
+                await self.runtime.store.append(
+                    conn, [Append(stream, ANY_VERSION, clicks) for stream, clicks in events.items()],
+                    Causation.new(command.workspace_id))
+        return Created(id=command.workspace_id)
+
+    async def _click(self, conn, workspace_id: uuid.UUID, click, delivered, at: datetime,
+                     click_id: uuid.UUID | None) -> None:
+        clicked = await self._judged_click(conn, click, delivered, at, click_id)
+        if clicked is not None:
             await self.runtime.store.append(
                 conn, [Append(clicked.stream_id(), ANY_VERSION, [clicked])],
-                Causation.new(command.workspace_id))
-        return Created(id=command.enrollment_id)
+                Causation.new(workspace_id))
+
+    async def _judged_click(self, conn, click, delivered, at: datetime,
+                            click_id: uuid.UUID | None) -> EmailClicked | None:
+        """One click: kept for the burst rule (a click of another link of the same email
+        within a second makes it a scanner's) and judged; None when its id was seen before."""
+        ids = {"e": click.enrollment_id, "s": click.step_id, "i": click.link_index, "at": at}
+        nearest = (await conn.execute(text(
+            "SELECT min(abs(extract(epoch FROM clicked_at - :at))) FROM mailer.clicks"
+            " WHERE enrollment_id = :e AND step_id = :s AND link_index <> :i"
+            " AND clicked_at BETWEEN :at - interval '1 minute' AND :at + interval '1 minute'"),
+            ids)).scalar()
+        kept = (await conn.execute(text(
+            "INSERT INTO mailer.clicks (enrollment_id, step_id, link_index, clicked_at, click_id)"
+            " VALUES (:e, :s, :i, :at, :id)"
+            " ON CONFLICT (click_id) WHERE click_id IS NOT NULL DO NOTHING RETURNING 1"),
+            {**ids, "id": click_id})).first()
+        if kept is None:
+            return None  # this click was recorded before (its batch came again)
+        verdict = self._verdict("click", click.request, at, delivered.sent_at,
+                                float(nearest) if nearest is not None else None)
+        return EmailClicked(
+            enrollment_id=click.enrollment_id, step_id=click.step_id,
+            message_id=delivered.message_id, link_index=click.link_index,
+            url=click.url, clicked_at=at, machine=verdict.machine,
+            machine_rule=verdict.rule if verdict.machine else None)
 
     async def choose_winner(self, command: ChooseVariantWinner) -> Created:
         """VariantWinnerChosen by hand; the mailer's own handler of it routes new sends."""
@@ -873,13 +916,17 @@ class MailerHandlers:
                            {"l": event.letter, "id": event.sequence_id})
 
     async def _delivered(self, conn, command: RecordEmailOpen | RecordEmailClick):
-        delivered = (await conn.execute(
-            text("SELECT message_id, sent_at FROM mailer.deliveries"
-                 " WHERE enrollment_id = :e AND step_id = :s"),
-            {"e": command.enrollment_id, "s": command.step_id})).first()
+        delivered = await self._delivery(conn, command.enrollment_id, command.step_id)
         if delivered is None:
             raise Rejected(404, "no such email", "token")
         return delivered
+
+    @staticmethod
+    async def _delivery(conn, enrollment_id: uuid.UUID, step_id: uuid.UUID):
+        return (await conn.execute(
+            text("SELECT message_id, sent_at FROM mailer.deliveries"
+                 " WHERE enrollment_id = :e AND step_id = :s"),
+            {"e": enrollment_id, "s": step_id})).first()
 
     @staticmethod
     def _verdict(kind, seen: TrackedRequest | None, now: datetime, sent_at: datetime,

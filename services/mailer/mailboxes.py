@@ -27,7 +27,7 @@ from contracts.views import (
     MailboxView,
     ServerView,
 )
-from sequences import mailboxes
+from sequences import mailboxes, metrics
 from sequences.bootstrap import Runtime
 from sequences.encryption import NoKeys, SecretBox
 from sequences.mailboxes import ConnectedMailbox
@@ -105,16 +105,37 @@ class MailboxRegistry:
                                  self.runtime.clock.now())
         return check
 
+    async def usage_samples(self) -> list[metrics.Sample]:
+        """Every connected mailbox's sends this day and hour against its caps (the Mailboxes
+        dashboard); a window without a cap has no limit sample."""
+        async with self.runtime.engine.connect() as conn:
+            found = await mailboxes.load(conn, self.box)
+        samples: list[metrics.Sample] = []
+        for view in await self._views(found):
+            today = view.today
+            for window, sent, cap in (("day", today.sent_today, today.cap_today),
+                                      ("hour", today.sent_this_hour, today.hourly_cap)):
+                labels = {"mailbox": view.address, "window": window}
+                samples.append(("sequences.mailbox.sent", labels, sent))
+                if cap is not None:
+                    samples.append(("sequences.mailbox.limit", labels, cap))
+        return samples
+
     # --- pieces -----------------------------------------------------------------------------
 
     async def _check(self, mailbox: ConnectedMailbox) -> ConnectionCheck:
         if mailbox.auth != "oauth2":
             return await check_smtp(smtp_settings_of(mailbox))
-        try:  # a test refreshes the token as a send would (and says why it cannot)
-            token = await self.tokens.token(mailbox)
-        except OAuthFailure as failure:
-            return ConnectionCheck(ok=False, error=str(failure))
-        return await check_smtp(smtp_settings_of(mailbox, token))
+        token = None
+        for _ in range(2):  # a test refreshes the token as a send would (and says why it cannot)
+            try:
+                token = await self.tokens.token(mailbox, refused=token)
+            except OAuthFailure as failure:
+                return ConnectionCheck(ok=False, error=str(failure))
+            check = await check_smtp(smtp_settings_of(mailbox, token))
+            if check.ok or not (check.error or "").startswith("535"):
+                break  # (535: the token was refused, perhaps expired early: refreshed once)
+        return check
 
     async def mailbox(self, workspace_id, mailbox_id) -> ConnectedMailbox:
         """One mailbox of the workspace, secrets opened (404 when there is none)."""

@@ -361,13 +361,21 @@ class SchedulerHandlers:
     async def preview_schedule(self, query: PreviewSchedule) -> SchedulePreview:
         """From the event log itself (not this service's tables), so a sequence saved a moment
         ago is answered before its events reached the scheduler."""
-        async with self.runtime.engine.connect() as conn:
-            sequence = await _replayed_sequence(self.runtime, conn, query)
-            contact_zone = None
-            if query.contact_id is not None:
-                contact_zone = await _contact_zone(self.runtime, conn, query)
-            workspace = await self.runtime.store.read_stream(
-                conn, stream_id("calendar", query.workspace_id))
+        sequence_stream = stream_id("sequence", query.sequence_id)
+        calendar_stream = stream_id("calendar", query.workspace_id)
+        contact_stream = (stream_id("contact", query.contact_id)
+                          if query.contact_id is not None else None)
+        origin = None
+        async with self.runtime.engine.connect() as conn:  # the streams in one statement
+            streams = await self.runtime.store.read_streams(
+                conn, [s for s in (sequence_stream, calendar_stream, contact_stream) if s])
+            if contact_stream:  # a contact an import created begins in its chunk's event
+                origin = (await self.runtime.store.read_origins(
+                    conn, [contact_stream])).get(contact_stream)
+        sequence = _replayed_sequence(streams.get(sequence_stream, []), query)
+        contact_zone = (_contact_zone(streams.get(contact_stream, []), origin, query)
+                        if contact_stream else None)
+        workspace = streams.get(calendar_stream)
         calendar_event = decode_event(workspace[-1]) if workspace else None
         settings, steps = sequence
         zone_name = domain.zone_of(settings["timezone"], settings["zone_mode"], contact_zone)
@@ -453,9 +461,8 @@ class TokenBucket:
 
 
 
-async def _replayed_sequence(runtime: Runtime, conn, query: PreviewSchedule):
+def _replayed_sequence(envelopes: list, query: PreviewSchedule):
     """The sequence's settings and steps as its events say now (404 for another workspace's)."""
-    envelopes = await runtime.store.read_stream(conn, stream_id("sequence", query.sequence_id))
     if not envelopes or envelopes[0].workspace_id != query.workspace_id:
         raise Rejected(404, f"no such sequence: {query.sequence_id}", "sequence_id")
     settings, steps = {}, []
@@ -469,11 +476,9 @@ async def _replayed_sequence(runtime: Runtime, conn, query: PreviewSchedule):
     return settings, steps
 
 
-async def _contact_zone(runtime: Runtime, conn, query: PreviewSchedule) -> str | None:
-    stream = stream_id("contact", query.contact_id)
-    envelopes = await runtime.store.read_stream(conn, stream)
-    # a contact an import created begins in its chunk's event, not in its own stream
-    origin = (await runtime.store.read_origins(conn, [stream])).get(stream)
+def _contact_zone(envelopes: list, origin, query: PreviewSchedule) -> str | None:
+    """`origin`: the event the contact's stream begins in when an import created it (its
+    chunk's ContactsImported), else None."""
     first = origin or (envelopes[0] if envelopes else None)
     if first is None or first.workspace_id != query.workspace_id:
         raise Rejected(404, f"no such contact: {query.contact_id}", "contact_id")

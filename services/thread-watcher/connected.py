@@ -83,5 +83,5 @@ async def _log_in(config: MailboxConfig) -> ConnectionCheck:
         return ConnectionCheck(ok=False, error=str(error))
     finally:
         await session.close()
-    return ConnectionCheck(ok=True, detail=f"logged in; {', '.join(config.folders)} opened;"
-                                           f" {idle}")
+    return ConnectionCheck(ok=True, detail=f"logged in with {session.mechanism};"
+                                           f" {', '.join(config.folders)} opened; {idle}")

@@ -16,9 +16,11 @@ import re
 import ssl
 from collections.abc import AsyncIterator
 from datetime import datetime
+from time import perf_counter
 
 import aioimaplib
 
+from sequences import metrics
 from sequences.mailboxes import tls_context
 from sequences.oauth import OAuthFailure
 from services.thread_watcher.config import MailboxConfig
@@ -51,6 +53,7 @@ class ImapSession:
         self._timeout = timeout
         self._client: aioimaplib.IMAP4 | None = None
         self._lost = asyncio.Event()
+        self.mechanism = "LOGIN"  # how it logged in: LOGIN, XOAUTH2 or OAUTHBEARER
 
     @property
     def supports_idle(self) -> bool:
@@ -70,13 +73,11 @@ class ImapSession:
             await client.wait_hello_from_server()
         if config.starttls:
             await self._start_tls(client)
-        if config.oauth_token is not None:
-            response = await self._oauth_login(client)
+        if config.oauth_token is not None:  # each AUTHENTICATE is timed as a login
+            self._refused_unless_ok(await self._oauth_login(client))
         else:
             with self._errors("login"):
-                response = await client.login(config.user, config.password)
-        if response.result != "OK":
-            raise MailboxError(f"login rejected: {self._text(response)}")
+                self._refused_unless_ok(await client.login(config.user, config.password))
 
     async def _start_tls(self, client: aioimaplib.IMAP4) -> None:
         """RFC 3501 STARTTLS: the command in the clear, then TLS on the same connection, then
@@ -116,23 +117,25 @@ class ImapSession:
 
     async def _authenticate(self, client: aioimaplib.IMAP4, token: str):
         """XOAUTH2 (Google, Microsoft), else OAUTHBEARER (RFC 7628), whichever is offered."""
-        user = self.config.user
+        user, host, port = self.config.user, self.config.host, self.config.port
+        if client.has_capability("AUTH=XOAUTH2"):
+            mechanism, initial = "XOAUTH2", f"user={user}\x01auth=Bearer {token}\x01\x01"
+        elif client.has_capability("AUTH=OAUTHBEARER"):
+            mechanism = "OAUTHBEARER"
+            initial = f"n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01"
+        else:
+            raise MailboxError("the IMAP server offers neither AUTH=XOAUTH2 nor AUTH=OAUTHBEARER")
+        protocol = client.protocol
+        _answer_refusal_challenges(protocol)
         with self._errors("login"):
-            if client.has_capability("AUTH=XOAUTH2"):
-                return await client.xoauth2(user, token)
-            if client.has_capability("AUTH=OAUTHBEARER"):
-                host, port = self.config.host, self.config.port
-                initial = base64.b64encode(
-                    f"n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01"
-                    .encode()).decode()
-                protocol = client.protocol
-                response = await asyncio.wait_for(protocol.execute(aioimaplib.Command(
-                    "AUTHENTICATE", protocol.new_tag(), "OAUTHBEARER", initial,
-                    loop=protocol.loop), scrub=token), self._timeout)
-                if response.result == "OK":
-                    protocol.state = aioimaplib.AUTH
-                return response
-        raise MailboxError("the IMAP server offers neither AUTH=XOAUTH2 nor AUTH=OAUTHBEARER")
+            response = await asyncio.wait_for(protocol.execute(aioimaplib.Command(
+                "AUTHENTICATE", protocol.new_tag(), mechanism,
+                base64.b64encode(initial.encode()).decode(), loop=protocol.loop),
+                scrub=token), self._timeout)
+        if response.result == "OK":
+            protocol.state = aioimaplib.AUTH
+            self.mechanism = mechanism
+        return response
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -186,8 +189,8 @@ class ImapSession:
         """Open `folder`; returns its UIDVALIDITY and UIDNEXT."""
         with self._errors(f"select {folder}"):
             response = await self._require().select(encode_folder(folder))
-        if response.result != "OK":
-            raise FolderUnavailable(f"folder {folder!r}: {self._text(response)}")
+            if response.result != "OK":
+                raise FolderUnavailable(f"folder {folder!r}: {self._text(response)}")
         uidvalidity = _code(response.lines, _UIDVALIDITY)
         if uidvalidity is None:
             raise MailboxError(f"folder {folder!r}: the server sent no UIDVALIDITY")
@@ -196,8 +199,8 @@ class ImapSession:
     async def _search(self, criteria: str) -> list[int]:
         with self._errors("search"):
             response = await self._require().uid_search(criteria, charset=None)
-        if response.result != "OK":
-            raise MailboxError(f"search failed: {self._text(response)}")
+            if response.result != "OK":
+                raise MailboxError(f"search failed: {self._text(response)}")
         # aioimaplib hands over the untagged "SEARCH 4 7" as b"4 7"; the last line is the status
         found = [line.split() for line in response.lines[:-1]]
         return sorted(int(uid) for uids in found if all(u.isdigit() for u in uids) for uid in uids)
@@ -213,8 +216,8 @@ class ImapSession:
         parts = f"(UID BODY.PEEK[]<0.{READ_LIMIT + 1}>)"
         with self._errors("fetch"):
             response = await self._require().uid("fetch", ",".join(map(str, uids)), parts)
-        if response.result != "OK":
-            raise MailboxError(f"fetch failed: {self._text(response)}")
+            if response.result != "OK":
+                raise MailboxError(f"fetch failed: {self._text(response)}")
         return sorted(_fetched_messages(response.lines))
 
     def _require(self) -> aioimaplib.IMAP4:
@@ -222,19 +225,35 @@ class ImapSession:
             raise MailboxError("not connected")
         return self._client
 
+    def _refused_unless_ok(self, response) -> None:
+        if response.result != "OK":
+            raise MailboxError(f"login rejected: {self._text(response)}")
+
     @contextlib.contextmanager
     def _errors(self, doing: str):
+        """One IMAP operation: its failures as MailboxError, and its duration recorded as
+        `sequences.imap.operation.duration` (imap.operation: the command; error.type when it
+        failed, a refused answer included)."""
+        attributes = {"imap.operation": doing.split()[0].lower()}
+        started = perf_counter()
         try:
             yield
-        except MailboxError:
+        except MailboxError as error:
+            _record(started, {**attributes, "error.type": type(error).__name__})
             raise
         except (OSError, asyncio.TimeoutError, aioimaplib.AioImapException) as error:
+            _record(started, {**attributes, "error.type": type(error).__name__})
             detail = self.config.redact(str(error) or type(error).__name__)
             raise MailboxError(f"{doing}: {detail}") from None
+        _record(started, attributes)
 
     def _text(self, response) -> str:
         lines = [bytes(line).decode(errors="replace") for line in response.lines]
         return self.config.redact(" ".join(lines)[:300])
+
+
+def _record(started: float, attributes: dict) -> None:
+    metrics.imap_duration.record(perf_counter() - started, attributes)
 
 
 def _code(lines: list, pattern: re.Pattern) -> int | None:
@@ -278,3 +297,21 @@ def encode_folder(name: str) -> str:
     flush()
     quoted = "".join(out).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{quoted}"'
+
+
+def _answer_refusal_challenges(protocol: aioimaplib.IMAP4ClientProtocol) -> None:
+    """A server refusing an OAuth token answers AUTHENTICATE with a challenge carrying its error
+    (JSON) and waits for the client's reply before its tagged NO (RFC 7628 3.2.3; Google's and
+    Microsoft's XOAUTH2 alike). aioimaplib only records the challenge, so the command waited
+    until its timeout and the refusal surfaced as a TimeoutError. Reply as the RFC says: %x01
+    for OAUTHBEARER, an empty line for XOAUTH2."""
+    record = protocol._continuation
+
+    def continuation(line: bytes) -> None:
+        command = protocol.pending_sync_command
+        if command is None or command.name != "AUTHENTICATE":
+            return record(line)
+        record(line)
+        protocol.transport.write(b"AQ==\r\n" if "OAUTHBEARER" in command.args else b"\r\n")
+
+    protocol._continuation = continuation

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.subjects import EVENTS_STREAM
 from contracts.views import MailboxHealthView
+from sequences import metrics
 from sequences.bootstrap import Runtime
 from sequences.clock import Clock
 from sequences.db import libpq_url
@@ -228,6 +229,8 @@ class MailboxWatcher:
                                                Causation.new(decision.sent.workspace_id))
                 if fetched.position is not None:
                     await repository.save_position(conn, self.name, folder, fetched.position, now)
+        if new:
+            metrics.inbound.add(1, {"decision": decision.kind})
         return decision if new else None
 
     async def _open_session(self) -> MailSession:

@@ -19,6 +19,7 @@ from sequences.devstack.dovecot import Dovecot, dovecot_binary
 from sequences.devstack.ports import free_port
 from sequences.devstack.stack import Stack
 from tests.e2e.test_mailer import advance
+from tests.e2e.test_metrics import scrape, total
 from tests.e2e.test_web_app import main_of
 from tests.e2e.test_web_settings import field_error
 from tests.support import eventually, stack_config, web_client
@@ -70,6 +71,13 @@ async def connect(api, body: dict) -> str:
 def sent_from(stack, subject_part: str) -> Counter:
     return Counter(parseaddr(m["From"])[1] for m in read_captured(stack.mail_dir)
                    if subject_part in str(m["Subject"]))
+
+
+def max_of(samples, name: str, **labels) -> float | None:
+    """The largest of the matching samples (each mailer replica reports every mailbox)."""
+    values = [value for found, value in samples.get(name, [])
+              if all(found.get(k) == v for k, v in labels.items())]
+    return max(values, default=None)
 
 
 async def test_bad_mailboxes_are_refused_naming_the_field(stack, api):
@@ -182,6 +190,13 @@ async def test_a_pool_of_three_capped_mailboxes_sends_60_a_day_and_the_rest_the_
     assert all(today[a]["sent_today"] == cap and today[a]["cap_today"] == cap
                for a, cap in caps.items()), today
 
+    async def gauges_show_sends_against_caps():  # the Mailboxes dashboard's figures
+        found = await scrape(stack)
+        return all(max_of(found, name, mailbox=a, window="day") == cap
+                   for a, cap in caps.items()
+                   for name in ("sequences_mailbox_sent", "sequences_mailbox_limit"))
+    await eventually(gauges_show_sends_against_caps, timeout=30, interval=0.5)
+
     await advance(stack, timedelta(days=1))
 
     async def day_two():
@@ -265,6 +280,15 @@ async def test_a_connected_mailbox_is_read_by_the_watcher_and_its_imap_login_tes
     refused = (await api.post(f"/v1/mailboxes/{wrong}/test")).json()["imap"]
     assert not refused["ok"] and "login rejected" in refused["error"], refused
     assert "not it at all" not in refused["error"]
+
+    async def imap_operations_timed():  # the watcher's and the tests' logins, the refused one
+        found = await scrape(stack)     # as an error; the watcher's folder selected
+
+        def count(**labels) -> float:
+            return total(found, "sequences_imap_operation_duration_seconds_count", **labels)
+        return (count(imap_operation="login", error_type="MailboxError") >= 1
+                and count(imap_operation="login") >= 3 and count(imap_operation="select") >= 1)
+    await eventually(imap_operations_timed, timeout=30, interval=0.5)
 
 
 async def test_the_settings_screen_connects_tests_and_disconnects_a_mailbox(stack, api,

@@ -258,6 +258,66 @@ def dovecot(tmp_path_factory, tls, oauth):
         yield server
 
 
+@pytest.fixture(scope="module")
+def dovecot_bearer(tmp_path_factory, tls, oauth):
+    """Dovecot offering OAUTHBEARER and not XOAUTH2 (the watcher prefers XOAUTH2 when both are
+    offered, so only such a server makes it speak RFC 7628)."""
+    if dovecot_binary() is None:
+        pytest.skip("Dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)")
+    with Dovecot(tmp_path_factory.mktemp("dovecot-bearer"), user="reader", password=PASSWORD,
+                 tls=tls[0], oauth2_introspection_url=f"{oauth.base_url}/introspect",
+                 oauth2_mechanisms=("oauthbearer",)) as server:
+        yield server
+
+
+async def test_imap_oauth_logs_in_with_either_mechanism_refreshes_a_refused_token_and_names_a_refusal(
+        stack, api, oauth, smtp, dovecot, dovecot_bearer):
+    """XOAUTH2 (over STARTTLS) and OAUTHBEARER (over implicit TLS) each: "test connection"
+    logs in with it, the watcher then reads the mailbox; an access token the
+    server refuses is refreshed and the login tried again; a token refused even fresh is one
+    clear "login rejected" error, answered at once (the refusal's challenge is replied to, not
+    left to time out)."""
+    handler, port = smtp
+    for server, mechanism, security in ((dovecot, "XOAUTH2", "starttls"),
+                                        (dovecot_bearer, "OAUTHBEARER", "tls")):
+        address = f"{mechanism.lower()}@oauth.example"
+        mailbox_id = await connect_oauth(api, oauth, address, port)
+        changed = await api.put(f"/v1/mailboxes/{mailbox_id}", json={
+            **oauth_mailbox(address, port),
+            "imap": {"host": "127.0.0.1", "security": security, "username": oauth.user,
+                     "port": server.port if security == "starttls" else server.imaps_port,
+                     "folders": ["INBOX"]}})
+        assert changed.status_code == 200, changed.text
+        tested = (await api.post(f"/v1/mailboxes/{mailbox_id}/test")).json()
+        assert tested["imap"]["ok"], tested
+        assert tested["imap"]["detail"].startswith(f"logged in with {mechanism};"), tested
+
+        oauth.expire_access_tokens()
+        refreshes = oauth.token_requests.count("refresh_token")
+        tested = (await api.post(f"/v1/mailboxes/{mailbox_id}/test")).json()
+        assert tested["imap"]["ok"] and tested["smtp"]["ok"], tested
+        assert oauth.token_requests.count("refresh_token") > refreshes
+
+        oauth.refuse_access = True
+        try:
+            tested = (await api.post(f"/v1/mailboxes/{mailbox_id}/test")).json()
+        finally:
+            oauth.refuse_access = False
+        imap = tested["imap"]
+        assert not imap["ok"] and imap["error"].startswith("login rejected"), tested
+        assert "timeout" not in imap["error"].lower() and oauth.user not in imap["error"]
+
+    # (the watcher reads the mailboxes sequences send from)
+    await api.post("/v1/sequences", json=_sequence(["oauthbearer@oauth.example"], "읽기 BEARER"))
+
+    async def watched():
+        health = (await api.get("/v1/mailboxes/health")).json()
+        return next((h for h in health if f":{dovecot_bearer.imaps_port}" in h["mailbox"]
+                     and h["state"] == "watching"), None)
+    found = await eventually(watched, timeout=60)
+    assert found["healthy"], found
+
+
 async def test_the_watcher_reads_an_oauth_mailbox_with_xoauth2_over_starttls(stack, api, oauth,
                                                                              smtp, dovecot):
     handler, port = smtp

@@ -18,6 +18,7 @@ from sequences.devstack.dovecot import Dovecot, dovecot_binary
 from sequences.devstack.stack import Stack
 from services.thread_watcher.devmail import auto_reply_to, bounce_of, reply_to
 from tests.e2e.test_flow import SEQUENCE, mail_to, new_contact
+from tests.e2e.test_metrics import scrape, total
 from tests.support import eventually, nothing_pending, stack_config
 
 WATCHED = ("ReplyDetected", "BounceDetected", "AutoReplyDetected")
@@ -109,6 +110,11 @@ async def test_a_reply_stops_the_enrollment_and_its_next_step_never_goes_out(
 
     await deliver(dovecot, reply_to(first, now(), "네, 검토했습니다. 통화 가능하세요?"))
     await becomes(api, replied_id, "replied")
+
+    async def counted_as_a_reply():  # the Overview dashboard's replies per minute
+        return total(await scrape(stack), "sequences_inbound_messages_total",
+                     decision="reply") >= 1
+    await eventually(counted_as_a_reply, timeout=30, interval=0.5)
     await nothing_pending(stack.database_url, replied_id)
 
     # two days later the control enrollment gets its second email; the replied one gets none

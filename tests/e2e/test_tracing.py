@@ -16,7 +16,9 @@ from tests.support import eventually, stack_config
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     spans = tmp_path_factory.mktemp("traces") / "spans.jsonl"
-    env = {service: {"SEQUENCES_TRACE_FILE": str(spans)} for service in SERVICES}
+    env = {service: {"SEQUENCES_TRACE_FILE": str(spans), "LOG_FORMAT": "json"}
+           for service in SERVICES}
+    env["mailer"]["LOG_LEVEL"] = "DEBUG"  # its line for each email sent
     with Stack(stack_config(tmp_path_factory, service_env=env)) as running:
         running.spans_file = spans
         yield running
@@ -65,3 +67,15 @@ async def test_one_enrollment_is_one_trace_across_gateway_enrollment_scheduler_a
     assert chain[0]["attributes"]["sequence_id"] == sequence_id
     assert [s["service"] for s in chain][-1] == "sequences-gateway"
     assert "sequences-scheduler" in {s["service"] for s in chain}
+
+    # the mailer's log line of that send (JSON, LOG_FORMAT=json) carries the send's trace id
+    # and span id, and the workspace
+    smtp = chain[0]
+    [mail] = mail_to(stack, email)
+    message_id = mail["Message-ID"].strip("<>")
+    lines = [json.loads(line) for line in (stack.log_dir / "mailer.log").read_text().splitlines()
+             if line.startswith("{")]
+    [sent] = [line for line in lines if line["message"].startswith("sent ")
+              and message_id in line["message"]]
+    assert (sent["trace_id"], sent["span_id"]) == (smtp["trace_id"], smtp["span_id"])
+    assert sent["workspace_id"] == stack.workspace["workspace_id"]

@@ -226,3 +226,16 @@ async def test_an_idempotency_key_is_kept_per_workspace(stack, api, other):
     assert theirs_first.json()["id"] != ours_first.json()["id"]  # not our answer replayed
     assert theirs_again.json() == theirs_first.json()
     assert theirs_again.headers.get("idempotent-replayed") == "true"
+
+
+async def test_the_gateway_serves_the_published_asyncapi_document(stack, api):
+    """GET /asyncapi.json (made on the first request, outside the gateway's own memory) is the
+    document docs/asyncapi.json holds, and asked again the same."""
+    from pathlib import Path
+
+    published = json.loads((Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json")
+                           .read_text())
+    first = await api.get("/asyncapi.json")
+    assert first.status_code == 200 and first.headers["content-type"] == "application/json"
+    assert first.json() == published
+    assert (await api.get("/asyncapi.json")).json() == published

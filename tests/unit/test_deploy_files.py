@@ -469,7 +469,10 @@ def test_k8s_collector_config_is_the_compose_one():
 def test_kustomization_lists_every_manifest_but_the_secret_template():
     kustomization = _load(K8S / "kustomization.yaml")[0]
     manifests = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    assert set(kustomization["resources"]) == manifests - {"secret.example.yaml"}
+    # and the ConfigMaps of Prometheus and Grafana, from the files compose mounts
+    # (tests/unit/test_dashboards.py)
+    assert set(kustomization["resources"]) == (manifests - {"secret.example.yaml"}) | {
+        "../prometheus", "../grafana"}
 
 
 # --- everywhere in deploy/ ------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from fastapi import Request
 from sqlalchemy.exc import DBAPIError
 
 from contracts.base import FieldError, Problem
+from sequences import logs
 from sequences.messaging import rpc
 from services.gateway import accounts
 from services.gateway.api.problems import problem_response
@@ -37,6 +38,7 @@ async def authenticate_callers(request: Request, call_next):
         if principal is None:
             return problem_response(problem(401, "authorization", _BAD_KEY).problem)
         request.state.principal = principal
+        logs.set_workspace(principal.workspace_id)  # the request's log lines name it
     return await call_next(request)
 
 

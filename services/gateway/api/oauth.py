@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse
@@ -75,6 +76,10 @@ async def consent_callback(request: Request,
     except (BadToken, KeyError, ValueError):
         raise problem(400, "state", "not a consent this gateway started") from None
     if error or not code:
+        if "text/html" in request.headers.get("accept", ""):
+            # a person who pressed "Deny" at the provider: back to the mailboxes, told why
+            return RedirectResponse("/settings/mailboxes?" + urlencode(
+                {"consent_refused": error or "no code"}), status_code=303)
         raise problem(400, "error", f"the provider did not give consent: {error or 'no code'}")
     finished = await bus.ask(request.app.state.nc, workspace_id, c.FinishMailboxConsent,
                              consent_id=consent_id, code=code)

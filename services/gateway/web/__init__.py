@@ -23,6 +23,7 @@ from services.gateway.web.routes import settings
 from services.gateway.web.routes import mailboxes
 from services.gateway.web.routes import suppressions
 from services.gateway.web.routes import calendar
+from services.gateway.web.routes import operations
 
 STATIC = Path(__file__).parent / "static"
 # builder before the detail: /sequences/new is not a sequence's id
@@ -36,6 +37,7 @@ SCREENS = (auth, campaigns, contacts,
            mailboxes,
            suppressions,
            calendar,
+           operations,
            )  # every screen's router, in navigation order
 
 

@@ -8,7 +8,7 @@ matters (`when(moment, zone)`)."""
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -153,6 +153,10 @@ class Texts:
         if kind == "after_window":
             return self.gettext(N_("after %(time)s: next window"), time=at)
         return self.gettext(N_("before %(time)s: waits for the window to open"), time=at)
+
+    def duration(self, seconds: float) -> str:
+        """How long, in words ("12 seconds", "3분"): ages on the operations page."""
+        return format_timedelta(timedelta(seconds=seconds), threshold=1.5, locale=self.locale)
 
     def number(self, n: int | float) -> str:
         return format_decimal(n, locale=self.locale)

@@ -6,8 +6,9 @@ the mailer, and are never shown again (the form never echoes them)."""
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Query, Request
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 
@@ -48,8 +49,12 @@ async def _page(request: Request, status_code: int = 200, **context):
 
 
 @router.get("/settings/mailboxes")
-async def mailboxes(request: Request, user: SignedIn):
-    return await _page(request)
+async def mailboxes(request: Request, user: SignedIn,
+                    connected: Annotated[uuid.UUID | None, Query()] = None,
+                    consent_refused: Annotated[str | None, Query(max_length=200)] = None):
+    """`connected`: the mailbox whose consent just came back (from /oauth/callback);
+    `consent_refused`: the provider's error when the person did not give consent."""
+    return await _page(request, consented=connected, consent_refused=consent_refused)
 
 
 def request_of(typed: dict[str, str]) -> dict:
