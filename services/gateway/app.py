@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from contracts import commands as c
-from sequences.bootstrap import configure_logging
+from sequences.bootstrap import configure_logging, tune_garbage_collector
 from sequences.config import Settings
 from sequences.db import create_engine, migrate
 from sequences import metrics
@@ -86,6 +86,7 @@ def _lifespan(settings: Settings):
         app.state.nc = await connect(settings.nats_url, name="sequences-gateway")
         app.state.clicks = ClickBatcher(lambda command: bus.send(app.state.nc, command))
         app.state.clicks.start()
+        tune_garbage_collector()
         yield
         await app.state.clicks.close()  # the clicks waiting go out before NATS closes
         await app.state.nc.close()
