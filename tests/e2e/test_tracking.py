@@ -76,6 +76,11 @@ async def test_a_followed_link_lands_on_its_url_and_counts_a_person_a_scanner_a_
         scanned = await scan.get(links[1])
         assert (scanned.status_code, scanned.headers["location"]) == (
             302, f"{stack.gateway_url}/readyz")
+        # the gateway counts its redirects (the HTTP duration metric leaves the links out)
+        exported = (await scan.get(f"{stack.gateway_url}/metrics")).text
+        assert re.search(r'sequences_tracking_clicks_total\{[^}]*outcome="redirected"', exported)
+        assert re.search(r'sequences_tracking_clicks_total\{[^}]*outcome="gone"', exported)
+        assert 'http_route="/c/{token}"' not in exported
 
     body = await analytics_when(api, sequence_id,
                                 lambda c: c["clicked_human"] + c["clicked_machine"] == 2)
