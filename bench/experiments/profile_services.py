@@ -36,7 +36,7 @@ BUCKETS = [
     ("EventStore.read_all (SELECT, envelopes)", ("EventStore.read_all",)),
     ("decode events (pydantic)", ("decode_event", "_upcast")),
     ("projection handlers (enrollment read models)", ("enrollment/projections.py",)),
-    ("mailer handler: its DB statements, the rest", ("mailer/handlers.py",)),
+    ("mailer handler: its DB statements, the rest", ("mailer/sending.py", "mailer/handlers.py")),
     ("scheduler firing: claim, StepDue models, mark", ("scheduler/handlers.py",)),
     ("enrollment commands (candidates, admission, events)", ("enrollment/handlers.py",)),
     ("consumer: fetch, positions, ack", ("messaging/consumer.py",)),
