@@ -10,8 +10,8 @@ bench/results/latest.json; progress goes to stderr. The exit status is 1 when a 
 its target.
 
 Breakdowns behind suggested changes (not in the registry, they print their own tables):
-python -m bench.profile_append, bench.experiments_append, bench.server_floor,
-bench.single_floor.
+python -m bench.experiments.append, .profile_append, .server_floor, .single_floor (the
+append), .services, .profile_services, .memory (the services); see bench/experiments/.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ connection (after 5 unmeasured): the gateway's `Server-Timing` (NATS round trip 
 service's query included). Baseline: the projection's SQL on PostgreSQL directly.
 
 Click redirects: a real delivery row in the mailer and a click token signed with the stack's
-secret; C requests of `/c/<token>` (each one a 302, and a click the mailer records after the
-answer) and of `/healthz`, from 8 concurrent keep-alive clients, alternating rounds; figure:
+secret; C requests of `/c/<token>` (each one a 302, and a click the gateway sends to the mailer
+in a batch after the answer) and of `/healthz`, from 8 concurrent keep-alive clients, alternating rounds; figure:
 requests/s of each, ratio against `/healthz`.
 
 N = 100,000, R = 200, C = 2,000; --quick: 10,000, 60, 500.

@@ -375,7 +375,7 @@ async def until_settled(nats_url: str, engine, timeout: float = 60.0) -> EventLe
     return levels
 
 
-# --- profiling (python -m bench.profile_services) ---------------------------------------------
+# --- profiling (python -m bench.experiments.profile_services) ---------------------------------------------
 
 
 def py_spy(pid: int, seconds: float, out: Path, rate: int = 200) -> subprocess.Popen:

@@ -35,13 +35,18 @@ class Event(BaseModel):
     def stream_id(self) -> str:
         return stream_id(self.category, getattr(self, self.stream_key))
 
+    def begun_streams(self) -> list[str]:
+        """Streams whose first fact is inside this event (the contacts of a `ContactsImported`):
+        the log notes where each begins, so whoever reads one of them finds it."""
+        return []
+
 
 class EventEnvelope(BaseModel):
     """An event as stored in the log and carried on NATS."""
 
     # Parsing JSON caches keys only: an envelope's values (ids, times) are new each time, and
     # caching them filled pydantic-core's string cache with strings never seen again
-    # (bench/experiments_memory.py).
+    # (bench/experiments/memory.py).
     model_config = ConfigDict(frozen=True, cache_strings="keys")
 
     event_id: uuid.UUID

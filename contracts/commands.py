@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from contracts.subjects import command_subject, query_subject
-from contracts.webhooks import WebhookSecret
+from contracts.webhooks import UNDELIVERED_TYPES, WebhookSecret
 from contracts.values import (
     AccountReply,
     DEFAULT_LANGUAGE,
@@ -203,8 +203,9 @@ class ContactFields(BaseModel):
     email: Email
     phone: Phone = ""
     status: Annotated[SingleLine, Field(max_length=50)] = ""
-    tags: Labels = []
-    lists: Labels = []
+    # (a factory: a default of [] was deep-copied for each row, most of a CSV row's check)
+    tags: Labels = Field(default_factory=list, json_schema_extra={"default": []})
+    lists: Labels = Field(default_factory=list, json_schema_extra={"default": []})
     timezone: TimezoneName | None = Field(
         default=None, examples=["Asia/Seoul"],
         description="IANA name; sequences sending in the contact's zone use it (null: not"
@@ -646,6 +647,30 @@ class RecordEmailClick(Command):
     request: TrackedRequest
 
 
+class SeenClick(BaseModel):
+    """One followed link as the gateway saw it, for `RecordEmailClicks`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    # the gateway's id for this click: a batch sent again (a lost reply) records it once
+    click_id: uuid.UUID
+    enrollment_id: uuid.UUID
+    step_id: uuid.UUID
+    link_index: int = Field(ge=0)
+    url: Annotated[str, Field(max_length=4000)]
+    request: TrackedRequest
+    # how long before the batch was sent the reader clicked (the gateway's own elapsed time, so
+    # the mailer's clock places the click without the two clocks having to agree)
+    seconds_ago: float = Field(ge=0, le=86_400)
+
+
+class RecordEmailClicks(Command):
+    """From the gateway: the clicks of the last moments, batched (the redirects were answered
+    at once); each recorded like `RecordEmailClick`, a repeated `click_id` once."""
+
+    service: ClassVar[str] = "mailer"
+    clicks: Annotated[list[SeenClick], Field(min_length=1, max_length=1000)]
+
+
 # --- workspaces, users and API keys (HTTP bodies; the gateway answers them itself) -----------
 
 
@@ -678,9 +703,10 @@ def _known_event_types(types: list[str]) -> list[str]:
     import contracts.events  # noqa: F401 (registers every event type)
     from contracts.base import EVENT_TYPES
 
-    if unknown := [t for t in types if t != "*" and t not in EVENT_TYPES]:
+    deliverable = EVENT_TYPES.keys() - UNDELIVERED_TYPES
+    if unknown := [t for t in types if t != "*" and t not in deliverable]:
         raise ValueError(f"unknown event type {unknown[0]!r}: one of"
-                         f" {', '.join(sorted(EVENT_TYPES))} or '*' (every type)")
+                         f" {', '.join(sorted(deliverable))} or '*' (every type)")
     return sorted(set(types))
 
 

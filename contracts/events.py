@@ -3,7 +3,9 @@
 Streams are `<category>-<id>`: `sequence-…`, `contact-…`, `enrollment-…`, `schedule-…` (the
 scheduler's decisions about one enrollment), `delivery-…` (the mailer's sends for one
 enrollment), `inbox-…` (replies and auto-replies the thread-watcher found for one enrollment)
-and `bounce-…` (bounces of one enrollment's mail, from SMTP or from the mailbox). A breaking change to an event is a new `schema_version` with an upcaster in
+`bounce-…` (bounces of one enrollment's mail, from SMTP or from the mailbox) and `import-…` (the
+contacts one chunk of a CSV import created). A breaking change to an event is a new
+`schema_version` with an upcaster in
 `contracts/upcasters.py`.
 """
 
@@ -13,9 +15,9 @@ import uuid
 from datetime import date, datetime
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.base import Event, register
+from contracts.base import Event, EventEnvelope, current_data, register, stream_id
 from contracts.commands import SequenceSettings
 from contracts.texts import Text
 from contracts.values import (
@@ -158,6 +160,63 @@ class ContactOptedOut(ContactEvent):
     # "reply": the contact's reply asked for it ("please remove me", "수신거부")
     source: Literal["manual", "unsubscribe-link", "one-click", "import", "reply"]
     reason: str | None = None
+
+
+class ImportedContact(BaseModel):
+    """One contact created by an import: its id and the fields of its `ContactCreated`. They
+    were validated as the import command's `ContactFields` (stricter: lengths, single lines,
+    the address), so they are not checked again here, thousands at a time."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    contact_id: uuid.UUID
+    name: str = ""
+    company: str = ""
+    job_title: str = ""
+    owner_name: str = ""
+    email: str
+    phone: str = ""
+    status: str = ""
+    tags: list[str] = Field(default_factory=list, json_schema_extra={"default": []})
+    lists: list[str] = Field(default_factory=list, json_schema_extra={"default": []})
+    timezone: str | None = None
+
+
+class ImportEvent(Event):
+    category: ClassVar[str] = "import"
+    stream_key: ClassVar[str] = "import_id"
+    import_id: uuid.UUID
+
+
+class ContactsImported(ImportEvent):
+    """Contacts an import created, up to a few thousand in one event (a chunk of the file): one
+    append, one message and one consumer position a chunk instead of a contact. Each contact
+    is as created by a `ContactCreated` of its own; its stream `contact-<contact_id>` begins
+    here (the event log's `stream_origins` says where) and holds its later events from version
+    1 on. Webhooks deliver each contact as a `ContactCreated`."""
+
+    contacts: list[ImportedContact] = Field(min_length=1)
+
+    def begun_streams(self) -> list[str]:
+        return [stream_id("contact", c.contact_id) for c in self.contacts]
+
+
+def imported_row(origin: EventEnvelope, contact_id: uuid.UUID) -> dict:
+    """The row of a contact whose stream begins in `origin` (its import's `ContactsImported`,
+    as the log's `read_origins` finds it): the data of the `ContactCreated` it stands for
+    (`ContactCreated.model_validate` makes it one). A chunk's rows are indexed once, for the
+    many contacts of one chunk a repeated import looks at."""
+    rows = _imported_rows.get(origin.event_id)
+    if rows is None:
+        rows = {row["contact_id"]: row for row in current_data(origin)["contacts"]}
+        if len(_imported_rows) >= 4:
+            _imported_rows.pop(next(iter(_imported_rows)))
+        _imported_rows[origin.event_id] = rows
+    return rows[str(contact_id)]
+
+
+# a few chunks' rows by contact id, by event id (events never change)
+_imported_rows: dict[uuid.UUID, dict[str, dict]] = {}
 
 
 class EnrollmentEvent(Event):
@@ -585,6 +644,7 @@ register(
     SequenceResumed,
     SequenceArchived,
     ContactCreated,
+    ContactsImported,
     ContactEnrolled,
     EnrollmentContactZoneChanged,
     EnrollmentStepCompleted,

@@ -52,12 +52,12 @@ def webhook_payload_models() -> dict[str, type[BaseModel]]:
 
     from pydantic import create_model
 
-    from contracts.webhooks import WebhookPayload
+    from contracts.webhooks import UNDELIVERED_TYPES, WebhookPayload
 
     return {name: create_model(f"{name}Webhook", __base__=WebhookPayload,
                                __doc__=f"A delivery of `{name}`: {_summary(event)}",
                                type=(Literal[name], ...), data=(event, ...))
-            for name, event in sorted(EVENT_TYPES.items())}
+            for name, event in sorted(EVENT_TYPES.items()) if name not in UNDELIVERED_TYPES}
 
 
 def _summary(model: type[BaseModel]) -> str:

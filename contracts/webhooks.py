@@ -15,7 +15,12 @@ with the secret's bytes (the base64 after `whsec_`). During a secret rotation th
 one signature per live secret, separated by spaces: a receiver with either secret verifies.
 
 Deliveries of one enrollment come in order: the next one waits until the one before was answered
-2xx, or given up.
+2xx, or given up; so do those of one contact.
+
+A contact created by a CSV import is delivered as a `ContactCreated` like any other, although
+the log holds it as one row of its chunk's `ContactsImported` (which is never delivered as
+such, and cannot be asked for): its envelope's `stream_id` and `version` are the chunk's, its
+`event_id` is the same on every delivery of that contact's creation.
 
 Deprecated (kept for one release, per webhook, `legacy_headers`; on for webhooks registered
 before the Standard Webhooks headers): `Sequences-Signature: t=<unix seconds>,v1=<hex
@@ -48,6 +53,8 @@ EVENT_TYPE_HEADER = "Sequences-Event-Type"
 DELIVERY_ID_HEADER = "Sequences-Delivery-Id"
 ATTEMPT_HEADER = "Sequences-Delivery-Attempt"
 EVERY_TYPE = "*"
+# event types no webhook receives as such (each is delivered as the events it stands for)
+UNDELIVERED_TYPES = frozenset({"ContactsImported"})
 
 SECRET_PREFIX = "whsec_"
 # the spec's range for a secret's key (Svix's too): 24 to 64 random bytes

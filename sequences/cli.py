@@ -364,7 +364,7 @@ async def _import_contacts(args) -> int:
     try:
         if args.file.stat().st_size > contact_import.MAX_IMPORT_BYTES:
             raise contact_import.ImportFileError("file", "the file is over 50 MB: split it")
-        parsed = contact_import.parse(contact_import.decode(args.file.read_bytes()), mapping)
+        parsed = contact_import.parse(args.file.read_bytes(), mapping)
     except contact_import.ImportFileError as error:
         print(f"sequences: {args.file}: {error}", file=sys.stderr)
         return 2

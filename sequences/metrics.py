@@ -51,6 +51,10 @@ smtp_duration = _meter.create_histogram(
 imap_duration = _meter.create_histogram(
     "sequences.imap.operation.duration", unit="s", explicit_bucket_boundaries_advisory=_SECONDS,
     description="IMAP operations (connect, fetch, idle), with error.type when they failed.")
+tracked_clicks = _meter.create_counter(
+    "sequences.tracking.clicks", unit="{click}",
+    description="Tracked-link requests at the gateway by outcome (redirected, gone: a bad"
+                " token; dropped: redirected, but the click queue was full).")
 inbound = _meter.create_counter(
     "sequences.inbound.messages", unit="{message}",
     description="Messages the thread-watcher examined, by decision (reply, auto_reply, bounce,"
@@ -100,7 +104,8 @@ METRIC_NAMES = frozenset({
     "sequences_step_lateness_seconds", "sequences_step_due_to_sent_duration_seconds",
     "sequences_emails_total", "sequences_smtp_operation_duration_seconds",
     "sequences_imap_operation_duration_seconds", "sequences_webhook_deliveries_total",
-    "sequences_inbound_messages_total", "sequences_consumer_pending", "sequences_consumer_oldest_pending_age_seconds",
+    "sequences_inbound_messages_total", "sequences_tracking_clicks_total",
+    "sequences_consumer_pending", "sequences_consumer_oldest_pending_age_seconds",
     "sequences_outbox_depth", "sequences_outbox_oldest_age_seconds",
     "sequences_due_steps_pending", "sequences_due_steps_late",
     "sequences_due_steps_oldest_late_age_seconds", "sequences_webhook_pending",

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # sequence and contact, a schedule to its enrollment, ...).
 _CATEGORY_ORDER = {category: rank for rank, category in enumerate(
     ("sequence", "contact", "enrollment", "schedule", "delivery", "inbox", "bounce", "task"))}
+# imported contacts are contacts: replayed with them, in log order
+_CATEGORY_ORDER["import"] = _CATEGORY_ORDER["contact"]
 
 
 def _in_replay_order(batch: list[StoredEvent]) -> list[StoredEvent]:
@@ -36,11 +38,12 @@ def _in_replay_order(batch: list[StoredEvent]) -> list[StoredEvent]:
     stream's events keep their order (versions ascend), and read-model rows of different
     streams of one category do not depend on each other; except contacts: one live contact per
     address, so a contact deleted (or given another email) and a new one with its address must
-    come in log order. Contacts keep the batch's order (an import is one long run anyway)."""
+    come in log order. Contacts (and the chunks of imported ones) keep the batch's order (an
+    import is one long run anyway)."""
     last = len(_CATEGORY_ORDER)
 
     def key(e: StoredEvent):
-        if e.category == "contact":
+        if e.category in ("contact", "import"):
             return (_CATEGORY_ORDER["contact"], 0, "")  # (sorted() is stable: log order)
         return (_CATEGORY_ORDER.get(e.category, last), e.version, e.type)
 

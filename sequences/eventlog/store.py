@@ -66,7 +66,7 @@ class Append:
 
 # Passed through to psycopg as it is (exec_driver_sql). Binary placeholders (%(name)b) send the
 # arrays in binary, so psycopg builds no text array literals (quoting every " of every JSON
-# document in Python): twice the batched rate (bench/experiments_append.py has the variants).
+# document in Python): twice the batched rate (bench/experiments/append.py has the variants).
 _INSERT = """
     WITH new AS (
         SELECT * FROM unnest(
@@ -89,6 +89,16 @@ _INSERT = """
     INSERT INTO eventlog.outbox (position) SELECT position FROM inserted
 """
 
+# where streams begin that begin inside another stream's event (migrations/0170)
+_INSERT_ORIGINS = (
+    "INSERT INTO eventlog.stream_origins (stream_id, event_id)"
+    " SELECT * FROM unnest(%(streams)b::text[], %(event_ids)b::uuid[])"
+)
+_READ_ORIGINS = (
+    "SELECT stream_id, event_id FROM eventlog.stream_origins"
+    " WHERE stream_id = ANY(%(streams)b::text[])"
+)
+
 _CURRENT_VERSIONS = (
     "SELECT stream_id, max(version) FROM eventlog.events"
     " WHERE stream_id = ANY(%(ids)b::text[]) GROUP BY stream_id"
@@ -106,6 +116,9 @@ _READ_STREAM = (
 _READ_STREAMS = (
     f"SELECT {_ENVELOPE_COLUMNS} FROM eventlog.events"
     " WHERE stream_id = ANY(%(streams)b::text[]) ORDER BY stream_id, version"
+)
+_READ_EVENTS = (
+    f"SELECT {_ENVELOPE_COLUMNS} FROM eventlog.events WHERE event_id = ANY(%(ids)b::uuid[])"
 )
 _READ_ALL = (
     "SELECT split_part(stream_id, '-', 1), workspace_id, stream_id, version, type,"
@@ -147,10 +160,27 @@ class EventStore:
             span.set_attribute("eventlog.events", len(envelopes))
             if envelopes:
                 await self._insert(conn, envelopes)
+                await self._note_origins(conn, appends, envelopes)
             return envelopes
 
+    async def _note_origins(self, conn: AsyncConnection, appends: Sequence[Append],
+                            envelopes: list[EventEnvelope]) -> None:
+        """Where the streams begin that begin inside these events (`Event.begun_streams`)."""
+        events = (event for append in appends for event in append.events)
+        streams, event_ids = [], []
+        for event, envelope in zip(events, envelopes):
+            for stream in event.begun_streams():
+                streams.append(stream)
+                event_ids.append(envelope.event_id)
+        if streams:
+            try:
+                await conn.exec_driver_sql(_INSERT_ORIGINS,
+                                           {"streams": streams, "event_ids": event_ids})
+            except IntegrityError as error:  # a stream begun twice: the same race as a version
+                raise ConcurrencyConflict(str(error.orig)) from error
+
     async def _insert(self, conn: AsyncConnection, envelopes: list[EventEnvelope]) -> None:
-        """The events and their outbox rows, in one statement (bench/experiments_append.py
+        """The events and their outbox rows, in one statement (bench/experiments/append.py
         measures other ways of running it against this one)."""
         try:
             await conn.exec_driver_sql(_INSERT, _columns(envelopes))
@@ -203,6 +233,18 @@ class EventStore:
                                      _envelope):
             streams.setdefault(envelope.stream_id, []).append(envelope)
         return streams
+
+    async def read_origins(self, conn: AsyncConnection, stream_ids: Sequence[str]
+                           ) -> dict[str, EventEnvelope]:
+        """The event each of these streams begins in, for those that begin inside another
+        stream's event (an imported contact: its chunk's `ContactsImported`), by stream id.
+        Each such event is read once, however many of the streams begin in it."""
+        origins = dict(await _fetch(conn, _READ_ORIGINS, {"streams": list(stream_ids)}))
+        if not origins:
+            return {}
+        events = {envelope.event_id: envelope for envelope in await _fetch(
+            conn, _READ_EVENTS, {"ids": list(set(origins.values()))}, _envelope)}
+        return {stream: events[event_id] for stream, event_id in origins.items()}
 
     async def read_all(
         self, conn: AsyncConnection, categories: Sequence[str], batch_size: int = 5000,

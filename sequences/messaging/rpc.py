@@ -5,7 +5,9 @@ The reply is a `contracts.base.Reply`: a result, or a problem naming the fields 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from nats.aio.client import Client
@@ -67,14 +69,48 @@ def _field(loc: tuple, prefix: str) -> str:
     return path or "body"
 
 
+@dataclass(frozen=True)
+class AtOnce:
+    """A handler that may answer up to `count` requests at a time (in `serve`'s handlers):
+    others are answered one at a time, in order. For the import's chunks, whose transactions
+    never share a row (a file repeats no address): one's PostgreSQL work goes on while the
+    next one's Python runs."""
+
+    handler: RequestHandler
+    count: int
+
+
 async def serve(
-    nc: Client, service: str, handlers: dict[type[BaseModel], RequestHandler]
+    nc: Client, service: str, handlers: dict[type[BaseModel], RequestHandler | AtOnce]
 ) -> None:
     """Answer every command and query in `handlers` (one subscription each, shared by replicas)."""
     for model, handler in handlers.items():
-        await nc.subscribe(
-            model.nats_subject(), queue=service_queue(service), cb=_responder(model, handler)
-        )
+        if isinstance(handler, AtOnce):
+            respond = _several_at_once(_responder(model, handler.handler), handler.count)
+        else:
+            respond = _responder(model, handler)
+        await nc.subscribe(model.nats_subject(), queue=service_queue(service), cb=respond)
+
+
+def _several_at_once(respond, count: int):
+    """NATS hands a subscription's messages over one at a time: each is answered in a task of
+    its own, at most `count` at once (the next one waits for a free slot, held in NATS)."""
+    slots = asyncio.Semaphore(count)
+    running: set[asyncio.Task] = set()  # (tasks are only weakly referenced by the loop)
+
+    def done(task: asyncio.Task) -> None:
+        running.discard(task)
+        slots.release()
+        if not task.cancelled() and task.exception() is not None:  # (the answer's own errors
+            log.error("answering failed", exc_info=task.exception())  # are answered)
+
+    async def accept(msg: Msg) -> None:
+        await slots.acquire()
+        task = asyncio.create_task(respond(msg))
+        running.add(task)
+        task.add_done_callback(done)
+
+    return accept
 
 
 def _responder(model: type[BaseModel], handler: RequestHandler):

@@ -9,6 +9,7 @@ from pathlib import Path
 from contracts import commands as c
 from sequences.bootstrap import Runtime, ServiceParts, run_service
 from sequences.db import Migrations
+from sequences.messaging.rpc import AtOnce
 from services.enrollment import analytics, domain
 from services.enrollment.handlers import BounceRateGuard, EnrollmentCommands, process_subscription
 from services.enrollment.projections import PROJECTION, projector
@@ -41,7 +42,8 @@ def build(runtime: Runtime) -> ServiceParts:
             c.UpdateContact: commands.update_contact,
             c.DeleteContact: commands.delete_contact,
             c.OptOutContact: commands.opt_out_contact,
-            c.ImportContacts: commands.import_contacts,
+            # two chunks at once: the gateway sends the next before the answer to the last
+            c.ImportContacts: AtOnce(commands.import_contacts, 2),
             c.EnrollContact: commands.enroll_contact,
             c.EnrollSegment: commands.enroll_segment,
             c.StopEnrollment: commands.stop_enrollment,

@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo
 from functools import reduce
 from typing import Iterable, Sequence as Seq
 
+import pydantic_core
+
 from contracts.base import Event
 from contracts.events import (
     EnrollmentPaused,
@@ -21,6 +23,7 @@ from contracts.events import (
     ContactDeleted,
     ContactEnrolled,
     ContactOptedOut,
+    ContactsImported,
     ContactUpdated,
     EnrollmentBounced,
     EnrollmentCompleted,
@@ -453,6 +456,70 @@ def evolve_contact(state: Contact | None, event: Event) -> Contact:
         case ContactDeleted():
             return replace(state, deleted=True)
     raise TypeError(f"not a contact event: {type(event).__name__}")
+
+
+def imported_contact(row: dict) -> Contact:
+    """A contact an import created, from its row of the import's `ContactsImported` (as
+    stored): what `evolve_contact` makes of the `ContactCreated` it stands for, at version 0:
+    the creation is not in the contact's own stream, whose later events count from 1. (The
+    row was validated when it was written: a repeated import reads thousands.)"""
+    fields = {name: row[name] for name in CONTACT_FIELDS}
+    fields["timezone"] = fields["timezone"] or ""  # as an update that clears it says
+    return Contact(uuid.UUID(row["contact_id"]), fields, False, False, 0)
+
+
+def replay_contact(events: Iterable[Event], imported: Contact | None = None) -> Contact | None:
+    """A contact's state from the events of its stream; for a contact an import created,
+    after its `imported_contact` state."""
+    return reduce(evolve_contact, events, imported)
+
+
+# What one `ContactsImported` holds at most, as JSON: its message must stay well under NATS's
+# 1 MiB payload limit (2,000 rows of the usual few fields are about 400 KB; long tags and lists
+# make a chunk's rows several events).
+IMPORTED_BYTES = 512 * 1024
+
+
+def import_contacts(rows: Seq[dict], known: dict[str, Contact], new_id
+                    ) -> tuple[list[Event], list[tuple[Contact, list[Event]]], dict[str, int]]:
+    """An import's chunk, upserted by email (`rows`: each row's fields as given; `known`: the
+    workspace's contacts with these emails, by lowercased email). New addresses are created
+    together, in `ContactsImported` events (one append for the chunk, not one a contact);
+    known ones get the changes their row makes (only the fields the row has: an empty or
+    missing cell erases nothing). A later row of an address new in this chunk changes the
+    earlier one's fields. Returns the creations, the updates (state, events) and the counts."""
+    counts = {"created": 0, "updated": 0, "unchanged": 0}
+    new: dict[str, dict] = {}
+    updates = []
+    for row in rows:
+        email = row["email"].lower()
+        if (pending := new.get(email)) is not None:
+            changed = {k: v for k, v in row.items() if v is not None and pending.get(k) != v}
+            pending.update(changed)
+            counts["updated" if changed else "unchanged"] += 1
+        elif (state := known.get(email)) is None:
+            new[email] = {"contact_id": new_id(), **row}
+            counts["created"] += 1
+        else:
+            events = update_contact(state, row)
+            updates.append((state, events))
+            counts["updated" if events else "unchanged"] += 1
+    return contacts_imported(list(new.values()), new_id), updates, counts
+
+
+def contacts_imported(contacts: list[dict], new_id) -> list[ContactsImported]:
+    """The new contacts of a chunk as few events as fit `IMPORTED_BYTES` each."""
+    events, batch, size = [], [], 0
+    for contact in contacts:
+        row_size = len(pydantic_core.to_json(contact))
+        if batch and size + row_size > IMPORTED_BYTES:
+            events.append(ContactsImported(import_id=new_id(), contacts=batch))
+            batch, size = [], 0
+        batch.append(contact)
+        size += row_size
+    if batch:
+        events.append(ContactsImported(import_id=new_id(), contacts=batch))
+    return events
 
 
 def update_contact(state: Contact, changes: dict) -> list[Event]:

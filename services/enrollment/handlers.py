@@ -49,6 +49,7 @@ from contracts.events import (
     BounceDetected,
     ContactCreated,
     ContactEnrolled,
+    imported_row,
     EmailFailed,
     EmailHeld,
     EmailSent,
@@ -168,12 +169,31 @@ class EnrollmentCommands:
         return state, stream
 
     async def _contact(self, conn: AsyncConnection, contact_id: uuid.UUID,
-                       workspace_id: uuid.UUID):
-        state, stream = await self._load(conn, "contact", contact_id, domain.evolve_contact,
-                                         workspace_id)
+                       workspace_id: uuid.UUID | None):
+        """A live contact of `workspace_id` (any, given None) and its stream; else 404."""
+        state = (await self._contacts(conn, [contact_id], workspace_id)).get(contact_id)
         if state is None or state.deleted:
             raise Rejected(404, f"no such contact: {contact_id}", "contact_id")
-        return state, stream
+        return state, stream_id("contact", contact_id)
+
+    async def _contacts(self, conn: AsyncConnection, contact_ids: Seq[uuid.UUID],
+                        workspace_id: uuid.UUID | None) -> dict[uuid.UUID, domain.Contact]:
+        """The state of each of these contacts (of `workspace_id`, when given), in two or three
+        statements however many: their streams, and for those an import created, the chunk
+        event they begin in. A contact with neither is absent."""
+        streams = {stream_id("contact", contact_id): contact_id for contact_id in contact_ids}
+        logs = await self.runtime.store.read_streams(conn, list(streams))
+        origins = await self.runtime.store.read_origins(conn, list(streams))
+        states = {}
+        for stream, contact_id in streams.items():
+            own, origin = logs.get(stream, []), origins.get(stream)
+            first = origin or (own[0] if own else None)
+            if first is None or workspace_id not in (None, first.workspace_id):
+                continue
+            imported = None if origin is None else domain.imported_contact(
+                imported_row(origin, contact_id))
+            states[contact_id] = domain.replay_contact([decode_event(e) for e in own], imported)
+        return states
 
     async def _transaction(self, work, lost_race: tuple[str, str | None] = (
             "changed by someone else meanwhile; retry", None)):
@@ -390,32 +410,24 @@ class EnrollmentCommands:
         return Created(id=contact_id)
 
     async def import_contacts(self, command: ImportContacts) -> ImportResult:
-        """Upsert by email: new addresses are created, known ones updated where they differ."""
+        """Upsert by email: new addresses are created (a `ContactsImported` for the chunk),
+        known ones updated where they differ."""
         async def work(conn):
             emails = [row.email.lower() for row in command.rows]
             known = dict((await conn.execute(
                 text("SELECT lower(email), contact_id FROM enrollment.contacts"
                      " WHERE workspace_id = :ws AND lower(email) = ANY(:emails) AND NOT deleted"),
                 {"ws": command.workspace_id, "emails": emails})).all())
-            # the known contacts' streams in one statement, not one each (a repeated import)
-            logs = await self.runtime.store.read_streams(
-                conn, [stream_id("contact", contact_id) for contact_id in known.values()])
-            appends, counts = [], {"created": 0, "updated": 0, "unchanged": 0}
-            for row in command.rows:
-                if (contact_id := known.get(row.email.lower())) is None:
-                    event = ContactCreated(contact_id=uuid.uuid4(), **row.model_dump(mode="json"))
-                    known[row.email.lower()] = event.contact_id
-                    appends.append(Append(event.stream_id(), 0, [event]))
-                    counts["created"] += 1
-                    continue
-                stream = stream_id("contact", contact_id)
-                state = domain.replay([decode_event(e) for e in logs.get(stream, [])],
-                                      domain.evolve_contact)
+            # the known contacts' states in a few statements, not a few each (a repeated import)
+            states = await self._contacts(conn, list(known.values()), None)
+            created, updates, counts = domain.import_contacts(
                 # only the columns the file has: an empty or missing cell erases nothing
-                events = domain.update_contact(state, row.model_dump(mode="json",
-                                                                     exclude_unset=True))
-                appends.append(Append(stream, state.version, events))
-                counts["updated" if events else "unchanged"] += 1
+                [row.model_dump(mode="json", exclude_unset=True) for row in command.rows],
+                {email: states[contact_id] for email, contact_id in known.items()},
+                uuid.uuid4)
+            appends = [Append(event.stream_id(), 0, [event]) for event in created]
+            appends += [Append(stream_id("contact", state.contact_id), state.version, events)
+                        for state, events in updates]
             await self._record(conn, appends, Causation.new(command.workspace_id))
             return ImportResult(**counts)
         return await self._transaction(work)
@@ -660,10 +672,11 @@ class EnrollmentCommands:
         enrollment, _ = await self._load(d.conn, "enrollment", event.enrollment_id, domain.evolve)
         if enrollment is None:
             return
-        contact, stream = await self._load(d.conn, "contact", enrollment.contact_id,
-                                           domain.evolve_contact)
+        contact = (await self._contacts(d.conn, [enrollment.contact_id], None)).get(
+            enrollment.contact_id)
         if contact is None or contact.deleted:
             return
+        stream = stream_id("contact", enrollment.contact_id)
         why = f"replied: {event.excerpt[:200]}" if event.excerpt else "replied asking to be removed"
         await self._record(d.conn, [Append(stream, contact.version, domain.opt_out(
             contact, event.received_at, "reply", why))], d.causation)

@@ -14,7 +14,6 @@ import json
 
 from collections import Counter
 
-import pydantic_core
 from sqlalchemy import text
 
 from contracts.base import EventEnvelope
@@ -24,6 +23,7 @@ from contracts.events import (
     ContactDeleted,
     ContactEnrolled,
     ContactOptedOut,
+    ContactsImported,
     ContactUpdated,
     EnrollmentBounced,
     EnrollmentCompleted,
@@ -56,12 +56,12 @@ from sequences.projections import Projection
 from services.enrollment import search
 
 projector = Subscription(
-    "enrollment-projector", ["sequence", "contact", "enrollment", "schedule", "delivery", "task",
-                             "suppression"],
+    "enrollment-projector", ["sequence", "contact", "import", "enrollment", "schedule",
+                             "delivery", "task", "suppression"],
     rebuildable=True,
     # appended by this service alone, always through EnrollmentCommands._record, which applies
     # them here in the appending transaction (task streams are not: the mailer appends TaskDue)
-    applied_at_append=("sequence", "contact", "enrollment", "suppression"),
+    applied_at_append=("sequence", "contact", "import", "enrollment", "suppression"),
 )
 PROJECTION = Projection(
     projector, ("enrollment.sequences", "enrollment.contacts", "enrollment.enrollments",
@@ -199,22 +199,53 @@ for _change in _SEQUENCE_STATES:
 
 @projector.on_batch(ContactCreated)
 async def contacts_created(run: list[EventEnvelope], conn) -> None:
-    """Set-based: an import of 100,000 contacts is one statement."""
+    """Set-based: a run of 100,000 contacts is one statement."""
+    await _insert_contacts(conn, [(e.data, e.workspace_id, e.occurred_at) for e in run])
+
+
+@projector.on_batch(ContactsImported)
+async def contacts_imported(run: list[EventEnvelope], conn) -> None:
+    """Every contact of every chunk of the run in one statement."""
+    await _insert_contacts(conn, [(contact, e.workspace_id, e.occurred_at)
+                                  for e in run for contact in e.data["contacts"]])
+
+
+_TEXT_COLUMNS = ("name", "company", "job_title", "owner_name", "email", "phone", "status",
+                 "timezone")
+# Tags, lists and search bigrams go as one text each, split by PostgreSQL: arrays of arrays
+# would have to be of one length. The unit separator cannot be in them: labels and the
+# searched fields are single lines, which refuse control characters (contracts/values.py).
+_SEPARATOR = "\x1f"
+
+
+async def _insert_contacts(conn, contacts: list[tuple[dict, object, object]]) -> None:
+    """New contacts: (the fields of their `ContactCreated`, workspace, when), in one statement
+    on binary arrays (a JSON document of them cost PostgreSQL a third more, and Python too)."""
+    params = {f"{column}s": [data.get(column) for data, _, _ in contacts]
+              for column in _TEXT_COLUMNS}
+    params |= {
+        "ids": [data["contact_id"] for data, _, _ in contacts],
+        "workspaces": [workspace_id for _, workspace_id, _ in contacts],
+        "ats": [at for _, _, at in contacts],
+        "tags": [_SEPARATOR.join(data.get("tags", ())) for data, _, _ in contacts],
+        "lists": [_SEPARATOR.join(data.get("lists", ())) for data, _, _ in contacts],
+        "grams": [_SEPARATOR.join(_search_grams(data)) for data, _, _ in contacts],
+    }
     await conn.exec_driver_sql(
         "INSERT INTO enrollment.contacts (contact_id, workspace_id, name, company, job_title,"
         " owner_name, email, phone, status, tags, lists, timezone, search_grams, created_at,"
         " updated_at)"
         " SELECT c.contact_id, c.workspace_id, c.name, c.company, c.job_title, c.owner_name,"
-        " c.email, c.phone, c.status, ARRAY(SELECT jsonb_array_elements_text(c.tags)),"
-        " ARRAY(SELECT jsonb_array_elements_text(c.lists)), c.timezone,"
-        " ARRAY(SELECT jsonb_array_elements_text(c.grams)), c.at, c.at"
-        " FROM jsonb_to_recordset(%(rows)b::jsonb) AS c(contact_id uuid, workspace_id uuid,"
-        "   name text, company text, job_title text, owner_name text, email text, phone text,"
-        "   status text, tags jsonb, lists jsonb, timezone text, grams jsonb, at timestamptz)",
-        # pydantic-core's encoder: the same JSON as json.dumps, three times faster
-        {"rows": pydantic_core.to_json([{**e.data, "at": e.occurred_at,
-                                         "workspace_id": e.workspace_id,
-                                         "grams": _search_grams(e.data)} for e in run]).decode()},
+        " c.email, c.phone, c.status, string_to_array(c.tags, E'\\x1f'),"
+        " string_to_array(c.lists, E'\\x1f'), c.timezone, string_to_array(c.grams, E'\\x1f'),"
+        " c.at, c.at"
+        " FROM unnest(%(ids)b::uuid[], %(workspaces)b::uuid[], %(names)b::text[],"
+        "   %(companys)b::text[], %(job_titles)b::text[], %(owner_names)b::text[],"
+        "   %(emails)b::text[], %(phones)b::text[], %(statuss)b::text[], %(tags)b::text[],"
+        "   %(lists)b::text[], %(timezones)b::text[], %(grams)b::text[], %(ats)b::timestamptz[])"
+        "   AS c(contact_id, workspace_id, name, company, job_title, owner_name, email, phone,"
+        "        status, tags, lists, timezone, grams, at)",
+        params,
     )
 
 

@@ -270,12 +270,23 @@ class EnrollmentQueries:
                                  " WHERE enrollment_id = :id AND workspace_id = :ws",
                                  {"id": query.enrollment_id, "ws": query.workspace_id})
         streams += [stream_id("task", task["task_id"]) for task in tasks]
+        # the sequence's A/B decisions (VariantWinnerChosen) from the enrollment's start on:
+        # they decide which variant its later emails are
+        sequence = await self._rows("SELECT sequence_id FROM enrollment.enrollments"
+                                    " WHERE enrollment_id = :id AND workspace_id = :ws",
+                                    {"id": query.enrollment_id, "ws": query.workspace_id})
+        experiment = stream_id("experiment", sequence[0]["sequence_id"]) if sequence else ""
         rows = await self._rows(
-            "SELECT position, event_id, type, stream_id, occurred_at, correlation_id,"
-            " causation_id, data"
-            " FROM eventlog.events WHERE stream_id = ANY(:streams) AND workspace_id = :ws"
+            "WITH own AS (SELECT position, event_id, type, stream_id, occurred_at,"
+            " correlation_id, causation_id, data FROM eventlog.events"
+            " WHERE stream_id = ANY(:streams) AND workspace_id = :ws)"
+            " SELECT * FROM own UNION ALL"
+            " SELECT position, event_id, type, stream_id, occurred_at, correlation_id,"
+            " causation_id, data FROM eventlog.events"
+            " WHERE stream_id = :experiment AND workspace_id = :ws"
+            " AND position > (SELECT min(position) FROM own)"
             " ORDER BY position",
-            {"streams": streams, "ws": query.workspace_id},
+            {"streams": streams, "ws": query.workspace_id, "experiment": experiment},
         )
         if not rows:
             raise Rejected(404, f"no such enrollment: {query.enrollment_id}", "enrollment_id")

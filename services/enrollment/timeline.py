@@ -56,6 +56,11 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "EmailHeld": lambda d: f"{_step(d)} held: {d['reason']}",
     "EmailDeferred": lambda d: f"deferred until {d['until']}: {d['reason']}",
     "EnrollmentBounced": lambda d: f"bounced: {d['reason']}",
+    "VariantAssigned": lambda d: f"A/B variant {d['letter']} assigned",
+    "VariantWinnerChosen": lambda d: f"A/B winner: variant {d['letter']}, chosen "
+                                     + (f"by {d.get('chosen_by') or 'hand'}" if d["by"] == "hand"
+                                        else "automatically by reply rate")
+                                     + "; new emails use it",
     "EnrollmentStopped": lambda d: f"stopped: {d.get('reason') or 'by hand'}",
     "TaskDue": lambda d: f"{_step(d)}: a {d['channel']} task for {d['owner_name'] or 'the owner'}",
     "TaskCompleted": lambda d: f"task {d['outcome']}" + (f": {d['note']!r}" if d.get("note")

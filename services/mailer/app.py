@@ -19,6 +19,7 @@ from contracts.commands import (
     PreviewStep,
     ChooseVariantWinner,
     RecordEmailClick,
+    RecordEmailClicks,
     RecordEmailOpen,
     ResumeMailbox,
     SendTestEmail,
@@ -31,7 +32,9 @@ from sequences.db import Migrations
 from sequences.signing import signer_from_env
 from services.mailer.adapters import CaptureVerifier, Mailboxes
 from sequences.encryption import SecretBox
-from services.mailer.handlers import MailerHandlers, subscription
+from services.mailer.handlers import MailerCopies, subscription
+from services.mailer.requests import MailerRequests
+from services.mailer.sending import StepSender
 from services.mailer.mailbox_pauses import MailboxGuard, PausePolicy
 from services.mailer.mailboxes import MailboxRegistry
 from services.mailer.oauth_consent import OAuthConsents
@@ -47,26 +50,26 @@ def build(runtime: Runtime) -> ServiceParts:
     tokens = AccessTokens(runtime.engine, box)
     registry = MailboxRegistry(runtime, box, tokens)
     consents = OAuthConsents(runtime, box, registry)
-    handlers = MailerHandlers(
-        runtime,
-        Mailboxes(runtime.settings.smtp_url, os.environ.get("MAILBOXES")),
-        signer_from_env(),
+    mailboxes = Mailboxes(runtime.settings.smtp_url, os.environ.get("MAILBOXES"))
+    sender = StepSender(
+        runtime, mailboxes, signer_from_env(),
         CaptureVerifier(verify_url) if verify_url else None,
         retry_limit=int(os.environ.get("SMTP_RETRY_LIMIT", "5")),
-        box=box,
-        tokens=tokens,
+        box=box, tokens=tokens,
     )
+    requests = MailerRequests(runtime, mailboxes)
     guard = MailboxGuard(runtime, PausePolicy.from_env())
     return ServiceParts(
-        subscriptions=[subscription(handlers, guard)],
+        subscriptions=[subscription(MailerCopies(), sender, requests, guard)],
         requests={
             GetMailboxDeliverability: guard.deliverability,
             ResumeMailbox: guard.resume,
-            PreviewStep: handlers.preview_step,
-            SendTestEmail: handlers.send_test_email,
-            RecordEmailOpen: handlers.record_open,
-            RecordEmailClick: handlers.record_click,
-            ChooseVariantWinner: handlers.choose_winner,
+            PreviewStep: requests.preview_step,
+            SendTestEmail: requests.send_test_email,
+            RecordEmailOpen: requests.record_open,
+            RecordEmailClick: requests.record_click,
+            RecordEmailClicks: requests.record_clicks,
+            ChooseVariantWinner: requests.choose_winner,
             ConnectMailbox: registry.connect,
             ChangeMailbox: registry.change,
             DisconnectMailbox: registry.disconnect,

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from contracts.base import decode_event, stream_id
 from contracts.events import (
     ContactCreated,
+    imported_row,
     ContactEnrolled,
     ContactUpdated,
     EnrollmentContactZoneChanged,
@@ -364,11 +365,15 @@ class SchedulerHandlers:
         calendar_stream = stream_id("calendar", query.workspace_id)
         contact_stream = (stream_id("contact", query.contact_id)
                           if query.contact_id is not None else None)
-        async with self.runtime.engine.connect() as conn:  # one statement: a round trip
+        origin = None
+        async with self.runtime.engine.connect() as conn:  # the streams in one statement
             streams = await self.runtime.store.read_streams(
                 conn, [s for s in (sequence_stream, calendar_stream, contact_stream) if s])
+            if contact_stream:  # a contact an import created begins in its chunk's event
+                origin = (await self.runtime.store.read_origins(
+                    conn, [contact_stream])).get(contact_stream)
         sequence = _replayed_sequence(streams.get(sequence_stream, []), query)
-        contact_zone = (_contact_zone(streams.get(contact_stream, []), query)
+        contact_zone = (_contact_zone(streams.get(contact_stream, []), origin, query)
                         if contact_stream else None)
         workspace = streams.get(calendar_stream)
         calendar_event = decode_event(workspace[-1]) if workspace else None
@@ -471,11 +476,17 @@ def _replayed_sequence(envelopes: list, query: PreviewSchedule):
     return settings, steps
 
 
-def _contact_zone(envelopes: list, query: PreviewSchedule) -> str | None:
-    if not envelopes or envelopes[0].workspace_id != query.workspace_id:
+def _contact_zone(envelopes: list, origin, query: PreviewSchedule) -> str | None:
+    """`origin`: the event the contact's stream begins in when an import created it (its
+    chunk's ContactsImported), else None."""
+    first = origin or (envelopes[0] if envelopes else None)
+    if first is None or first.workspace_id != query.workspace_id:
         raise Rejected(404, f"no such contact: {query.contact_id}", "contact_id")
+    events = list(map(decode_event, envelopes))
+    if origin is not None:
+        events.insert(0, ContactCreated.model_validate(imported_row(origin, query.contact_id)))
     zone = None
-    for event in map(decode_event, envelopes):
+    for event in events:
         if isinstance(event, ContactCreated):
             zone = event.timezone
         elif isinstance(event, ContactUpdated) and "timezone" in event.changes:

@@ -7,7 +7,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from contracts.base import EventEnvelope
+from typing import Sequence
+
+from contracts.base import EventEnvelope, current_data, stream_id
+from contracts.events import ContactCreated, ContactsImported
 from contracts.webhooks import EVERY_TYPE
 
 
@@ -26,9 +29,35 @@ class Wanted:
 
 def ordering_key(envelope: EventEnvelope) -> str:
     """Deliveries of one key go out in order: an enrollment's events (whatever stream they are
-    in: its schedule, its deliveries, its replies) share its id; others their stream."""
+    in: its schedule, its deliveries, its replies) share its id; a contact's creation goes
+    with its stream (an imported one's is in its chunk's); others their stream."""
     enrollment_id = envelope.data.get("enrollment_id")
-    return f"enrollment-{enrollment_id}" if enrollment_id else envelope.stream_id
+    if enrollment_id:
+        return f"enrollment-{enrollment_id}"
+    if envelope.type == _CREATED:
+        return stream_id("contact", envelope.data["contact_id"])
+    return envelope.stream_id
+
+
+_CREATED = ContactCreated.type_name()
+_IMPORTED = ContactsImported.type_name()
+# the event ids of imported contacts' creations: derived, so a redelivery queues nothing twice
+_IMPORTED_CONTACT = uuid.UUID("0b6f3f0e-7c43-4d55-9a43-5c0f2f8f3a51")
+
+
+def delivered(envelope: EventEnvelope, wanted: Sequence[Wanted]) -> list[EventEnvelope]:
+    """What webhooks receive of an event: the event itself; of a `ContactsImported`, each
+    contact it created as a `ContactCreated` (only when one of `wanted` wants those), with an
+    event id derived from the chunk's and the contact's (contracts/webhooks.py)."""
+    if envelope.type != _IMPORTED:
+        return [envelope]
+    as_created = envelope.model_copy(update={"type": _CREATED, "data": {}})
+    if not any(webhook.wants(as_created) for webhook in wanted):
+        return []
+    return [envelope.model_copy(update={
+        "event_id": uuid.uuid5(_IMPORTED_CONTACT, f"{envelope.event_id}:{contact['contact_id']}"),
+        "type": _CREATED, "schema_version": ContactCreated.schema_version, "data": contact})
+        for contact in current_data(envelope)["contacts"]]
 
 
 @dataclass(frozen=True)

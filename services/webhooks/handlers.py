@@ -44,7 +44,7 @@ from sequences.messaging.rpc import Rejected
 from sequences.pagination import decode_cursor, decode_moment_and_id, moment_and_id, page_of
 from sequences.tracing import tracer
 from services.webhooks.adapters import Answer, WebhookPoster
-from services.webhooks.domain import RetryPolicy, Wanted, ordering_key
+from services.webhooks.domain import RetryPolicy, Wanted, delivered, ordering_key
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
@@ -121,8 +121,9 @@ class WebhookHandlers:
                   for r in await conn.execute(_WANTED, {"workspaces": workspaces})]
         if not wanted:
             return  # the common case: nobody in these workspaces has a webhook
-        rows = [(webhook.webhook_id, envelope) for envelope in run for webhook in wanted
-                if webhook.wants(envelope)]
+        rows = [(webhook.webhook_id, event) for envelope in run
+                for event in delivered(envelope, wanted) for webhook in wanted
+                if webhook.wants(event)]
         if not rows:
             return
         now = self.runtime.clock.now()

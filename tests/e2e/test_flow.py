@@ -240,6 +240,62 @@ async def settled(stack) -> None:
     assert levels.settled, str(levels)
 
 
+async def test_imported_contacts_are_edited_opted_out_deleted_and_mailed_like_others(stack, api):
+    """An import's new contacts are one event a chunk (ContactsImported): each of them is
+    found wherever one contact is loaded, and the rebuild below replays them too."""
+    tag = f"imp-{uuid.uuid4().hex[:8]}"
+    emails = [f"imp{i}.{tag}@customer.example" for i in range(4)]
+    csv_text = "name,company,email,tags,timezone\n" + "".join(
+        f"고객{i},회사{i},{email},{tag},America/New_York\n" for i, email in enumerate(emails))
+    report = (await api.post("/v1/contacts/import", content=csv_text.encode(),
+                             headers={"content-type": "text/csv"})).json()
+    assert (report["created"], report["failed"]) == (4, []), report
+    listed = (await api.get("/v1/contacts", params={"tag": tag})).json()["items"]
+    ids = {c["email"]: c["contact_id"] for c in listed}
+    edited, opted_out, deleted, mailed = (ids[email] for email in emails)
+
+    changed = await api.patch(f"/v1/contacts/{edited}", json={"name": "바뀐이름"})
+    assert (changed.status_code, changed.json()["name"]) == (200, "바뀐이름"), changed.text
+    again = await api.patch(f"/v1/contacts/{edited}", json={"company": "새회사"})
+    assert (again.json()["name"], again.json()["company"]) == ("바뀐이름", "새회사")
+    out = await api.post(f"/v1/contacts/{opted_out}/opt-out", json={})
+    assert (out.status_code, out.json()["opted_out"]) == (200, True), out.text
+    assert (await api.delete(f"/v1/contacts/{deleted}")).status_code == 204
+    assert (await api.get(f"/v1/contacts/{deleted}")).status_code == 404
+    assert (await api.patch(f"/v1/contacts/{deleted}", json={"name": "x"})).status_code == 404
+
+    repeat = (await api.post("/v1/contacts/import", content=csv_text.encode(),
+                             headers={"content-type": "text/csv"})).json()
+    # the edited one gets its file name back; the deleted one is new again
+    assert (repeat["created"], repeat["updated"], repeat["unchanged"]) == (1, 1, 2), repeat
+
+    sequence = {**SEQUENCE, "zone_mode": "contact"}
+    sequence_id = (await api.post("/v1/sequences", json=sequence)).json()["id"]
+    schedule = await api.get(f"/v1/sequences/{sequence_id}/schedule",
+                             params={"contact_id": mailed})
+    assert schedule.json()["timezone"] == "America/New_York", schedule.text
+    first_step = (await api.get(f"/v1/sequences/{sequence_id}")).json()["steps"][0]["step_id"]
+
+    async def previewed():  # the mailer's copy of contacts, fed by the chunk's event
+        answer = await api.post(f"/v1/sequences/{sequence_id}/steps/{first_step}/preview",
+                                json={"contact_id": mailed})
+        return answer.json() if answer.status_code == 200 else None
+
+    assert (await eventually(previewed, timeout=30))["subject"] == "고객3님, 회사3 견적 건"
+    refused = await api.post(f"/v1/sequences/{sequence_id}/enrollments",
+                             json={"contact_id": opted_out})
+    assert refused.status_code == 409, refused.text
+    enrolled = await api.post(f"/v1/sequences/{sequence_id}/enrollments",
+                              json={"contact_id": mailed})
+    assert enrolled.status_code == 201, enrolled.text
+
+    async def sent():
+        return mail_to(stack, emails[3])
+
+    [mail] = await eventually(sent, timeout=30)
+    assert mail["Subject"] == "고객3님, 회사3 견적 건"
+
+
 def rows_that_differ(live: dict[str, list], rebuilt: dict[str, list]) -> list[str]:
     return [f"{side}: {row!r}" for table in live for side, rows, other in (
         ("live", live[table], rebuilt.get(table, [])), ("rebuilt", rebuilt.get(table, []),

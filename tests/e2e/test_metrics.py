@@ -101,11 +101,12 @@ async def test_metrics_count_the_emails_and_lag_returns_to_zero(stack, api):
     exported = {name.removesuffix(suffix) for name in after
                 for suffix in ("_bucket", "_count", "_sum", "_created", "")
                 if name.endswith(suffix) and name.removesuffix(suffix) in METRIC_NAMES}
-    # (a counter appears once it counted something: no failure, webhook or IMAP op here; no
-    # connected mailbox either, whose gauges test_mailboxes.py checks)
+    # (a counter appears once it counted something: no failure, webhook, click or IMAP op
+    # here; no connected mailbox either, whose gauges test_mailboxes.py checks)
     assert exported >= METRIC_NAMES - {
         "sequences_imap_operation_duration_seconds", "sequences_webhook_deliveries_total",
         "sequences_consumer_failures_total", "sequences_inbound_messages_total",
+        "sequences_tracking_clicks_total",
         "sequences_mailbox_sent",
         "sequences_mailbox_limit"}
 

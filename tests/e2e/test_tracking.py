@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 
 import httpx
 
+from contracts import commands as c
+from contracts.values import TrackedRequest
+from sequences.messaging.nats import connect
+from sequences.signing import Signer
+from services.gateway import bus
 from tests.e2e.test_flow import SEQUENCE, mail_to, new_contact
 from tests.support import eventually, web_client
 
@@ -70,6 +76,11 @@ async def test_a_followed_link_lands_on_its_url_and_counts_a_person_a_scanner_a_
         scanned = await scan.get(links[1])
         assert (scanned.status_code, scanned.headers["location"]) == (
             302, f"{stack.gateway_url}/readyz")
+        # the gateway counts its redirects (the HTTP duration metric leaves the links out)
+        exported = (await scan.get(f"{stack.gateway_url}/metrics")).text
+        assert re.search(r'sequences_tracking_clicks_total\{[^}]*outcome="redirected"', exported)
+        assert re.search(r'sequences_tracking_clicks_total\{[^}]*outcome="gone"', exported)
+        assert 'http_route="/c/{token}"' not in exported
 
     body = await analytics_when(api, sequence_id,
                                 lambda c: c["clicked_human"] + c["clicked_machine"] == 2)
@@ -131,11 +142,14 @@ async def test_ab_variants_keep_each_enrollments_letter_and_a_chosen_winner_rout
         stack, api):
     sequence_id = (await api.post("/v1/sequences", json=ab_sequence())).json()["id"]
 
+    enrollments = []
+
     async def enroll_one() -> str:
         contact_id, email = await new_contact(api)
         made = await api.post(f"/v1/sequences/{sequence_id}/enrollments",
                               json={"contact_id": contact_id})
         assert made.status_code == 201, made.text
+        enrollments.append(made.json()["id"])
         return email
 
     async def both_steps(email):
@@ -165,6 +179,17 @@ async def test_ab_variants_keep_each_enrollments_letter_and_a_chosen_winner_rout
         first, second = await both_steps(email)
         assert first["Subject"].startswith("B1") and "variant B step 2" in \
             second.get_body(("plain",)).get_content()
+    # an enrollee of before the choice has both decisions in its timeline, in words too
+    timeline = (await api.get(f"/v1/enrollments/{enrollments[0]}/timeline")).json()["entries"]
+    types = [e["type"] for e in timeline]
+    assert types.count("VariantAssigned") == 1 and types.count("VariantWinnerChosen") == 1
+    assert types.index("VariantAssigned") < types.index("VariantWinnerChosen")
+    async with web_client(stack) as browser:
+        page = (await browser.get(f"/enrollments/{enrollments[0]}")).text
+        assert f"A/B variant {split[0]} assigned" in page
+        assert "A/B winner: variant B, chosen by" in page
+    async with web_client(stack, language="ko") as browser:
+        assert "A/B 우승 버전: B" in (await browser.get(f"/enrollments/{enrollments[0]}")).text
     absent = await api.post(f"/v1/sequences/{sequence_id}/variants/winner", json={"letter": "C"})
     assert absent.status_code == 422 and absent.json()["errors"][0]["field"] == "letter"
 
@@ -180,3 +205,30 @@ async def test_variants_whose_weights_do_not_add_up_or_lack_a_subject_are_refuse
     no_subject["steps"][0]["variants"][1]["subject"] = None
     refused = await api.post("/v1/sequences", json=no_subject)
     assert refused.status_code == 422 and "variant B needs a subject" in refused.text
+
+
+async def test_a_batch_of_clicks_sent_twice_records_each_click_once(stack, api):
+    """The gateway sends a batch again when its answer was lost: the mailer keeps each click id
+    once, and a click of an email it never sent is left out without failing the batch."""
+    sequence_id, message = await sent_email(stack, api, with_links(stack))
+    link = re.findall(r"https?://\S+/c/[\w.-]+", message.get_body(("plain",)).get_content())[0]
+    payload = Signer(stack.env()["SEQUENCES_SECRET"].encode()).verify(
+        "click", link.rsplit("/", 1)[1])
+    seen = TrackedRequest(method="GET", user_agent=BROWSER, client_ip="203.0.113.9")
+
+    def click(enrollment_id, seconds_ago: float) -> c.SeenClick:
+        return c.SeenClick(click_id=uuid.uuid4(), enrollment_id=enrollment_id,
+                           step_id=payload["s"], link_index=0, url=payload["u"], request=seen,
+                           seconds_ago=seconds_ago)
+
+    # a person's click of the email, and one of an email never sent (an unknown enrollment)
+    batch = c.RecordEmailClicks(workspace_id=payload["w"], clicks=[
+        click(uuid.UUID(payload["e"]), 0), click(uuid.uuid4(), 0)])
+    async with await connect(stack.env()["NATS_URL"], "tests") as nc:
+        await asyncio.sleep(6)  # past the "too soon after sending" window of the machine rules
+        for _ in range(2):
+            await bus.send(nc, batch)
+    body = await analytics_when(api, sequence_id, lambda c: c["clicked_human"] >= 1)
+    timeline = (await api.get(f"/v1/enrollments/{payload['e']}/timeline")).json()["entries"]
+    assert [e["type"] for e in timeline].count("EmailClicked") == 1
+    assert body["totals"]["counts"]["clicked_human"] == 1

@@ -328,3 +328,40 @@ async def test_what_a_colleagues_reply_does_is_chosen_in_the_builder(stack, api)
         assert saved.status_code in (200, 303), saved.text[:300]
     sequence = await sequence_named(api, name)
     assert sequence["on_account_reply"] == {"action": "pause", "pause_days": 5}
+
+
+async def test_variants_are_added_refused_and_saved_through_the_form_without_script(stack, api):
+    """The A/B buttons post the form like the step buttons: a second variant (A is the step's
+    own text), weights refused in Korean next to the variants, then saved; the edit page shows
+    both again and a save from it keeps them."""
+    name = f"Builder AB {uuid.uuid4().hex[:6]}"
+    async with web_client(stack, language="ko") as browser:
+        fields = {**new_form(name), "steps[0].body": "안녕하세요 {{고객명}}님 (A)"}
+        added = await post(browser, "/sequences/new", fields, "add_variant:0")
+        assert added.status_code == 200
+        shown = values_of(added.text)
+        assert (shown["steps[0].variants[0].weight"], shown["steps[0].variants[1].weight"]) == (
+            "50", "50")
+        assert shown["steps[0].variants[1].subject"] == "" and "autofocus" in added.text
+        fields = {**shown, "steps[0].variants[1].subject": "{{회사명}} 견적 (B)",
+                  "steps[0].variants[1].body": "{{고객명}}님, 견적 건입니다 (B)",
+                  "steps[0].variants[1].weight": "60"}
+        refused = await post(browser, "/sequences/new", fields, "save")
+        assert refused.status_code == 422
+        assert error_of(refused.text, "steps[0].variants") == "버전별 비중의 합이 100이 되어야 합니다."
+        assert await sequence_named(api, name) is None
+
+        fields["steps[0].variants[0].weight"] = "40"
+        saved = await post(browser, "/sequences/new", fields, "save")
+        assert saved.status_code == 303, saved.text
+        sequence_id = saved.headers["location"].rsplit("/", 1)[1]
+        [step] = (await api.get(f"/v1/sequences/{sequence_id}")).json()["steps"]
+        assert [(v["subject"], v["weight"]) for v in step["variants"]] == [
+            ("{{고객명}}님, 견적 건", 40), ("{{회사명}} 견적 (B)", 60)]
+
+        edit = values_of((await browser.get(f"/sequences/{sequence_id}/edit")).text)
+        assert edit["steps[0].variants[1].body"] == "{{고객명}}님, 견적 건입니다 (B)"
+        again = await post(browser, f"/sequences/{sequence_id}/edit", edit, "save")
+        assert again.status_code == 303, again.text
+        [kept] = (await api.get(f"/v1/sequences/{sequence_id}")).json()["steps"]
+        assert kept["variants"] == step["variants"] and kept["step_id"] == step["step_id"]

@@ -348,3 +348,37 @@ def _of(path: str, receiver: Receiver, enrollment_id: str) -> list[dict]:
 
 async def _async(value):
     return value or None
+
+
+async def test_each_imported_contact_is_delivered_as_a_contact_created(stack, api, receiver):
+    """An import holds its new contacts as one `ContactsImported` a chunk; receivers get each
+    contact as a `ContactCreated`, as they do a contact created alone, and cannot ask for the
+    chunk itself."""
+    await register(api, receiver, "/created", ["ContactCreated"])
+    tag = f"hook-{time.monotonic_ns()}"
+    emails = [f"n{i}.{tag}@customer.example" for i in range(3)]
+    csv_text = "name,email,tags\n" + "".join(f"고객{i},{e},{tag}\n" for i, e in enumerate(emails))
+    report = (await api.post("/v1/contacts/import", content=csv_text.encode(),
+                             headers={"content-type": "text/csv"})).json()
+    assert report["created"] == 3, report
+    alone_id, alone = await new_contact(api)
+
+    def created():
+        bodies = [json.loads(r["body"]) for r in receiver.at("/created")]
+        return _async({b["data"]["email"]: b for b in bodies
+                       if b["data"]["email"] in {*emails, alone}} if len(bodies) >= 4 else None)
+
+    bodies = await eventually(created, timeout=30)
+    assert sorted(bodies) == sorted([*emails, alone])
+    assert {b["type"] for b in bodies.values()} == {"ContactCreated"}
+    listed = (await api.get("/v1/contacts", params={"tag": tag})).json()["items"]
+    assert {c["email"]: c["contact_id"] for c in listed} == {
+        e: bodies[e]["data"]["contact_id"] for e in emails}
+    assert bodies[alone]["data"]["contact_id"] == alone_id
+    assert bodies[emails[0]]["data"]["name"] == "고객0"
+    assert len({b["event_id"] for b in bodies.values()}) == 4
+    assert all(r["verified_by"] == {"hook"} and not r["replay"]
+               for r in receiver.at("/created"))
+    chunk = await api.post("/v1/webhooks", json={"url": receiver.url("/chunk"),
+                                                  "event_types": ["ContactsImported"]})
+    assert chunk.status_code == 422 and chunk.json()["errors"][0]["field"] == "event_types"

@@ -93,3 +93,37 @@ async def test_any_version_appends_after_what_is_there(engine, store):
                                Causation.new(TEST_WORKSPACE))
     async with engine.connect() as conn:
         assert [e.version for e in await store.read_stream(conn, event.stream_id())] == [1, 2, 3]
+
+
+async def test_streams_begun_inside_an_event_are_found_from_it_and_begun_once(engine, store):
+    """An import's chunk (`ContactsImported`) begins its contacts' streams: reading them finds
+    that event, read once for all of them; a second event beginning one of them conflicts."""
+    from contracts.events import ContactsImported, ContactUpdated
+
+    ids = [uuid.uuid4() for _ in range(3)]
+    chunk = ContactsImported(import_id=uuid.uuid4(), contacts=[
+        {"contact_id": i, "email": f"n{n}@example.com"} for n, i in enumerate(ids)])
+    streams = [stream_id("contact", i) for i in ids]
+    async with engine.begin() as conn:
+        [written] = await store.append(conn, [Append(chunk.stream_id(), 0, [chunk])],
+                                       Causation.new(TEST_WORKSPACE))
+        # the contact's own stream counts from 1 after it
+        await store.append(conn, [Append(streams[0], 0, [
+            ContactUpdated(contact_id=ids[0], changes={"name": "김"})])],
+            Causation.new(TEST_WORKSPACE))
+    async with engine.connect() as conn:
+        origins = await store.read_origins(conn, [*streams, stream_id("contact", uuid.uuid4())])
+        own = await store.read_streams(conn, streams)
+    assert sorted(origins) == sorted(streams)
+    assert {origin.event_id for origin in origins.values()} == {written.event_id}
+    assert origins[streams[1]].data["contacts"][1]["email"] == "n1@example.com"
+    assert [(e.version, e.type) for e in own[streams[0]]] == [(1, "ContactUpdated")]
+    again = ContactsImported(import_id=uuid.uuid4(), contacts=[
+        {"contact_id": ids[2], "email": "other@example.com"}])
+    with pytest.raises(ConcurrencyConflict):
+        async with engine.begin() as conn:
+            await store.append(conn, [Append(again.stream_id(), 0, [again])],
+                               Causation.new(TEST_WORKSPACE))
+    async with engine.connect() as conn:
+        assert (await store.read_origins(conn, [streams[2]]))[streams[2]].event_id == \
+            written.event_id

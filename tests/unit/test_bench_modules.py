@@ -10,6 +10,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-@pytest.mark.parametrize("module", sorted(p.stem for p in BENCH.glob("*.py")))
+@pytest.mark.parametrize("module", sorted(
+    ".".join(p.relative_to(BENCH).with_suffix("").parts) for p in BENCH.rglob("*.py")))
 def test_the_benchmark_module_imports(module):
     importlib.import_module(f"bench.{module}")

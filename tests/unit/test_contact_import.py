@@ -89,3 +89,18 @@ def test_country_and_region_may_be_mapped_like_fields():
                    {"mail": "email", "land": "country", "bundesstaat": "region"})
     [[contact]] = list(parsed.chunks())
     assert contact.timezone == "Europe/Berlin"
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_lines_end_in_any_way_and_a_quoted_field_may_span_lines(newline):
+    """The file is decoded as it is read (its text is never held whole): the rows are those
+    `csv` reads from a file opened with newline="", in UTF-8 with a BOM and in CP949 too."""
+    text = newline.join(["name,email,company", '"Kim",kim@x.example,"Hanbit', 'Sales"',
+                         "", "Lee,lee@x.example,Bada"])  # the last line has no ending
+    for data in (text.encode("utf-8-sig"), text.replace("Bada", "바다").encode("cp949")):
+        parsed = parse(data)
+        rows = [contact for chunk in parsed.chunks() for contact in chunk]
+        assert [(c.name, c.email) for c in rows] == [("Lee", "lee@x.example")]
+        assert rows[0].company in ("Bada", "바다") 
+        # the quoted field is one value, with its line break: refused (a single line is wanted)
+        assert [(f.row, f.field) for f in parsed.failed] == [(2, "company")]

@@ -180,3 +180,66 @@ def test_window_and_holiday_refusals_are_next_to_their_fields_in_the_readers_lan
     assert errors_of({**GOOD, "holidays": {"country": "US", "subdivision": "ZZ"}}) == {
         "holidays": "Unknown subdivision of this country (e.g. CA for US, BY for DE); leave it"
                     " empty for the whole country."}
+
+
+# --- A/B variants in the builder ----------------------------------------------------------------
+
+def test_adding_and_removing_variants_keeps_two_or_three_with_even_weights():
+    draft = steps("email", "sms")
+    draft[0]["subject"] = "Hi"
+    assert builder._apply("add_variant:0", draft) == "f-steps-0-variants-1-subject"
+    assert [v["weight"] for v in draft[0]["variants"]] == ["50", "50"]
+    assert builder._apply("add_variant:0", draft) == "f-steps-0-variants-2-subject"
+    assert [v["weight"] for v in draft[0]["variants"]] == ["34", "33", "33"]
+    assert builder._apply("add_variant:0", draft) == "f-steps-0-variants"  # C is the last
+    assert len(draft[0]["variants"]) == 3
+    assert builder._apply("add_variant:1", draft) == "f-steps-1-variants"  # SMS: none
+    assert draft[1]["variants"] == []
+    assert builder._apply("remove_variant:0.0", draft) is None  # A is the step's own text
+    assert builder._apply("remove_variant:0.2", draft) == "f-steps-0-variants"
+    assert [v["weight"] for v in draft[0]["variants"]] == ["50", "50"]
+    assert builder._apply("remove_variant:0.1", draft) == "f-steps-0-variants"
+    assert draft[0]["variants"] == []  # one left is no A/B test
+
+
+def test_posted_variants_become_the_contracts_with_a_from_the_steps_own_fields():
+    draft = builder._draft([
+        ("name", "N"), ("steps[0].channel", "email"), ("steps[0].subject", "Quote"),
+        ("steps[0].body", "A body"), ("steps[0].wait_days", "0"),
+        ("steps[0].variants[0].weight", "60"), ("steps[0].variants[1].subject", "Your quote"),
+        ("steps[0].variants[1].body", "B body"), ("steps[0].variants[1].weight", " 40 ")])
+    body = builder._steps_body(draft["steps"])[0]
+    assert body["variants"] == [{"subject": "Quote", "body": "A body", "weight": "60"},
+                                {"subject": "Your quote", "body": "B body", "weight": "40"}]
+    step = c.StepsRequest.model_validate({"steps": [body]}).steps[0]
+    assert [(v.subject, v.weight) for v in step.variants] == [("Quote", 60), ("Your quote", 40)]
+    view = SequenceView.model_validate({**sequence("live").model_dump(), "steps": [step]})
+    assert builder._draft_of(view)["steps"][0]["variants"] == [
+        {"subject": "", "body": "", "weight": "60"},
+        {"subject": "Your quote", "body": "B body", "weight": "40"}]
+
+
+def variant_step(weights, subjects=("Hi", "Hello")) -> dict:
+    return {"channel": "email", "subject": subjects[0], "body": "x", "wait_days": "0",
+            "variants": [{"body": f"v{i}", "weight": str(w),
+                          **({"subject": subjects[i]} if subjects[i] else {})}
+                         for i, w in enumerate(weights)]}
+
+
+def test_variant_refusals_are_next_to_the_field_to_fix_in_the_readers_language():
+    assert errors_of({**GOOD, "steps": [variant_step((50, 40))]}) == {
+        "steps[0].variants": "The weights of the variants must add up to 100."}
+    assert errors_of({**GOOD, "steps": [variant_step((50, 50), ("Hi", None))]}) == {
+        "steps[0].variants[1].subject":
+            "Enter a subject: this step starts an email thread, so every variant needs one."}
+    no_weight = variant_step((50, 50))
+    no_weight["variants"][1]["weight"] = ""
+    assert errors_of({**GOOD, "steps": [no_weight]}) == {
+        "steps[0].variants[1].weight": "Enter a whole number from 1 to 100."}
+    blank_b = variant_step((50, 50))
+    blank_b["variants"][1]["body"] = ""
+    assert errors_of({**GOOD, "steps": [blank_b]}) == {
+        "steps[0].variants[1].body": "This field is required."}
+    korean = errors_of({**GOOD, "steps": [variant_step((50, 40))]}, language="ko")
+    assert korean["steps[0].variants"] != "The weights of the variants must add up to 100."
+

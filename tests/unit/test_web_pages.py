@@ -87,6 +87,16 @@ HELD = {"step_index": 1, "reason": "{{회사명}} has no value for this contact 
     ("TaskCompleted", {"outcome": "done", "note": "통화함:\n다음 주 미팅"},
      "Task done: “통화함: 다음 주 미팅”", "업무 완료: “통화함: 다음 주 미팅”"),
     ("TaskCompleted", {"outcome": "skipped", "note": None}, "Task skipped", "업무 건너뜀"),
+    ("VariantAssigned", {"letter": "B", "sequence_id": str(uuid.uuid4())},
+     "A/B variant B assigned", "A/B 버전 B 배정됨"),
+    ("VariantWinnerChosen", {"letter": "A", "by": "hand", "chosen_by": "younghee@sales.example"},
+     "A/B winner: variant A, chosen by younghee@sales.example; new emails use it",
+     "A/B 우승 버전: A (younghee@sales.example 님이 선정)"),
+    ("VariantWinnerChosen", {"letter": "C", "by": "hand", "chosen_by": ""},
+     "A/B winner: variant C, chosen by hand", "A/B 우승 버전: C (직접 선정)"),
+    ("VariantWinnerChosen", {"letter": "B", "by": "automatic"},
+     "A/B winner: variant B, chosen automatically (its reply rate was significantly better)",
+     "A/B 우승 버전: B (회신율이 유의미하게 높아 자동 선정)"),
 ])
 def test_timeline_entries_read_as_sentences_in_both_languages(type_, data, english, korean):
     assert english in sentence(_entry(type_, data), ENGLISH)

@@ -159,9 +159,14 @@ def test_the_api_document_has_a_webhook_per_event_type_with_its_payload_schema(m
     monkeypatch.setenv("SEQUENCES_SECRET", "only for building the app")
     document = create_app(settings).openapi()
     assert document["openapi"].startswith("3.1") and document["paths"]
-    assert set(document["webhooks"]) == set(EVENT_TYPES)
+    from contracts.webhooks import UNDELIVERED_TYPES
+
+    delivered = {name: event for name, event in EVENT_TYPES.items()
+                 if name not in UNDELIVERED_TYPES}
+    assert UNDELIVERED_TYPES <= set(EVENT_TYPES)  # (ContactsImported: as its ContactCreated)
+    assert set(document["webhooks"]) == set(delivered)
     schemas = document["components"]["schemas"]
-    for name, event in EVENT_TYPES.items():
+    for name, event in delivered.items():
         post = document["webhooks"][name]["post"]
         payload = schemas[post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
                           .rsplit("/", 1)[1]]

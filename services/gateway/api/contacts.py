@@ -50,7 +50,7 @@ async def import_contacts(request: Request,
     data = await body_up_to(request, contact_import.MAX_IMPORT_BYTES)
     mapping = _column_mapping(map_)
     try:
-        parsed = contact_import.parse(contact_import.decode(data), mapping)
+        parsed = contact_import.parse(data, mapping)
     except contact_import.ImportFileError as error:
         raise problem(422, error.field, str(error)) from None
     return await answered(contact_import.import_contacts(request.app.state.nc,

@@ -3,8 +3,7 @@ tokens in them are signed (`request.app.state.signer`) and say the workspace the
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import uuid
 from typing import Annotated
 from urllib.parse import parse_qs
 
@@ -14,16 +13,14 @@ from pydantic import ValidationError
 
 from contracts import commands as c
 from contracts.values import TrackedRequest
-from sequences import i18n
+from sequences import i18n, metrics
 from sequences.signing import BadToken
 from sequences.link_tracking import is_trackable
 from services.gateway.api.deps import body_up_to, send
 from services.gateway import recipient_pages
-from services.gateway import bus
-from services.gateway.bus import ProblemError, problem
+from services.gateway.bus import problem
 
 router = APIRouter(include_in_schema=True, tags=["links in emails"])
-log = logging.getLogger(__name__)
 Token = Annotated[str, Path(max_length=400)]
 _PIXEL = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c000000000100"
                        "01000002024401003b")
@@ -53,62 +50,29 @@ _NO_CACHE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referr
                   status_code=302, responses={404: {"content": {"text/html": {}}}})
 async def click(token: ClickToken, request: Request):
     """A tracked link: 302 to the URL the email's body had (signed into the token with the
-    email's ids, so it goes nowhere else), then records EmailClicked. The reader does not
-    wait for the record: it goes to the mailer after the answer. A forged or altered token gets a plain
-    page that leads nowhere, and nothing is recorded."""
+    email's ids, so it goes nowhere else), then records EmailClicked. The token is checked here
+    and the answer goes at once: the click waits in the gateway and goes to the mailer with
+    the others of the same moments (services/gateway/click_batch.py). A forged or altered token
+    gets a plain page that leads nowhere, and nothing is recorded."""
     try:
         # a mail client may take the sentence's full stop after a link into it: a token's
         # signature never ends in punctuation, so it is not part of the token
         payload = request.app.state.signer.verify("click", token.rstrip(".,;:!?)"))
-        url, command = payload["u"], c.RecordEmailClick(
-            workspace_id=payload["w"], enrollment_id=payload["e"], step_id=payload["s"],
-            link_index=payload["i"], url=payload["u"], request=_seen(request))
+        url = payload["u"]
         if not isinstance(url, str) or not is_trackable(url):
             raise ValueError("not a link the mailer rewrites")
+        click = c.SeenClick(click_id=uuid.uuid4(), enrollment_id=payload["e"],
+                            step_id=payload["s"], link_index=payload["i"], url=url,
+                            request=_seen(request), seconds_ago=0)
+        workspace_id = uuid.UUID(str(payload["w"]))
     except (BadToken, KeyError, TypeError, ValueError, ValidationError):
         language = i18n.from_accept_language(request.headers.get("accept-language"))
+        metrics.tracked_clicks.add(1, {"outcome": "gone"})
         return HTMLResponse(recipient_pages.link_gone_page(language), status_code=404,
                             headers=_NO_CACHE)
-    _recording(request, command)
+    queued = request.app.state.clicks.add(workspace_id, click)
+    metrics.tracked_clicks.add(1, {"outcome": "redirected" if queued else "dropped"})
     return RedirectResponse(url, status_code=302, headers=_NO_CACHE)
-
-
-# Clicks being recorded, after their redirects were answered: the reader's connection does not
-# wait for the mailer. At most _RECORDING_AT_ONCE go to the mailer at a time (the others wait
-# here, in order, instead of timing out in a burst of a scanner's clicks).
-_RECORDING_AT_ONCE = 32
-_recordings: set[asyncio.Task] = set()
-
-
-def _recording(request: Request, command: c.RecordEmailClick) -> None:
-    state = request.app.state
-    if not hasattr(state, "click_gate"):
-        state.click_gate = asyncio.Semaphore(_RECORDING_AT_ONCE)
-    task = asyncio.create_task(_record_click(state.nc, state.click_gate, command))
-    _recordings.add(task)  # (a task nobody holds may be collected before it ran)
-    task.add_done_callback(_recordings.discard)
-
-
-_RECORD_ATTEMPTS = 5  # a mailer that is busy or restarting gets 1 + 2 + 4 + 8 s more
-
-
-async def _record_click(nc, gate: asyncio.Semaphore, command: c.RecordEmailClick) -> None:
-    """Sent to the mailer, again after a timeout or a lost connection (a repeat counts once
-    among the unique clicks); a refusal is not tried again."""
-    for attempt in range(_RECORD_ATTEMPTS):
-        async with gate:
-            try:
-                await bus.send(nc, command)
-                return
-            except ProblemError:
-                log.exception("a click of enrollment %s was refused", command.enrollment_id)
-                return
-            except Exception:  # the reader is on their way: logged, never raised
-                if attempt == _RECORD_ATTEMPTS - 1:
-                    log.exception("a click of enrollment %s was not recorded",
-                                  command.enrollment_id)
-                    return
-        await asyncio.sleep(2 ** attempt)
 
 
 def _seen(request: Request) -> TrackedRequest:

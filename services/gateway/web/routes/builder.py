@@ -40,6 +40,9 @@ VARIABLES = ("고객명", "회사명", "직함", "담당자명")
 TIMEZONES = tuple(sorted(available_timezones()))
 CHANNELS = ("email", "sms", "call")
 MAX_STEPS = 50
+MAX_VARIANTS = 3  # A, B, C (contracts/values.py)
+_STEP_FIELDS = ("step_id", "channel", "subject", "body", "wait_days", "wait_unit")
+_VARIANT_FIELDS = ("subject", "body", "weight")
 CONTACTS_SHOWN = 10
 # the fields of a sequence besides its steps, as the form (and the API) names them
 SETTINGS = ("name", "purpose", "sender_name", "sender_email", "timezone", "language",
@@ -52,9 +55,27 @@ _POOL_FIELD = "mailbox_pool"  # checkboxes: the workspace's mailboxes the sequen
 
 # --- what the user typed, as the form shows it ---------------------------------------------------
 
-def _blank_step(first: bool) -> dict[str, str]:
+def _blank_step(first: bool) -> dict[str, Any]:
     return {"step_id": "", "channel": "email", "subject": "", "body": "",
-            "wait_days": "0" if first else "2", "wait_unit": "days"}
+            "wait_days": "0" if first else "2", "wait_unit": "days", "variants": []}
+
+
+# A step's A/B variants as the form holds them: variant A is the step's own subject and message
+# (its entry has only a weight), B and C have fields of their own. Every variant's text is what
+# the contract's `variants` get; the step's own subject and body are A's.
+
+def _step_of(posted: dict) -> dict[str, Any]:
+    variants = posted.get("variants") if isinstance(posted.get("variants"), list) else []
+    return {**{key: _text(posted.get(key)) for key in _STEP_FIELDS},
+            "variants": [{key: _text(v.get(key)) for key in _VARIANT_FIELDS}
+                         for v in variants[:MAX_VARIANTS] if isinstance(v, dict)]}
+
+
+def _even_weights(variants: list[dict]) -> None:
+    """Adding or removing a variant splits the enrollments evenly again (50/50, 34/33/33)."""
+    share, left = divmod(100, len(variants))
+    for index, variant in enumerate(variants):
+        variant["weight"] = str(share + (1 if index < left else 0))
 
 
 def _text(value: Any) -> str:
@@ -84,8 +105,7 @@ def _draft(pairs) -> dict[str, Any]:
                                    for b in blocks[:BLOCK_ROWS] if isinstance(b, dict)]},
         "holidays": {key: _text(holidays.get(key)) for key in ("choice", "country", "subdivision")},
         "on_account_reply": {key: _text(account.get(key)) for key in ("action", "pause_days")},
-        "steps": [{key: _text(step.get(key)) for key in _blank_step(False)}
-                  for step in steps[:MAX_STEPS] if isinstance(step, dict)],
+        "steps": [_step_of(step) for step in steps[:MAX_STEPS] if isinstance(step, dict)],
         "mailbox_pool": pool,
     }
 
@@ -102,14 +122,22 @@ def _draft_of(sequence: SequenceView) -> dict[str, Any]:
                      "country": "" if isinstance(holidays, str) else holidays.country,
                      "subdivision": "" if isinstance(holidays, str)
                      else holidays.subdivision or ""},
-        "steps": [{"step_id": str(s.step_id), "channel": s.channel.value,
-                   "subject": s.subject or "", "body": s.body, "wait_days": str(s.wait_days),
-                   "wait_unit": s.wait_unit}
-                  for s in sequence.steps],
+        "steps": [_saved_step(s) for s in sequence.steps],
         "mailbox_pool": list(sequence.mailbox_pool),
         "on_account_reply": {"action": sequence.on_account_reply.action,
                              "pause_days": str(sequence.on_account_reply.pause_days)},
     }
+
+
+def _saved_step(step) -> dict[str, Any]:
+    """A saved step as the form shows it; with variants, A's text is the step's own fields."""
+    first = step.variants[0] if step.variants else step
+    return {"step_id": str(step.step_id), "channel": step.channel.value,
+            "subject": first.subject or "", "body": first.body,
+            "wait_days": str(step.wait_days), "wait_unit": step.wait_unit,
+            "variants": [{"subject": "" if i == 0 else v.subject or "",
+                          "body": "" if i == 0 else v.body, "weight": str(v.weight)}
+                         for i, v in enumerate(step.variants)]}
 
 
 def _new_draft(request: Request, user, window: SendWindow | None = None) -> dict[str, Any]:
@@ -128,7 +156,8 @@ def _new_draft(request: Request, user, window: SendWindow | None = None) -> dict
             "on_account_reply": {"action": "stop", "pause_days": "14"}}
 
 
-_ACTION = re.compile(r"^(save|add_step|remove|up|down)(?::(\d{1,3}))?$")
+_ACTION = re.compile(r"^(save|add_step|remove|up|down|add_variant|remove_variant)"
+                     r"(?::(\d{1,3})(?:\.(\d))?)?$")
 
 
 def _apply(action: str, steps: list[dict]) -> str | None:
@@ -137,6 +166,10 @@ def _apply(action: str, steps: list[dict]) -> str | None:
     if not found:
         return None
     verb, index = found[1], int(found[2]) if found[2] is not None else None
+    if verb in ("add_variant", "remove_variant"):
+        if index is None or not 0 <= index < len(steps):
+            return None
+        return _apply_variant(verb, index, int(found[3]) if found[3] else None, steps[index])
     if verb == "add_step":
         if len(steps) >= MAX_STEPS:
             return "add-step"
@@ -154,6 +187,41 @@ def _apply(action: str, steps: list[dict]) -> str | None:
     return f"step-{target}-title"
 
 
+def _apply_variant(verb: str, index: int, letter: int | None, step: dict) -> str | None:
+    """Add a variant to an email step (the first makes two: A, its own text, and a blank B),
+    or remove B or C (removing one of two leaves the step without variants)."""
+    variants = step["variants"]
+    if verb == "add_variant":
+        if step["channel"] != "email" or len(variants) >= MAX_VARIANTS:
+            return f"f-steps-{index}-variants"
+        if not variants:
+            variants.append({"subject": "", "body": "", "weight": ""})
+        variants.append({"subject": "", "body": "", "weight": ""})
+        _even_weights(variants)
+        return f"f-steps-{index}-variants-{len(variants) - 1}-subject"
+    if letter is None or not 1 <= letter < len(variants):
+        return None  # A is the step's own text: it goes with the step
+    variants.pop(letter)
+    if len(variants) < 2:
+        variants.clear()
+    else:
+        _even_weights(variants)
+    return f"f-steps-{index}-variants"
+
+
+def _variants_body(step: dict) -> list[dict]:
+    """The contract's variants: A from the step's own fields, blanks as absent."""
+    body = []
+    for index, variant in enumerate(step["variants"]):
+        subject, text = (step["subject"], step["body"]) if index == 0 else (
+            variant["subject"], variant["body"])
+        item = {"body": text, "weight": variant["weight"].strip()}
+        if subject.strip():
+            item["subject"] = subject
+        body.append(item)
+    return body
+
+
 def _steps_body(steps: list[dict]) -> list[dict]:
     """The steps as the contract takes them: a subject only on email steps (a hidden subject
     field of an SMS step is not the user's meaning), blanks as absent, ids kept."""
@@ -165,6 +233,8 @@ def _steps_body(steps: list[dict]) -> list[dict]:
             item["subject"] = step["subject"]
         if step["step_id"]:
             item["step_id"] = step["step_id"]
+        if step["variants"]:
+            item["variants"] = _variants_body(step)
         body.append(item)
     return body
 
@@ -213,9 +283,10 @@ def _definition_body(draft: dict) -> dict:
 
 _UNKNOWN_VARIABLE = re.compile(r"unknown merge variable \{\{(?P<name>.*)\}\} at position "
                                r"(?P<position>\d+)")
+_VARIANT_NEEDS_SUBJECT = re.compile(r"variant (?P<letters>[ABC](, [ABC])*) needs a subject")
 # (field pattern, message pattern) -> our message; the field may be moved (None: keep it)
 _KNOWN = [
-    (r"steps\[\d+\]\.(body|subject)", _UNKNOWN_VARIABLE,
+    (r"steps\[\d+\](\.variants\[\d+\])?\.(body|subject)", _UNKNOWN_VARIABLE,
      N_("Unknown variable {{%(name)s}} at position %(position)s: use {{고객명}}, {{회사명}},"
         " {{직함}} or {{담당자명}}.")),
     (r".*", re.compile(r"must be a single line"), N_("One line only, without line breaks.")),
@@ -253,6 +324,16 @@ _KNOWN = [
         " the whole country.")),
     (r"send_policy\.window|holidays|skip_dates", re.compile(r"no sending day"),
      N_("With these days, holidays and skip dates no day in the next 366 days can send.")),
+    (r"steps\[\d+\]\.variants", re.compile(r"weights of the variants must add up to 100"),
+     N_("The weights of the variants must add up to 100.")),
+    (r"steps\[\d+\]\.variants", _VARIANT_NEEDS_SUBJECT,
+     N_("Enter a subject: this step starts an email thread, so every variant needs one.")),
+    (r"steps\[\d+\]\.variants", re.compile(r"only email steps take variants"),
+     N_("Only email steps have A/B variants: remove the variants or choose Email.")),
+    (r"steps\[\d+\]\.variants", re.compile(r"2 to 3 of them"),
+     N_("A step has 2 or 3 variants.")),
+    (r"steps\[\d+\]\.variants\[\d+\]\.weight", re.compile(r"."),
+     N_("Enter a whole number from 1 to 100.")),
     (r"steps\[\d+\]\.wait_unit", re.compile(r"Input should be"),
      N_("Choose days or business days.")),
     (r"zone_mode", re.compile(r"Input should be"),
@@ -270,6 +351,10 @@ _KNOWN = [
 _REQUIRED = N_("This field is required.")
 
 
+_VARIANT_FIELD = re.compile(r"steps\[(?P<step>\d+)\]\.variants(?:\[(?P<index>\d+)\]"
+                            r"(?:\.(?P<part>\w+))?)?")
+
+
 def _moved(field: str, message: str, body: dict) -> str:
     """A rule about the whole list or policy, shown at the field the user fixes."""
     if field == "steps" and "first email step" in message:
@@ -279,6 +364,12 @@ def _moved(field: str, message: str, body: dict) -> str:
         return "send_policy.send_time"
     if field == "send_policy" and "window" in message:
         return "send_policy.window.days"
+    if variant := _VARIANT_FIELD.fullmatch(field):
+        if variant["index"] == "0" and variant["part"] in ("subject", "body"):
+            return f"steps[{variant['step']}].{variant['part']}"  # A is the step's own text
+        if variant["part"] is None and (letters := _VARIANT_NEEDS_SUBJECT.search(message)):
+            first = "ABC".index(letters["letters"][0])
+            return f"steps[{variant['step']}].variants[{first}].subject"
     for blocks in ("send_policy.window.blocks", "send_window.blocks"):
         if field.startswith(blocks):
             return blocks  # shown once, under the blocks

@@ -179,7 +179,7 @@ async def run_import(request: Request, user: SignedIn, import_id: str):
         errors[""] = _say(request, _GONE)
     if not errors:
         try:
-            parsed = contact_import.parse(contact_import.decode(data), mapping)
+            parsed = contact_import.parse(data, mapping)
         except contact_import.ImportFileError as error:
             errors[""] = _file_error(request, error)
     if errors:

@@ -114,6 +114,15 @@ def _reply(d: dict, t: Texts):
             else N_("Reply from %(sender)s")), values
 
 
+# the sequence's A/B winner (it decides which variant this enrollment's later emails are)
+_WINNER = {
+    ("hand", True): N_("A/B winner: variant %(letter)s, chosen by %(who)s; new emails use it"),
+    ("hand", False): N_("A/B winner: variant %(letter)s, chosen by hand; new emails use it"),
+    ("automatic", False): N_("A/B winner: variant %(letter)s, chosen automatically (its reply"
+                             " rate was significantly better); new emails use it"),
+}
+_WINNER[("automatic", True)] = _WINNER[("automatic", False)]
+
 _TASK_DUE = {"call": N_("A call task for %(owner)s"), "sms": N_("An SMS task for %(owner)s")}
 _TASK_DONE = {("done", False): N_("Task done"), ("done", True): N_("Task done: “%(note)s”"),
               ("skipped", False): N_("Task skipped"),
@@ -169,6 +178,8 @@ _SENTENCES: dict[str, Callable[[dict, Texts], tuple[str, dict]]] = {
         if d.get("machine") else (N_("A link was followed: %(url)s"), {"url": d["url"]})),
     "VariantAssigned": lambda d, t: (N_("A/B variant %(letter)s assigned"),
                                      {"letter": d["letter"]}),
+    "VariantWinnerChosen": lambda d, t: (_WINNER[(d["by"], bool(d.get("chosen_by")))], {
+        "letter": d["letter"], "who": d.get("chosen_by") or ""}),
     "EmailHeld": lambda d, t: _held(d, t, N_("Held: %(variable)s is empty for this contact"),
                                     N_("Held: %(reason)s")),
     "EmailFailed": lambda d, t: (N_("Email step %(step)s could not be sent (%(attempts)s"

@@ -1,5 +1,5 @@
-// The sequence builder, made nicer by script (it works without): the subject shows only on
-// email steps, variable buttons insert at the cursor (a refused form's 422 swaps in: app.js).
+// The sequence builder, made nicer by script (it works without): the subject and the A/B
+// variants show only on email steps, variable buttons insert at the cursor (into a variant's subject or message too) (a refused form's 422 swaps in: app.js).
 (function () {
   "use strict";
   function showSubjects(root) {
@@ -7,6 +7,12 @@
       var channel = step.querySelector("[data-channel]");
       var subject = step.querySelector("[data-subject]");
       if (channel && subject) subject.hidden = channel.value !== "email";
+      // A/B variants are for email steps; a step that has some keeps them in sight (the save
+      // says what to do about them)
+      var variants = step.querySelector("[data-variants]");
+      if (channel && variants) {
+        variants.hidden = channel.value !== "email" && !variants.querySelector("[data-variant]");
+      }
     });
   }
   document.addEventListener("DOMContentLoaded", function () { showSubjects(); });
@@ -17,7 +23,9 @@
   // the field a variable goes into: the step's subject or message, whichever was used last
   document.addEventListener("focusin", function (event) {
     var step = event.target.closest("[data-step]");
-    if (step && event.target.matches("textarea, [data-subject] input")) step.lastField = event.target;
+    if (step && event.target.matches("textarea, [data-subject] input, [data-variant] input[name$='.subject']")) {
+      step.lastField = event.target;
+    }
   });
   document.addEventListener("click", function (event) {
     var button = event.target.closest("[data-insert]");

@@ -1,9 +1,9 @@
 """Anatomy of one single append: what the transaction around it costs, layer by layer.
 
-    python -m bench.single_floor [--quick]
+    python -m bench.experiments.single_floor [--quick]
 
 Sequential, one event to a new stream per transaction, with the binary-parameter INSERT of
-bench/experiments_append.py (the same rows as EventStore.append). It shows how much of a single
+bench/experiments/append.py (the same rows as EventStore.append). It shows how much of a single
 append is the caller's transaction machinery rather than the store, and the fastest a Python
 client of this machine gets, against which a target of 5x eventsourcing can be judged.
 """

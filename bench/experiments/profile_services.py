@@ -1,10 +1,10 @@
 """Where the time goes in the service benchmarks: py-spy profiles of the real service process
 (or of the in-process enrollment code), summarised as inclusive / self shares per function.
 
-    python -m bench.profile_services mailer [--n 3000] [--seconds 20]
-    python -m bench.profile_services scheduler [--n 60000] [--window 0] [--seconds 20]
-    python -m bench.profile_services rebuild [--events 200000]
-    python -m bench.profile_services bulk [--n 100000]
+    python -m bench.experiments.profile_services mailer [--n 3000] [--seconds 20]
+    python -m bench.experiments.profile_services scheduler [--n 60000] [--window 0] [--seconds 20]
+    python -m bench.experiments.profile_services rebuild [--events 200000]
+    python -m bench.experiments.profile_services bulk [--n 100000]
 
 Profiles (py-spy "raw" collapsed stacks) are kept in bench/results/profiles/.
 """
@@ -36,7 +36,7 @@ BUCKETS = [
     ("EventStore.read_all (SELECT, envelopes)", ("EventStore.read_all",)),
     ("decode events (pydantic)", ("decode_event", "_upcast")),
     ("projection handlers (enrollment read models)", ("enrollment/projections.py",)),
-    ("mailer handler: its DB statements, the rest", ("mailer/handlers.py",)),
+    ("mailer handler: its DB statements, the rest", ("mailer/sending.py", "mailer/handlers.py")),
     ("scheduler firing: claim, StepDue models, mark", ("scheduler/handlers.py",)),
     ("enrollment commands (candidates, admission, events)", ("enrollment/handlers.py",)),
     ("consumer: fetch, positions, ack", ("messaging/consumer.py",)),
@@ -127,7 +127,7 @@ async def _bulk(args) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.profile_services")
+    parser = argparse.ArgumentParser(prog="python -m bench.experiments.profile_services")
     sub = parser.add_subparsers(dest="what", required=True)
     f = sub.add_parser("summarize", help="summarise a profile recorded earlier")
     f.add_argument("file", type=Path)

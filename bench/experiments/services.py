@@ -3,14 +3,14 @@ benchmarks with one setting changed at a time (by environment, or by patching a 
 service process started here, never by editing the services), and microbenchmarks of single
 hot spots. Not in the registry; each prints its own table.
 
-    python -m bench.experiments_services mailer [--n 3000]
-    python -m bench.experiments_services scheduler [--n 50000]
-    python -m bench.experiments_services moved          # apply_in's `moved` list, per batch
-    python -m bench.experiments_services message        # building + flattening one email
-    python -m bench.experiments_services statements     # client cost of one SQL round trip
-    python -m bench.experiments_services enrollment     # bulk + rebuild, `moved` made linear
-    python -m bench.experiments_services read           # reading the log for a rebuild, by path
-    python -m bench.experiments_services round-trips    # SQL statements + SMTP commands per email
+    python -m bench.experiments.services mailer [--n 3000]
+    python -m bench.experiments.services scheduler [--n 50000]
+    python -m bench.experiments.services moved          # apply_in's `moved` list, per batch
+    python -m bench.experiments.services message        # building + flattening one email
+    python -m bench.experiments.services statements     # client cost of one SQL round trip
+    python -m bench.experiments.services enrollment     # bulk + rebuild, `moved` made linear
+    python -m bench.experiments.services read           # reading the log for a rebuild, by path
+    python -m bench.experiments.services round-trips    # SQL statements + SMTP commands per email
 
 `service NAME [--concurrency C] [--fetch F] [--pool P] [--smtp-pool S] [--fire-batch B]` runs a
 service with patched defaults; the experiments start it that way.
@@ -107,7 +107,7 @@ def _count_round_trips(path: str) -> None:
 
 def _patched(name: str, **settings) -> list[str] | None:
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items() if v]
-    return ["bench.experiments_services", "service", name, *flags] if flags else None
+    return ["bench.experiments.services", "service", name, *flags] if flags else None
 
 
 # --- mailer ------------------------------------------------------------------------------------
@@ -486,7 +486,7 @@ async def _round_trips(args) -> None:
         try:
             r = await mailer._end_to_end(
                 "counted", args.n, server.url, capture, Path(logs), verify=True,
-                module_args=["bench.experiments_services", "service", "mailer",
+                module_args=["bench.experiments.services", "service", "mailer",
                              f"--count-to={counts_file}"])
         finally:
             capture.stop()
@@ -503,7 +503,7 @@ async def _round_trips(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.experiments_services")
+    parser = argparse.ArgumentParser(prog="python -m bench.experiments.services")
     sub = parser.add_subparsers(dest="what", required=True)
     s = sub.add_parser("service")
     s.add_argument("name")

@@ -1,6 +1,6 @@
 """Changes to `EventStore.append`, one at a time, measured side by side.
 
-    python -m bench.experiments_append [--quick]
+    python -m bench.experiments.append [--quick]
 
 Not part of the benchmark registry: it backs the changes to sequences/eventlog/store.py and
 sequences/db.py with numbers. The first variant is the store as it was (SQLAlchemy `text()`,

@@ -1,12 +1,12 @@
 """Where the time of a batched `EventStore.append` goes, stage by stage.
 
-    python -m bench.profile_append [--cprofile]
+    python -m bench.experiments.profile_append [--cprofile]
 
 Not a benchmark of the registry: a breakdown to decide what to change in the store. Stages:
 the Python side alone (envelopes and columns), the same INSERT with the same parameters on a raw
 psycopg connection, and the whole append through SQLAlchemy (with --cprofile, its profile:
 before the store sent binary parameters, psycopg's text array dumper, a re.sub per JSON
-document, was the largest cost; bench/experiments_append.py keeps that version as `Before`).
+document, was the largest cost; bench/experiments/append.py keeps that version as `Before`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ growth in four services over 250,000 events; this runs one consumer in-process (
 thread-watcher's, which ignores most of what it reads) under tracemalloc and prints what grew
 between two points of a long run, and the RSS.
 
-    python -m bench.experiments_memory [--events 60000]
+    python -m bench.experiments.memory [--events 60000]
 """
 
 from __future__ import annotations
