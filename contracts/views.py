@@ -553,13 +553,24 @@ class StepAnalytics(AnalyticsCounts):
     variants: list[VariantAnalytics] = []
 
 
+class VariantWinnerView(BaseModel):
+    """The A/B winner new sends use (the last `VariantWinnerChosen`)."""
+
+    letter: str  # "A", "B", "C"
+    by: str  # hand | automatic
+    chosen_by: str = ""  # who, when by hand
+    chosen_at: datetime
+
+
 class SequenceAnalytics(BaseModel):
     """`GET /v1/sequences/{sequence_id}/analytics`: counts of a date range (UTC days, both
     ends included) for the sequence and each step, every open and click of a person's apart from
-    a machine's (docs/machine-rules.md), and rates with their formula."""
+    a machine's (docs/machine-rules.md), and rates with their formula; the A/B winner, if one
+    was chosen (by hand or by the automatic rule), whatever the range."""
 
     sequence_id: uuid.UUID
     since: date
     until: date
     totals: AnalyticsCounts
     steps: list[StepAnalytics]
+    winner: VariantWinnerView | None = None

@@ -25,6 +25,7 @@ from contracts.commands import (
     ListTasks,
 )
 from contracts.views import (
+    VariantWinnerView,
     SequenceAnalytics,
     ContactEnrollmentPage,
     ContactEnrollmentView,
@@ -226,9 +227,14 @@ class EnrollmentQueries:
                                    " WHERE sequence_id = :id AND workspace_id = :ws",
                                    query.workspace_id, query.sequence_id, "sequence_id")
         async with self.runtime.engine.connect() as conn:
-            return await analytics_view(conn, query.workspace_id, query.sequence_id,
-                                        [str(step["step_id"]) for step in sequence["steps"]],
-                                        query.since, query.until)
+            found = await analytics_view(conn, query.workspace_id, query.sequence_id,
+                                         [str(step["step_id"]) for step in sequence["steps"]],
+                                         query.since, query.until)
+            chosen = await self.runtime.store.read_stream(
+                conn, stream_id("experiment", query.sequence_id))
+        if chosen:  # (the winner's stream holds only VariantWinnerChosen: the last one counts)
+            found.winner = VariantWinnerView.model_validate(chosen[-1].data)
+        return found
 
     async def get_step_stats(self, query: GetStepStats) -> SequenceStepStats:
         """Per step now in the sequence: who got it, opened it, and replied or bounced with it

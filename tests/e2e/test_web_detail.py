@@ -477,3 +477,45 @@ async def test_the_api_answers_the_step_counts(api):
     assert stats.status_code == 200, stats.text
     assert [(s["step_index"], s["sent"]) for s in stats.json()["steps"]] == [(0, 0), (1, 0)]
     assert (await api.get(f"/v1/sequences/{uuid.uuid4()}/steps/stats")).status_code == 404
+
+
+async def test_a_rep_chooses_an_ab_winner_on_the_stats_tab_after_a_confirmation(stack, api):
+    from tests.e2e.test_tracking import ab_sequence
+
+    sequence_id = (await api.post("/v1/sequences", json=ab_sequence())).json()["id"]
+    stats = f"/sequences/{sequence_id}?tab=stats"
+    async with web_client(stack) as browser:
+        page = main_of((await browser.get(stats)).text)
+        assert "No winner yet" in page
+        assert f'href="/sequences/{sequence_id}/winner?letter=B"' in page
+        asked = await browser.get(f"/sequences/{sequence_id}/winner?letter=B")
+        assert asked.status_code == 200 and "Choose variant B as the winner?" in asked.text
+        assert "Emails already sent stay as they were." in asked.text
+        refused = await browser.post(f"/sequences/{sequence_id}/winner?letter=B")  # no token
+        assert refused.status_code == 403
+        chosen = await browser.post(f"/sequences/{sequence_id}/winner?letter=B",
+                                    data={"csrf_token": browser.csrf})
+        assert chosen.status_code == 303 and chosen.headers["location"].endswith(
+            "?tab=stats&winner=B")
+        page = main_of((await browser.get(chosen.headers["location"])).text)
+        assert "Variant B is the winner now" in page
+        assert f"Variant B, chosen by {stack.workspace['user_email']}" in page
+        assert f"/winner?letter=B" not in page and f"/winner?letter=A" in page
+        no_such = await browser.post(f"/sequences/{sequence_id}/winner?letter=C",
+                                     data={"csrf_token": browser.csrf})
+        assert no_such.status_code == 422 and "no step of this sequence has a variant C" \
+            in no_such.text
+    async with web_client(stack, language="ko") as korean:
+        await korean.post("/preferences", data={"csrf_token": korean.csrf, "language": "ko",
+                                                "back": stats})
+        assert "버전 B, " in main_of((await korean.get(stats)).text)
+    analytics = (await api.get(f"/v1/sequences/{sequence_id}/analytics")).json()
+    assert analytics["winner"]["letter"] == "B" and analytics["winner"]["by"] == "hand"
+    await korean_back_to_english(stack)
+
+
+async def korean_back_to_english(stack) -> None:
+    """The user's language is a setting of the shared workspace's user: put it back."""
+    async with web_client(stack) as browser:
+        await browser.post("/preferences", data={"csrf_token": browser.csrf, "language": "en",
+                                                 "back": "/campaigns"})

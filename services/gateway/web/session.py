@@ -14,6 +14,7 @@ from urllib.parse import quote
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from sequences import logs
 from services.gateway import sign_in
 from services.gateway.sign_in import SignedInUser
 
@@ -53,6 +54,7 @@ async def signed_in(request: Request) -> SignedInUser:
         if not token or not secrets.compare_digest(token, user.csrf_token):
             raise CsrfRefused()
     request.state.user = user
+    logs.set_workspace(user.workspace_id)  # the request's log lines name it
     return user
 
 

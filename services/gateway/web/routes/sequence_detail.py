@@ -77,8 +77,9 @@ async def detail(request: Request, user: SignedIn, sequence_id: uuid.UUID, tab: 
                  start: Annotated[str | None, Query(max_length=40)] = None,
                  stopped: Annotated[int | None, Query(ge=0, le=MOST_SELECTED)] = None,
                  since: Annotated[str | None, Query(alias="from", max_length=10)] = None,
-                 until: Annotated[str | None, Query(alias="to", max_length=10)] = None):
-    context: dict = {"tab": tab, "stopped": stopped}
+                 until: Annotated[str | None, Query(alias="to", max_length=10)] = None,
+                 winner: Annotated[Literal["A", "B", "C"] | None, Query()] = None):
+    context: dict = {"tab": tab, "stopped": stopped, "chosen_winner": winner}
     # the sequence and the tab's rows are asked at once (two services' round trips overlap)
     if tab == "steps":
         today = (await now(request)).date()  # every day so far: the Steps tab counts all
@@ -234,4 +235,25 @@ async def retry(request: Request, user: SignedIn, sequence_id: uuid.UUID,
         raise problem(404, "enrollment_id", f"no such enrollment to retry: {enrollment_id}")
     await ask(request, c.RetryEnrollment, enrollment_id=enrollment_id)
     return RedirectResponse(_back(sequence_id, Listing(status, sort, descending, None)),
+                            status_code=303)
+
+
+Letter = Literal["A", "B", "C"]
+
+
+@router.get("/sequences/{sequence_id}/winner")
+async def confirm_winner(request: Request, user: SignedIn, sequence_id: uuid.UUID,
+                         letter: Annotated[Letter, Query()]):
+    """Asked first: choosing an A/B winner changes what every new email of the sequence's
+    steps with variants says."""
+    sequence = await sequence_of(request, sequence_id)
+    return render(request, "sequence/confirm_winner.html", sequence=sequence, letter=letter)
+
+
+@router.post("/sequences/{sequence_id}/winner")
+async def choose_winner(request: Request, user: SignedIn, sequence_id: uuid.UUID,
+                        letter: Annotated[Letter, Query()]):
+    await ask(request, c.ChooseVariantWinner, sequence_id=sequence_id, letter=letter,
+              chosen_by=user.email)
+    return RedirectResponse(f"/sequences/{sequence_id}?tab=stats&winner={letter}",
                             status_code=303)
