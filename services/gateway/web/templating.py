@@ -7,6 +7,7 @@ matters (`when(moment, zone)`)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -117,8 +118,7 @@ class Texts:
              format: str = "medium") -> str:
         if moment is None:
             return ""
-        return format_datetime(moment, format, tzinfo=_zone(zone) if zone else self.zone,
-                               locale=self.locale)
+        return _moment_in_words(moment, format, zone or self.zone.key, self.language)
 
     def clock(self, moment: datetime, zone: str) -> str:
         """The time of day in `zone` ("14:05"), with the weekday where it is not the reader's
@@ -159,6 +159,8 @@ class Texts:
         return format_timedelta(timedelta(seconds=seconds), threshold=1.5, locale=self.locale)
 
     def number(self, n: int | float) -> str:
+        if type(n) is int and -1000 < n < 1000:
+            return str(n)  # (plain digits in English and Korean: Babel's answer, 10 us sooner)
         return format_decimal(n, locale=self.locale)
 
     def percent(self, part: int, whole: int) -> str:
@@ -199,6 +201,14 @@ _SERVICE_SENTENCES = (
      N_("The sender mailbox %(address)s is paused until someone resumes it (Settings ›"
         " Mailboxes): %(reason)s")),
 )
+
+
+@functools.lru_cache(maxsize=8192)
+def _moment_in_words(moment: datetime, format: str, zone: str, language: str) -> str:
+    """Babel's words for a moment (about 30 us each), remembered: a table of 50 enrollees
+    shows two moments a row, many of them alike (enrolled together), and it is asked again
+    every few seconds while it is open."""
+    return format_datetime(moment, format, tzinfo=_zone(zone), locale=i18n.locale(language))
 
 
 def _short_time(locale) -> str:
