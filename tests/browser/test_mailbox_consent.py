@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import re
 
-import pytest
 import pytest_asyncio
 from playwright.async_api import expect
 
 from sequences.devstack.ports import free_port
 from tests.browser.helpers import assert_accessible, screenshot
-from tests.oauth_servers import OAuthServer
+from tests.e2e.test_oauth_mailboxes import oauth  # noqa: F401 (the local provider, a fixture)
 
 ADDRESS = "consent.rep@oauth.example"
-
-
-@pytest.fixture(scope="module")
-def oauth():
-    server = OAuthServer().start()
-    yield server
-    server.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="session")
