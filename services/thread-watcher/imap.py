@@ -127,11 +127,16 @@ class ImapSession:
             raise MailboxError("the IMAP server offers neither AUTH=XOAUTH2 nor AUTH=OAUTHBEARER")
         protocol = client.protocol
         _answer_refusal_challenges(protocol)
-        with self._errors("login"):
-            response = await asyncio.wait_for(protocol.execute(aioimaplib.Command(
-                "AUTHENTICATE", protocol.new_tag(), mechanism,
-                base64.b64encode(initial.encode()).decode(), loop=protocol.loop),
-                scrub=token), self._timeout)
+        try:
+            with self._errors("login"):
+                response = await asyncio.wait_for(protocol.execute(aioimaplib.Command(
+                    "AUTHENTICATE", protocol.new_tag(), mechanism,
+                    base64.b64encode(initial.encode()).decode(), loop=protocol.loop),
+                    scrub=token), self._timeout)
+                if response.result != "OK":
+                    raise TokenRefused(response)  # timed as a failed login, like a password's
+        except TokenRefused as refused:
+            return refused.response
         if response.result == "OK":
             protocol.state = aioimaplib.AUTH
             self.mechanism = mechanism
@@ -315,3 +320,12 @@ def _answer_refusal_challenges(protocol: aioimaplib.IMAP4ClientProtocol) -> None
         protocol.transport.write(b"AQ==\r\n" if "OAUTHBEARER" in command.args else b"\r\n")
 
     protocol._continuation = continuation
+
+
+class TokenRefused(MailboxError):
+    """The server answered an OAuth login NO: recorded as a failed login, and handed back to
+    `_oauth_login`, which tries once more with a refreshed token."""
+
+    def __init__(self, response):
+        super().__init__("login rejected")
+        self.response = response

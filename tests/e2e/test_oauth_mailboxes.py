@@ -278,6 +278,7 @@ async def test_imap_oauth_logs_in_with_either_mechanism_refreshes_a_refused_toke
     clear "login rejected" error, answered at once (the refusal's challenge is replied to, not
     left to time out)."""
     handler, port = smtp
+    failed_logins = await _failed_imap_logins(stack)
     for server, mechanism, security in ((dovecot, "XOAUTH2", "starttls"),
                                         (dovecot_bearer, "OAUTHBEARER", "tls")):
         address = f"{mechanism.lower()}@oauth.example"
@@ -306,6 +307,10 @@ async def test_imap_oauth_logs_in_with_either_mechanism_refreshes_a_refused_toke
         imap = tested["imap"]
         assert not imap["ok"] and imap["error"].startswith("login rejected"), tested
         assert "timeout" not in imap["error"].lower() and oauth.user not in imap["error"]
+
+    # each refusal is timed as a failed login, error.type TokenRefused (two mechanisms: a
+    # refusal of an expired token, then two of a token refused even fresh)
+    assert await _failed_imap_logins(stack) >= failed_logins + 6
 
     # (the watcher reads the mailboxes sequences send from)
     await api.post("/v1/sequences", json=_sequence(["oauthbearer@oauth.example"], "읽기 BEARER"))
@@ -384,3 +389,10 @@ async def test_the_settings_screen_sets_up_the_client_and_connects_with_google(s
         assert "OAuth 클라이언트" in ko.text and "동의 완료" in ko.text
     view = (await api.get(f"/v1/mailboxes/{mailbox_id}")).json()
     assert view["auth"] == "oauth2" and view["oauth_connected"] and view["healthy"], view
+
+
+async def _failed_imap_logins(stack) -> float:
+    from tests.e2e.test_metrics import scrape, total
+
+    return total(await scrape(stack), "sequences_imap_operation_duration_seconds_count",
+                 imap_operation="login", error_type="TokenRefused")
