@@ -100,14 +100,19 @@ class MailerRequests:
 
     async def _step_for_request(self, request: PreviewStep | SendTestEmail):
         """The step, the merge values (of the chosen contact or a sample one) and the sequence,
-        of the request's workspace. The mailer learns of a sequence or contact from its events a
-        moment after it is saved: one that is in the log but not here yet is waited for (a
-        preview right after saving answers, not 404), up to a few seconds."""
+        of the request's workspace."""
+        return await self._caught_up(request, lambda: self._find_step(request))
+
+    async def _caught_up(self, request, attempt):
+        """`attempt()`, once the mailer knows the request's sequence (and contact). It learns of
+        them from their events a moment after they are saved: one that is in the log but not
+        here yet is waited for (a preview right after saving answers, not 404), up to a few
+        seconds."""
         clock = asyncio.get_running_loop()
         deadline = clock.time() + _CATCH_UP_SECONDS
         while True:
             try:
-                return await self._find_step(request)
+                return await attempt()
             except Rejected as rejected:
                 missing = rejected.problem.errors[0].field if rejected.problem.errors else None
                 if (missing not in ("sequence_id", "contact_id") or clock.time() > deadline
@@ -229,6 +234,9 @@ class MailerRequests:
 
     async def choose_winner(self, command: ChooseVariantWinner) -> Created:
         """VariantWinnerChosen by hand; the mailer's own handler of it routes new sends."""
+        return await self._caught_up(command, lambda: self._choose_winner(command))
+
+    async def _choose_winner(self, command: ChooseVariantWinner) -> Created:
         async with self.runtime.engine.begin() as conn:
             sequence = (await conn.execute(text(
                 "SELECT steps FROM mailer.sequences WHERE sequence_id = :id AND workspace_id = :ws"),
