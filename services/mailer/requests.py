@@ -103,7 +103,8 @@ class MailerRequests:
         of the request's workspace."""
         return await self._caught_up(request, lambda: self._find_step(request))
 
-    async def _caught_up(self, request, attempt):
+    async def _caught_up(self, request: PreviewStep | SendTestEmail | ChooseVariantWinner,
+                         attempt):
         """`attempt()`, once the mailer knows the request's sequence (and contact). It learns of
         them from their events a moment after they are saved: one that is in the log but not
         here yet is waited for (a preview right after saving answers, not 404), up to a few
@@ -120,7 +121,8 @@ class MailerRequests:
                     raise
                 await asyncio.sleep(0.1)
 
-    async def _in_log(self, request: PreviewStep | SendTestEmail, field: str) -> bool:
+    async def _in_log(self, request: PreviewStep | SendTestEmail | ChooseVariantWinner,
+                      field: str) -> bool:
         stream = stream_id(field.removesuffix("_id"), getattr(request, field))
         async with self.runtime.engine.connect() as conn:
             return (await conn.execute(text(
