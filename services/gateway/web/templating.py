@@ -23,6 +23,7 @@ from markupsafe import Markup
 from contracts.texts import Text
 from sequences import i18n
 from sequences.i18n import N_
+from services.gateway.timing import part
 from services.gateway.web import vendor
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -223,9 +224,10 @@ def texts_for(request: Request) -> Texts:
 def render(request: Request, template: str, status_code: int = 200, headers=None,
            **context) -> HTMLResponse:
     texts = texts_for(request)
-    html = environment.get_template(template).render(
-        request=request, user=getattr(request.state, "user", None), t=texts,
-        gettext=texts.gettext, ngettext=texts.ngettext, _=texts.gettext,
-        lang=texts.language, htmx=request.headers.get("hx-request") == "true",
-        dev_clock=getattr(request.app.state, "dev_clock", False), **context)
+    with part("render"):
+        html = environment.get_template(template).render(
+            request=request, user=getattr(request.state, "user", None), t=texts,
+            gettext=texts.gettext, ngettext=texts.ngettext, _=texts.gettext,
+            lang=texts.language, htmx=request.headers.get("hx-request") == "true",
+            dev_clock=getattr(request.app.state, "dev_clock", False), **context)
     return HTMLResponse(html, status_code=status_code, headers=headers)
