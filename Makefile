@@ -27,8 +27,11 @@ install: $(STAMP)
 up: $(STAMP)
 	$(BIN)/sequences up
 
+# two workers (pytest-xdist), each with its own PostgreSQL and shared stack, a whole module at a
+# time (its module fixtures start once); TEST_WORKERS=0 runs in one process
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

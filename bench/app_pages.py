@@ -60,6 +60,7 @@ from bench.service_common import MB, RssSampler, event_levels, percentile
 from sequences.db import create_engine
 from sequences.devstack.stack import Stack, StackConfig
 from services.enrollment.search import query_grams
+from services.gateway.timing import server_timing
 
 TARGET_MS = 100  # p95 of every page
 TARGET_IMPORT_S = 10
@@ -285,10 +286,11 @@ async def _settled(stack: Stack, engine, timeout: float = 600) -> None:
 
 
 async def _server_times(client: httpx.AsyncClient, path: str, requests: int
-                        ) -> tuple[list[float], list[float], dict]:
-    """Server-Timing durations and client-side times (ms) of `requests` GETs, and the first
-    answer's JSON (None for HTML)."""
-    server, seen, first = [], [], None
+                        ) -> tuple[list[float], list[float], dict, dict[str, float]]:
+    """Server-Timing durations and client-side times (ms) of `requests` GETs, the first
+    answer's JSON (None for HTML), and the median of each part the gateway named (its NATS
+    requests, `render`)."""
+    server, seen, first, parts = [], [], None, {}
     for i in range(WARMUP + requests):
         began = time.perf_counter()
         answer = await client.get(path)
@@ -298,12 +300,15 @@ async def _server_times(client: httpx.AsyncClient, path: str, requests: int
             if i == 0 and answer.headers.get("content-type", "").startswith("application/json"):
                 first = answer.json()
             continue
-        timing = answer.headers.get("server-timing", "")
-        if not timing.startswith("app;dur="):
+        timing = server_timing(answer.headers.get("server-timing", ""))
+        if "app" not in timing:
             raise RuntimeError(f"app_pages: {path} answered without Server-Timing")
-        server.append(float(timing.removeprefix("app;dur=")))
+        server.append(timing.pop("app"))
+        for name, ms in timing.items():
+            parts.setdefault(name, []).append(ms)
         seen.append(took)
-    return server, seen, first
+    return server, seen, first, {name: round(percentile(times, 50), 2)
+                                 for name, times in parts.items()}
 
 
 def _raw_times(url: str, page: Page, values: dict, requests: int) -> tuple[list[float], list]:
@@ -339,9 +344,10 @@ async def _measure(stack: Stack, seeded: Seeded, requests: int) -> list[Result]:
                 common.progress(f"app_pages: {page.name}: skipped (no {page.client} client)")
                 continue
             path = page.path.format(**values)
-            server, seen, first = await _server_times(client, path, requests)
+            server, seen, first, parts = await _server_times(client, path, requests)
             mine = {**_ms(server), "client_p50_ms": _ms(seen)["p50_ms"],
-                    "client_p95_ms": _ms(seen)["p95_ms"], "requests": requests, "path": path}
+                    "client_p95_ms": _ms(seen)["p95_ms"], "parts_p50_ms": parts,
+                    "requests": requests, "path": path}
             measured[page.name] = mine
             if page.sql is not None:
                 raw, keys = _raw_times(stack.database_url, page, values, requests)

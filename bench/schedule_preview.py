@@ -26,6 +26,7 @@ from bench import common
 from bench.common import Result
 from bench.service_common import percentile
 from sequences.devstack.stack import Stack, StackConfig
+from services.gateway.timing import server_timing
 
 TARGET_MS = 20.0
 WARMUP = 20
@@ -67,9 +68,9 @@ async def _times(api, sequence_id: str, requests: int, contact_id: str | None,
         if i < WARMUP:
             continue
         client.append(took)
-        timing = answer.headers.get("server-timing", "")
-        if timing.startswith("app;dur="):
-            server.append(float(timing.removeprefix("app;dur=")))
+        timing = server_timing(answer.headers.get("server-timing", ""))
+        if "app" in timing:
+            server.append(timing["app"])
     return client, server
 
 

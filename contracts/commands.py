@@ -401,6 +401,11 @@ class ListEnrollments(Query):
     page: Page = Page()
 
 
+class GetEnrolleeTable(ListEnrollments):
+    """What the web app's enrollee table shows: the sequence and a page of its enrollees, in one
+    request (contracts.views.EnrolleeTable); the page polls it every few seconds."""
+
+
 class GetSequenceAnalytics(Query):
     """A sequence's analytics over UTC days `since` to `until` (both included; at most ten
     years): contracts.views.SequenceAnalytics."""

@@ -125,6 +125,11 @@ class EnrollmentPage(BaseModel):
     next_cursor: str | None
 
 
+class EnrolleeTable(BaseModel):
+    sequence: SequenceView
+    page: EnrollmentPage
+
+
 class ContactEnrollmentView(EnrollmentView):
     """An enrollment as the contact card shows it: with its sequence's name and state."""
 

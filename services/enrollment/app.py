@@ -58,6 +58,7 @@ def build(runtime: Runtime) -> ServiceParts:
             c.ListContactEnrollments: queries.list_contact_enrollments,
             c.GetEnrollment: queries.get_enrollment,
             c.ListEnrollments: queries.list_enrollments,
+            c.GetEnrolleeTable: queries.get_enrollee_table,
             c.GetStepStats: queries.get_step_stats,
             c.GetSequenceAnalytics: queries.get_sequence_analytics,
             c.PreviewSegment: commands.preview_segment,

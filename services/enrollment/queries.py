@@ -3,6 +3,7 @@ log itself)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
 
@@ -12,6 +13,7 @@ from contracts.base import stream_id
 from contracts.commands import (
     GetSequenceAnalytics,
     GetContact,
+    GetEnrolleeTable,
     GetEnrollment,
     GetSequence,
     GetStepStats,
@@ -31,6 +33,7 @@ from contracts.views import (
     ContactEnrollmentView,
     ContactPage,
     ContactView,
+    EnrolleeTable,
     EnrollmentPage,
     EnrollmentStatus,
     EnrollmentView,
@@ -206,6 +209,17 @@ class EnrollmentQueries:
         await self._one("SELECT 1 FROM enrollment.sequences"
                         " WHERE sequence_id = :id AND workspace_id = :ws",
                         query.workspace_id, query.sequence_id, "sequence_id")
+        return await self._enrollees(query)
+
+    async def get_enrollee_table(self, query: GetEnrolleeTable) -> EnrolleeTable:
+        """The sequence (which finds another workspace's as absent) and the page, read at once."""
+        sequence, page = await asyncio.gather(
+            self.get_sequence(GetSequence(workspace_id=query.workspace_id,
+                                          sequence_id=query.sequence_id)),
+            self._enrollees(query))
+        return EnrolleeTable(sequence=sequence, page=page)
+
+    async def _enrollees(self, query: ListEnrollments) -> EnrollmentPage:
         expression, cast = _ENROLLEE_SORTS[query.sort]
         direction = "DESC" if query.descending else "ASC"
         after = _after(query.page.cursor, f"({expression}, enrollment_id)", cast,

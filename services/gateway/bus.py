@@ -15,6 +15,7 @@ from contracts import commands as c
 from contracts.base import FieldError, Problem
 from sequences import clock
 from sequences.messaging import rpc
+from services.gateway.timing import part
 
 
 class ProblemError(Exception):
@@ -37,7 +38,9 @@ _REPLY_WITHIN = {c.EnrollSegment: 120.0, c.TestMailboxSmtp: 30.0, c.TestMailboxI
 async def send(nc: Client, message: BaseModel):
     """Send a command or query to its service; its problem is raised as a `ProblemError`."""
     try:
-        reply = await rpc.request(nc, message, timeout=_REPLY_WITHIN.get(type(message), 10.0))
+        with part(type(message).__name__):
+            reply = await rpc.request(nc, message,
+                                      timeout=_REPLY_WITHIN.get(type(message), 10.0))
     except rpc.ServiceUnavailable:
         raise ProblemError(Problem(status=503, title="Service unavailable",
                                    detail="a service did not answer in time; retry")) from None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,7 @@ def test_fuzzing_the_api_finds_no_server_error_and_no_schema_violation(stack):
 
 @pytest.mark.parametrize("method, path, allow", [
     ("DELETE", "/v1/sequences", "GET, POST"),
-    ("PUT", f"/v1/contacts/{uuid.uuid4()}", "DELETE, GET, PATCH"),
+    ("PUT", "/v1/contacts/0b6f3d9e-6c1a-4f5e-9a57-2d8c1e4b7a10", "DELETE, GET, PATCH"),
     # the import, not a contact named "import" (whose GET, PATCH and DELETE would say 422)
     ("OPTIONS", "/v1/contacts/import", "POST"),
     ("GET", "/v1/contacts/import", "POST"),

@@ -150,3 +150,32 @@ async def test_an_unknown_address_is_the_apps_page_for_browsers_and_problem_deta
         method = await browser.put("/campaigns", headers={"Accept": "text/html"})
         assert method.status_code == 405 and "text/html" in method.headers["content-type"]
         assert method.headers["allow"] == "GET"
+
+
+async def test_a_password_hashed_with_earlier_parameters_signs_in_and_is_rehashed(stack):
+    """A hash from before the gateway's lighter Argon2id profile (argon2-cffi's 64 MiB
+    defaults) still signs in, and is remade with today's parameters then."""
+    from argon2 import PasswordHasher
+    from sqlalchemy import text
+
+    from sequences.db import create_engine
+
+    person = create_workspace(stack, "Rehash Co", "rehash@rehash.example")
+    engine = create_engine(stack.database_url, pool_size=1)
+    query = text("SELECT password_hash FROM gateway.users WHERE user_id = :u")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE gateway.users SET password_hash = :h WHERE user_id = :u"),
+                               {"h": PasswordHasher().hash(person["password"]),
+                                "u": person["user_id"]})
+        async with anonymous(stack) as browser:
+            page = await browser.get("/sign-in")
+            signed = await browser.post("/sign-in", data={
+                "email": person["user_email"], "password": person["password"],
+                "csrf_token": csrf_token_in(page.text)})
+            assert signed.status_code == 303
+        async with engine.connect() as conn:
+            stored = (await conn.execute(query, {"u": person["user_id"]})).scalar_one()
+    finally:
+        await engine.dispose()
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")

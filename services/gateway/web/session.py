@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sequences import logs
 from services.gateway import sign_in
 from services.gateway.sign_in import SignedInUser
+from services.gateway.timing import part
 
 SESSION_COOKIE = "seq_session"
 FORM_COOKIE = "seq_form"  # the double-submit token of the forms shown before signing in
@@ -45,8 +46,9 @@ async def _form_token(request: Request) -> str | None:
 
 
 async def signed_in(request: Request) -> SignedInUser:
-    user = await sign_in.user_of_session(request.app.state.engine,
-                                         request.cookies.get(SESSION_COOKIE))
+    with part("session"):
+        user = await sign_in.user_of_session(request.app.state.engine,
+                                             request.cookies.get(SESSION_COOKIE))
     if user is None:
         raise SignInRequired()
     if request.method not in SAFE_METHODS:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from contracts import commands as c
 from contracts.views import (
-    EnrollmentPage,
+    EnrolleeTable,
     EnrollmentStatus,
     EnrollmentView,
     SchedulePreview,
@@ -63,9 +63,11 @@ class Listing:
         return urlencode({k: v for k, v in values.items() if v is not None})
 
 
-async def _enrollees(request: Request, sequence_id: uuid.UUID, listing: Listing) -> EnrollmentPage:
-    return EnrollmentPage.model_validate(await ask(
-        request, c.ListEnrollments, sequence_id=sequence_id, status=listing.status or None,
+async def _enrollee_table(request: Request, sequence_id: uuid.UUID,
+                          listing: Listing) -> EnrolleeTable:
+    """The sequence and the page of its enrollees, in one request."""
+    return EnrolleeTable.model_validate(await ask(
+        request, c.GetEnrolleeTable, sequence_id=sequence_id, status=listing.status or None,
         sort=listing.sort, descending=listing.descending,
         page=c.Page(limit=PAGE_SIZE, cursor=listing.cursor)))
 
@@ -95,8 +97,8 @@ async def detail(request: Request, user: SignedIn, sequence_id: uuid.UUID, tab: 
         context.update(await _stats(request, sequence_id, since, until))
     elif tab == "enrollees":
         listing = Listing(status, sort, descending, cursor)
-        sequence, page = await asyncio.gather(sequence_of(request, sequence_id),
-                                              _enrollees(request, sequence_id, listing))
+        table = await _enrollee_table(request, sequence_id, listing)
+        sequence, page = table.sequence, table.page
         context.update(listing=listing, page=page, selected=set(), sorts=SORTS,
                        statuses=list(EnrollmentStatus))
     else:
@@ -116,13 +118,12 @@ async def enrollee_rows(request: Request, user: SignedIn, sequence_id: uuid.UUID
     """The rows of the enrollee table (what htmx polls), with the header's counts and the pager
     swapped out of band. The ids the reader has checked come along and stay checked."""
     listing = Listing(status, sort, descending, cursor)
-    sequence, page = await asyncio.gather(sequence_of(request, sequence_id),
-                                          _enrollees(request, sequence_id, listing))
+    table = await _enrollee_table(request, sequence_id, listing)
     if request.headers.get("hx-request") != "true":  # (another workspace's id: 404 above)
         return RedirectResponse(f"/sequences/{sequence_id}?tab=enrollees&{listing.query()}",
                                 status_code=303)
-    return render(request, "sequence/_enrollee_rows.html", sequence=sequence, listing=listing,
-                  page=page,
+    return render(request, "sequence/_enrollee_rows.html", sequence=table.sequence,
+                  listing=listing, page=table.page,
                   selected={str(i) for i in enrollment_id}, out_of_band=True)
 
 
