@@ -7,9 +7,10 @@ and queues them in the outbox for the relay. A writer whose expected version is 
 
 from __future__ import annotations
 
+import struct
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, AsyncIterator, Collection, NamedTuple, Sequence
 
 import psycopg
@@ -88,6 +89,24 @@ _INSERT = """
     )
     INSERT INTO eventlog.outbox (position) SELECT position FROM inserted
 """
+
+# A batch (COPY_FROM events and more) goes by binary COPY instead, rows encoded here: a third
+# of the Python and server time of the statement above, whose unnest, array dumping and JSON
+# cast cost more than the rows (bench/README.md, "Append"). COPY returns no positions, so the
+# batch first takes them from the log's identity sequence, writing its outbox rows in the same
+# statement; the events then get those positions (COPY writes a given identity value, like
+# OVERRIDING SYSTEM VALUE). Both commit together, so the relay sees neither before the other.
+COPY_FROM = 16
+_TAKE_POSITIONS = (
+    "INSERT INTO eventlog.outbox (position)"
+    " SELECT nextval('eventlog.events_position_seq') FROM generate_series(1, %(n)s)"
+    " RETURNING position"
+)
+_COPY_EVENTS = (
+    "COPY eventlog.events (position, event_id, workspace_id, version, schema_version,"
+    " occurred_at, correlation_id, stream_id, type, causation_id, traceparent, tracestate, data)"
+    " FROM STDIN (FORMAT BINARY)"
+)
 
 # where streams begin that begin inside another stream's event (migrations/0170)
 _INSERT_ORIGINS = (
@@ -180,13 +199,18 @@ class EventStore:
                 raise ConcurrencyConflict(str(error.orig)) from error
 
     async def _insert(self, conn: AsyncConnection, envelopes: list[EventEnvelope]) -> None:
-        """The events and their outbox rows, in one statement (bench/experiments/append.py
-        measures other ways of running it against this one)."""
+        """The events and their outbox rows: one statement, or for a batch two and a COPY
+        (bench/experiments/append.py measures other ways of running it against these)."""
         try:
-            await conn.exec_driver_sql(_INSERT, _columns(envelopes))
+            if len(envelopes) < COPY_FROM:
+                await conn.exec_driver_sql(_INSERT, _columns(envelopes))
+            else:
+                await _copy(await _driver(conn), envelopes)
         except IntegrityError as error:
             # the caller's transaction is now aborted: it rolls back and decides again
             raise ConcurrencyConflict(str(error.orig)) from error
+        except psycopg.errors.IntegrityError as error:  # the same, raised by the driver's COPY
+            raise ConcurrencyConflict(str(error)) from error
 
     async def _envelopes(self, conn, appends, causation, trace_headers) -> list[EventEnvelope]:
         unversioned = [a.stream_id for a in appends if a.expected_version is ANY_VERSION]
@@ -308,6 +332,52 @@ def _columns(envelopes: list[EventEnvelope]) -> dict[str, list]:
         # pydantic-core's JSON encoder: the same text as json.dumps(ensure_ascii=False), faster
         "datas": [pydantic_core.to_json(e.data).decode() for e in envelopes],
     }
+
+
+async def _copy(driver: psycopg.AsyncConnection, envelopes: list[EventEnvelope]) -> None:
+    async with driver.cursor(binary=True) as cursor:
+        await cursor.execute(_TAKE_POSITIONS, {"n": len(envelopes)})
+        positions = sorted(row[0] for row in await cursor.fetchall())
+        async with cursor.copy(_COPY_EVENTS) as copy:
+            await copy.write(_copy_rows(positions, envelopes))
+
+
+# PostgreSQL's binary COPY format: a header, then per row its field count and each field as a
+# length and the type's binary form (-1 for NULL); timestamps count microseconds from 2000.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\0" + struct.pack(">ii", 0, 0)
+_COPY_TRAILER = struct.pack(">h", -1)
+_FIXED = struct.Struct(">h iq i16s i16s ii ii iq i16s")  # the fixed-size fields, in _COPY_EVENTS order
+_LENGTH = struct.Struct(">i")
+_NULL = _LENGTH.pack(-1)
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _copy_rows(positions: list[int], envelopes: list[EventEnvelope]) -> bytes:
+    parts = [_COPY_HEADER]
+    append = parts.append
+    for position, e in zip(positions, envelopes):
+        append(_FIXED.pack(13, 8, position, 16, e.event_id.bytes, 16, e.workspace_id.bytes,
+                           4, e.version, 4, e.schema_version, 8, _micros(e.occurred_at),
+                           16, e.correlation_id.bytes))
+        for text in (e.stream_id, e.type):
+            append(_text(text))
+        append(_NULL if e.causation_id is None else b"\0\0\0\x10" + e.causation_id.bytes)
+        for text in (e.traceparent, e.tracestate):
+            append(_NULL if text is None else _text(text))
+        data = pydantic_core.to_json(e.data)
+        append(_LENGTH.pack(len(data) + 1) + b"\x01" + data)  # jsonb: format version 1
+    append(_COPY_TRAILER)
+    return b"".join(parts)
+
+
+def _text(value: str) -> bytes:
+    encoded = value.encode()
+    return _LENGTH.pack(len(encoded)) + encoded
+
+
+def _micros(at: datetime) -> int:
+    delta = at - _PG_EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _envelope(cursor) -> Any:
