@@ -226,6 +226,8 @@ class EventStore:
             traceparent = cause.traceparent or trace_headers.get(TRACEPARENT)
             tracestate = cause.tracestate if cause.traceparent else trace_headers.get(TRACESTATE)
             for offset, event in enumerate(append.events, start=1):
+                # validated: pydantic-core's validator takes a third of the time of the
+                # Python loop of model_construct on these fields
                 envelopes.append(
                     EventEnvelope(
                         event_id=uuid.uuid4(),
@@ -362,29 +364,55 @@ _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 def _copy_data(positions: list[int], envelopes: list[EventEnvelope]) -> bytes:
     parts = [_COPY_HEADER]
     append = parts.append
+    # an append's events share their workspace, time, type and trace: each encoded once
+    same = _Encoded()
     for position, e in zip(positions, envelopes):
-        append(_FIXED.pack(13, 8, position, 16, e.event_id.bytes, 16, e.workspace_id.bytes,
-                           4, e.version, 4, e.schema_version, 8, _micros(e.occurred_at),
-                           16, e.correlation_id.bytes))
-        for text in (e.stream_id, e.type):
-            append(_text(text))
-        append(_NULL if e.causation_id is None else b"\0\0\0\x10" + e.causation_id.bytes)
-        for text in (e.traceparent, e.tracestate):
-            append(_NULL if text is None else _text(text))
+        append(_FIXED.pack(13, 8, position, 16, e.event_id.bytes, 16, same.uuid(e.workspace_id),
+                           4, e.version, 4, e.schema_version, 8, same.micros(e.occurred_at),
+                           16, same.uuid(e.correlation_id)))
+        append(_text(e.stream_id))
+        append(same.text(e.type))
+        append(same.field(e.causation_id))
+        append(same.field(e.traceparent))
+        append(same.field(e.tracestate))
         data = pydantic_core.to_json(e.data)
         append(_LENGTH.pack(len(data) + 1) + b"\x01" + data)  # jsonb: format version 1
     append(_COPY_TRAILER)
     return b"".join(parts)
 
 
+class _Encoded(dict):
+    """Values an append repeats, each encoded once."""
+
+    def uuid(self, value: uuid.UUID) -> bytes:
+        if (found := self.get(value)) is None:
+            found = self[value] = value.bytes
+        return found
+
+    def micros(self, at: datetime) -> int:
+        if (found := self.get(at)) is None:
+            delta = at - _PG_EPOCH
+            found = self[at] = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return found
+
+    def text(self, value: str) -> bytes:
+        if (found := self.get(value)) is None:
+            found = self[value] = _text(value)
+        return found
+
+    def field(self, value: uuid.UUID | str | None) -> bytes:
+        """A nullable uuid or text column, length first."""
+        if value is None:
+            return _NULL
+        if (found := self.get(("field", value))) is None:
+            raw = value.bytes if isinstance(value, uuid.UUID) else value.encode()
+            found = self[("field", value)] = _LENGTH.pack(len(raw)) + raw
+        return found
+
+
 def _text(value: str) -> bytes:
     encoded = value.encode()
     return _LENGTH.pack(len(encoded)) + encoded
-
-
-def _micros(at: datetime) -> int:
-    delta = at - _PG_EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _envelope(cursor) -> Any:
