@@ -67,7 +67,7 @@ class Append:
 
 # Passed through to psycopg as it is (exec_driver_sql). Binary placeholders (%(name)b) send the
 # arrays in binary, so psycopg builds no text array literals (quoting every " of every JSON
-# document in Python): twice the batched rate (bench/experiments/append.py has the variants).
+# document in Python): twice the batched rate of text arrays.
 _INSERT = """
     WITH new AS (
         SELECT * FROM unnest(
@@ -199,8 +199,7 @@ class EventStore:
                 raise ConcurrencyConflict(str(error.orig)) from error
 
     async def _insert(self, conn: AsyncConnection, envelopes: list[EventEnvelope]) -> None:
-        """The events and their outbox rows: one statement, or for a batch one and a COPY
-        (bench/experiments/append.py measures other ways of running it against these)."""
+        """The events and their outbox rows: one statement, or for a batch one and a COPY."""
         driver = await _driver(conn)
         try:
             if len(envelopes) < COPY_FROM:
