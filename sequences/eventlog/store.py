@@ -7,10 +7,9 @@ and queues them in the outbox for the relay. A writer whose expected version is 
 
 from __future__ import annotations
 
-import struct
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, AsyncIterator, Collection, NamedTuple, Sequence
 
 import psycopg
@@ -65,9 +64,10 @@ class Append:
     causation: Causation | None = None  # when it differs from the one of the whole append
 
 
-# Passed through to psycopg as it is (exec_driver_sql). Binary placeholders (%(name)b) send the
+# Run on the psycopg cursor as it is. Binary placeholders (%(name)b) send the
 # arrays in binary, so psycopg builds no text array literals (quoting every " of every JSON
-# document in Python): twice the batched rate of text arrays.
+# document in Python): twice the batched rate of text arrays. A binary COPY of rows encoded
+# here did no better (bench/README.md, "Append"): the Python encoding cost what the server saved.
 _INSERT = """
     WITH new AS (
         SELECT * FROM unnest(
@@ -89,24 +89,6 @@ _INSERT = """
     )
     INSERT INTO eventlog.outbox (position) SELECT position FROM inserted
 """
-
-# A batch (COPY_FROM events and more) goes by binary COPY instead, rows encoded here: a third
-# of the Python and server time of the statement above, whose unnest, array dumping and JSON
-# cast cost more than the rows (bench/README.md, "Append"). COPY returns no positions, so the
-# batch first takes them from the log's identity sequence, writing its outbox rows in the same
-# statement; the events then get those positions (COPY writes a given identity value, like
-# OVERRIDING SYSTEM VALUE). Both commit together, so the relay sees neither before the other.
-COPY_FROM = 16
-_TAKE_POSITIONS = (
-    "INSERT INTO eventlog.outbox (position)"
-    " SELECT nextval('eventlog.events_position_seq') FROM generate_series(1, %(n)s)"
-    " RETURNING position"
-)
-_COPY_EVENTS = (
-    "COPY eventlog.events (position, event_id, workspace_id, version, schema_version,"
-    " occurred_at, correlation_id, stream_id, type, causation_id, traceparent, tracestate, data)"
-    " FROM STDIN (FORMAT BINARY)"
-)
 
 # where streams begin that begin inside another stream's event (migrations/0170)
 _INSERT_ORIGINS = (
@@ -199,13 +181,13 @@ class EventStore:
                 raise ConcurrencyConflict(str(error.orig)) from error
 
     async def _insert(self, conn: AsyncConnection, envelopes: list[EventEnvelope]) -> None:
-        """The events and their outbox rows: one statement, or for a batch one and a COPY."""
+        """The events and their outbox rows, in one statement, pipelined: psycopg then sends
+        the transaction's BEGIN with it, one round trip for both instead of two (a third of a
+        single append's)."""
         driver = await _driver(conn)
         try:
-            if len(envelopes) < COPY_FROM:
-                await _insert_rows(driver, envelopes)
-            else:
-                await _copy_rows(driver, envelopes)
+            async with driver.pipeline(), driver.cursor() as cursor:
+                await cursor.execute(_INSERT, _columns(envelopes))
         except psycopg.errors.IntegrityError as error:
             # the caller's transaction is now aborted: it rolls back and decides again
             raise ConcurrencyConflict(str(error)) from error
@@ -225,8 +207,6 @@ class EventStore:
             traceparent = cause.traceparent or trace_headers.get(TRACEPARENT)
             tracestate = cause.tracestate if cause.traceparent else trace_headers.get(TRACESTATE)
             for offset, event in enumerate(append.events, start=1):
-                # validated: pydantic-core's validator takes a third of the time of the
-                # Python loop of model_construct on these fields
                 envelopes.append(
                     EventEnvelope(
                         event_id=uuid.uuid4(),
@@ -332,86 +312,6 @@ def _columns(envelopes: list[EventEnvelope]) -> dict[str, list]:
         # pydantic-core's JSON encoder: the same text as json.dumps(ensure_ascii=False), faster
         "datas": [pydantic_core.to_json(e.data).decode() for e in envelopes],
     }
-
-
-# The first statement of the statements below is pipelined: psycopg then sends the transaction's
-# BEGIN with it, one round trip for both instead of two (a third of a single append's).
-async def _insert_rows(driver: psycopg.AsyncConnection, envelopes: list[EventEnvelope]) -> None:
-    async with driver.pipeline(), driver.cursor() as cursor:
-        await cursor.execute(_INSERT, _columns(envelopes))
-
-
-async def _copy_rows(driver: psycopg.AsyncConnection, envelopes: list[EventEnvelope]) -> None:
-    async with driver.cursor(binary=True) as cursor:
-        async with driver.pipeline():
-            await cursor.execute(_TAKE_POSITIONS, {"n": len(envelopes)})
-        positions = sorted(row[0] for row in await cursor.fetchall())
-        async with cursor.copy(_COPY_EVENTS) as copy:
-            await copy.write(_copy_data(positions, envelopes))
-
-
-# PostgreSQL's binary COPY format: a header, then per row its field count and each field as a
-# length and the type's binary form (-1 for NULL); timestamps count microseconds from 2000.
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\0" + struct.pack(">ii", 0, 0)
-_COPY_TRAILER = struct.pack(">h", -1)
-_FIXED = struct.Struct(">h iq i16s i16s ii ii iq i16s")  # the fixed-size fields, in _COPY_EVENTS order
-_LENGTH = struct.Struct(">i")
-_NULL = _LENGTH.pack(-1)
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-
-
-def _copy_data(positions: list[int], envelopes: list[EventEnvelope]) -> bytes:
-    parts = [_COPY_HEADER]
-    append = parts.append
-    # an append's events share their workspace, time, type and trace: each encoded once
-    same = _Encoded()
-    for position, e in zip(positions, envelopes):
-        append(_FIXED.pack(13, 8, position, 16, e.event_id.bytes, 16, same.uuid(e.workspace_id),
-                           4, e.version, 4, e.schema_version, 8, same.micros(e.occurred_at),
-                           16, same.uuid(e.correlation_id)))
-        append(_text(e.stream_id))
-        append(same.text(e.type))
-        append(same.field(e.causation_id))
-        append(same.field(e.traceparent))
-        append(same.field(e.tracestate))
-        data = pydantic_core.to_json(e.data)
-        append(_LENGTH.pack(len(data) + 1) + b"\x01" + data)  # jsonb: format version 1
-    append(_COPY_TRAILER)
-    return b"".join(parts)
-
-
-class _Encoded(dict):
-    """Values an append repeats, each encoded once."""
-
-    def uuid(self, value: uuid.UUID) -> bytes:
-        if (found := self.get(value)) is None:
-            found = self[value] = value.bytes
-        return found
-
-    def micros(self, at: datetime) -> int:
-        if (found := self.get(at)) is None:
-            delta = at - _PG_EPOCH
-            found = self[at] = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-        return found
-
-    def text(self, value: str) -> bytes:
-        if (found := self.get(value)) is None:
-            found = self[value] = _text(value)
-        return found
-
-    def field(self, value: uuid.UUID | str | None) -> bytes:
-        """A nullable uuid or text column, length first."""
-        if value is None:
-            return _NULL
-        if (found := self.get(("field", value))) is None:
-            raw = value.bytes if isinstance(value, uuid.UUID) else value.encode()
-            found = self[("field", value)] = _LENGTH.pack(len(raw)) + raw
-        return found
-
-
-def _text(value: str) -> bytes:
-    encoded = value.encode()
-    return _LENGTH.pack(len(encoded)) + encoded
 
 
 def _envelope(cursor) -> Any:
