@@ -10,8 +10,9 @@ bench/results/latest.json; progress goes to stderr. The exit status is 1 when a 
 its target.
 
 Breakdowns behind suggested changes (not in the registry, they print their own tables):
-python -m bench.experiments.append, .profile_append, .server_floor, .single_floor (the
-append), .services, .profile_services, .memory (the services); see bench/experiments/.
+python -m bench.experiments.single_floor (a single append), .services, .profile_services,
+.memory (the services); see bench/experiments/. `python -m bench.fault_run` (`make fault-run`)
+is the fault run of the README's "Guarantees", not a benchmark.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""Anatomy of one single append: what the transaction around it costs, layer by layer.
+"""Anatomy of one single append: what the transaction around it costs, layer by layer. The
+question it answers (open, issue 18): how close a single append is to the floor of one commit,
+against the targets of 1x eventsourcing's rate with one writer and 1.5x with 8.
 
     python -m bench.experiments.single_floor [--quick]
 
-Sequential, one event to a new stream per transaction, with the binary-parameter INSERT of
-bench/experiments/append.py (the same rows as EventStore.append). It shows how much of a single
+Sequential, one event to a new stream per transaction, with EventStore's INSERT of small
+appends (the same rows as EventStore.append). It shows how much of a single
 append is the caller's transaction machinery rather than the store, and the fastest a Python
 client of this machine gets, against which a target of 5x eventsourcing can be judged.
 """

@@ -13,6 +13,8 @@ from contracts.events import ContactCreated
 from sequences.eventlog.store import ANY_VERSION, Append, Causation, ConcurrencyConflict
 from tests.support import TEST_WORKSPACE
 
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
 
 def contact(contact_id: uuid.UUID | None = None, name: str = "김민수") -> ContactCreated:
     return ContactCreated(contact_id=contact_id or uuid.uuid4(), name=name, email="kim@example.com")
@@ -127,3 +129,44 @@ async def test_streams_begun_inside_an_event_are_found_from_it_and_begun_once(en
     async with engine.connect() as conn:
         assert (await store.read_origins(conn, [streams[2]]))[streams[2]].event_id == \
             written.event_id
+
+
+# one more stream, and a batch of many
+BOTH_WAYS = pytest.mark.parametrize("size", [1, 40], ids=["one", "batch"])
+
+
+@BOTH_WAYS
+async def test_a_batch_reads_back_as_appended_with_its_outbox_rows_in_log_order(engine, store, size):
+    traced = Causation(TEST_WORKSPACE, uuid.uuid4(), uuid.uuid4(), traceparent=TRACEPARENT,
+                       tracestate="vendor=1")
+    events = [contact(name=f"김민수 {i} \"q\" \\ é") for i in range(size)]
+    first = contact()
+    async with engine.begin() as conn:
+        written = await store.append(
+            conn, [Append(first.stream_id(), 0, [first, contact(first.contact_id, "박")]),
+                   *(Append(e.stream_id(), 0, [e]) for e in events)], traced)
+    async with engine.connect() as conn:
+        read = await store.read_streams(conn, [e.stream_id for e in written])
+        rows = (await conn.execute(text(
+            "SELECT e.event_id FROM eventlog.outbox o JOIN eventlog.events e USING (position)"
+            " ORDER BY o.position"))).scalars().all()
+    assert [e for stream in read.values() for e in stream] == sorted(
+        written, key=lambda e: (e.stream_id, e.version))
+    assert read[first.stream_id()][1].data["name"] == "박"
+    assert rows == [e.event_id for e in written]  # positions follow the append's order
+
+
+@BOTH_WAYS
+async def test_a_batch_with_one_stale_stream_is_a_conflict_and_writes_nothing(engine, store, size):
+    taken = contact()
+    async with engine.begin() as conn:
+        await store.append(conn, [Append(taken.stream_id(), 0, [taken])], Causation.new(TEST_WORKSPACE))
+    fresh = [contact() for _ in range(size)]
+    with pytest.raises(ConcurrencyConflict):
+        async with engine.begin() as conn:
+            await store.append(
+                conn, [*(Append(e.stream_id(), 0, [e]) for e in fresh),
+                       Append(taken.stream_id(), 0, [contact(taken.contact_id, "x")])],
+                Causation.new(TEST_WORKSPACE))
+    assert await count(engine, "SELECT count(*) FROM eventlog.events") == 1
+    assert await count(engine, "SELECT count(*) FROM eventlog.outbox") == 1
