@@ -1,7 +1,10 @@
 """Scheduler handlers: keep each enrollment's next step planned from the events, fire it when due.
 
-Planning is one function, `_replan`, used whenever something that decides the next step changes:
-an enrollment starts, a step completes, the steps are edited, a paused sequence resumes.
+Planning is one function, `_replan_all`, used whenever something that decides the next step
+changes: an enrollment starts, a step completes, the steps are edited, a paused sequence resumes.
+It plans any number of enrollments in a fixed number of statements (one read, the pure
+`domain.next_planned` for each, two writes, one append): enrollments and step completions come
+in runs (a bulk enrollment, a send time's batch of emails), and each is handled as a set.
 """
 
 from __future__ import annotations
