@@ -12,13 +12,10 @@ from sqlalchemy import text
 
 from contracts.events import (ContactEnrolled, EnrollmentReplied, EnrollmentStepCompleted,
                               SequenceCreated)
-from sequences.bootstrap import EVENTLOG_MIGRATIONS, Runtime
+from sequences.bootstrap import Runtime
 from sequences.clock import FixedClock
-from sequences.db import create_engine, migrate
-from sequences.devstack.postgres import create_database, drop_database
 from sequences.eventlog.store import Append, Causation, EventStore
 from sequences.messaging.consumer import HandBack, NotReady, Outcome, apply_in, handle_once
-from sequences.services import all_migrations
 from services.scheduler.handlers import SchedulerHandlers, subscription
 from tests.support import TEST_WORKSPACE
 
@@ -38,17 +35,6 @@ def _scheduler(engine):
 @pytest.fixture
 def scheduler(engine):
     return _scheduler(engine)
-
-
-@pytest.fixture
-async def other_engine(postgres_server):
-    """A second database, for a second scheduler to handle the same events differently."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(create_database(postgres_server, name))
-    await migrate(engine, EVENTLOG_MIGRATIONS, *all_migrations())
-    yield engine
-    await engine.dispose()
-    drop_database(postgres_server, name)
 
 
 async def feed(scheduler, *events):
