@@ -21,8 +21,6 @@ went (profiles in bench/results/profiles/).
 
 from __future__ import annotations
 
-import os
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -32,8 +30,8 @@ import httpx
 from bench import common
 from bench.app_pages import TARGET_IMPORT_S, TARGET_RSS_MB, _csv, _raw_copy_seconds, _stack
 from bench.common import Result
-from bench.service_common import (MB, CpuMeter, RssSampler, postmaster_pid, py_spy,
-                                  summarize_stacks, until_settled)
+from bench.service_common import (MB, CpuMeter, RssSampler, postmaster_pid,
+                                  report_profiles, start_profiles, until_settled)
 from sequences.db import create_engine
 from sequences.devstack.stack import Stack
 
@@ -62,7 +60,7 @@ async def _measured(stack: Stack, n: int) -> list[Result]:
     try:
         async with stack.api_client(timeout=600) as api:
             common.progress(f"contact_import: importing {n:,} contacts (one CSV upload)")
-            profiles = _start_profiles(stack)
+            profiles = start_profiles(stack, "contact_import")
             cpu.start()
             began = time.perf_counter()
             took, report = await _import(api, data)
@@ -76,7 +74,7 @@ async def _measured(stack: Stack, n: int) -> list[Result]:
             settled = time.perf_counter() - began
             used = cpu.stop()
             common.progress(f"  settled after {settled:.1f} s; CPU {used}")
-            _report_profiles(profiles)
+            report_profiles(profiles, "contact_import")
 
             common.progress("contact_import: importing the same file again")
             again, repeated = await _import(api, data)
@@ -101,24 +99,6 @@ async def _measured(stack: Stack, n: int) -> list[Result]:
         Result(f"the same file again: {n:,} unchanged, none created", again, "s", raw,
                "raw COPY", again / raw, "-", None),
     ]
-
-
-PROFILES = Path(__file__).resolve().parent / "results" / "profiles"
-
-
-def _start_profiles(stack: Stack) -> dict[str, tuple[object, Path]]:
-    names = [n for n in os.environ.get("BENCH_PROFILE", "").split(",") if n]
-    PROFILES.mkdir(parents=True, exist_ok=True)
-    pids = stack.service_pids()
-    return {name: (py_spy(pids[name], 120, out := PROFILES / f"contact_import_{name}.txt"), out)
-            for name in names}
-
-
-def _report_profiles(profiles: dict[str, tuple[object, Path]]) -> None:
-    for name, (process, out) in profiles.items():
-        process.send_signal(signal.SIGINT)  # py-spy writes what it has on SIGINT
-        process.wait()
-        common.progress(f"contact_import: {name}\n{summarize_stacks(out, top=40)}")
 
 
 async def run(quick: bool) -> list[Result]:

@@ -263,8 +263,9 @@ class Progress:
                     {"s": self.sequence_id, "n": sends})).scalar_one()
         return await until_possible(query, "reading the enrollments")
 
-    async def until(self, sends: int, n: int, stall_seconds: float) -> None:
-        """Until N enrollments have `sends` emails recorded; Stalled if nothing moves."""
+    async def until(self, sends: int, n: int, stall_seconds: float, every: float = 2) -> None:
+        """Until N enrollments have `sends` emails recorded, looking every `every` seconds;
+        Stalled if nothing moves."""
         last, moved = -1, time.monotonic()
         while (done := await self.enrollments_with_sends(sends)) < n:
             if done != last:
@@ -273,7 +274,7 @@ class Progress:
             elif time.monotonic() - moved > stall_seconds:
                 raise Stalled(f"{done:,} of {n:,} enrollments sent {sends} emails;"
                               f" nothing moved for {stall_seconds:.0f} s")
-            await asyncio.sleep(2)
+            await asyncio.sleep(every)
 
 
 async def move_clock(stack: Stack, to: timedelta) -> None:

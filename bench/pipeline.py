@@ -8,6 +8,9 @@ of each process (each service, nats-server, PostgreSQL with its backends) and th
 deliveries per email (events each durable consumer reads, summed over consumers).
 
     python -m bench --only pipeline [--quick]      3,000 enrollments (300 with --quick)
+
+`BENCH_PROFILE=scheduler,thread-watcher` (service names) samples those processes with py-spy
+while the emails go out and prints where their time went (bench/results/profiles/).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import httpx
 from bench.common import Result, progress
 from bench.fault_run import TAG, WAITS, Options, Progress, move_clock, set_up, stack_config
 from bench.mailer import _prebuilt, _raw_smtp
-from bench.service_common import CpuMeter, event_levels, postmaster_pid, until_settled
+from bench.service_common import (CpuMeter, event_levels, postmaster_pid, report_profiles,
+                                  start_profiles, until_settled)
 from sequences.db import create_engine
 from sequences.devstack.stack import Stack
 from sequences.services import SERVICES
@@ -87,6 +91,7 @@ async def _measured(stack: Stack, api, sequence_id: str, n: int, raw: float) -> 
         cpu = CpuMeter({**stack.service_pids(), "nats-server": stack.nats.pid,
                         "postgres": postmaster_pid(stack.database_url)}, trees=("postgres",))
         tracker = Progress(stack, sequence_id)
+        profiles = start_profiles(stack, "pipeline")
         cpu.start()
         started = step_started = time.perf_counter()
         (await api.post(f"/v1/sequences/{sequence_id}/enrollments/bulk",
@@ -97,10 +102,12 @@ async def _measured(stack: Stack, api, sequence_id: str, n: int, raw: float) -> 
                 offset += timedelta(days=wait, minutes=1)
                 step_started = time.perf_counter()
                 await move_clock(stack, offset)
-            await tracker.until(step, n, stall_seconds=180)
+            # looked at often: a quick run's step takes a few seconds
+            await tracker.until(step, n, stall_seconds=180, every=0.2)
             steps.append(time.perf_counter() - step_started)
         overall = time.perf_counter() - started
         used = cpu.stop()
+        report_profiles(profiles, "pipeline")
         await tracker.engine.dispose()
         await until_settled(nats_url, engine, timeout=120)
         after = await event_levels(nats_url, engine)

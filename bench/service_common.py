@@ -387,6 +387,26 @@ def py_spy(pid: int, seconds: float, out: Path, rate: int = 200) -> subprocess.P
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
+PROFILES = Path(__file__).resolve().parent / "results" / "profiles"
+
+
+def start_profiles(stack, label: str, seconds: float = 600) -> dict[str, tuple[object, Path]]:
+    """`BENCH_PROFILE=webhooks,scheduler` (service names): sample those processes of `stack`
+    with py-spy until `report_profiles` (or `seconds`)."""
+    names = [n for n in os.environ.get("BENCH_PROFILE", "").split(",") if n]
+    PROFILES.mkdir(parents=True, exist_ok=True)
+    pids = stack.service_pids()
+    return {name: (py_spy(pids[name], seconds, out := PROFILES / f"{label}_{name}.txt"), out)
+            for name in names}
+
+
+def report_profiles(profiles: dict[str, tuple[object, Path]], label: str) -> None:
+    for name, (process, out) in profiles.items():
+        process.send_signal(signal.SIGINT)  # py-spy writes what it has on SIGINT
+        process.wait()
+        common.progress(f"{label}: {name}\n{summarize_stacks(out, top=40)}")
+
+
 def summarize_stacks(path: Path, top: int = 30, focus: str | None = None) -> str:
     """Inclusive and self shares of the functions in a py-spy raw (collapsed) profile.
     `focus`: only stacks through a frame containing this text."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from contracts.values import HolidayCalendar, ScheduleMove, SendPolicy, SkipDate, Step
+from contracts.values import HolidayCalendar, ScheduleMove, SendPolicy, SkipDate, Step, next_step
 from sequences.calendars import SendCalendar, add_days, calendar_for, next_send
 
 
@@ -46,6 +46,47 @@ def preview(start: datetime, steps, calendar: SendCalendar) -> list[Planned]:
         planned.append(plan(anchor, step, calendar))
         anchor = planned[-1].at
     return planned
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """An enrollment's next step as planned: what `scheduler.due_steps` keeps of it."""
+
+    step: Step
+    step_index: int
+    planned: Planned
+    zone: str
+    held: bool  # the sequence is paused or archived: planned, but it does not fire
+
+
+def next_planned(where, steps: list[Step], resumed_at: datetime | None = None,
+                 edited_at: datetime | None = None) -> NextStep | None:
+    """Where an enrollment stands (its row, its sequence's and its workspace's calendar, as the
+    scheduler keeps them) to its next step, or None when nothing is left to plan. `resumed_at`
+    (a resume): a moment that passed is planned from there. `edited_at` (new rules): a moment
+    that passed is planned from when the step was planned to go, so an edit never makes a step
+    fire at once."""
+    step = next_step(steps, set(where.completed)) if where.active else None
+    if step is None:
+        return None
+    calendar = calendar_of(where)
+    planned = plan(where.anchor_at, step, calendar)
+    if resumed_at is not None and planned.at < resumed_at:
+        planned = not_before(resumed_at, calendar)
+    if where.paused_until is not None and planned.at < where.paused_until:
+        planned = not_before(where.paused_until, calendar)  # out of office
+    if edited_at is not None and planned.at < edited_at:
+        planned = not_before(max(where.planned_at or edited_at, edited_at), calendar)
+    return NextStep(step, steps.index(step), planned,
+                    zone_of(where.timezone, where.zone_mode, where.contact_timezone),
+                    held=where.state != "live")
+
+
+def calendar_of(where) -> SendCalendar:
+    """The calendar an enrollment's steps go out by (see `next_planned` for `where`)."""
+    zone = zone_of(where.timezone, where.zone_mode, where.contact_timezone)
+    return sequence_calendar(zone, where.send_policy, where.holidays, where.workspace_holidays,
+                             where.skip_dates)
 
 
 def zone_of(sequence_zone: str, zone_mode: str, contact_zone: str | None) -> str:

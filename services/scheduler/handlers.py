@@ -1,20 +1,26 @@
 """Scheduler handlers: keep each enrollment's next step planned from the events, fire it when due.
 
-Planning is one function, `_replan`, used whenever something that decides the next step changes:
-an enrollment starts, a step completes, the steps are edited, a paused sequence resumes.
+Planning is one function, `_replan_all`, used whenever something that decides the next step
+changes: an enrollment starts, a step completes, the steps are edited, a paused sequence resumes.
+It plans any number of enrollments in a fixed number of statements (one read, the pure
+`domain.next_planned` for each, two writes, one append): enrollments and step completions come
+in runs (a bulk enrollment, a send time's batch of emails), and each is handled as a set.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from contracts.base import decode_event, stream_id
+from contracts.base import EventEnvelope, decode_event, stream_id
 from contracts.events import (
     ContactCreated,
     imported_row,
@@ -43,14 +49,14 @@ from contracts.events import (
 )
 from contracts.commands import PreviewSchedule
 from contracts.texts import Text, said
-from contracts.values import Step, next_step, steps_json
+from contracts.values import Step, steps_json
 from contracts.views import ScheduledStep, SchedulePreview
 from sequences import metrics
 from sequences.bootstrap import Runtime
 from sequences.eventlog.store import ANY_VERSION, Append, Causation
 from sequences.faults import crash_point
 from sequences.i18n import N_
-from sequences.messaging.consumer import Delivery, NotReady, Subscription
+from sequences.messaging.consumer import Delivery, HandBack, NotReady, Subscription
 from sequences.messaging.rpc import Rejected
 from sequences.tracing import (
     TRACEPARENT,
@@ -68,39 +74,69 @@ _tracer = tracer(__name__)
 # the note of a step fired again after a hold ("retried" in the API, as before)
 RETRIED = said(N_("tried again after it was held"))
 
-_WHERE_IT_STANDS = text(
-    """
-    SELECT e.completed, e.anchor_at, e.active, e.contact_timezone, e.paused_until,
-           s.timezone, s.send_policy,
+# where each enrollment stands, for planning its next step (`domain.next_planned`)
+_WHERE_THEY_STAND = """
+    SELECT e.enrollment_id, e.completed, e.anchor_at, e.active, e.contact_timezone,
+           e.paused_until, sequence_id, s.timezone, s.send_policy,
            s.steps, s.state, s.holidays, s.zone_mode, w.holidays AS workspace_holidays,
-           w.skip_dates, d.due_at AS planned_at
+           w.skip_dates,
+           (SELECT d.due_at FROM scheduler.due_steps d WHERE d.enrollment_id = e.enrollment_id
+            AND d.state IN ('pending', 'held') LIMIT 1) AS planned_at
     FROM scheduler.enrollments e JOIN scheduler.sequences s USING (sequence_id)
     LEFT JOIN scheduler.workspace_calendars w ON w.workspace_id = s.workspace_id
-    LEFT JOIN scheduler.due_steps d ON d.enrollment_id = e.enrollment_id
-         AND d.state IN ('pending', 'held')
-    WHERE e.enrollment_id = :id
+    WHERE e.enrollment_id = ANY(%(ids)b::uuid[])
+    ORDER BY e.enrollment_id
     -- A pause or an edit (which update the sequence row) and a step completing (another
     -- stream, maybe another replica) must not plan from each other's stale view: whoever
     -- plans second waits for the first and reads what it wrote.
     FOR UPDATE OF e FOR SHARE OF s
-    LIMIT 1
-    """
-)
-_DROP_SUPERSEDED = text(
-    "DELETE FROM scheduler.due_steps WHERE enrollment_id = :id"
-    " AND state IN ('pending', 'held') AND step_id IS DISTINCT FROM :keep"
-)
-_PLAN = text(
-    """
+"""
+# the pending or held steps of these enrollments that are not their next one any more
+_DROP_SUPERSEDED = """
+    DELETE FROM scheduler.due_steps d USING unnest(%(ids)b::uuid[], %(keeps)s::uuid[]) AS v(id, keep)
+    WHERE d.enrollment_id = v.id AND d.state IN ('pending', 'held')
+      AND d.step_id IS DISTINCT FROM v.keep
+"""
+# the plans that changed come back (those of the enrollment that were already so do not)
+_PLAN = """
     INSERT INTO scheduler.due_steps (enrollment_id, step_id, step_index, channel, due_at, state)
-    VALUES (:id, :step_id, :step_index, :channel, :due_at, :state)
+    SELECT * FROM unnest(%(ids)b::uuid[], %(step_ids)b::uuid[], %(step_indexes)b::integer[],
+                         %(channels)b::text[], %(due_ats)b::timestamptz[], %(states)b::text[])
     ON CONFLICT (enrollment_id, step_id) DO UPDATE
         SET step_index = EXCLUDED.step_index, channel = EXCLUDED.channel,
             due_at = EXCLUDED.due_at, state = EXCLUDED.state
         WHERE scheduler.due_steps.state IN ('pending', 'held')
           AND (scheduler.due_steps.due_at, scheduler.due_steps.state, scheduler.due_steps.step_index)
               IS DISTINCT FROM (EXCLUDED.due_at, EXCLUDED.state, EXCLUDED.step_index)
-    """
+    RETURNING enrollment_id
+"""
+_ENROLL = """
+    INSERT INTO scheduler.enrollments (enrollment_id, workspace_id, sequence_id, contact_id,
+        anchor_at, correlation_id, causation_id, traceparent, contact_timezone)
+    SELECT v.* FROM unnest(%(ids)b::uuid[], %(workspaces)b::uuid[], %(sequences)b::uuid[],
+        %(contacts)b::uuid[], %(ats)b::timestamptz[], %(correlations)b::uuid[],
+        %(causations)b::uuid[], %(traceparents)s::text[], %(zones)s::text[])
+        AS v(enrollment_id, workspace_id, sequence_id, contact_id, anchor_at, correlation_id,
+             causation_id, traceparent, contact_timezone)
+    -- an enrollment of a sequence not seen yet is handed back, and written when it comes again
+    WHERE EXISTS (SELECT 1 FROM scheduler.sequences s WHERE s.sequence_id = v.sequence_id)
+    RETURNING enrollment_id
+"""
+# the next wait counts from the completion
+_COMPLETE_STEPS = """
+    UPDATE scheduler.enrollments e SET completed = array_append(e.completed, v.step_id),
+        anchor_at = v.at, paused_until = NULL, correlation_id = v.correlation_id,
+        causation_id = v.causation_id, traceparent = v.traceparent
+    FROM unnest(%(ids)b::uuid[], %(step_ids)b::uuid[], %(ats)b::timestamptz[],
+                %(correlations)b::uuid[], %(causations)b::uuid[], %(traceparents)s::text[])
+        AS v(id, step_id, at, correlation_id, causation_id, traceparent)
+    WHERE e.enrollment_id = v.id
+    RETURNING e.enrollment_id
+"""
+_END = "UPDATE scheduler.enrollments SET active = false WHERE enrollment_id = ANY(%(ids)b::uuid[])"
+_CANCEL = (
+    "UPDATE scheduler.due_steps SET state = 'cancelled'"
+    " WHERE enrollment_id = ANY(%(ids)b::uuid[]) AND state IN ('pending', 'held')"
 )
 _CLAIM_DUE = text(
     """
@@ -148,8 +184,8 @@ class SchedulerHandlers:
                  " WHERE sequence_id = :id"),
             {"id": event.sequence_id, "steps": steps_json(event.steps)},
         )
-        for enrollment_id in await self._active_enrollments(d.conn, event.sequence_id):
-            await self._replan(d, enrollment_id)
+        await self._replan_all(d.conn, [Replan(enrollment_id, d.causation) for enrollment_id
+                                        in await self._active_enrollments(d.conn, event.sequence_id)])
 
     async def on_settings_changed(self, event: SequenceSettingsChanged, d: Delivery) -> None:
         """A new window, zone, holiday choice or zone mode re-plans every pending step by the new
@@ -163,8 +199,9 @@ class SchedulerHandlers:
              "policy": settings.send_policy.model_dump_json(),
              "holidays": domain._json(settings.holidays), "zone_mode": settings.zone_mode},
         )
-        for enrollment_id in await self._active_enrollments(d.conn, event.sequence_id):
-            await self._replan(d, enrollment_id, edited_at=d.envelope.occurred_at)
+        await self._replan_all(d.conn, [
+            Replan(enrollment_id, d.causation, edited_at=d.envelope.occurred_at)
+            for enrollment_id in await self._active_enrollments(d.conn, event.sequence_id)])
 
     async def on_workspace_calendar_changed(self, event: WorkspaceCalendarChanged,
                                             d: Delivery) -> None:
@@ -180,8 +217,9 @@ class SchedulerHandlers:
         rows = await d.conn.execute(
             text("SELECT enrollment_id FROM scheduler.enrollments WHERE workspace_id = :ws"
                  " AND active"), {"ws": event.workspace_id})
-        for row in rows.all():
-            await self._replan(d, row.enrollment_id, edited_at=d.envelope.occurred_at)
+        await self._replan_all(d.conn, [
+            Replan(row.enrollment_id, d.causation, edited_at=d.envelope.occurred_at)
+            for row in rows.all()])
 
     async def on_contact_zone_changed(self, event: EnrollmentContactZoneChanged,
                                       d: Delivery) -> None:
@@ -199,8 +237,8 @@ class SchedulerHandlers:
             text("UPDATE scheduler.sequences SET state = :state WHERE sequence_id = :id"),
             {"id": event.sequence_id, "state": state},
         )
-        for enrollment_id in await self._active_enrollments(d.conn, event.sequence_id):
-            await self._replan(d, enrollment_id)
+        await self._replan_all(d.conn, [Replan(enrollment_id, d.causation) for enrollment_id
+                                        in await self._active_enrollments(d.conn, event.sequence_id)])
 
     async def on_sequence_resumed(self, event: SequenceResumed, d: Delivery) -> None:
         """Held steps go on; those whose moment passed during the pause are re-planned from the
@@ -209,39 +247,60 @@ class SchedulerHandlers:
             text("UPDATE scheduler.sequences SET state = 'live' WHERE sequence_id = :id"),
             {"id": event.sequence_id},
         )
-        for enrollment_id in await self._active_enrollments(d.conn, event.sequence_id):
-            await self._replan(d, enrollment_id, not_before=event.resumed_at)
+        await self._replan_all(d.conn, [
+            Replan(enrollment_id, d.causation, resumed_at=event.resumed_at)
+            for enrollment_id in await self._active_enrollments(d.conn, event.sequence_id)])
 
     # --- enrollments ------------------------------------------------------------------------
 
-    async def on_contact_enrolled(self, event: ContactEnrolled, d: Delivery) -> None:
-        await d.conn.execute(
-            text(
-                "INSERT INTO scheduler.enrollments (enrollment_id, workspace_id, sequence_id,"
-                " contact_id, anchor_at, correlation_id, causation_id, traceparent,"
-                " contact_timezone)"
-                " VALUES (:id, :ws, :sequence_id, :contact_id, :at, :correlation_id,"
-                " :causation_id, :traceparent, :contact_timezone)"
-            ),
-            {"id": event.enrollment_id, "ws": d.envelope.workspace_id,
-             "sequence_id": event.sequence_id, "contact_id": event.contact_id,
-             "at": event.enrolled_at, "contact_timezone": event.contact_timezone, **_cause(d)},
-        )
-        await self._replan(d, event.enrollment_id)
+    async def on_contacts_enrolled(self, run: list[EventEnvelope], conn) -> list[HandBack]:
+        """Set-based: a run of enrollments is one insert, one read, one pure planning pass, two
+        writes and one append, whatever its length."""
+        async def write(wave: list[EventEnvelope]) -> list:
+            events = [e.data for e in wave]
+            rows = await conn.exec_driver_sql(_ENROLL, {
+                "ids": [e["enrollment_id"] for e in events],
+                "workspaces": [e.workspace_id for e in wave],
+                "sequences": [e["sequence_id"] for e in events],
+                "contacts": [e["contact_id"] for e in events],
+                "ats": [e["enrolled_at"] for e in events],
+                "zones": [e.get("contact_timezone") for e in events], **_causes(wave)})
+            return [row.enrollment_id for row in rows]
 
-    async def on_step_completed(self, event: EnrollmentStepCompleted, d: Delivery) -> None:
-        """The next wait counts from this moment."""
-        await d.conn.execute(
-            text(
-                "UPDATE scheduler.enrollments SET completed = array_append(completed, :step_id),"
-                " anchor_at = :at, paused_until = NULL, correlation_id = :correlation_id,"
-                " causation_id = :causation_id, traceparent = :traceparent"
-                " WHERE enrollment_id = :id"
-            ),
-            {"id": event.enrollment_id, "step_id": event.step_id, "at": event.completed_at,
-             **_cause(d)},
-        )
-        await self._replan(d, event.enrollment_id)
+        return await self._in_waves(conn, run, write)
+
+    async def on_steps_completed(self, run: list[EventEnvelope], conn) -> list[HandBack]:
+        """Set-based, as `on_contacts_enrolled`; the next wait counts from each completion."""
+        async def write(wave: list[EventEnvelope]) -> list:
+            events = [e.data for e in wave]
+            rows = await conn.exec_driver_sql(_COMPLETE_STEPS, {
+                "ids": [e["enrollment_id"] for e in events],
+                "step_ids": [e["step_id"] for e in events],
+                "ats": [e["completed_at"] for e in events], **_causes(wave)})
+            return [row.enrollment_id for row in rows]
+
+        return await self._in_waves(conn, run, write)
+
+    async def _in_waves(self, conn, run: list[EventEnvelope], write) -> list[HandBack]:
+        """Write each wave's events (`write` returns the enrollments it found) and plan their
+        enrollments again; the events whose enrollment was not found are handed back, with
+        the later ones of their enrollment."""
+        backs, missing = [], set()
+        for wave in _waves(run):
+            backs += [HandBack(e.event_id) for e in wave if e.stream_id in missing]
+            wave = [e for e in wave if e.stream_id not in missing]
+            found = set(await write(wave)) if wave else set()
+            replans = []
+            for envelope in wave:
+                enrollment_id = uuid.UUID(envelope.data["enrollment_id"])
+                if enrollment_id in found:
+                    replans.append(Replan(enrollment_id, Causation.following(envelope)))
+                else:
+                    missing.add(envelope.stream_id)
+                    backs.append(HandBack(envelope.event_id))
+            if await self._replan_all(conn, replans):
+                raise NotReady("an enrollment written in this transaction was not found")
+        return backs
 
     async def on_enrollment_paused(self, event: EnrollmentPaused, d: Delivery) -> None:
         """The next step is not planned before `until` (the first send moment from then)."""
@@ -256,22 +315,18 @@ class SchedulerHandlers:
         await d.conn.execute(
             text("UPDATE scheduler.enrollments SET paused_until = NULL WHERE enrollment_id = :id"),
             {"id": event.enrollment_id})
-        await self._replan(d, event.enrollment_id, not_before=event.resumed_at)
+        await self._replan(d, event.enrollment_id, resumed_at=event.resumed_at)
 
     async def on_email_deferred(self, event: EmailDeferred, d: Delivery) -> None:
         """A mailbox limit moved the step: it fires again at `until`, or when the window next
         opens after it (a minimum gap spreads a window's sends, never past its end)."""
         until = event.until
-        where = (await d.conn.execute(_WHERE_IT_STANDS, {"id": event.enrollment_id})).first()
+        where = (await d.conn.exec_driver_sql(_WHERE_THEY_STAND,
+                                              {"ids": [event.enrollment_id]})).first()
         if where is not None:
-            until, _ = next_send(until, self._calendar(where))
+            until, _ = next_send(until, domain.calendar_of(where))
         await self._refire(d, event.enrollment_id, event.step_id, until, event.reason,
                            event.reason_text)
-
-    def _calendar(self, where):
-        zone = domain.zone_of(where.timezone, where.zone_mode, where.contact_timezone)
-        return domain.sequence_calendar(zone, where.send_policy, where.holidays,
-                                        where.workspace_holidays, where.skip_dates)
 
     async def on_retried(self, event: EnrollmentRetried, d: Delivery) -> None:
         """Someone fixed what held the step: it fires again now."""
@@ -300,17 +355,11 @@ class SchedulerHandlers:
             await self.runtime.store.append(
                 d.conn, [Append(scheduled.stream_id(), ANY_VERSION, [scheduled])], d.causation)
 
-    async def on_enrollment_ended(self, event, d: Delivery) -> None:
+    async def on_enrollments_ended(self, run: list[EventEnvelope], conn) -> None:
         """Done, replied, bounced or stopped: whatever was pending never fires."""
-        await d.conn.execute(
-            text("UPDATE scheduler.enrollments SET active = false WHERE enrollment_id = :id"),
-            {"id": event.enrollment_id},
-        )
-        await d.conn.execute(
-            text("UPDATE scheduler.due_steps SET state = 'cancelled'"
-                 " WHERE enrollment_id = :id AND state IN ('pending', 'held')"),
-            {"id": event.enrollment_id},
-        )
+        ids = [e.data["enrollment_id"] for e in run]
+        await conn.exec_driver_sql(_END, {"ids": ids})
+        await conn.exec_driver_sql(_CANCEL, {"ids": ids})
 
     async def _active_enrollments(self, conn: AsyncConnection, sequence_id) -> list:
         rows = await conn.execute(
@@ -320,41 +369,42 @@ class SchedulerHandlers:
         )
         return [row.enrollment_id for row in rows]
 
-    async def _replan(self, d: Delivery, enrollment_id, not_before: datetime | None = None,
+    async def _replan(self, d: Delivery, enrollment_id, resumed_at: datetime | None = None,
                       edited_at: datetime | None = None) -> None:
-        """Plan the enrollment's next step from where it stands; announce it (StepScheduled)
-        when the plan changed. `not_before` (a resume): a moment that passed is planned from
-        there. `edited_at` (new rules): a moment that passed is planned from when the step was
-        planned to go, so an edit never makes a step fire at once."""
-        conn = d.conn
-        where = (await conn.execute(_WHERE_IT_STANDS, {"id": enrollment_id})).first()
-        if where is None:
+        """One enrollment's next step planned again (`_replan_all`)."""
+        if await self._replan_all(d.conn, [Replan(enrollment_id, d.causation, resumed_at,
+                                                  edited_at)]):
             raise NotReady(f"enrollment {enrollment_id} or its sequence not seen yet")
-        steps = [Step.model_validate(s) for s in where.steps]
-        step = next_step(steps, set(where.completed)) if where.active else None
-        await conn.execute(_DROP_SUPERSEDED, {"id": enrollment_id,
-                                              "keep": step.step_id if step else None})
-        if step is None:
-            return  # nothing left: the enrollment service records it as done
-        zone = domain.zone_of(where.timezone, where.zone_mode, where.contact_timezone)
-        calendar = self._calendar(where)
-        planned = domain.plan(where.anchor_at, step, calendar)
-        if not_before is not None and planned.at < not_before:
-            planned = domain.not_before(not_before, calendar)
-        if where.paused_until is not None and planned.at < where.paused_until:
-            planned = domain.not_before(where.paused_until, calendar)  # out of office
-        if edited_at is not None and planned.at < edited_at:
-            planned = domain.not_before(max(where.planned_at or edited_at, edited_at), calendar)
-        plan = {"id": enrollment_id, "step_id": step.step_id, "step_index": steps.index(step),
-                "channel": step.channel, "due_at": planned.at,
-                "state": "pending" if where.state == "live" else "held"}
-        if (await conn.execute(_PLAN, plan)).rowcount:
-            scheduled = StepScheduled(enrollment_id=enrollment_id, step_id=step.step_id,
-                                      step_index=plan["step_index"], due_at=planned.at,
-                                      held=plan["state"] == "held", zone=zone,
-                                      moved=planned.moved)
-            await self.runtime.store.append(
-                conn, [Append(scheduled.stream_id(), ANY_VERSION, [scheduled])], d.causation)
+
+    async def _replan_all(self, conn: AsyncConnection, replans: list[Replan]) -> list:
+        """Plan each enrollment's next step from where it stands, in one read, one pure pass and
+        two writes; announce each plan that changed (StepScheduled), in one append. Returns
+        the enrollments not found (or whose sequence was not). One `Replan` per enrollment."""
+        if not replans:
+            return []
+        rows = await conn.exec_driver_sql(
+            _WHERE_THEY_STAND, {"ids": [r.enrollment_id for r in replans]})
+        standing = {row.enrollment_id: row for row in rows}
+        steps = _StepsOf()
+        planned = [(r, domain.next_planned(where, steps(where), r.resumed_at, r.edited_at))
+                   for r in replans if (where := standing.get(r.enrollment_id)) is not None]
+        if planned:
+            await conn.exec_driver_sql(_DROP_SUPERSEDED, {
+                "ids": [r.enrollment_id for r, _ in planned],
+                "keeps": [p.step.step_id if p else None for _, p in planned]})
+        plans = [(r, p) for r, p in planned if p is not None]
+        if plans:
+            changed = {row.enrollment_id for row in await conn.exec_driver_sql(_PLAN, {
+                "ids": [r.enrollment_id for r, _ in plans],
+                "step_ids": [p.step.step_id for _, p in plans],
+                "step_indexes": [p.step_index for _, p in plans],
+                "channels": [str(p.step.channel) for _, p in plans],
+                "due_ats": [p.planned.at for _, p in plans],
+                "states": ["held" if p.held else "pending" for _, p in plans]})}
+            appends = [_scheduled(r, p) for r, p in plans if r.enrollment_id in changed]
+            if appends:
+                await self.runtime.store.append(conn, appends, appends[0].causation)
+        return [r.enrollment_id for r in replans if r.enrollment_id not in standing]
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -494,9 +544,56 @@ def _contact_zone(envelopes: list, origin, query: PreviewSchedule) -> str | None
     return zone
 
 
-def _cause(d: Delivery) -> dict:
-    return {"correlation_id": d.envelope.correlation_id, "causation_id": d.envelope.event_id,
-            "traceparent": d.envelope.traceparent}
+@dataclass(frozen=True)
+class Replan:
+    """An enrollment whose next step is planned again, and the causation of its StepScheduled.
+    `resumed_at`, `edited_at`: see `domain.next_planned`."""
+
+    enrollment_id: uuid.UUID
+    causation: Causation
+    resumed_at: datetime | None = None
+    edited_at: datetime | None = None
+
+
+class _StepsOf:
+    """The steps of each sequence, parsed once per planning pass (its rows share them)."""
+
+    def __init__(self):
+        self._parsed: dict = {}
+
+    def __call__(self, where) -> list[Step]:
+        if (steps := self._parsed.get(where.sequence_id)) is None:
+            steps = self._parsed[where.sequence_id] = [Step.model_validate(s)
+                                                       for s in where.steps]
+        return steps
+
+
+def _waves(run: list[EventEnvelope]) -> list[list[EventEnvelope]]:
+    """The run split so each enrollment is in a wave once, in order: an enrollment's second
+    event of a run is planned from what its first one wrote."""
+    waves: list[list[EventEnvelope]] = []
+    seen: Counter = Counter()
+    for envelope in run:
+        wave = seen[envelope.stream_id]
+        seen[envelope.stream_id] += 1
+        if wave == len(waves):
+            waves.append([])
+        waves[wave].append(envelope)
+    return waves
+
+
+def _causes(wave: list[EventEnvelope]) -> dict:
+    """What each enrollment's later StepDue follows: the event that planned it."""
+    return {"correlations": [e.correlation_id for e in wave],
+            "causations": [e.event_id for e in wave],
+            "traceparents": [e.traceparent for e in wave]}
+
+
+def _scheduled(replan: Replan, planned: domain.NextStep) -> Append:
+    scheduled = StepScheduled(enrollment_id=replan.enrollment_id, step_id=planned.step.step_id,
+                              step_index=planned.step_index, due_at=planned.planned.at,
+                              held=planned.held, zone=planned.zone, moved=planned.planned.moved)
+    return Append(scheduled.stream_id(), ANY_VERSION, [scheduled], causation=replan.causation)
 
 
 def _step_due(row) -> Append:
@@ -536,10 +633,10 @@ def subscription(handlers: SchedulerHandlers) -> Subscription:
     planner.on(SequencePaused)(handlers.on_sequence_paused)
     planner.on(SequenceArchived)(handlers.on_sequence_paused)
     planner.on(SequenceResumed)(handlers.on_sequence_resumed)
-    planner.on(ContactEnrolled)(handlers.on_contact_enrolled)
-    planner.on(EnrollmentStepCompleted)(handlers.on_step_completed)
+    planner.on_batch(ContactEnrolled)(handlers.on_contacts_enrolled)
+    planner.on_batch(EnrollmentStepCompleted)(handlers.on_steps_completed)
     planner.on(EnrollmentPaused)(handlers.on_enrollment_paused)
     planner.on(EnrollmentResumed)(handlers.on_enrollment_resumed)
     for ending in (EnrollmentCompleted, EnrollmentReplied, EnrollmentBounced, EnrollmentStopped):
-        planner.on(ending)(handlers.on_enrollment_ended)
+        planner.on_batch(ending)(handlers.on_enrollments_ended)
     return planner

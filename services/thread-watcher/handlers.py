@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from contracts.base import EventEnvelope
 from contracts.commands import GetMailboxHealth
 from contracts.events import (
     EmailSent,
@@ -15,7 +16,7 @@ from contracts.events import (
     EnrollmentStopped,
 )
 from contracts.views import MailboxHealthView
-from sequences.messaging.consumer import Delivery, Subscription
+from sequences.messaging.consumer import Subscription
 from services.thread_watcher import repository
 from services.thread_watcher.config import WatcherSettings
 
@@ -25,32 +26,28 @@ watcher = Subscription("thread-watcher", ["delivery"])
 enrollment_ends = Subscription("thread-watcher-ends", ["enrollment"])
 
 
-@watcher.on(EmailSent)
-async def remember_sent(event: EmailSent, d: Delivery) -> None:
-    await d.conn.execute(
-        text(
-            "INSERT INTO watcher.sent_messages (message_id, workspace_id, enrollment_id,"
-            " sequence_id, contact_id, recipient, subject, sent_at) VALUES (:message_id,"
-            " :workspace_id, :enrollment_id, :sequence_id, :contact_id, :recipient, :subject,"
-            " :sent_at) ON CONFLICT (message_id) DO NOTHING"
-        ),
-        {**event.model_dump(include={"message_id", "enrollment_id", "sequence_id", "contact_id",
-                                     "recipient", "subject", "sent_at"}),
-         "workspace_id": d.envelope.workspace_id},
-    )
+@watcher.on_batch(EmailSent)
+async def remember_sent(run: list[EventEnvelope], conn) -> None:
+    """Set-based: a run of sent emails is one statement."""
+    await repository.remember_sent(conn, [(e.data, e.workspace_id) for e in run])
 
 
 _ENDED_AT = {EnrollmentReplied: "replied_at", EnrollmentBounced: "bounced_at",
              EnrollmentStopped: "stopped_at", EnrollmentCompleted: "completed_at"}
 
 
-async def remember_end(event, d: Delivery) -> None:
-    await repository.end_enrollment(d.conn, event.enrollment_id, event.type_name(),
-                                    getattr(event, _ENDED_AT[type(event)]))
+def _remember_ends(event_type):
+    moment = _ENDED_AT[event_type]
+
+    async def remember_ends(run: list[EventEnvelope], conn) -> None:
+        await repository.end_enrollments(conn, [
+            (e.data["enrollment_id"], event_type.type_name(), e.data[moment]) for e in run])
+
+    return remember_ends
 
 
 for _ending in _ENDED_AT:
-    enrollment_ends.on(_ending)(remember_end)
+    enrollment_ends.on_batch(_ending)(_remember_ends(_ending))
 
 
 class HealthQueries:

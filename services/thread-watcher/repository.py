@@ -28,11 +28,34 @@ async def find_sent(conn: AsyncConnection, wanted: Wanted) -> list[SentMessage]:
     return [SentMessage(**row._mapping) for row in rows]
 
 
-async def end_enrollment(conn: AsyncConnection, enrollment_id, ended_as: str, at: datetime) -> None:
-    await conn.execute(
-        text("INSERT INTO watcher.ended_enrollments (enrollment_id, ended_as, ended_at)"
-             " VALUES (:id, :as, :at) ON CONFLICT DO NOTHING"),
-        {"id": enrollment_id, "as": ended_as, "at": at},
+async def remember_sent(conn: AsyncConnection, sent: list[tuple[dict, object]]) -> None:
+    """Sent emails: (the fields of their `EmailSent`, workspace); one statement for them all,
+    a message already known (a redelivery) left as it is."""
+    await conn.exec_driver_sql(
+        "INSERT INTO watcher.sent_messages (message_id, workspace_id, enrollment_id,"
+        " sequence_id, contact_id, recipient, subject, sent_at)"
+        " SELECT * FROM unnest(%(ids)b::text[], %(workspaces)b::uuid[], %(enrollments)b::uuid[],"
+        "   %(sequences)b::uuid[], %(contacts)b::uuid[], %(recipients)b::text[],"
+        "   %(subjects)b::text[], %(ats)b::timestamptz[])"
+        " ON CONFLICT (message_id) DO NOTHING",
+        {"ids": [e["message_id"] for e, _ in sent], "workspaces": [w for _, w in sent],
+         "enrollments": [e["enrollment_id"] for e, _ in sent],
+         "sequences": [e["sequence_id"] for e, _ in sent],
+         "contacts": [e["contact_id"] for e, _ in sent],
+         "recipients": [e["recipient"] for e, _ in sent],
+         "subjects": [e["subject"] for e, _ in sent], "ats": [e["sent_at"] for e, _ in sent]},
+    )
+
+
+async def end_enrollments(conn: AsyncConnection, ended: list[tuple[str, str, str]]) -> None:
+    """Ended enrollments: (id, the type of the event that ended it, when); the first end of an
+    enrollment is the one kept."""
+    await conn.exec_driver_sql(
+        "INSERT INTO watcher.ended_enrollments (enrollment_id, ended_as, ended_at)"
+        " SELECT * FROM unnest(%(ids)b::uuid[], %(ended_as)b::text[], %(ats)b::timestamptz[])"
+        " ON CONFLICT DO NOTHING",
+        {"ids": [i for i, _, _ in ended], "ended_as": [a for _, a, _ in ended],
+         "ats": [at for _, _, at in ended]},
     )
 
 

@@ -4,6 +4,7 @@ including DST transitions."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -98,3 +99,48 @@ def test_the_schedule_preview_chains_the_steps():
     moments = [local(p.at, NEW_YORK) for p in domain.preview(start, steps, calendar)]
     assert moments == [datetime(2027, 3, 13, 9, 30), datetime(2027, 3, 14, 9, 30),
                        datetime(2027, 3, 17, 9, 30)]
+
+
+def standing(**changes):
+    """Where an enrollment stands, as the scheduler reads it (services/scheduler/handlers.py)."""
+    return SimpleNamespace(**{
+        "completed": [], "anchor_at": datetime(2026, 11, 30, 15, 0, tzinfo=SEOUL), "active": True,
+        "contact_timezone": None, "paused_until": None, "timezone": "Asia/Seoul",
+        "send_policy": AT_0930.model_dump(mode="json"), "holidays": None, "zone_mode": "sequence",
+        "workspace_holidays": None, "skip_dates": [], "state": "live", "planned_at": None,
+        **changes})
+
+
+STEPS = [Step(channel="email", subject="s", body="b", wait_days=0),
+         Step(channel="call", body="b", wait_days=2)]
+
+
+def test_the_next_step_is_the_first_not_completed_one_planned_from_the_anchor():
+    first = domain.next_planned(standing(), STEPS)
+    assert (first.step_index, first.held, first.zone) == (0, False, "Asia/Seoul")
+    assert local(first.planned.at, SEOUL) == datetime(2026, 12, 1, 9, 30)
+    second = domain.next_planned(standing(completed=[STEPS[0].step_id]), STEPS)
+    # two days after the anchor (15:00) is past 09:30: the day after
+    assert second.step_index == 1 and local(second.planned.at, SEOUL) == datetime(2026, 12, 3, 9, 30)
+    assert domain.next_planned(standing(completed=[s.step_id for s in STEPS]), STEPS) is None
+    assert domain.next_planned(standing(active=False), STEPS) is None
+
+
+def test_a_paused_sequence_holds_the_plan_and_a_pause_or_resume_moves_it_later_only():
+    assert domain.next_planned(standing(state="paused"), STEPS).held
+    back = datetime(2026, 12, 3, 0, 0, tzinfo=SEOUL)
+    paused = domain.next_planned(standing(paused_until=back), STEPS)
+    assert local(paused.planned.at, SEOUL) == datetime(2026, 12, 3, 9, 30)
+    resumed = domain.next_planned(standing(), STEPS, resumed_at=back)
+    assert resumed.planned.at == paused.planned.at
+    early = datetime(2026, 11, 30, 16, 0, tzinfo=SEOUL)  # before the plan: changes nothing
+    assert domain.next_planned(standing(), STEPS, resumed_at=early).planned.at \
+        == domain.next_planned(standing(), STEPS).planned.at
+
+
+def test_an_edit_after_the_planned_moment_plans_from_the_edit_not_at_once_in_the_contacts_zone():
+    edited = datetime(2026, 12, 1, 12, 0, tzinfo=SEOUL)  # after the 09:30 it was planned for
+    planned = domain.next_planned(
+        standing(zone_mode="contact", contact_timezone="Europe/Paris", planned_at=edited), STEPS,
+        edited_at=edited)
+    assert planned.zone == "Europe/Paris" and planned.planned.at >= edited
