@@ -18,17 +18,24 @@ import asyncio
 import json
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 
 import httpx
 from authlib.common.errors import AuthlibBaseError
-from authlib.integrations.httpx_client import AsyncOAuth2Client
+from authlib.deprecate import AuthlibDeprecationWarning
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sequences import mailboxes
 from sequences.encryption import SecretBox
 from sequences.mailboxes import ConnectedMailbox
+
+# authlib 1.9 warns, at every start of every service, that it fell back to httpx (it would
+# rather have httpx2, which nothing else here uses): the fallback is what we chose
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 
 @dataclass(frozen=True)
