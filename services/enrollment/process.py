@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -39,7 +38,7 @@ from contracts.values import AccountReply, next_step, suppression_id_for, suppre
 from sequences import accounts
 from sequences.eventlog.store import Append, Causation, ConcurrencyConflict
 from sequences.i18n import N_
-from sequences.messaging.consumer import Delivery, HandBack, NotReady, Subscription
+from sequences.messaging.consumer import Delivery, HandBack, NotReady, Subscription, waves
 from services.enrollment import domain
 from services.enrollment.domain import BounceAction
 from services.enrollment.handlers import EnrollmentCommands
@@ -90,7 +89,7 @@ class EnrollmentProcess:
         of the run; an enrollment's second email of the run is decided, in a second wave, on
         what its first one wrote."""
         backs, unseen = [], set()
-        for wave in _waves(run):
+        for wave in waves(run):  # (a delivery stream is an enrollment's)
             backs += [HandBack(e.event_id) for e in wave if e.stream_id in unseen]
             wave = [e for e in wave if e.stream_id not in unseen]
             for envelope in await self._complete_steps(conn, wave):
@@ -361,16 +360,3 @@ def process_subscription(process: EnrollmentProcess) -> Subscription:
     subscription.on(AutoReplyDetected)(process.on_auto_reply)
     subscription.on(BounceDetected)(process.on_bounce)
     return subscription
-
-
-def _waves(run: list[EventEnvelope]) -> list[list[EventEnvelope]]:
-    """The run split so each enrollment (its delivery stream) is in a wave once, in order."""
-    waves: list[list[EventEnvelope]] = []
-    seen: Counter = Counter()
-    for envelope in run:
-        wave = seen[envelope.stream_id]
-        seen[envelope.stream_id] += 1
-        if wave == len(waves):
-            waves.append([])
-        waves[wave].append(envelope)
-    return waves

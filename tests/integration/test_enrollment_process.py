@@ -15,6 +15,7 @@ from sequences.bootstrap import Runtime
 from sequences.clock import FixedClock
 from sequences.eventlog.store import Append, Causation, EventStore
 from sequences.messaging.consumer import HandBack, Outcome, handle_once
+from services.enrollment.analytics import NO_STEP, analytics
 from services.enrollment.handlers import EnrollmentCommands
 from services.enrollment.process import EnrollmentProcess, process_subscription
 from tests.support import TEST_WORKSPACE
@@ -175,3 +176,37 @@ async def test_a_person_stopping_an_enrollment_meanwhile_loses_no_email_and_doub
     # every email's position moved once; a redelivery changes nothing
     assert await together(service, emails) == [Outcome.duplicate] * 3
     assert await enrollment_state(engine) == state
+
+
+async def analytics_state(engine) -> dict:
+    async with engine.connect() as conn:
+        return {table: (await conn.execute(text(
+            f"SELECT * FROM enrollment.{table} t ORDER BY t::text"))).all() for table in ("analytics_daily", "analytics_enrollments", "analytics_emails")}
+
+
+async def test_the_analytics_count_a_batch_of_enrollments_and_emails_as_one_at_a_time(
+        engine, other_engine):
+    batched, single = _service(engine), _service(other_engine)
+    (_, a), (_, b), (_, c) = (_contact() for _ in range(3))
+    later = a.model_copy(update={"enrollment_id": uuid.uuid4(),
+                                 "enrolled_at": NOW + timedelta(days=1)})
+    enrollments = await logged(batched, a, b, later)
+    emails = await logged(batched, sent(a, 0), sent(b, 0), sent(c, 0), sent(a, 1),
+                          sent(b, 1).model_copy(update={"variant": "B"}))
+    for envelopes in ([*enrollments, enrollments[0]], [*emails, emails[1]], emails[:2]):
+        assert await handle_once(engine, analytics, envelopes) \
+            == [(await handle_once(other_engine, analytics, [e]))[0] for e in envelopes]
+        assert await analytics_state(engine) == await analytics_state(other_engine)
+    state = await analytics_state(engine)
+    counts = {(row.step_id, row.variant, row.metric, row.day.isoformat()): row.n
+              for row in state["analytics_daily"]}
+    day, steps = NOW.date().isoformat(), SEQUENCE.steps
+    assert counts[(NO_STEP, "", "enrolled", day)] == 2
+    assert counts[(steps[0].step_id, "", "sent", NOW.date().isoformat())] == 2
+    # c was never enrolled here: its email is kept, not counted on any sequence
+    assert len(state["analytics_emails"]) == 5 and sum(
+        n for (_, _, metric, _), n in counts.items() if metric == "sent") == 4
+    last = {row.enrollment_id: (row.last_step_id, row.variant)
+            for row in state["analytics_enrollments"]}
+    assert last[a.enrollment_id] == (steps[1].step_id, "")
+    assert last[b.enrollment_id] == (steps[1].step_id, "B")
