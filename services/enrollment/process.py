@@ -92,7 +92,7 @@ class EnrollmentProcess:
         for wave in waves(run):  # (a delivery stream is an enrollment's)
             backs += [HandBack(e.event_id) for e in wave if e.stream_id in unseen]
             wave = [e for e in wave if e.stream_id not in unseen]
-            for envelope in await self._complete_steps(conn, wave):
+            for envelope in await self._complete_steps(conn, wave) if wave else ():
                 unseen.add(envelope.stream_id)
                 backs.append(HandBack(envelope.event_id))
         return backs
@@ -109,7 +109,6 @@ class EnrollmentProcess:
             except ConcurrencyConflict:
                 if attempt == _DECIDE_AGAIN - 1:
                     raise
-        return []
 
     async def _decide_wave(self, conn: AsyncConnection, wave: list[EventEnvelope]) -> list:
         events = [decode_event(envelope) for envelope in wave]
