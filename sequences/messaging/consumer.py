@@ -291,6 +291,19 @@ async def dispatch(conn: AsyncConnection, subscription: Subscription,
     return handed_back
 
 
+def waves(run: list, key=lambda envelope: envelope.stream_id) -> list[list]:
+    """A batch handler's run split so each key (by default each stream) is in a wave once, in
+    order: a stream's second event of a run is handled on what its first one wrote."""
+    split: list[list] = []
+    seen: dict = {}
+    for envelope in run:
+        wave = seen[key(envelope)] = seen.get(key(envelope), -1) + 1
+        if wave == len(split):
+            split.append([])
+        split[wave].append(envelope)
+    return split
+
+
 class EventConsumer:
     def __init__(
         self,

@@ -31,7 +31,7 @@ from contracts.views import (
     VariantAnalytics,
     analytics_counts,
 )
-from sequences.messaging.consumer import Delivery, Subscription
+from sequences.messaging.consumer import Delivery, Subscription, waves
 from sequences.projections import Projection
 
 NO_STEP = uuid.UUID(int=0)  # enrolled, and bounces refused at send time
@@ -60,30 +60,65 @@ def _day(at: datetime) -> date:
     return at.astimezone(timezone.utc).date()
 
 
-@analytics.on(ContactEnrolled)
-async def enrolled(event: ContactEnrolled, d: Delivery) -> None:
-    inserted = (await d.conn.execute(text(
-        "INSERT INTO enrollment.analytics_enrollments (enrollment_id, workspace_id, sequence_id)"
-        " VALUES (:e, :ws, :s) ON CONFLICT DO NOTHING RETURNING 1"),
-        {"e": event.enrollment_id, "ws": d.envelope.workspace_id, "s": event.sequence_id})).first()
-    if inserted:
-        await _count(d.conn, event.enrollment_id, NO_STEP, "", event.enrolled_at, "enrolled")
+# Enrollments and emails sent come in runs (a bulk enrollment, a send time's batch): each run is
+# one statement, counting each day's new ones at once
+_ENROLLED = f"""
+    WITH v AS (SELECT * FROM unnest(%(ids)b::uuid[], %(workspaces)b::uuid[],
+                                    %(sequences)b::uuid[], %(days)b::date[])
+                             AS v(enrollment_id, workspace_id, sequence_id, day)),
+    new AS (INSERT INTO enrollment.analytics_enrollments (enrollment_id, workspace_id, sequence_id)
+            SELECT enrollment_id, workspace_id, sequence_id FROM v ON CONFLICT DO NOTHING
+            RETURNING enrollment_id, workspace_id, sequence_id)
+    INSERT INTO enrollment.analytics_daily AS a (workspace_id, sequence_id, step_id, variant, day,
+                                                 metric, n)
+    SELECT new.workspace_id, new.sequence_id, '{NO_STEP}', '', v.day, 'enrolled', count(*)
+    FROM new JOIN v USING (enrollment_id) GROUP BY new.workspace_id, new.sequence_id, v.day
+    ON CONFLICT (sequence_id, day, step_id, variant, metric) DO UPDATE SET n = a.n + EXCLUDED.n
+"""
+# an email counts once (its row is new), on the enrollment's sequence, which learns its last email
+_SENT = """
+    WITH v AS (SELECT * FROM unnest(%(ids)b::uuid[], %(steps)b::uuid[], %(messages)b::text[],
+                                    %(variants)b::text[], %(days)b::date[])
+                             AS v(enrollment_id, step_id, message_id, variant, day)),
+    new AS (INSERT INTO enrollment.analytics_emails (enrollment_id, step_id, message_id, variant)
+            SELECT enrollment_id, step_id, message_id, variant FROM v ON CONFLICT DO NOTHING
+            RETURNING enrollment_id, step_id),
+    moved AS (UPDATE enrollment.analytics_enrollments e SET last_step_id = v.step_id,
+                  variant = v.variant
+              FROM new JOIN v USING (enrollment_id, step_id)
+              WHERE e.enrollment_id = new.enrollment_id
+              RETURNING e.workspace_id, e.sequence_id, v.step_id, v.variant, v.day)
+    INSERT INTO enrollment.analytics_daily AS a (workspace_id, sequence_id, step_id, variant, day,
+                                                 metric, n)
+    SELECT workspace_id, sequence_id, step_id, variant, day, 'sent', count(*) FROM moved
+    GROUP BY workspace_id, sequence_id, step_id, variant, day
+    ON CONFLICT (sequence_id, day, step_id, variant, metric) DO UPDATE SET n = a.n + EXCLUDED.n
+"""
 
 
-@analytics.on(EmailSent)
-async def sent(event: EmailSent, d: Delivery) -> None:
-    variant = event.variant or ""
-    inserted = (await d.conn.execute(text(
-        "INSERT INTO enrollment.analytics_emails (enrollment_id, step_id, message_id, variant)"
-        " VALUES (:e, :s, :m, :v) ON CONFLICT DO NOTHING RETURNING 1"),
-        {"e": event.enrollment_id, "s": event.step_id, "m": event.message_id,
-         "v": variant})).first()
-    if inserted:
-        await d.conn.execute(text(
-            "UPDATE enrollment.analytics_enrollments SET last_step_id = :s, variant = :v"
-            " WHERE enrollment_id = :e"),
-            {"e": event.enrollment_id, "s": event.step_id, "v": variant})
-        await _count(d.conn, event.enrollment_id, event.step_id, variant, event.sent_at, "sent")
+@analytics.on_batch(ContactEnrolled)
+async def enrolled(run: list, conn) -> None:
+    firsts: dict = {}
+    for envelope in run:  # (an enrollment counts once)
+        firsts.setdefault(envelope.data["enrollment_id"], envelope)
+    run = list(firsts.values())
+    await conn.exec_driver_sql(_ENROLLED, {
+        "ids": [e.data["enrollment_id"] for e in run],
+        "workspaces": [e.workspace_id for e in run],
+        "sequences": [e.data["sequence_id"] for e in run],
+        "days": [_day(datetime.fromisoformat(e.data["enrolled_at"])) for e in run]})
+
+
+@analytics.on_batch(EmailSent)
+async def sent(run: list, conn) -> None:
+    # an enrollment's emails a wave each, so its last one is the one it keeps as last
+    for wave in waves(run):
+        await conn.exec_driver_sql(_SENT, {
+            "ids": [e.data["enrollment_id"] for e in wave],
+            "steps": [e.data["step_id"] for e in wave],
+            "messages": [e.data["message_id"] for e in wave],
+            "variants": [e.data.get("variant") or "" for e in wave],
+            "days": [_day(datetime.fromisoformat(e.data["sent_at"])) for e in wave]})
 
 
 async def _first(conn, enrollment_id, step_id, flag: str) -> str | None:

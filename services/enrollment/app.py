@@ -11,7 +11,8 @@ from sequences.bootstrap import Runtime, ServiceParts, run_service
 from sequences.db import Migrations
 from sequences.messaging.rpc import AtOnce
 from services.enrollment import analytics, domain
-from services.enrollment.handlers import BounceRateGuard, EnrollmentCommands, process_subscription
+from services.enrollment.handlers import EnrollmentCommands
+from services.enrollment.process import BounceRateGuard, EnrollmentProcess, process_subscription
 from services.enrollment.projections import PROJECTION, projector
 from services.enrollment.queries import EnrollmentQueries
 from services.enrollment.variant_judge import variant_judge
@@ -22,12 +23,13 @@ PROJECTIONS = (PROJECTION, analytics.PROJECTION)
 
 
 def build(runtime: Runtime) -> ServiceParts:
-    commands = EnrollmentCommands(
-        runtime, soft_bounce_limit=int(os.environ.get("SOFT_BOUNCE_LIMIT", "3")),
+    commands = EnrollmentCommands(runtime)
+    process = EnrollmentProcess(
+        commands, soft_bounce_limit=int(os.environ.get("SOFT_BOUNCE_LIMIT", "3")),
         guard=BounceRateGuard.from_env())
     queries = EnrollmentQueries(runtime)
     return ServiceParts(
-        subscriptions=[projector, analytics.analytics, process_subscription(commands),
+        subscriptions=[projector, analytics.analytics, process_subscription(process),
                        variant_judge(runtime)],
         requests={
             c.CreateSequence: commands.create_sequence,

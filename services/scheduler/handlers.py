@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -56,7 +55,7 @@ from sequences.bootstrap import Runtime
 from sequences.eventlog.store import ANY_VERSION, Append, Causation
 from sequences.faults import crash_point
 from sequences.i18n import N_
-from sequences.messaging.consumer import Delivery, HandBack, NotReady, Subscription
+from sequences.messaging.consumer import Delivery, HandBack, NotReady, Subscription, waves
 from sequences.messaging.rpc import Rejected
 from sequences.tracing import (
     TRACEPARENT,
@@ -286,7 +285,7 @@ class SchedulerHandlers:
         enrollments again; the events whose enrollment was not found are handed back, with
         the later ones of their enrollment."""
         backs, missing = [], set()
-        for wave in _waves(run):
+        for wave in waves(run):
             backs += [HandBack(e.event_id) for e in wave if e.stream_id in missing]
             wave = [e for e in wave if e.stream_id not in missing]
             found = set(await write(wave)) if wave else set()
@@ -566,20 +565,6 @@ class _StepsOf:
             steps = self._parsed[where.sequence_id] = [Step.model_validate(s)
                                                        for s in where.steps]
         return steps
-
-
-def _waves(run: list[EventEnvelope]) -> list[list[EventEnvelope]]:
-    """The run split so each enrollment is in a wave once, in order: an enrollment's second
-    event of a run is planned from what its first one wrote."""
-    waves: list[list[EventEnvelope]] = []
-    seen: Counter = Counter()
-    for envelope in run:
-        wave = seen[envelope.stream_id]
-        seen[envelope.stream_id] += 1
-        if wave == len(waves):
-            waves.append([])
-        waves[wave].append(envelope)
-    return waves
 
 
 def _causes(wave: list[EventEnvelope]) -> dict:
