@@ -255,3 +255,23 @@ async def test_commit_append_at_any_version_and_of_begun_streams(engine, store):
         assert await store.read_stream(conn, chunks[1].stream_id()) == []
     assert origins[stream_id("contact", contact_id)].event_id == written.event_id
     await pooled_connections_are_transactional(engine)
+
+
+async def test_a_single_event_reads_back_as_appended_either_way(engine, store):
+    """One event goes by the one-row statement: the same row as the batch's arrays give."""
+    traced = Causation(TEST_WORKSPACE, uuid.uuid4(), uuid.uuid4(), traceparent=TRACEPARENT,
+                       tracestate="vendor=1")
+    first, second = contact(name="김민수 \"q\" \\ é"), contact(name="{\"not\": \"json\"}")
+    async with engine.begin() as conn:
+        [in_transaction] = await store.append(conn, [Append(first.stream_id(), 0, [first])],
+                                              traced)
+    [committed] = await store.commit_append(engine, [Append(second.stream_id(), 0, [second])],
+                                            traced)
+    async with engine.connect() as conn:
+        read = await store.read_streams(conn, [first.stream_id(), second.stream_id()])
+        outboxed = (await conn.execute(text(
+            "SELECT e.event_id FROM eventlog.outbox o JOIN eventlog.events e USING (position)"
+            " ORDER BY o.position"))).scalars().all()
+    assert read == {first.stream_id(): [in_transaction], second.stream_id(): [committed]}
+    assert in_transaction.data["name"] == "김민수 \"q\" \\ é"
+    assert outboxed == [in_transaction.event_id, committed.event_id]
