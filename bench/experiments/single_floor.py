@@ -28,7 +28,9 @@ from bench.append import make_events
 from bench.common import BENCH_WORKSPACE, checkpoint, connect_params, fresh_database, progress
 from sequences.bootstrap import EVENTLOG_MIGRATIONS
 from sequences.db import create_engine, migrate, sqlalchemy_url
+from sequences.clock import SystemClock
 from sequences.eventlog.store import _INSERT as _INSERT_BINARY
+from sequences.eventlog.store import Append, Causation, EventStore
 
 
 def params(event) -> dict:
@@ -61,6 +63,7 @@ async def main(quick: bool) -> None:
             await async_conn.execute(_INSERT_BINARY, params(event))
 
     async def raw_async_pipeline(event):
+        # psycopg waits for its own BEGIN in a pipeline too: two round trips, not one
         async with async_conn.pipeline(), async_conn.transaction():
             await async_conn.execute(_INSERT_BINARY, params(event))
 
@@ -72,7 +75,20 @@ async def main(quick: bool) -> None:
         with sync_conn.pipeline(), sync_conn.transaction():
             sync_conn.execute(_INSERT_BINARY, params(event))
 
+    store = EventStore(SystemClock())
+
+    async def store_in_transaction(event):
+        async with engine.begin() as conn:
+            await store.append(conn, [Append(event.stream_id(), 0, [event])],
+                               Causation.new(BENCH_WORKSPACE))
+
+    async def store_commit_append(event):
+        await store.commit_append(engine, [Append(event.stream_id(), 0, [event])],
+                                  Causation.new(BENCH_WORKSPACE))
+
     cases = {
+        "EventStore.append in engine.begin() (3 round trips)": store_in_transaction,
+        "EventStore.commit_append (1 round trip)": store_commit_append,
         "SQLAlchemy engine.begin() + SELECT 1 (pre-ping on)": lambda e: sa(engine, e, False),
         "SQLAlchemy engine.begin() + SELECT 1 (no pre-ping)": lambda e: sa(bare, e, False),
         "SQLAlchemy engine.begin() + INSERT (pre-ping on)": lambda e: sa(engine, e, True),

@@ -1,8 +1,9 @@
 """Append to and read from the event log.
 
 `append` writes events of one or many streams in one statement, inside the caller's transaction,
-and queues them in the outbox for the relay. A writer whose expected version is stale gets
-`ConcurrencyConflict`; nothing is ever overwritten.
+and queues them in the outbox for the relay; `commit_append` is the same append as a transaction
+of its own. A writer whose expected version is stale gets `ConcurrencyConflict`; nothing is ever
+overwritten.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any, AsyncIterator, Collection, NamedTuple, Sequence
 
 import psycopg
 import pydantic_core
+from psycopg.pq import TransactionStatus
 from psycopg.rows import RowFactory
 from psycopg.types.json import set_json_loads
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.base import Event, EventEnvelope
 from sequences.clock import Clock
@@ -85,6 +87,21 @@ _INSERT = """
         SELECT event_id, workspace_id, stream_id, version, type, schema_version, occurred_at, correlation_id,
                causation_id, traceparent, tracestate, CAST(data AS jsonb)
         FROM new ORDER BY n
+        RETURNING position
+    )
+    INSERT INTO eventlog.outbox (position) SELECT position FROM inserted
+"""
+
+# One event (a single append): the same rows by scalar parameters, which psycopg dumps in C;
+# its array dumpers are Python, a third of a single append's client CPU (bench/README.md).
+_INSERT_ONE = """
+    WITH inserted AS (
+        INSERT INTO eventlog.events (event_id, workspace_id, stream_id, version, type,
+                                     schema_version, occurred_at, correlation_id, causation_id,
+                                     traceparent, tracestate, data)
+        VALUES (%(event_id)s, %(workspace_id)s, %(stream_id)s, %(version)s, %(type)s,
+                %(schema_version)s, %(occurred_at)s, %(correlation_id)s, %(causation_id)s,
+                %(traceparent)s, %(tracestate)s, CAST(%(data)s::text AS jsonb))
         RETURNING position
     )
     INSERT INTO eventlog.outbox (position) SELECT position FROM inserted
@@ -164,35 +181,53 @@ class EventStore:
                 await self._note_origins(conn, appends, envelopes)
             return envelopes
 
+    async def commit_append(self, engine: AsyncEngine, appends: Sequence[Append],
+                            causation: Causation) -> list[EventEnvelope]:
+        """`append` as a transaction of its own, committed when this returns: for a writer whose
+        transaction would hold nothing else (eventsourcing's `insert_events` is such a
+        transaction). BEGIN, the statements and COMMIT go in one pipeline, one round trip
+        where `append` in the caller's transaction takes three with the caller's COMMIT
+        (psycopg waits for its own BEGIN before it sends a statement, in a pipeline too).
+        An ANY_VERSION append reads its streams' versions first, in a round trip of its own:
+        outside the transaction, as safe as inside (a writer in between is a conflict)."""
+        with _tracer.start_as_current_span("eventlog.append") as span:
+            span.set_attribute("eventlog.streams", len(appends))
+            async with engine.connect() as conn:
+                driver = (await conn.get_raw_connection()).driver_connection
+                # so psycopg sends no BEGIN of its own (and waits for it): ours is pipelined
+                await driver.set_autocommit(True)
+                try:
+                    envelopes = await self._envelopes(driver, appends, causation,
+                                                      current_trace_headers())
+                    span.set_attribute("eventlog.events", len(envelopes))
+                    if envelopes:
+                        await _commit(driver, envelopes, _origins(appends, envelopes))
+                finally:
+                    await _leave_autocommit(conn, driver)
+            return envelopes
+
     async def _note_origins(self, conn: AsyncConnection, appends: Sequence[Append],
                             envelopes: list[EventEnvelope]) -> None:
         """Where the streams begin that begin inside these events (`Event.begun_streams`)."""
-        events = (event for append in appends for event in append.events)
-        streams, event_ids = [], []
-        for event, envelope in zip(events, envelopes):
-            for stream in event.begun_streams():
-                streams.append(stream)
-                event_ids.append(envelope.event_id)
-        if streams:
+        if origins := _origins(appends, envelopes):
             try:
-                await conn.exec_driver_sql(_INSERT_ORIGINS,
-                                           {"streams": streams, "event_ids": event_ids})
+                await conn.exec_driver_sql(_INSERT_ORIGINS, origins)
             except IntegrityError as error:  # a stream begun twice: the same race as a version
                 raise ConcurrencyConflict(str(error.orig)) from error
 
     async def _insert(self, conn: AsyncConnection, envelopes: list[EventEnvelope]) -> None:
-        """The events and their outbox rows, in one statement, pipelined: psycopg then sends
-        the transaction's BEGIN with it, one round trip for both instead of two (a third of a
-        single append's)."""
+        """The events and their outbox rows, in one statement. Not pipelined: psycopg syncs
+        its BEGIN in a pipeline too, so a pipeline saved no round trip and cost CPU."""
         driver = await _driver(conn)
         try:
-            async with driver.pipeline(), driver.cursor() as cursor:
-                await cursor.execute(_INSERT, _columns(envelopes))
+            async with driver.cursor() as cursor:
+                await cursor.execute(*_insert_statement(envelopes))
         except psycopg.errors.IntegrityError as error:
             # the caller's transaction is now aborted: it rolls back and decides again
             raise ConcurrencyConflict(str(error)) from error
 
-    async def _envelopes(self, conn, appends, causation, trace_headers) -> list[EventEnvelope]:
+    async def _envelopes(self, conn: AsyncConnection | psycopg.AsyncConnection, appends,
+                         causation, trace_headers) -> list[EventEnvelope]:
         unversioned = [a.stream_id for a in appends if a.expected_version is ANY_VERSION]
         current: dict[str, int] = {}
         if unversioned:
@@ -275,9 +310,9 @@ class EventStore:
 # Every read of the log goes through here: on the driver (psycopg) connection, rows in binary,
 # `data` parsed by pydantic-core. Four times what SQLAlchemy rows and pydantic's model_construct
 # read (bench/README.md, "Rebuild").
-async def _fetch(conn: AsyncConnection, query: str, params: dict,
+async def _fetch(conn: AsyncConnection | psycopg.AsyncConnection, query: str, params: dict,
                  row_factory: RowFactory | None = None) -> list:
-    driver = await _driver(conn)
+    driver = conn if isinstance(conn, psycopg.AsyncConnection) else await _driver(conn)
     async with driver.cursor(binary=True, row_factory=row_factory) as cursor:
         set_json_loads(pydantic_core.from_json, cursor)
         await cursor.execute(query, params)
@@ -292,8 +327,60 @@ async def _driver(conn: AsyncConnection) -> psycopg.AsyncConnection:
     return (await conn.get_raw_connection()).driver_connection
 
 
+async def _commit(driver: psycopg.AsyncConnection, envelopes: list[EventEnvelope],
+                  origins: dict[str, list] | None) -> None:
+    """BEGIN, the events with their outbox rows (and stream origins), COMMIT: one pipeline, on
+    a connection in autocommit mode. A conflict skips the COMMIT (the server skips the rest of
+    a pipeline after an error); the aborted transaction is rolled back here."""
+    try:
+        async with driver.pipeline(), driver.cursor() as cursor:
+            await cursor.execute("BEGIN")
+            await cursor.execute(*_insert_statement(envelopes))
+            if origins:
+                await cursor.execute(_INSERT_ORIGINS, origins)
+            await cursor.execute("COMMIT")
+    except psycopg.Error as error:
+        if driver.info.transaction_status == TransactionStatus.INERROR:
+            await driver.rollback()
+        if isinstance(error, psycopg.errors.IntegrityError):  # a stream's version, or begun twice
+            raise ConcurrencyConflict(str(error)) from error
+        raise
+
+
+async def _leave_autocommit(conn: AsyncConnection, driver: psycopg.AsyncConnection) -> None:
+    """The connection goes back to the pool out of autocommit mode, or not at all (a
+    transaction left open by a cancelled or broken pipeline: closing it rolls it back)."""
+    try:
+        await driver.set_autocommit(False)
+    except psycopg.Error:
+        await conn.invalidate()
+
+
+def _origins(appends: Sequence[Append], envelopes: list[EventEnvelope]) -> dict[str, list] | None:
+    """The streams that begin inside these events (`Event.begun_streams`), with the event's id."""
+    events = (event for append in appends for event in append.events)
+    streams, event_ids = [], []
+    for event, envelope in zip(events, envelopes):
+        for stream in event.begun_streams():
+            streams.append(stream)
+            event_ids.append(envelope.event_id)
+    return {"streams": streams, "event_ids": event_ids} if streams else None
+
+
 def _stored_event(cursor) -> Any:
     return StoredEvent._make
+
+
+def _insert_statement(envelopes: list[EventEnvelope]) -> tuple[str, dict]:
+    if len(envelopes) > 1:
+        return _INSERT, _columns(envelopes)
+    [e] = envelopes
+    return _INSERT_ONE, {
+        "event_id": e.event_id, "workspace_id": e.workspace_id, "stream_id": e.stream_id,
+        "version": e.version, "type": e.type, "schema_version": e.schema_version,
+        "occurred_at": e.occurred_at, "correlation_id": e.correlation_id,
+        "causation_id": e.causation_id, "traceparent": e.traceparent,
+        "tracestate": e.tracestate, "data": pydantic_core.to_json(e.data).decode()}
 
 
 def _columns(envelopes: list[EventEnvelope]) -> dict[str, list]:

@@ -92,10 +92,9 @@ class MailerRequests:
         sent = TestEmailSent(sequence_id=command.sequence_id, step_id=command.step_id,
                              recipient=str(command.to), message_id=email.message_id,
                              sent_at=self.runtime.clock.now())
-        async with self.runtime.engine.begin() as conn:
-            await self.runtime.store.append(
-                conn, [Append(sent.stream_id(), ANY_VERSION, [sent])],
-                Causation.new(command.workspace_id))
+        await self.runtime.store.commit_append(
+            self.runtime.engine, [Append(sent.stream_id(), ANY_VERSION, [sent])],
+            Causation.new(command.workspace_id))
         return Created(id=command.step_id)
 
     async def _step_for_request(self, request: PreviewStep | SendTestEmail):

@@ -170,3 +170,108 @@ async def test_a_batch_with_one_stale_stream_is_a_conflict_and_writes_nothing(en
                 Causation.new(TEST_WORKSPACE))
     assert await count(engine, "SELECT count(*) FROM eventlog.events") == 1
     assert await count(engine, "SELECT count(*) FROM eventlog.outbox") == 1
+
+
+# --- an append as a transaction of its own --------------------------------------------------
+
+
+async def pooled_connections_are_transactional(engine) -> None:
+    """Every pooled connection is out of autocommit mode again: an insert rolled back on it
+    leaves nothing (a connection left in autocommit would keep it)."""
+    stream = stream_id("contact", uuid.uuid4())
+    conns = [await engine.connect() for _ in range(engine.pool.size())]
+    try:
+        for conn in conns:
+            await conn.execute(text(
+                "INSERT INTO eventlog.stream_origins (stream_id, event_id) VALUES (:s, :e)"),
+                {"s": stream, "e": uuid.uuid4()})
+            await conn.rollback()
+    finally:
+        for conn in conns:
+            await conn.close()
+    assert await count(engine, f"SELECT count(*) FROM eventlog.stream_origins"
+                               f" WHERE stream_id = '{stream}'") == 0
+
+
+async def test_commit_append_commits_its_events_and_outbox_rows(engine, store):
+    event = contact()
+    written = await store.commit_append(
+        engine, [Append(event.stream_id(), 0, [event, contact(event.contact_id, "박")])],
+        Causation.new(TEST_WORKSPACE))
+    assert [e.version for e in written] == [1, 2]
+    async with engine.connect() as conn:
+        read = await store.read_stream(conn, event.stream_id())
+    assert read == written
+    assert await count(engine, "SELECT count(*) FROM eventlog.outbox") == 2
+    await pooled_connections_are_transactional(engine)
+
+
+async def test_commit_append_of_a_stale_version_is_a_conflict_and_writes_nothing(engine, store):
+    taken, fresh = contact(), contact()
+    await store.commit_append(engine, [Append(taken.stream_id(), 0, [taken])],
+                              Causation.new(TEST_WORKSPACE))
+    with pytest.raises(ConcurrencyConflict):
+        await store.commit_append(
+            engine, [Append(fresh.stream_id(), 0, [fresh]),
+                     Append(taken.stream_id(), 0, [contact(taken.contact_id, "x")])],
+            Causation.new(TEST_WORKSPACE))
+    assert await count(engine, "SELECT count(*) FROM eventlog.events") == 1
+    assert await count(engine, "SELECT count(*) FROM eventlog.outbox") == 1
+    await pooled_connections_are_transactional(engine)
+
+
+async def test_concurrent_commit_appends_at_the_same_version_exactly_one_wins(engine, store):
+    stream = stream_id("contact", uuid.uuid4())
+    events = [ContactCreated(contact_id=uuid.UUID(stream[8:]), name=n, email="a@b.co")
+              for n in "abcd"]
+    results = await asyncio.gather(*(
+        store.commit_append(engine, [Append(stream, 0, [e])], Causation.new(TEST_WORKSPACE))
+        for e in events), return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["ConcurrencyConflict"] * 3 + ["list"]
+    async with engine.connect() as conn:
+        assert len(await store.read_stream(conn, stream)) == 1
+    await pooled_connections_are_transactional(engine)
+
+
+async def test_commit_append_at_any_version_and_of_begun_streams(engine, store):
+    from contracts.events import ContactsImported
+
+    event = contact()
+    for _ in range(3):
+        await store.commit_append(engine, [Append(event.stream_id(), ANY_VERSION, [event])],
+                                  Causation.new(TEST_WORKSPACE))
+    async with engine.connect() as conn:
+        assert [e.version for e in await store.read_stream(conn, event.stream_id())] == [1, 2, 3]
+    contact_id = uuid.uuid4()
+    chunks = [ContactsImported(import_id=uuid.uuid4(), contacts=[
+        {"contact_id": contact_id, "email": "n@example.com"}]) for _ in range(2)]
+    [written] = await store.commit_append(engine, [Append(chunks[0].stream_id(), 0, [chunks[0]])],
+                                          Causation.new(TEST_WORKSPACE))
+    with pytest.raises(ConcurrencyConflict):  # its contact's stream was begun already
+        await store.commit_append(engine, [Append(chunks[1].stream_id(), 0, [chunks[1]])],
+                                  Causation.new(TEST_WORKSPACE))
+    async with engine.connect() as conn:
+        origins = await store.read_origins(conn, [stream_id("contact", contact_id)])
+        assert await store.read_stream(conn, chunks[1].stream_id()) == []
+    assert origins[stream_id("contact", contact_id)].event_id == written.event_id
+    await pooled_connections_are_transactional(engine)
+
+
+async def test_a_single_event_reads_back_as_appended_either_way(engine, store):
+    """One event goes by the one-row statement: the same row as the batch's arrays give."""
+    traced = Causation(TEST_WORKSPACE, uuid.uuid4(), uuid.uuid4(), traceparent=TRACEPARENT,
+                       tracestate="vendor=1")
+    first, second = contact(name="김민수 \"q\" \\ é"), contact(name="{\"not\": \"json\"}")
+    async with engine.begin() as conn:
+        [in_transaction] = await store.append(conn, [Append(first.stream_id(), 0, [first])],
+                                              traced)
+    [committed] = await store.commit_append(engine, [Append(second.stream_id(), 0, [second])],
+                                            traced)
+    async with engine.connect() as conn:
+        read = await store.read_streams(conn, [first.stream_id(), second.stream_id()])
+        outboxed = (await conn.execute(text(
+            "SELECT e.event_id FROM eventlog.outbox o JOIN eventlog.events e USING (position)"
+            " ORDER BY o.position"))).scalars().all()
+    assert read == {first.stream_id(): [in_transaction], second.stream_id(): [committed]}
+    assert in_transaction.data["name"] == "김민수 \"q\" \\ é"
+    assert outboxed == [in_transaction.event_id, committed.event_id]
