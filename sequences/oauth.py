@@ -19,16 +19,19 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 from authlib.common.errors import AuthlibBaseError
-from authlib.integrations.httpx_client import AsyncOAuth2Client
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sequences import mailboxes
 from sequences.encryption import SecretBox
 from sequences.mailboxes import ConnectedMailbox
+
+if TYPE_CHECKING:
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,9 @@ class OAuthClient:
     client_secret: str | None = field(default=None, repr=False)
 
     def session(self, redirect_uri: str | None = None) -> AsyncOAuth2Client:
+        # imported at first use: it brings joserfc (5 MB resident) into every mailer and
+        # thread-watcher, most of which never meet an OAuth mailbox (issue 18's 150 MB)
+        from authlib.integrations.httpx_client import AsyncOAuth2Client
         return AsyncOAuth2Client(self.client_id, self.client_secret, scope=" ".join(self.scopes),
                                  redirect_uri=redirect_uri, code_challenge_method="S256",
                                  timeout=_TIMEOUT)
