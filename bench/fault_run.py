@@ -19,7 +19,9 @@ enrollment and step); enrollments per final status against what was expected; ev
 on JetStream and seen by each consumer; then rebuilds the projections (`sequences projections
 rebuild`) and compares them with the live tables row for row. The exit status is 0 only with no
 email missing or doubled, every status right, every consumer level with the log and the rebuilt
-tables equal to the live ones. Progress goes to stderr, the report to stdout; the stack's data
+tables equal to the live ones. It also prints every process's peak RSS (the highest any
+instance of it reached; a killed one's up to its last sample, taken each second), against
+issue 18's 150 MB but not part of the pass. Progress goes to stderr, the report to stdout; the stack's data
 and logs stay in --data-dir (a temporary directory, kept when the run fails).
 """
 
@@ -44,7 +46,7 @@ import httpx
 from sqlalchemy import text
 
 from bench.common import progress
-from bench.service_common import until_settled
+from bench.service_common import MB, RSS_LIMIT_MB, RssSampler, stack_pids, until_settled
 from sequences import clock, projections
 from sequences.db import create_engine
 from sequences.devstack.stack import Stack, StackConfig
@@ -98,6 +100,7 @@ class Report:
     exited_on_their_own: list[str] = field(default_factory=list)
     stalled: str | None = None
     seconds: float = 0.0
+    peak_rss: dict[str, int] = field(default_factory=dict)  # label: bytes, every instance's highest
 
     @property
     def passed(self) -> bool:
@@ -130,10 +133,20 @@ class Report:
                              "same rows as live" if not self.rebuild_differences else
                              f"differs: {self.rebuild_differences}"),
         ]
+        lines.append(f"peak RSS   {_peaks(self.peak_rss)}   (services < {RSS_LIMIT_MB} MB,"
+                     " issue 18; not part of the pass)")
         if self.stalled:
             lines.append(f"stalled: {self.stalled}")
         lines.append("PASSED" if self.passed else "FAILED")
         return "\n".join(lines)
+
+
+def _peaks(peaks: dict[str, int]) -> str:
+    def one(label: str, peak: int) -> str:
+        over = not label.startswith("nats-server") and peak / MB >= RSS_LIMIT_MB
+        return f"{label} {peak / MB:.0f} MB{' OVER' if over else ''}"
+
+    return ", ".join(one(*item) for item in sorted(peaks.items(), key=lambda item: -item[1]))
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -378,6 +391,8 @@ async def run(options: Options) -> Report:
     progress(f"fault run: {options.enrollments:,} enrollments, seed {seed}, data in {data_dir}")
     started = time.monotonic()
     with Stack(stack_config(data_dir, options)) as stack:
+        memory = RssSampler(lambda: stack_pids(stack), every=1.0)
+        memory.start()
         async with stack.api_client() as api:
             sequence_id = await set_up(api, options.enrollments)
             progress("  stack up, contacts imported; enrolling, faults armed")
@@ -400,6 +415,8 @@ async def run(options: Options) -> Report:
             await check_rebuild(stack, engine, report)
         finally:
             await engine.dispose()
+            await memory.stop()
+            report.peak_rss = memory.peaks
     report.seconds = time.monotonic() - started
     if report.passed and options.data_dir is None:
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -4,8 +4,10 @@ with none armed). Emails/s per step (from the moment a step can go, the bulk enr
 clock move, until every enrollee has sent it) and overall (from the first enrollment to the last
 enrollee done); against a raw baseline in the same run: aiosmtplib over 8 connections sending
 the same number of prebuilt messages to the same capture server. Also the CPU seconds per email
-of each process (each service, nats-server, PostgreSQL with its backends) and the event
-deliveries per email (events each durable consumer reads, summed over consumers).
+of each process (each service, nats-server, PostgreSQL with its backends), the event
+deliveries per email (events each durable consumer reads, summed over consumers), and the peak
+RSS of every service process (< 150 MB each, issue 18) and of nats-server, from the stack's
+start to the last email (the import and the raw baseline included).
 
     python -m bench --only pipeline [--quick]      3,000 enrollments (300 with --quick)
 
@@ -28,7 +30,8 @@ import httpx
 from bench.common import Result, progress
 from bench.fault_run import TAG, WAITS, Options, Progress, move_clock, set_up, stack_config
 from bench.mailer import _prebuilt, _raw_smtp
-from bench.service_common import (CpuMeter, event_levels, postmaster_pid, report_profiles,
+from bench.service_common import (CpuMeter, RssSampler, event_levels, peak_rss_results,
+                                  postmaster_pid, report_profiles, stack_pids,
                                   start_profiles, until_settled)
 from sequences.db import create_engine
 from sequences.devstack.stack import Stack
@@ -55,6 +58,8 @@ async def whole_pipeline(n: int, service_env: dict[str, str] | None = None,
     config.service_env = {name: dict(service_env or {}) for name in SERVICES}
     try:
         with Stack(config) as stack:
+            memory = RssSampler(lambda: stack_pids(stack), every=1.0)
+            memory.start()
             raw = emails / await _raw_smtp(stack.smtp_port, _prebuilt(emails))
             progress(f"pipeline: raw SMTP {raw:,.0f} emails/s over 8 connections")
             async with stack.api_client() as api:
@@ -62,10 +67,12 @@ async def whole_pipeline(n: int, service_env: dict[str, str] | None = None,
                 scraping = asyncio.create_task(_scrape(stack, scrape_every)) \
                     if scrape_every else None
                 try:
-                    return await _measured(stack, api, sequence_id, n, raw)
+                    results = await _measured(stack, api, sequence_id, n, raw)
                 finally:
+                    await memory.stop()
                     if scraping is not None:
                         scraping.cancel()
+            return results + peak_rss_results(memory, f"{n:,} enrollments")
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 

@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from bench import common
+from bench.common import Result
 from contracts.subjects import EVENTS_STREAM
 from sequences.db import Migrations, create_engine, migrate
 from sequences.devstack.nats_server import NatsServer
@@ -272,20 +273,25 @@ def postmaster_pid(url: str) -> int | None:
 class RssSampler:
     """Resident memory of processes by label (`mailer`, `mailer-1`, ...), sampled every `every`
     seconds until stopped. The pids are asked for at each sample, so a restarted process keeps
-    its label."""
+    its label. `peaks` is the highest resident memory each label's processes ever had (the
+    kernel's VmHWM, so a peak between two samples counts too; for a process killed meanwhile,
+    up to its last sample)."""
 
     def __init__(self, pids: Callable[[], dict[str, int]], every: float = 0.5):
         self._pids = pids
         self._every = every
         self.samples: dict[str, list[tuple[float, int]]] = {}  # label: [(seconds, bytes)]
+        self.peaks: dict[str, int] = {}  # label: bytes
         self._task: asyncio.Task | None = None
         self._began = time.perf_counter()
 
     def sample(self) -> None:
         now = time.perf_counter() - self._began
         for label, pid in self._pids().items():
-            with contextlib.suppress(psutil.Error):
-                self.samples.setdefault(label, []).append((now, psutil.Process(pid).memory_info().rss))
+            with contextlib.suppress(psutil.Error, OSError):
+                rss = psutil.Process(pid).memory_info().rss
+                self.samples.setdefault(label, []).append((now, rss))
+                self.peaks[label] = max(self.peaks.get(label, 0), rss, _high_water_mark(pid))
 
     def start(self) -> None:
         async def run():
@@ -307,6 +313,40 @@ class RssSampler:
 
     def between(self, label: str, start: float, end: float) -> list[int]:
         return [rss for t, rss in self.samples.get(label, []) if start <= t <= end]
+
+
+def _high_water_mark(pid: int) -> int:
+    """The most resident memory the process has had since it started (Linux; 0 elsewhere)."""
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    return 0
+
+
+def stack_pids(stack) -> dict[str, int]:
+    """Every service process of a dev stack by label, and its nats-server (each node's)."""
+    nodes = getattr(stack.nats, "nodes", [stack.nats])
+    nats = {"nats-server" if len(nodes) == 1 else f"nats-server-{i}": node.pid
+            for i, node in enumerate(nodes, start=1) if node.pid is not None}
+    return {**stack.service_pids(), **nats}
+
+
+RSS_LIMIT_MB = 150  # every service's peak through a run (issue 18)
+
+
+def peak_rss_results(sampler: RssSampler, what: str,
+                     unbounded: str = "nats-server") -> list[Result]:
+    """Every sampled process's peak RSS, highest first, each service's against the limit; the
+    processes named `unbounded...` (not ours) are shown for information."""
+    results = []
+    for label, peak in sorted(sampler.peaks.items(), key=lambda item: -item[1]):
+        bounded = not label.startswith(unbounded)
+        results.append(Result(f"peak RSS: {label}, {what}", peak / MB, "MB",
+                              target=f"< {RSS_LIMIT_MB} MB" if bounded else None,
+                              passed=peak / MB < RSS_LIMIT_MB if bounded else None))
+    return results
 
 
 @dataclass

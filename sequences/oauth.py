@@ -20,10 +20,10 @@ import time
 import uuid
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 from authlib.common.errors import AuthlibBaseError
-from authlib.deprecate import AuthlibDeprecationWarning
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -31,10 +31,7 @@ from sequences import mailboxes
 from sequences.encryption import SecretBox
 from sequences.mailboxes import ConnectedMailbox
 
-# authlib 1.9 warns, at every start of every service, that it fell back to httpx (it would
-# rather have httpx2, which nothing else here uses): the fallback is what we chose
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+if TYPE_CHECKING:
     from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 
@@ -84,6 +81,14 @@ class OAuthClient:
     client_secret: str | None = field(default=None, repr=False)
 
     def session(self, redirect_uri: str | None = None) -> AsyncOAuth2Client:
+        # imported at first use: it brings joserfc (5 MB resident) into every mailer and
+        # thread-watcher, most of which never meet an OAuth mailbox (issue 18's 150 MB)
+        from authlib.deprecate import AuthlibDeprecationWarning
+        # authlib 1.9 warns that it fell back to httpx (it would rather have httpx2, which
+        # nothing else here uses): the fallback is what we chose
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+            from authlib.integrations.httpx_client import AsyncOAuth2Client
         return AsyncOAuth2Client(self.client_id, self.client_secret, scope=" ".join(self.scopes),
                                  redirect_uri=redirect_uri, code_challenge_method="S256",
                                  timeout=_TIMEOUT)

@@ -37,10 +37,8 @@ class ReturnDate:
 
 @lru_cache(maxsize=1)
 def _identifier():
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier  # the packaged model
-    identifier = LanguageIdentifier.from_model_file(MODEL_FILE)
-    identifier.set_languages(list(LANGUAGES))
-    return identifier
+    from sequences.language_model import identifier  # py3langid's packaged model, compactly
+    return identifier(LANGUAGES)
 
 
 def warm_up() -> None:
