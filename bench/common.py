@@ -92,6 +92,20 @@ def fresh_database(prefix: str) -> str:
     return url
 
 
+def run_experiment(main, doc: str) -> None:
+    """An experiment's command line: `--quick` for smaller runs, then `main(quick)`, and the
+    benchmark databases dropped whatever happens."""
+    import argparse
+    import asyncio
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    try:
+        asyncio.run(main(parser.parse_args().quick))
+    finally:
+        close()
+
+
 def close() -> None:
     """Drop the databases created on a DATABASE_URL server; stop and remove an embedded one."""
     global _server

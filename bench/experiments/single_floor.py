@@ -12,8 +12,6 @@ client of this machine gets, against which a target of 5x eventsourcing can be j
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import statistics
 import time
@@ -123,10 +121,4 @@ async def main(quick: bool) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    try:
-        asyncio.run(main(parser.parse_args().quick))
-    finally:
-        common.close()
+    common.run_experiment(main, __doc__)

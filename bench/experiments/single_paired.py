@@ -15,7 +15,6 @@ bench/append.py. Prints events/s and client CPU per append of each side, and the
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -113,10 +112,4 @@ async def main(quick: bool) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    try:
-        asyncio.run(main(parser.parse_args().quick))
-    finally:
-        common.close()
+    common.run_experiment(main, __doc__)
