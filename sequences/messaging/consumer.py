@@ -297,7 +297,8 @@ def waves(run: list, key=lambda envelope: envelope.stream_id) -> list[list]:
     split: list[list] = []
     seen: dict = {}
     for envelope in run:
-        wave = seen[key(envelope)] = seen.get(key(envelope), -1) + 1
+        k = key(envelope)
+        wave = seen[k] = seen.get(k, -1) + 1
         if wave == len(split):
             split.append([])
         split[wave].append(envelope)
