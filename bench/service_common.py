@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import psutil
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from sqlalchemy import text
 
 from bench import common
 from bench.common import Result
@@ -351,8 +352,8 @@ def peak_rss_results(sampler: RssSampler, what: str,
 
 @dataclass
 class EventLevels:
-    """Events in the log, on JetStream, in the outbox, and per durable consumer: (events of the
-    categories it reads in the log, events it has handled: the sum of its stream positions)."""
+    """Events in the log, on JetStream, in the outbox, and per durable consumer: (events in the
+    log its filter gives it, those of them it has handled: at or before its stream positions)."""
 
     in_log: int
     on_jetstream: int
@@ -375,15 +376,14 @@ class EventLevels:
 
 
 async def event_levels(nats_url: str, engine) -> EventLevels:
-    from sqlalchemy import text
-
     from sequences.messaging.nats import connect
 
     nc = await connect(nats_url, "bench")
     try:
         js = nc.jetstream()
         on_jetstream = (await js.stream_info(EVENTS_STREAM)).state.messages
-        consumers = {c.name: [subject.split(".")[-2] for subject in c.config.filter_subjects or []]
+        # each filter subject seq.events.<category>.<type or >>, as "<category>.<type or >>"
+        consumers = {c.name: [subject.split(".", 2)[2] for subject in c.config.filter_subjects or []]
                      for c in await js.consumers_info(EVENTS_STREAM)}
     finally:
         await nc.close()
@@ -393,16 +393,22 @@ async def event_levels(nats_url: str, engine) -> EventLevels:
 
         levels = EventLevels(await count("SELECT count(*) FROM eventlog.events"), on_jetstream,
                              await count("SELECT count(*) FROM eventlog.outbox"), {})
-        for name, categories in consumers.items():
-            levels.consumers[name] = (
-                await count("SELECT count(*) FROM eventlog.events"
-                            " WHERE split_part(stream_id, '-', 1) = ANY(:c)", c=categories),
-                # only the streams it reads from JetStream: a projector's positions in the
-                # categories it applies at append (Subscription.applied_at_append) move too
-                await count("SELECT coalesce(sum(version), 0) FROM eventlog.consumer_positions"
-                            " WHERE consumer = :c AND split_part(stream_id, '-', 1) = ANY(:k)",
-                            c=name, k=categories))
+        for name, subjects in consumers.items():
+            row = (await conn.execute(_CONSUMER_LEVEL, {"consumer": name, "subjects": subjects})
+                   ).one()
+            levels.consumers[name] = (row.read, row.handled)
     return levels
+
+
+# the events of the log a consumer's filter gives it, and those of them at or before its
+# position in their stream (only the streams it reads from JetStream count: a projector's
+# positions in the categories it applies at append move too)
+_CONSUMER_LEVEL = text(
+    "SELECT count(*) AS read, count(*) FILTER (WHERE e.version <= p.version) AS handled"
+    " FROM eventlog.events e LEFT JOIN eventlog.consumer_positions p"
+    "   ON p.consumer = :consumer AND p.stream_id = e.stream_id"
+    " WHERE split_part(e.stream_id, '-', 1) || '.' || e.type = ANY(CAST(:subjects AS text[]))"
+    "   OR split_part(e.stream_id, '-', 1) || '.>' = ANY(CAST(:subjects AS text[]))")
 
 
 async def until_settled(nats_url: str, engine, timeout: float = 60.0) -> EventLevels:

@@ -4,7 +4,9 @@ Each handler runs in a PostgreSQL transaction that also moves the consumer's pos
 event's stream (`eventlog.consumer_positions`). A redelivered event is at or below that position
 and changes nothing; an event that arrives before an earlier one of its stream (replicas, or a
 redelivery overtaking) is handed back to JetStream to come again once the earlier one is done.
-Events of different streams are processed concurrently, events of one stream in order.
+Events of different streams are processed concurrently, events of one stream in order. A
+consumer is given only the event types it handles (JetStream filter subjects); the versions it
+skips are told from events still on their way by the log (`eventlog.consumer_filters`).
 
 A fetched batch is handled in one transaction; a batch handler may hand back the events it
 cannot handle yet (`HandBack`), which come again later while the others are done. When a
@@ -35,7 +37,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.base import EVENT_TYPES, Event, EventEnvelope, current_data, decode_event
-from contracts.subjects import EVENTS_STREAM, category_subjects
+from contracts.subjects import (EVENTS_STREAM, EVENTS_SUBJECTS, category_subjects,
+                               event_subject)
 from sequences import logs, metrics
 from sequences.eventlog.store import Causation, StoredEvent
 from sequences.tracing import context_from, tracer
@@ -96,14 +99,19 @@ BatchHandler = Callable[[list[EventEnvelope | StoredEvent], AsyncConnection],
 class Subscription:
     """A durable consumer: the stream categories it reads and a handler per event type.
 
-    Events of those categories without a handler still move the position (they are read, and
-    deliberately ignored), which is what lets a gap be told from a filtered-out event.
+    JetStream gives it only the types it handles: a version of a stream it skips is looked up
+    in the log (one statement a batch), which tells an event of a type it does not read from an
+    earlier event still on its way.
     """
 
     name: str
     categories: list[str]
     handlers: dict[type[Event], Handler] = field(default_factory=dict)
     batch_handlers: dict[type[Event], BatchHandler] = field(default_factory=dict)
+    # one batch handler for every event type, given a batch at once (the webhooks' feed: any
+    # event may be wanted, and a run of each type was one read of the webhooks: 10-30 a batch
+    # of mixed events); it hands back an event with every later one of its stream
+    every_type_handler: BatchHandler | None = None
     # a read model that `sequences projections rebuild` may rebuild while the system runs
     rebuildable: bool = False
     # categories (of `categories`) whose events only this service appends, each applied by
@@ -118,8 +126,27 @@ class Subscription:
         return [c for c in self.categories if c not in self.applied_at_append]
 
     @property
+    def read_types(self) -> list[str]:
+        """Names of the event types JetStream gives the durable consumer: those it handles of
+        the categories it consumes (every one of them for an every-type handler)."""
+        consumed = set(self.consumed_categories)
+        handled = self.handled_types
+        return sorted(name for name, event_type in EVENT_TYPES.items()
+                      if event_type.category in consumed and name in handled)
+
+    @property
+    def filter_subjects(self) -> list[str]:
+        """The durable consumer's JetStream filter: each type it reads (each category, for an
+        every-type handler), so it is not given the events it would ignore."""
+        if self.every_type_handler:
+            return [category_subjects(c) for c in self.consumed_categories]
+        return [event_subject(EVENT_TYPES[name].category, name) for name in self.read_types]
+
+    @property
     def handled_types(self) -> set[str]:
         """Names of the event types something here handles."""
+        if self.every_type_handler:
+            return set(EVENT_TYPES)
         return {t.type_name() for t in (*self.handlers, *self.batch_handlers)}
 
     @property
@@ -140,6 +167,10 @@ class Subscription:
             return handler
 
         return register
+
+    def on_every_batch(self, handler: BatchHandler) -> BatchHandler:
+        self.every_type_handler = handler
+        return handler
 
 
 class NotReady(Exception):
@@ -168,6 +199,28 @@ _SET_POSITIONS = text(
     "UPDATE eventlog.consumer_positions p SET version = v.version"
     " FROM unnest(CAST(:streams AS text[]), CAST(:versions AS integer[])) AS v(stream_id, version)"
     " WHERE p.consumer = :consumer AND p.stream_id = v.stream_id"
+)
+# of the versions a consumer skipped in each stream (after, before), those holding no event it
+# reads: types it does not read, or read only after them (`since`); a consumer with no filter
+# recorded (a test's, a rebuild's) reads every type, so any skip is an event on its way
+_SKIPPED_UNREAD = text(
+    "SELECT v.stream_id, v.after, v.before FROM unnest(CAST(:streams AS text[]),"
+    " CAST(:afters AS integer[]), CAST(:befores AS integer[])) AS v(stream_id, after, before)"
+    " WHERE EXISTS (SELECT FROM eventlog.consumer_filters WHERE consumer = :consumer)"
+    " AND NOT EXISTS (SELECT FROM eventlog.events e JOIN eventlog.consumer_filters f"
+    "   ON f.consumer = :consumer AND f.type = e.type AND e.position > f.since"
+    "   WHERE e.stream_id = v.stream_id AND e.version > v.after AND e.version < v.before)"
+)
+# the types a consumer reads now; a type new to it is read from the log's end (`since`), unless
+# its events were given to it before (its category was in the filter, or it is a new consumer)
+_RECORD_FILTER = text(
+    "WITH dropped AS (DELETE FROM eventlog.consumer_filters"
+    "   WHERE consumer = :consumer AND type <> ALL(CAST(:types AS text[])))"
+    " INSERT INTO eventlog.consumer_filters (consumer, type, since)"
+    " SELECT :consumer, t.type, CASE WHEN t.given THEN 0 ELSE"
+    "   (SELECT coalesce(max(position), 0) FROM eventlog.events) END"
+    " FROM unnest(CAST(:types AS text[]), CAST(:given AS boolean[])) AS t(type, given)"
+    " ON CONFLICT DO NOTHING"
 )
 _KEEP_ERROR = text(
     "INSERT INTO eventlog.handler_errors (consumer, event_type, stream_id, error, trace_id)"
@@ -208,12 +261,14 @@ async def apply_in(
     params = {"consumer": subscription.name, "streams": streams}
     await conn.execute(_ENSURE_POSITIONS, params)
     positions = dict((await conn.execute(_LOCK_POSITIONS, params)).all())
+    unread = await _skips_of_unread(conn, subscription, envelopes, positions)
     outcomes, due = [], []
     for envelope in envelopes:
         position = positions[envelope.stream_id]
         if envelope.version <= position:
             outcomes.append(Outcome.duplicate)
-        elif envelope.version > position + 1:
+        elif (envelope.version > position + 1
+              and (envelope.stream_id, position, envelope.version) not in unread):
             outcomes.append(Outcome.early)
         else:
             positions[envelope.stream_id] = envelope.version
@@ -230,6 +285,26 @@ async def apply_in(
             _SET_POSITIONS, {**params, "streams": moved, "versions": [positions[s] for s in moved]}
         )
     return outcomes
+
+
+async def _skips_of_unread(conn: AsyncConnection, subscription: Subscription,
+                           envelopes: list, positions: dict[str, int]) -> set[tuple]:
+    """Which of the versions `envelopes` skip in their streams, (stream, after, before) as they
+    would be if each event before it were applied, are only events the consumer does not read:
+    one statement, and none when nothing skips (a consumer of whole categories)."""
+    standing, skips = dict(positions), []
+    for envelope in envelopes:
+        after = standing[envelope.stream_id]
+        if envelope.version > after + 1:
+            skips.append((envelope.stream_id, after, envelope.version))
+        standing[envelope.stream_id] = max(after, envelope.version)
+    if not skips:
+        return set()
+    streams, afters, befores = zip(*skips)
+    rows = await conn.execute(_SKIPPED_UNREAD, {
+        "consumer": subscription.name, "streams": list(streams), "afters": list(afters),
+        "befores": list(befores)})
+    return {tuple(row) for row in rows}
 
 
 def _with_handed_back(envelopes, outcomes, handed_back: dict[str, tuple[int, HandBack]]):
@@ -264,31 +339,49 @@ def _upcast(envelope: EventEnvelope | StoredEvent) -> EventEnvelope | StoredEven
 async def dispatch(conn: AsyncConnection, subscription: Subscription,
                    envelopes: list[EventEnvelope] | list[StoredEvent],
                    ) -> dict[str, tuple[int, HandBack]]:
-    """Run handlers in log order; a run of same-typed events goes to its batch handler at once.
+    """Run handlers in log order; a run of same-typed events goes to its batch handler at once
+    (or the whole of `envelopes` to the subscription's every-type handler).
     Returns the events handed back, by stream with their version: the later events of those
     streams are not handled. Positions are the caller's business (`apply_in`, or a rebuild)."""
     batch_handlers = {t.type_name(): h for t, h in subscription.batch_handlers.items()}
     handlers = {t.type_name(): h for t, h in subscription.handlers.items()}
     handed_back: dict[str, tuple[int, HandBack]] = {}
+    if subscription.every_type_handler:
+        known = [envelope for envelope in envelopes if _known(subscription, envelope.type)]
+        if known:
+            await _run_batch(conn, subscription.every_type_handler, known, handed_back)
+        return handed_back
     for type_name, run in groupby(envelopes, key=lambda envelope: envelope.type):
         run = [envelope for envelope in run if envelope.stream_id not in handed_back]
-        if not run:
+        if not run or not _known(subscription, type_name):
             continue
-        if type_name not in EVENT_TYPES:
-            log.warning("%s: skipping unknown event type %s", subscription.name, type_name)
-        elif batch_handler := batch_handlers.get(type_name):
-            with logs.about(*_shared_context(run)):
-                backs = await batch_handler([_upcast(envelope) for envelope in run], conn)
-            by_id = {envelope.event_id: envelope for envelope in run} if backs else {}
-            for back in backs or ():
-                envelope = by_id[back.event_id]
-                handed_back.setdefault(envelope.stream_id, (envelope.version, back))
+        if batch_handler := batch_handlers.get(type_name):
+            await _run_batch(conn, batch_handler, run, handed_back)
         elif handler := handlers.get(type_name):
             for envelope in run:
                 # (a rebuild's StoredEvent has no trace context)
                 with logs.about(envelope.workspace_id, getattr(envelope, "traceparent", None)):
                     await handler(decode_event(envelope), Delivery(conn, envelope))
     return handed_back
+
+
+def _known(subscription: Subscription, type_name: str) -> bool:
+    if type_name in EVENT_TYPES:
+        return True
+    log.warning("%s: skipping unknown event type %s", subscription.name, type_name)
+    return False
+
+
+async def _run_batch(conn: AsyncConnection, handler: BatchHandler, run: list,
+                     handed_back: dict[str, tuple[int, HandBack]]) -> None:
+    """A batch handler on `run`, noting in `handed_back` the first event it hands back of
+    each stream."""
+    with logs.about(*_shared_context(run)):
+        backs = await handler([_upcast(envelope) for envelope in run], conn)
+    by_id = {envelope.event_id: envelope for envelope in run} if backs else {}
+    for back in backs or ():
+        envelope = by_id[back.event_id]
+        handed_back.setdefault(envelope.stream_id, (envelope.version, back))
 
 
 def waves(run: list, key=lambda envelope: envelope.stream_id) -> list[list]:
@@ -330,8 +423,7 @@ class EventConsumer:
             raise ValueError(f"{name}: every category is applied at append; nothing to consume")
         config = ConsumerConfig(
             durable_name=name,
-            filter_subjects=[category_subjects(c)
-                             for c in self.subscription.consumed_categories],
+            filter_subjects=self.subscription.filter_subjects,
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self._ack_wait,
@@ -342,12 +434,19 @@ class EventConsumer:
             info = await self._js.consumer_info(EVENTS_STREAM, name)
         except NotFoundError:
             await self._js.add_consumer(EVENTS_STREAM, config)
-            return
-        if sorted(info.config.filter_subjects or []) != sorted(config.filter_subjects):
-            # a new version listens to more categories: the durable consumer keeps its
-            # position, so events of those categories from before it are not delivered (add
-            # a category together with the events that are new in it)
-            await self._js.add_consumer(EVENTS_STREAM, config)  # the server updates it
+            given: list[str] = [EVENTS_SUBJECTS]  # from the start of the stream
+        else:
+            given = list(info.config.filter_subjects or [])
+            if sorted(given) != sorted(config.filter_subjects):
+                # a new version reads more types: the durable consumer keeps its position, so
+                # their events from before it are not delivered (add a handler together with
+                # the events that are new to it), nor waited for (`_RECORD_FILTER`)
+                await self._js.add_consumer(EVENTS_STREAM, config)  # the server updates it
+        types = self.subscription.read_types
+        async with self._engine.begin() as conn:
+            await conn.execute(_RECORD_FILTER, {
+                "consumer": name, "types": types,
+                "given": [_was_given(given, type_name) for type_name in types]})
 
     async def run(self) -> None:
         await self.ensure_consumer()
@@ -479,6 +578,13 @@ class EventConsumer:
                 return task.result()
             for msg in msgs:
                 await msg.in_progress()
+
+
+def _was_given(filter_subjects: list[str], type_name: str) -> bool:
+    """Whether a consumer filtering on `filter_subjects` was given the events of a type."""
+    subject = event_subject(EVENT_TYPES[type_name].category, type_name)
+    return any(subject == f or (f.endswith(".>") and subject.startswith(f[:-1]))
+               for f in filter_subjects)
 
 
 def _trace_id(envelope: EventEnvelope) -> str | None:

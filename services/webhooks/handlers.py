@@ -95,8 +95,7 @@ def feed(handlers: WebhookHandlers) -> Subscription:
     """Every event of every category: each may be wanted by some workspace's webhook."""
     categories = sorted({event_type.category for event_type in EVENT_TYPES.values()})
     subscription = Subscription("webhooks", categories)
-    for event_type in EVENT_TYPES.values():
-        subscription.on_batch(event_type)(handlers.queue_deliveries)
+    subscription.on_every_batch(handlers.queue_deliveries)
     return subscription
 
 

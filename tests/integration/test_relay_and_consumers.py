@@ -12,7 +12,7 @@ from nats.js.errors import NotFoundError
 from sqlalchemy import text
 
 from contracts.base import EventEnvelope
-from contracts.events import ContactCreated
+from contracts.events import ContactCreated, ContactUpdated
 from contracts.subjects import EVENTS_STREAM
 from sequences.db import libpq_url
 from sequences.eventlog.relay import Relay
@@ -166,3 +166,100 @@ async def test_a_redelivered_or_early_event_is_applied_once_and_in_order(engine,
         position = (await conn.execute(text(
             "SELECT version FROM eventlog.consumer_positions WHERE consumer = 'ordering'"))).scalar()
     assert position == 2
+
+
+def updated(of: ContactCreated) -> ContactUpdated:
+    return ContactUpdated(contact_id=of.contact_id, changes={"company": "한빛상사"})
+
+
+async def run_counting(engine, js, name: str, types: tuple, until,
+                       meanwhile=None) -> dict[uuid.UUID, int]:
+    """A consumer of the contact category handling `types` (each applied event counted in the
+    handler's transaction) until `until(counts)` holds; returns the counts. `meanwhile` is
+    awaited once the consumer has been running a moment (its filter set)."""
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            "CREATE TABLE IF NOT EXISTS public.applied (event_id uuid, consumer text)"))
+    subscription = Subscription(name, ["contact"])
+    for event_type in types:
+        @subscription.on(event_type)
+        async def count_it(event, d):
+            await d.conn.execute(text("INSERT INTO public.applied VALUES (:id, :c)"),
+                                 {"id": d.envelope.event_id, "c": name})
+
+    async def counts():
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text(
+                "SELECT event_id, count(*) FROM public.applied WHERE consumer = :c"
+                " GROUP BY event_id"), {"c": name})).all()
+        found = {r[0]: r[1] for r in rows}
+        return found if until(found) else None
+
+    task = asyncio.create_task(EventConsumer(subscription, js, engine).run())
+    try:
+        if meanwhile:
+            # (past the 1 s pull request a cancelled consumer of the same name left waiting)
+            await asyncio.sleep(1.5)
+            await meanwhile()
+        await eventually(counts)
+        await asyncio.sleep(0.3)  # time for any duplicate to show up
+        return await counts()
+    finally:
+        task.cancel()
+
+
+async def publish_out_of_order(js, *envelopes):
+    for envelope in envelopes:
+        await js.publish(envelope.nats_subject, envelope.model_dump_json().encode(),
+                         headers={MSG_ID: f"{envelope.event_id}-{uuid.uuid4()}"})
+
+
+async def test_a_consumer_is_given_only_its_types_and_still_waits_for_an_earlier_one(
+        engine, store, js, database_url):
+    first = contact("v1")
+    v1, v2, v3 = await append(engine, store, first, updated(first),
+                              contact("v3", first.contact_id))
+    # v3 first: v1, a type it reads, is still on its way; v2 is a type it does not read
+    await publish_out_of_order(js, v3, v2, v1)
+    seen = await run_counting(engine, js, "only-created", (ContactCreated,),
+                              until=lambda found: len(found) >= 2)
+    assert seen == {v1.event_id: 1, v3.event_id: 1}
+    info = await js.consumer_info(EVENTS_STREAM, "only-created")
+    assert info.config.filter_subjects == ["seq.events.contact.ContactCreated"]
+    assert info.num_pending == 0 and info.delivered.consumer_seq >= 2
+    async with engine.connect() as conn:
+        position = (await conn.execute(text(
+            "SELECT version FROM eventlog.consumer_positions WHERE consumer = 'only-created'"))
+                    ).scalar()
+    assert position == 3
+
+
+async def test_a_type_a_consumer_reads_from_a_new_version_on_is_not_waited_for_before(
+        engine, store, js, database_url):
+    first = contact("v1")
+    v1, v2 = await append(engine, store, first, updated(first))
+    await relay_once(database_url, js)
+    assert await run_counting(engine, js, "growing", (ContactCreated,),
+                              until=lambda found: len(found) >= 1) == {v1.event_id: 1}
+    # a new version also handles ContactUpdated: v2, from before it, is not given to it, and
+    # what comes after does not wait for it
+    second = contact("v3", first.contact_id)
+    written = []
+
+    async def append_more():
+        written.extend(await append(engine, store, second, updated(second), expected=2))
+        await relay_once(database_url, js)
+
+    seen = await run_counting(engine, js, "growing", (ContactCreated, ContactUpdated),
+                              until=lambda found: len(found) >= 3, meanwhile=append_more)
+    v3, v4 = written
+    assert seen == {v1.event_id: 1, v3.event_id: 1, v4.event_id: 1}
+    async with engine.connect() as conn:
+        filters = dict((await conn.execute(text(
+            "SELECT type, since FROM eventlog.consumer_filters WHERE consumer = 'growing'"))
+                        ).all())
+        v2_position = (await conn.execute(text(
+            "SELECT position FROM eventlog.events WHERE event_id = :id"), {"id": v2.event_id})
+                       ).scalar()
+    # the log's end when the new version started: v2 then
+    assert filters == {"ContactCreated": 0, "ContactUpdated": v2_position}
