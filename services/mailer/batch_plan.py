@@ -246,12 +246,20 @@ def _mailbox_for(envelope, event: StepDue, found, facts: Facts,
     """The mailbox this email goes from: the one the enrollment got from the sequence's
     pool (a new enrollment gets the one with the most room today), else the sequence's
     sender, as a connected mailbox of the workspace or from MAILBOXES. None when it must
-    wait: no pool mailbox is connected, or its mailbox cannot send now (nothing goes from
-    another mailbox instead: the thread stays with its mailbox)."""
+    wait: no pool mailbox is connected, or its mailbox (a new enrollment's: every connected
+    one of the pool) cannot send now (nothing goes from another mailbox instead: the thread
+    stays with its mailbox)."""
     pools = facts.pools
     address = found.sender_email
     if found.mailbox_pool:
         address = found.kept_mailbox or pools.choose(found)
+        if address is None and (waiting := pools.unhealthy(found)) is not None:
+            # the pool's connected mailboxes all cannot send (a login refused, for another
+            # enrollment in an earlier batch): the email waits, as those kept on it do, and
+            # gets its mailbox when it is tried again
+            outcome.append(envelope, cannot_send(event, waiting.address, waiting.problem or "",
+                                                 facts.now))
+            return None
         if address is None:
             why = said(N_("none of the sequence's mailboxes is connected: %(mailboxes)s"),
                        mailboxes=", ".join(found.mailbox_pool))

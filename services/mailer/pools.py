@@ -78,6 +78,15 @@ class Pools:
         self.used[(chosen.address, day)] = chosen.used + 1
         return chosen.address
 
+    def unhealthy(self, found) -> ConnectedMailbox | None:
+        """The first of the pool's connected mailboxes that cannot send (`choose` passes them
+        over), when none of them can: the one a new enrollment waits for."""
+        connected = [m for a in found.mailbox_pool
+                     if (m := self.connected(found.workspace_id, a)) is not None]
+        if any(m.healthy for m in connected):
+            return None
+        return next(iter(connected), None)
+
 
 def mailbox_of(connected: ConnectedMailbox, cap_today: int | None) -> Mailbox:
     limits = connected.limits

@@ -12,7 +12,10 @@ from contracts.events import EmailDeferred, EmailHeld, StepDue, TaskDue, Variant
 from contracts.values import Channel
 from sequences.signing import Signer
 from services.mailer.adapters import Mailboxes
-from services.mailer.batch_plan import PAUSED_RECHECK, Facts, LinkSigner, Outcome, due_steps, plan
+from contracts.values import MailboxLimits
+from sequences.mailboxes import ConnectedMailbox
+from services.mailer.batch_plan import (PAUSED_RECHECK, UNHEALTHY_WAIT, Facts, LinkSigner,
+                                        Outcome, due_steps, plan)
 from services.mailer.pools import Pools
 
 NOW = datetime(2026, 12, 3, 0, 30, tzinfo=UTC)
@@ -47,17 +50,30 @@ def situation(event: StepDue, **changes) -> SimpleNamespace:
     return SimpleNamespace(**row)
 
 
-def facts(rows: dict, paused: dict[str, str] | None = None) -> Facts:
+def facts(rows: dict, paused: dict[str, str] | None = None,
+          connected: list[ConnectedMailbox] = ()) -> Facts:
+    pools = Pools({(m.workspace_id, m.address): m for m in connected}, {}, NOW)
     return Facts(situations={(e.enrollment_id, e.step_id): row for e, row in rows.items()},
-                 pools=Pools({}, {}, NOW), paused=paused or {}, now=NOW,
+                 pools=pools, paused=paused or {}, now=NOW,
                  mailboxes=Mailboxes("smtp://localhost:2525"),
                  links=LinkSigner(Signer(b"0123456789abcdef"), "https://app.example.com"))
 
 
-def planned(steps, rows: dict, paused: dict[str, str] | None = None):
+def planned(steps, rows: dict, paused: dict[str, str] | None = None,
+            connected: list[ConnectedMailbox] = ()):
     outcome = Outcome()
-    sends = plan(steps, facts(rows, paused), outcome)
+    sends = plan(steps, facts(rows, paused, connected), outcome)
     return sends, outcome
+
+
+def connected_mailbox(address: str, healthy: bool = True,
+                      problem: str | None = None) -> ConnectedMailbox:
+    return ConnectedMailbox(
+        mailbox_id=uuid.uuid4(), workspace_id=WORKSPACE, address=address, display_name="",
+        owner_user_id=None, auth="password", oauth_provider=None,
+        smtp={"host": "127.0.0.1", "port": 2525, "security": "none"}, imap=None,
+        limits=MailboxLimits(), connected_at=NOW, healthy=healthy, problem=problem,
+        checked_at=NOW, secrets={"smtp_password": "revoked"})
 
 
 def events_of(outcome: Outcome) -> list:
@@ -150,6 +166,24 @@ def test_a_pool_with_no_connected_mailbox_holds_the_step():
     sends, outcome = planned([(envelope, event)], {event: row})
     [held] = events_of(outcome)
     assert sends == [] and "a@example.com, b@example.com" in held.reason
+
+
+def test_a_new_enrollment_of_a_pool_whose_mailboxes_cannot_send_is_deferred_not_held():
+    # its batch came after the one whose refused login marked the pool's mailbox unhealthy
+    envelope, event = due()
+    row = situation(event, mailbox_pool=["held@example.com", "gone@example.com"])
+    refused = connected_mailbox("held@example.com", healthy=False,
+                                problem="SMTP: 535 5.7.8 Authentication credentials invalid")
+    sends, outcome = planned([(envelope, event)], {event: row}, connected=[refused])
+    [deferred] = events_of(outcome)
+    assert sends == [] and isinstance(deferred, EmailDeferred), deferred
+    assert deferred.until == NOW + UNHEALTHY_WAIT
+    assert "held@example.com cannot send: SMTP: 535" in deferred.reason
+    assert outcome.assigned == []  # it gets its mailbox when it is tried again
+
+    healthy = connected_mailbox("gone@example.com")  # one that can send takes it
+    [send], outcome = planned([(envelope, event)], {event: row}, connected=[refused, healthy])
+    assert send.mailbox.address == "gone@example.com" and outcome.appends == []
 
 
 def test_a_variant_step_assigns_a_letter_once_and_sends_its_text():
