@@ -6,10 +6,11 @@ import html
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from email import base64mime
+from email._policybase import Compat32
 from email.header import Header
+from email.message import Message as MimePart
 from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
-from email.policy import compat32
 from email.utils import format_datetime, formataddr
 from typing import Callable, Mapping
 
@@ -149,7 +150,31 @@ def html_body_for(template: str, values: Mapping[str, str], links: Links | None,
     return f"<!doctype html><html><body>{body}</body></html>"
 
 
-_UNFOLDED = compat32.clone(max_line_length=998)
+class _Unfolded(Compat32):
+    """compat32 with lines up to RFC 5322's 998, and an ASCII header that fits written as it
+    is: compat32 passes every value through a `Header` to fold it, which leaves such a value
+    unchanged (the same bytes: tests/unit/test_rendering.py) at a third of the
+    mailer's CPU."""
+
+    def _fold(self, name, value, sanitize):
+        if (isinstance(value, str) and value.isascii() and "\n" not in value
+                and "\r" not in value and len(name) + 2 + len(value) <= self.max_line_length):
+            return f"{name}: {value}{self.linesep}"
+        return super()._fold(name, value, sanitize)
+
+
+_UNFOLDED = _Unfolded(max_line_length=998)
+
+
+def _text_part(text: str, subtype: str) -> MimePart:
+    """What `MIMEText(text, subtype, "utf-8")` makes, byte for byte, without its parsing of
+    the headers it has just set (set_charset: a sixth of building a message)."""
+    part = MimePart()
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["MIME-Version"] = "1.0"
+    part["Content-Transfer-Encoding"] = "base64"
+    part.set_payload(base64mime.body_encode(text.encode("utf-8")))
+    return part
 
 
 @dataclass(frozen=True)
@@ -196,8 +221,8 @@ def build_message(email: OutgoingEmail) -> Message:
     message = MIMEMultipart("alternative", boundary=f"=_{uuid.uuid4().hex}")
     for name, value in headers.items():
         message[name] = value
-    message.attach(MIMEText(email.text_body, "plain", "utf-8"))
-    message.attach(MIMEText(email.html_body, "html", "utf-8"))
+    message.attach(_text_part(email.text_body, "plain"))
+    message.attach(_text_part(email.html_body, "html"))
     # lines up to RFC 5322's 998: folding a long unsubscribe URL would only add whitespace to it
     return Message(email.sender_email, email.recipient,
                    message.as_bytes(policy=_UNFOLDED))

@@ -125,6 +125,33 @@ def test_the_message_is_multipart_alternative_with_threading_headers():
     assert message["From"].addresses[0].display_name == "김 영업"
 
 
+@pytest.mark.parametrize("subject, body, unsubscribe", [
+    ("견적 드립니다", "안녕하세요\n\n" * 40, "https://app.example/u/" + "x" * 120),
+    ("Quote for Acme", "plain ascii", None),
+    ("a" * 120 + " long English subject", "", "https://app.example/u/" + "y" * 990),
+])
+def test_the_message_is_byte_for_byte_what_the_email_packages_own_classes_write(
+        subject, body, unsubscribe, monkeypatch):
+    """build_message's shortcuts (ASCII headers written as they are, text parts set up
+    directly) change no byte of what compat32 and MIMEText write."""
+    from email.mime.text import MIMEText
+    from email.policy import compat32
+
+    from services.mailer import domain
+
+    email = OutgoingEmail(
+        sender_name="김 영업", sender_email="rep@sales.example", recipient="kim@example.com",
+        thread=thread_for(subject, None), text_body=body, html_body=f"<p>{body}</p>",
+        message_id="<2@sales.example>", date=datetime(2026, 11, 26, 9, 30, tzinfo=UTC),
+        unsubscribe_url=unsubscribe)
+    monkeypatch.setattr(domain.uuid, "uuid4", lambda: uuid.UUID(int=7))  # the same boundary
+    built = build_message(email)
+    monkeypatch.setattr(domain, "_UNFOLDED", compat32.clone(max_line_length=998))
+    monkeypatch.setattr(domain, "_text_part", lambda text, subtype: MIMEText(text, subtype,
+                                                                             "utf-8"))
+    assert built.payload == build_message(email).payload
+
+
 def test_header_injection_is_refused_when_building():
     email = OutgoingEmail(
         sender_name="x", sender_email="rep@sales.example", recipient="kim@example.com",
