@@ -69,7 +69,8 @@ async def test_relay_publishes_every_event_in_stream_order_with_its_id(engine, s
 
 
 async def test_the_relay_publishes_the_envelope_the_store_wrote(engine, store, js, database_url):
-    """The relay writes each envelope's JSON from the row's text, not through the model."""
+    """The relay publishes each envelope's JSON as PostgreSQL writes it from the row, not through
+    the model: the same envelope comes out."""
     tricky = ContactCreated(contact_id=uuid.uuid4(), name='김 "Kim" \\ O\'Neil', tags=["ü", "b"],
                             email="kim@example.com", timezone="Asia/Seoul")
     async with engine.begin() as conn:
