@@ -3,7 +3,9 @@ email steps on the dev stack, every service its own process, no faults (the faul
 with none armed). Emails/s per step (from the moment a step can go, the bulk enrollment or the
 clock move, until every enrollee has sent it) and overall (from the first enrollment to the last
 enrollee done); against a raw baseline in the same run: aiosmtplib over 8 connections sending
-the same number of prebuilt messages to the same capture server. Also the CPU seconds per email
+the same number of prebuilt messages to the same capture server, once before the pipeline and
+once after (the baseline is their mean: the raw rate moved by 1.5x between runs minutes apart
+on a quiet machine). Also the CPU seconds per email
 of each process (each service, nats-server, PostgreSQL with its backends), the event
 deliveries per email (events each durable consumer reads, summed over consumers), and the peak
 RSS of every service process (< 150 MB each, issue 18) and of nats-server, from the stack's
@@ -26,6 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from sqlalchemy import text
 
 from bench.common import Result, progress
 from bench.fault_run import TAG, WAITS, Options, Progress, move_clock, set_up, stack_config
@@ -38,6 +41,7 @@ from sequences.devstack.stack import Stack
 from sequences.services import SERVICES
 
 TARGET = 0.25  # of raw SMTP over 8 connections (issue 18)
+RAW = "aiosmtplib, 8 connections, same capture server, before and after"
 
 
 async def run(quick: bool) -> list[Result]:
@@ -61,7 +65,7 @@ async def whole_pipeline(n: int, service_env: dict[str, str] | None = None,
             memory = RssSampler(lambda: stack_pids(stack), every=1.0)
             memory.start()
             raw = emails / await _raw_smtp(stack.smtp_port, _prebuilt(emails))
-            progress(f"pipeline: raw SMTP {raw:,.0f} emails/s over 8 connections")
+            progress(f"pipeline: raw SMTP {raw:,.0f} emails/s over 8 connections (before)")
             async with stack.api_client() as api:
                 sequence_id = await set_up(api, n)
                 scraping = asyncio.create_task(_scrape(stack, scrape_every)) \
@@ -95,6 +99,7 @@ async def _measured(stack: Stack, api, sequence_id: str, n: int, raw: float) -> 
     try:
         await until_settled(nats_url, engine, timeout=120)  # the import handled everywhere
         before = await event_levels(nats_url, engine)
+        rows_before = await _row_writes(engine)
         cpu = CpuMeter({**stack.service_pids(), "nats-server": stack.nats.pid,
                         "postgres": postmaster_pid(stack.database_url)}, trees=("postgres",))
         tracker = Progress(stack, sequence_id)
@@ -118,6 +123,13 @@ async def _measured(stack: Stack, api, sequence_id: str, n: int, raw: float) -> 
         await tracker.engine.dispose()
         await until_settled(nats_url, engine, timeout=120)
         after = await event_levels(nats_url, engine)
+        await asyncio.sleep(1.5)  # backends report their table statistics within a second
+        rows_after = await _row_writes(engine)
+        # the raw rate again, after: on this machine it moved by 1.5x between two runs minutes
+        # apart, so the baseline is the mean of one before and one after the pipeline
+        raw_after = emails / await _raw_smtp(stack.smtp_port, _prebuilt(emails))
+        progress(f"pipeline: raw SMTP {raw_after:,.0f} emails/s over 8 connections (after)")
+        raw_before, raw = raw, (raw + raw_after) / 2
     finally:
         await engine.dispose()
     deliveries = sum(log for log, _ in after.consumers.values()) \
@@ -125,12 +137,13 @@ async def _measured(stack: Stack, api, sequence_id: str, n: int, raw: float) -> 
     cpu_per_email = {name.removesuffix("_cpu_s"): round(seconds / emails * 1e3, 3)
                      for name, seconds in used.items() if name.endswith("_cpu_s")}
     details = {"enrollments": n, "emails": emails, "events": after.in_log - before.in_log,
-               "cpu_ms_per_email": cpu_per_email, "cpu": used}
+               "cpu_ms_per_email": cpu_per_email, "cpu": used,
+               "raw_emails_per_s": {"before": round(raw_before), "after": round(raw_after)}}
     results = [Result.compare("whole pipeline, first enrollment to last done", emails / overall,
-                              "emails/s", raw, "aiosmtplib, 8 connections, same capture server",
+                              "emails/s", raw, RAW,
                               min_ratio=TARGET, details=details)]
     results += [Result.compare(f"step {i}", n / seconds, "emails/s", raw,
-                               "aiosmtplib, 8 connections, same capture server")
+                               RAW)
                 for i, seconds in enumerate(steps, start=1)]
     results.append(Result("events per email", (after.in_log - before.in_log) / emails,
                           "events", details=details))
@@ -138,4 +151,25 @@ async def _measured(stack: Stack, api, sequence_id: str, n: int, raw: float) -> 
                           deliveries / emails, "deliveries", details=details))
     results += [Result(f"CPU per email: {name}", ms, "ms") for name, ms in
                 sorted(cpu_per_email.items(), key=lambda item: -item[1])]
+    written = {table: (after_n - rows_before.get(table, 0)) / emails
+               for table, after_n in rows_after.items()}
+    results.append(Result("PostgreSQL transactions per email", written.pop("(commits)"), "",
+                          details={"rows written per email, by table": {
+                              t: round(n, 2) for t, n in sorted(written.items(),
+                                                                key=lambda i: -i[1]) if n}}))
+    results += [Result(f"rows written per email: {table}", n, "rows")
+                for table, n in sorted(written.items(), key=lambda i: -i[1])[:6]]
     return results
+
+
+async def _row_writes(engine) -> dict[str, int]:
+    """Rows inserted, updated or deleted so far in each table (row locks are not counted), and
+    the database's commits, as PostgreSQL's statistics have them: where its CPU goes."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT schemaname || '.' || relname, n_tup_ins + n_tup_upd + n_tup_del"
+            " FROM pg_stat_user_tables"))).all()
+        commits = (await conn.execute(text(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
+                   ).scalar_one()
+    return {**dict(rows), "(commits)": commits}
