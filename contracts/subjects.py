@@ -11,6 +11,9 @@ from __future__ import annotations
 EVENTS_STREAM = "SEQUENCES_EVENTS"
 EVENTS_ROOT = "seq.events"
 EVENTS_SUBJECTS = f"{EVENTS_ROOT}.>"
+# a filter no event matches: a durable consumer with nothing to read for now (the webhooks'
+# feed while no webhook is registered)
+NO_EVENTS_SUBJECT = f"{EVENTS_ROOT}.none.None"
 
 # Commands and queries are request/reply over core NATS, served by a queue group per service.
 COMMANDS_ROOT = "seq.commands"

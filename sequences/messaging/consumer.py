@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 import uuid
 import zlib
 from collections import defaultdict
@@ -37,8 +38,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.base import EVENT_TYPES, Event, EventEnvelope, current_data, decode_event
-from contracts.subjects import (EVENTS_STREAM, EVENTS_SUBJECTS, category_subjects,
-                               event_subject)
+from contracts.subjects import (EVENTS_STREAM, EVENTS_SUBJECTS, NO_EVENTS_SUBJECT,
+                               category_subjects, event_subject)
 from sequences import logs, metrics
 from sequences.eventlog.store import Causation, StoredEvent
 from sequences.tracing import context_from, tracer
@@ -112,6 +113,9 @@ class Subscription:
     # event may be wanted, and a run of each type was one read of the webhooks: 10-30 a batch
     # of mixed events); it hands back an event with every later one of its stream
     every_type_handler: BatchHandler | None = None
+    # the event types it reads as things stand (the webhooks' feed: those some webhook wants;
+    # None: every type it handles), asked when its consumer starts and at `read_again`
+    wanted_types: Callable[[AsyncConnection], Awaitable[set[str] | None]] | None = None
     # a read model that `sequences projections rebuild` may rebuild while the system runs
     rebuildable: bool = False
     # categories (of `categories`) whose events only this service appends, each applied by
@@ -119,6 +123,7 @@ class Subscription:
     # from JetStream (it would find every one already applied: a 100,000-contact import was
     # 100,000 deliveries for nothing); a rebuild still replays them from the log
     applied_at_append: tuple[str, ...] = ()
+    _consumers: list = field(default_factory=list, repr=False)
 
     @property
     def consumed_categories(self) -> list[str]:
@@ -172,6 +177,20 @@ class Subscription:
         self.every_type_handler = handler
         return handler
 
+    async def read_again(self) -> None:
+        """The types it wants changed (a webhook registered): its consumers in this process
+        set their JetStream filter again. Every replica's share the durable consumer."""
+        for consumer in self._consumers:
+            await consumer.ensure_consumer()
+
+    def filter_for(self, wanted: set[str] | None) -> tuple[list[str], list[str]]:
+        """(filter subjects, event types read) for the types it wants now."""
+        if wanted is None:
+            return self.filter_subjects, self.read_types
+        types = [name for name in self.read_types if name in wanted]
+        return ([event_subject(EVENT_TYPES[name].category, name) for name in types]
+                or [NO_EVENTS_SUBJECT], types)
+
 
 class NotReady(Exception):
     """The handler needs something not yet seen (an event of another stream still on its way):
@@ -185,6 +204,9 @@ class Outcome(enum.Enum):
 
 
 _REBUILD_GATE = text("SELECT pg_advisory_xact_lock_shared(:key)")
+# setting a consumer's filter, one setter at a time: the rebuild's key moved past its range
+# (a crc32)
+_FILTER_LOCK = text("SELECT pg_advisory_xact_lock(CAST(:key AS bigint) + 4294967296)")
 _ENSURE_POSITIONS = text(
     "INSERT INTO eventlog.consumer_positions (consumer, stream_id, version)"
     " SELECT :consumer, unnest(CAST(:streams AS text[])), 0 ON CONFLICT DO NOTHING"
@@ -408,6 +430,7 @@ class EventConsumer:
         concurrency: int = 8,
         early_retry_delay: float = 0.2,
         ack_wait: float = 10.0,
+        recheck_seconds: float = 30.0,
     ):
         self.subscription = subscription
         self._js = js
@@ -416,14 +439,34 @@ class EventConsumer:
         self._slots = asyncio.Semaphore(concurrency)
         self._early_retry_delay = early_retry_delay
         self._ack_wait = ack_wait
+        # how often a subscription whose wanted types change sets its filter again (another
+        # replica registered a webhook and could not set it)
+        self.recheck_seconds = recheck_seconds
+        subscription._consumers.append(self)
 
     async def ensure_consumer(self) -> None:
+        """The durable consumer, with the filter of what the subscription reads now; one at a
+        time across replicas (an advisory lock), so the last filter set is the latest."""
         name = self.subscription.name
         if not self.subscription.consumed_categories:  # no filter would mean every event
             raise ValueError(f"{name}: every category is applied at append; nothing to consume")
+        async with self._engine.begin() as conn:
+            await conn.execute(_FILTER_LOCK, {"key": self.subscription.rebuild_lock})
+            wanted = (await self.subscription.wanted_types(conn)
+                      if self.subscription.wanted_types else None)
+            subjects, types = self.subscription.filter_for(wanted)
+            given = await self._set_filter(subjects)
+            await conn.execute(_RECORD_FILTER, {
+                "consumer": name, "types": types,
+                "given": [_was_given(given, type_name) for type_name in types]})
+
+    async def _set_filter(self, subjects: list[str]) -> list[str]:
+        """Create or update the durable consumer to filter on `subjects`; returns the subjects
+        it was given events of before (every one, for a new consumer)."""
+        name = self.subscription.name
         config = ConsumerConfig(
             durable_name=name,
-            filter_subjects=self.subscription.filter_subjects,
+            filter_subjects=subjects,
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self._ack_wait,
@@ -434,26 +477,26 @@ class EventConsumer:
             info = await self._js.consumer_info(EVENTS_STREAM, name)
         except NotFoundError:
             await self._js.add_consumer(EVENTS_STREAM, config)
-            given: list[str] = [EVENTS_SUBJECTS]  # from the start of the stream
-        else:
-            given = list(info.config.filter_subjects or [])
-            if sorted(given) != sorted(config.filter_subjects):
-                # a new version reads more types: the durable consumer keeps its position, so
-                # their events from before it are not delivered (add a handler together with
-                # the events that are new to it), nor waited for (`_RECORD_FILTER`)
-                await self._js.add_consumer(EVENTS_STREAM, config)  # the server updates it
-        types = self.subscription.read_types
-        async with self._engine.begin() as conn:
-            await conn.execute(_RECORD_FILTER, {
-                "consumer": name, "types": types,
-                "given": [_was_given(given, type_name) for type_name in types]})
+            return [EVENTS_SUBJECTS]  # from the start of the stream
+        given = list(info.config.filter_subjects or [])
+        if sorted(given) != sorted(subjects):
+            # it reads more types (a new version, a webhook): the durable consumer keeps its
+            # position, so their events from before are not delivered (add a handler together
+            # with the events that are new to it), nor waited for (`_RECORD_FILTER`)
+            await self._js.add_consumer(EVENTS_STREAM, config)  # the server updates it
+        return given
 
     async def run(self) -> None:
         await self.ensure_consumer()
         pull = await self._js.pull_subscribe_bind(
             durable=self.subscription.name, stream=EVENTS_STREAM
         )
+        checked = time.monotonic()
         while True:
+            if (self.subscription.wanted_types
+                    and time.monotonic() - checked >= self.recheck_seconds):
+                checked = time.monotonic()
+                await self._recheck_filter()
             try:
                 messages = await pull.fetch(self._batch_size, timeout=1.0)
             except (NatsTimeoutError, TimeoutError):
@@ -463,6 +506,12 @@ class EventConsumer:
                 await asyncio.sleep(0.5)
                 continue
             await self._handle_batch(messages)
+
+    async def _recheck_filter(self) -> None:
+        try:
+            await self.ensure_consumer()
+        except Exception as error:  # NATS or PostgreSQL away: next time
+            log.warning("%s: could not check its filter (%s)", self.subscription.name, error)
 
     async def _handle_batch(self, messages: list[Msg]) -> None:
         received = [(msg, EventEnvelope.model_validate_json(msg.data)) for msg in messages]

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from contracts.base import EventEnvelope, current_data, stream_id
 from contracts.events import ContactCreated, ContactsImported
@@ -43,6 +43,20 @@ _CREATED = ContactCreated.type_name()
 _IMPORTED = ContactsImported.type_name()
 # the event ids of imported contacts' creations: derived, so a redelivery queues nothing twice
 _IMPORTED_CONTACT = uuid.UUID("0b6f3f0e-7c43-4d55-9a43-5c0f2f8f3a51")
+
+
+def feed_types(webhooks_types: Iterable[Sequence[str]]) -> set[str] | None:
+    """The event types the feed reads for webhooks wanting these types: None (every type) when
+    one wants every type, and a ContactsImported where one wants ContactCreated (its contacts
+    are delivered as those)."""
+    types: set[str] = set()
+    for event_types in webhooks_types:
+        if EVERY_TYPE in event_types:
+            return None
+        types.update(event_types)
+    if _CREATED in types:
+        types.add(_IMPORTED)
+    return types
 
 
 def delivered(envelope: EventEnvelope, wanted: Sequence[Wanted]) -> list[EventEnvelope]:

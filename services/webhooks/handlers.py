@@ -44,7 +44,7 @@ from sequences.messaging.rpc import Rejected
 from sequences.pagination import decode_cursor, decode_moment_and_id, moment_and_id, page_of
 from sequences.tracing import tracer
 from services.webhooks.adapters import Answer, WebhookPoster
-from services.webhooks.domain import RetryPolicy, Wanted, delivered, ordering_key
+from services.webhooks.domain import RetryPolicy, Wanted, delivered, feed_types, ordering_key
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
@@ -53,6 +53,7 @@ _WANTED = text(
     "SELECT webhook_id, workspace_id, event_types FROM webhooks.webhooks"
     " WHERE active AND workspace_id = ANY(CAST(:workspaces AS uuid[]))"
 )
+_WANTED_TYPES = text("SELECT DISTINCT event_types FROM webhooks.webhooks WHERE active")
 _QUEUE = text(
     "INSERT INTO webhooks.deliveries (delivery_id, webhook_id, event_id, event_type,"
     " ordering_key, payload, next_attempt_at, created_at)"
@@ -92,10 +93,12 @@ _WEBHOOK_COLUMNS = ("webhook_id, url, event_types, description, active, created_
 
 
 def feed(handlers: WebhookHandlers) -> Subscription:
-    """Every event of every category: each may be wanted by some workspace's webhook."""
+    """The events of the types some active webhook wants (every category's, when one wants
+    every type); none while there is no webhook."""
     categories = sorted({event_type.category for event_type in EVENT_TYPES.values()})
-    subscription = Subscription("webhooks", categories)
+    subscription = Subscription("webhooks", categories, wanted_types=handlers.wanted_types)
     subscription.on_every_batch(handlers.queue_deliveries)
+    handlers.feed = subscription
     return subscription
 
 
@@ -107,8 +110,23 @@ class WebhookHandlers:
         self.retry = retry
         self.batch_size = batch_size
         self.idle_seconds = idle_seconds
+        self.feed: Subscription | None = None  # (set by `feed`)
 
     # --- the feed ---------------------------------------------------------------------------
+
+    async def wanted_types(self, conn: AsyncConnection) -> set[str] | None:
+        """What the feed reads: the types the active webhooks want."""
+        rows = await conn.execute(_WANTED_TYPES)
+        return feed_types(row.event_types for row in rows)
+
+    async def _feed_reads_again(self) -> None:
+        """A webhook registered or deleted: the feed's filter follows now (and within
+        `EventConsumer.recheck_seconds` in every replica, should this fail)."""
+        try:
+            if self.feed is not None:
+                await self.feed.read_again()
+        except Exception as error:  # NATS unreachable: the periodic check sets it later
+            log.warning("the webhooks' feed could not set its filter now: %s", error)
 
     async def queue_deliveries(self, run: list[EventEnvelope], conn: AsyncConnection) -> None:
         """A delivery per (wanted event, webhook), in the transaction that moves the feed's
@@ -196,6 +214,7 @@ class WebhookHandlers:
                  "types": command.event_types, "description": command.description,
                  "secret": secret, "legacy": command.legacy_headers,
                  "at": self.runtime.clock.now()})).one()
+        await self._feed_reads_again()
         return NewWebhook(**self._view_fields(row._mapping), secret=secret)
 
     async def change_webhook(self, command: ChangeWebhook) -> WebhookView:
@@ -275,6 +294,7 @@ class WebhookHandlers:
                 "UPDATE webhooks.deliveries SET state = 'failed', next_attempt_at = NULL,"
                 " last_error = 'webhook deleted' WHERE webhook_id = :id AND state = 'pending'"),
                 {"id": command.webhook_id})
+        await self._feed_reads_again()
         return Created(id=command.webhook_id)
 
     async def list_deliveries(self, query: ListWebhookDeliveries) -> WebhookDeliveryPage:

@@ -176,3 +176,14 @@ def test_the_api_document_has_a_webhook_per_event_type_with_its_payload_schema(m
         assert set(data["properties"]) == set(event.model_json_schema()["properties"])
         assert {p["name"] for p in post["parameters"]} == {
             "webhook-id", "webhook-timestamp", "webhook-signature"}
+
+
+def test_the_feed_reads_only_the_types_some_webhook_wants():
+    from services.webhooks.domain import feed_types
+
+    assert feed_types([]) == set()  # no webhook: nothing to read
+    assert feed_types([("EmailSent",), ("EmailSent", "EnrollmentReplied")]) == {
+        "EmailSent", "EnrollmentReplied"}
+    # an imported contact is delivered as a ContactCreated: its chunk is read for it
+    assert feed_types([("ContactCreated",)]) == {"ContactCreated", "ContactsImported"}
+    assert feed_types([("EmailSent",), ("*",)]) is None  # every type
