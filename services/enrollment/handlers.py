@@ -2,7 +2,7 @@
 in process.py).
 
 Every write follows one pattern: load the aggregate's stream, ask the domain, append what it
-decides, and update this service's read models in the same transaction (`_record`).
+decides, and update this service's read models in the same transaction (`record`).
 
 A command acts in its workspace only: an aggregate of another workspace is as absent as one that
 never existed (404), and what it appends is caused in the command's workspace.
@@ -85,8 +85,8 @@ class EnrollmentCommands:
 
     # --- the write pattern ------------------------------------------------------------------
 
-    async def _record(self, conn: AsyncConnection, appends: Seq[Append],
-                      cause: Causation) -> list[EventEnvelope]:
+    async def record(self, conn: AsyncConnection, appends: Seq[Append],
+                     cause: Causation) -> list[EventEnvelope]:
         """Append, and update this service's read models in the same transaction (so the API
         reads its own writes; the consumer later finds them applied and skips them)."""
         appends = [a for a in appends if a.events]
@@ -101,8 +101,8 @@ class EnrollmentCommands:
             written += envelopes
         return written
 
-    async def _load(self, conn: AsyncConnection, category: str, key: uuid.UUID, evolve,
-                    workspace_id: uuid.UUID | None = None):
+    async def load(self, conn: AsyncConnection, category: str, key: uuid.UUID, evolve,
+                   workspace_id: uuid.UUID | None = None):
         """The aggregate's state (None when it has no events, or, given `workspace_id`, when it
         is another workspace's) and its stream."""
         stream = stream_id(category, key)
@@ -111,8 +111,8 @@ class EnrollmentCommands:
             envelopes = []
         return domain.replay([decode_event(e) for e in envelopes], evolve), stream
 
-    async def _sequence(self, conn: AsyncConnection, sequence_id: uuid.UUID,
-                        workspace_id: uuid.UUID | None = None):
+    async def load_sequence(self, conn: AsyncConnection, sequence_id: uuid.UUID,
+                            workspace_id: uuid.UUID | None = None):
         """The sequence aggregate (of `workspace_id`, when given). Every email sent reads it, so
         decoded states are kept by (stream, version): a new event makes a new key, a cached
         state is never stale."""
@@ -122,7 +122,7 @@ class EnrollmentCommands:
             raise Rejected(404, f"no such sequence: {sequence_id}", "sequence_id")
         version = head.version
         if (state := self._sequences.get((stream, version))) is None:
-            state, _ = await self._load(conn, "sequence", sequence_id, domain.evolve_sequence)
+            state, _ = await self.load(conn, "sequence", sequence_id, domain.evolve_sequence)
             self._sequences[(stream, state.version)] = state
             while len(self._sequences) > 1000:
                 self._sequences.popitem(last=False)
@@ -131,13 +131,13 @@ class EnrollmentCommands:
     async def _contact(self, conn: AsyncConnection, contact_id: uuid.UUID,
                        workspace_id: uuid.UUID | None):
         """A live contact of `workspace_id` (any, given None) and its stream; else 404."""
-        state = (await self._contacts(conn, [contact_id], workspace_id)).get(contact_id)
+        state = (await self.contacts_of(conn, [contact_id], workspace_id)).get(contact_id)
         if state is None or state.deleted:
             raise Rejected(404, f"no such contact: {contact_id}", "contact_id")
         return state, stream_id("contact", contact_id)
 
-    async def _contacts(self, conn: AsyncConnection, contact_ids: Seq[uuid.UUID],
-                        workspace_id: uuid.UUID | None) -> dict[uuid.UUID, domain.Contact]:
+    async def contacts_of(self, conn: AsyncConnection, contact_ids: Seq[uuid.UUID],
+                          workspace_id: uuid.UUID | None) -> dict[uuid.UUID, domain.Contact]:
         """The state of each of these contacts (of `workspace_id`, when given), in two or three
         statements however many: their streams, and for those an import created, the chunk
         event they begin in. A contact with neither is absent."""
@@ -185,20 +185,21 @@ class EnrollmentCommands:
         async def work(conn):
             workspace, _ = await self._workspace_calendar(conn, command.workspace_id)
             domain.require_sending_days(command, workspace, self._today(command.timezone))
-            await self._record(conn, [Append(event.stream_id(), 0, [event])],
-                               Causation.new(command.workspace_id))
+            await self.record(conn, [Append(event.stream_id(), 0, [event])],
+                              Causation.new(command.workspace_id))
         await self._transaction(work)
         return Created(id=event.sequence_id)
 
     async def change_settings(self, command: ChangeSequenceSettings) -> Created:
         async def work(conn):
-            state, stream = await self._sequence(conn, command.sequence_id, command.workspace_id)
+            state, stream = await self.load_sequence(conn, command.sequence_id,
+                                                     command.workspace_id)
             workspace, _ = await self._workspace_calendar(conn, command.workspace_id)
             changes = command.changes.model_dump(exclude_none=True)
             events = domain.change_settings(state, changes, workspace,
                                             self._today(state.settings.timezone))
-            await self._record(conn, [Append(stream, state.version, events)],
-                               Causation.new(command.workspace_id))
+            await self.record(conn, [Append(stream, state.version, events)],
+                              Causation.new(command.workspace_id))
         await self._transaction(work)
         return Created(id=command.sequence_id)
 
@@ -206,7 +207,7 @@ class EnrollmentCommands:
         return self.runtime.clock.now().astimezone(ZoneInfo(zone)).date()
 
     async def _workspace_calendar(self, conn, workspace_id: uuid.UUID):
-        return await self._load(conn, "calendar", workspace_id, domain.workspace_calendar)
+        return await self.load(conn, "calendar", workspace_id, domain.workspace_calendar)
 
     async def set_workspace_calendar(self, command: SetWorkspaceCalendar) -> Created:
         """The workspace's default holidays, skip dates and send window; refused when they would
@@ -225,7 +226,7 @@ class EnrollmentCommands:
                                              skip_dates=command.skip_dates,
                                              send_window=command.send_window)
             for sequence_id in await self._sequence_ids(conn, command.workspace_id):
-                sequence, _ = await self._sequence(conn, sequence_id)
+                sequence, _ = await self.load_sequence(conn, sequence_id)
                 try:
                     domain.require_sending_days(sequence.settings, event,
                                                 self._today(sequence.settings.timezone))
@@ -233,8 +234,8 @@ class EnrollmentCommands:
                     field = "skip_dates" if command.skip_dates else "holidays"
                     raise domain.Unsendable(f"sequence {sequence.settings.name!r}: {refused}",
                                             field) from None
-            await self._record(conn, [Append(stream, version, [event])],
-                               Causation.new(command.workspace_id))
+            await self.record(conn, [Append(stream, version, [event])],
+                              Causation.new(command.workspace_id))
         # a lost race is decided again: with an expected version that is a 409 (the caller
         # merges and retries), without one the last writer wins
         await self._transaction(work, ("the calendar changed meanwhile: read it again and retry",
@@ -262,10 +263,11 @@ class EnrollmentCommands:
 
     async def change_steps(self, command: ChangeSequenceSteps) -> Created:
         async def work(conn):
-            state, stream = await self._sequence(conn, command.sequence_id, command.workspace_id)
+            state, stream = await self.load_sequence(conn, command.sequence_id,
+                                                     command.workspace_id)
             events = domain.change_steps(state, command.steps)
             cause = Causation.new(command.workspace_id)
-            await self._record(conn, [Append(stream, state.version, events)], cause)
+            await self.record(conn, [Append(stream, state.version, events)], cause)
             if events:
                 await self._complete_those_with_nothing_left(conn, state.sequence_id,
                                                              command.steps, cause)
@@ -276,11 +278,11 @@ class EnrollmentCommands:
         """A command handler for pause, resume or archive."""
         async def handle(command) -> Created:
             async def work(conn):
-                state, stream = await self._sequence(conn, command.sequence_id,
-                                                     command.workspace_id)
+                state, stream = await self.load_sequence(conn, command.sequence_id,
+                                                         command.workspace_id)
                 events = decide(state, self.runtime.clock.now())
-                await self._record(conn, [Append(stream, state.version, events)],
-                                   Causation.new(command.workspace_id))
+                await self.record(conn, [Append(stream, state.version, events)],
+                                  Causation.new(command.workspace_id))
             await self._transaction(work)
             return Created(id=command.sequence_id)
         return handle
@@ -288,13 +290,13 @@ class EnrollmentCommands:
     async def _complete_those_with_nothing_left(self, conn, sequence_id, steps, cause) -> None:
         now = self.runtime.clock.now()
         appends = []
-        for enrollment_id in await self._active_enrollments(conn, sequence_id=sequence_id):
-            state, stream = await self._load(conn, "enrollment", enrollment_id, domain.evolve)
+        for enrollment_id in await self.active_enrollments(conn, sequence_id=sequence_id):
+            state, stream = await self.load(conn, "enrollment", enrollment_id, domain.evolve)
             appends.append(Append(stream, state.version,
                                   domain.complete_if_nothing_left(state, steps, now)))
-        await self._record(conn, appends, cause)
+        await self.record(conn, appends, cause)
 
-    async def _active_enrollments(self, conn, **where) -> list[uuid.UUID]:
+    async def active_enrollments(self, conn, **where) -> list[uuid.UUID]:
         [(column, value)] = where.items()
         rows = await conn.execute(
             text(f"SELECT enrollment_id FROM enrollment.enrollments"
@@ -311,8 +313,8 @@ class EnrollmentCommands:
 
         async def work(conn):
             await self._refuse_taken_email(conn, command.workspace_id, command.email)
-            await self._record(conn, [Append(event.stream_id(), 0, [event])],
-                               Causation.new(command.workspace_id))
+            await self.record(conn, [Append(event.stream_id(), 0, [event])],
+                              Causation.new(command.workspace_id))
         await self._transaction(work)
         return Created(id=event.contact_id)
 
@@ -325,7 +327,7 @@ class EnrollmentCommands:
                                                but=command.contact_id)
             events = domain.update_contact(state, changes)
             cause = Causation.new(command.workspace_id)
-            await self._record(conn, [Append(stream, state.version, events)], cause)
+            await self.record(conn, [Append(stream, state.version, events)], cause)
             if events and "timezone" in events[0].changes:
                 await self._zone_changed(conn, command.contact_id,
                                          events[0].changes["timezone"] or None, cause)
@@ -336,10 +338,10 @@ class EnrollmentCommands:
         """Every open enrollment of the contact learns the new zone (the scheduler re-plans)."""
         now = self.runtime.clock.now()
         appends = []
-        for enrollment_id in await self._active_enrollments(conn, contact_id=contact_id):
-            state, stream = await self._load(conn, "enrollment", enrollment_id, domain.evolve)
+        for enrollment_id in await self.active_enrollments(conn, contact_id=contact_id):
+            state, stream = await self.load(conn, "enrollment", enrollment_id, domain.evolve)
             appends.append(Append(stream, state.version, domain.zone_changed(state, zone, now)))
-        await self._record(conn, appends, cause)
+        await self.record(conn, appends, cause)
 
     async def _refuse_taken_email(self, conn, workspace_id: uuid.UUID, email: str,
                                   but: uuid.UUID | None = None) -> None:
@@ -367,9 +369,9 @@ class EnrollmentCommands:
             state, stream = await self._contact(conn, contact_id, command.workspace_id)
             now = self.runtime.clock.now()
             cause = Causation.new(command.workspace_id)
-            await self._record(conn, [Append(stream, state.version, decide(state, now))], cause)
-            await self._stop(conn, await self._active_enrollments(conn, contact_id=contact_id),
-                             stop_reason, cause)
+            await self.record(conn, [Append(stream, state.version, decide(state, now))], cause)
+            active = await self.active_enrollments(conn, contact_id=contact_id)
+            await self.stop_enrollments(conn, active, stop_reason, cause)
         await self._transaction(work)
         return Created(id=contact_id)
 
@@ -383,7 +385,7 @@ class EnrollmentCommands:
                      " WHERE workspace_id = :ws AND lower(email) = ANY(:emails) AND NOT deleted"),
                 {"ws": command.workspace_id, "emails": emails})).all())
             # the known contacts' states in a few statements, not a few each (a repeated import)
-            states = await self._contacts(conn, list(known.values()), None)
+            states = await self.contacts_of(conn, list(known.values()), None)
             created, updates, counts = domain.import_contacts(
                 # only the columns the file has: an empty or missing cell erases nothing
                 [row.model_dump(mode="json", exclude_unset=True) for row in command.rows],
@@ -392,7 +394,7 @@ class EnrollmentCommands:
             appends = [Append(event.stream_id(), 0, [event]) for event in created]
             appends += [Append(stream_id("contact", state.contact_id), state.version, events)
                         for state, events in updates]
-            await self._record(conn, appends, Causation.new(command.workspace_id))
+            await self.record(conn, appends, Causation.new(command.workspace_id))
             return ImportResult(**counts)
         return await self._transaction(work)
 
@@ -400,7 +402,7 @@ class EnrollmentCommands:
 
     async def enroll_contact(self, command: EnrollContact) -> Created:
         async def work(conn):
-            sequence, _ = await self._sequence(conn, command.sequence_id, command.workspace_id)
+            sequence, _ = await self.load_sequence(conn, command.sequence_id, command.workspace_id)
             domain.require_live(sequence)
             candidates = await self._candidates(conn, command.workspace_id, command.sequence_id,
                                                 "c.contact_id = :contact_id",
@@ -412,8 +414,8 @@ class EnrollmentCommands:
             if verdict is not Admission.enroll:
                 raise Rejected(409, _REFUSALS[verdict], "contact_id")
             event = self._enrolled(command.sequence_id, candidate)
-            await self._record(conn, [Append(event.stream_id(), 0, [event])],
-                               Causation.new(command.workspace_id))
+            await self.record(conn, [Append(event.stream_id(), 0, [event])],
+                              Causation.new(command.workspace_id))
             return Created(id=event.enrollment_id)
         # two identical requests at once derive the same enrollment id: one of them loses
         return await self._transaction(
@@ -424,7 +426,7 @@ class EnrollmentCommands:
         chunk at a time as the segment is read: holding every event until the end took 3.7 KB
         an enrollment (370 MB for 100,000)."""
         async def work(conn):
-            sequence, _ = await self._sequence(conn, command.sequence_id, command.workspace_id)
+            sequence, _ = await self.load_sequence(conn, command.sequence_id, command.workspace_id)
             domain.require_live(sequence)
             where, params = _segment_filter(command.segment)
             counts = {verdict: 0 for verdict in Admission}
@@ -438,9 +440,9 @@ class EnrollmentCommands:
                     event = self._enrolled(command.sequence_id, candidate)
                     appends.append(Append(event.stream_id(), 0, [event]))
                 if len(appends) == _APPEND_CHUNK:
-                    await self._record(conn, appends, cause)
+                    await self.record(conn, appends, cause)
                     appends = []
-            await self._record(conn, appends, cause)
+            await self.record(conn, appends, cause)
             return _bulk_result(counts)
         return await self._transaction(work)
 
@@ -448,7 +450,7 @@ class EnrollmentCommands:
         """The counts `enroll_segment` would answer now, from the same candidates and the same
         admission rule, without writing anything."""
         async def work(conn):
-            sequence, _ = await self._sequence(conn, query.sequence_id, query.workspace_id)
+            sequence, _ = await self.load_sequence(conn, query.sequence_id, query.workspace_id)
             domain.require_live(sequence)
             where, params = _segment_filter(query.segment)
             counts = {verdict: 0 for verdict in Admission}
@@ -491,28 +493,29 @@ class EnrollmentCommands:
 
     async def stop_enrollment(self, command: StopEnrollment) -> Created:
         async def work(conn):
-            state, _ = await self._load(conn, "enrollment", command.enrollment_id, domain.evolve,
-                                        command.workspace_id)
+            state, _ = await self.load(conn, "enrollment", command.enrollment_id, domain.evolve,
+                                       command.workspace_id)
             if state is None:
                 raise Rejected(404, f"no such enrollment: {command.enrollment_id}",
                                "enrollment_id")
-            await self._stop(conn, [command.enrollment_id],
-                             command.reason or said(STOPPED_BY_HAND),
-                             Causation.new(command.workspace_id))
+            await self.stop_enrollments(conn, [command.enrollment_id],
+                                        command.reason or said(STOPPED_BY_HAND),
+                                        Causation.new(command.workspace_id))
         await self._transaction(work)
         return Created(id=command.enrollment_id)
 
-    async def _stop(self, conn, enrollment_ids, reason: Text | str, cause: Causation) -> None:
+    async def stop_enrollments(self, conn, enrollment_ids, reason: Text | str,
+                               cause: Causation) -> None:
         """Stops them, for one of our reasons (a Text) or a person's own words."""
         now = self.runtime.clock.now()
         text = reason if isinstance(reason, Text) else None
         appends = []
         for enrollment_id in enrollment_ids:
-            state, stream = await self._load(conn, "enrollment", enrollment_id, domain.evolve)
+            state, stream = await self.load(conn, "enrollment", enrollment_id, domain.evolve)
             stop = EnrollmentStopped(enrollment_id=enrollment_id, stopped_at=now,
                                      reason=text.english() if text else reason, reason_text=text)
             appends.append(Append(stream, state.version, domain.end(state, stop)))
-        await self._record(conn, appends, cause)
+        await self.record(conn, appends, cause)
 
     # --- a person's decisions on an enrollment ----------------------------------------------
 
@@ -524,14 +527,14 @@ class EnrollmentCommands:
                                     decide) -> Created:
         """A person's decision on one enrollment of their workspace: `decide(state, now)`."""
         async def work(conn):
-            state, stream = await self._load(conn, "enrollment", command.enrollment_id,
-                                             domain.evolve, command.workspace_id)
+            state, stream = await self.load(conn, "enrollment", command.enrollment_id,
+                                            domain.evolve, command.workspace_id)
             if state is None:
                 raise Rejected(404, f"no such enrollment: {command.enrollment_id}",
                                "enrollment_id")
             events = decide(state, self.runtime.clock.now())
-            await self._record(conn, [Append(stream, state.version, events)],
-                               Causation.new(command.workspace_id))
+            await self.record(conn, [Append(stream, state.version, events)],
+                              Causation.new(command.workspace_id))
         await self._transaction(work)
         return Created(id=command.enrollment_id)
 
@@ -545,8 +548,8 @@ class EnrollmentCommands:
             if len(task_events) > 1:
                 raise Rejected(409, "the task was already completed", "task_id")
             task = decode_event(task_events[0])
-            state, stream = await self._load(conn, "enrollment", task.enrollment_id, domain.evolve)
-            sequence, _ = await self._sequence(conn, task.sequence_id)
+            state, stream = await self.load(conn, "enrollment", task.enrollment_id, domain.evolve)
+            sequence, _ = await self.load_sequence(conn, task.sequence_id)
             step = next((s for s in sequence.steps if s.step_id == task.step_id), None)
             now = self.runtime.clock.now()
             completed = TaskCompleted(task_id=task.task_id, enrollment_id=task.enrollment_id,
@@ -554,9 +557,9 @@ class EnrollmentCommands:
                                       note=command.note, completed_at=now)
             moved = domain.complete_step(state, step, task.step_index, now, sequence.steps) \
                 if step is not None else []
-            await self._record(conn, [Append(completed.stream_id(), 1, [completed]),
+            await self.record(conn, [Append(completed.stream_id(), 1, [completed]),
                                       Append(stream, state.version, moved)],
-                               Causation.new(command.workspace_id))
+                              Causation.new(command.workspace_id))
         await self._transaction(work)
         return Created(id=command.task_id)
 
@@ -567,13 +570,13 @@ class EnrollmentCommands:
 
     # --- the suppression list ---------------------------------------------------------------
 
-    async def _add_suppression(self, conn, workspace_id, event: AddressSuppressed,
-                               cause: Causation) -> bool:
+    async def add_suppression(self, conn, workspace_id, event: AddressSuppressed,
+                              cause: Causation) -> bool:
         stream = event.stream_id()
         envelopes = await self.runtime.store.read_stream(conn, stream)
         events = domain.suppress(domain.suppression_active(
             decode_event(e) for e in envelopes), event)
-        await self._record(conn, [Append(stream, len(envelopes), events)], cause)
+        await self.record(conn, [Append(stream, len(envelopes), events)], cause)
         return bool(events)
 
     async def add_suppressions(self, command: AddSuppressions) -> SuppressionResult:
@@ -582,7 +585,7 @@ class EnrollmentCommands:
             cause = Causation.new(command.workspace_id)
             for entry in dict.fromkeys(command.entries):
                 kind, value = suppression_target(entry.value)
-                added += await self._add_suppression(conn, command.workspace_id, AddressSuppressed(
+                added += await self.add_suppression(conn, command.workspace_id, AddressSuppressed(
                     suppression_id=suppression_id_for(command.workspace_id, value), value=value,
                     kind=kind, reason=command.reason, note=entry.note, added_at=now), cause)
             return SuppressionResult(added=added, already=len(command.entries) - added)
@@ -600,8 +603,8 @@ class EnrollmentCommands:
                     decode_event(e) for e in envelopes), removed)
             except domain.Refused as refused:
                 raise Rejected(404, str(refused), "value") from None
-            await self._record(conn, [Append(removed.stream_id(), len(envelopes), events)],
-                               Causation.new(command.workspace_id))
+            await self.record(conn, [Append(removed.stream_id(), len(envelopes), events)],
+                              Causation.new(command.workspace_id))
         await self._transaction(work)
         return Created(id=suppression_id)
 

@@ -1,6 +1,6 @@
 """The enrollment service's reactions to other services' events (its `enrollment-process`
 consumer): emails sent, held or failed, replies, out-of-office answers and bounces move the
-enrollments along, written as the commands write (`EnrollmentCommands._record`: the append and
+enrollments along, written as the commands write (`EnrollmentCommands.record`: the append and
 this service's read models in one transaction).
 
 Emails sent come in runs (a send time's batch): `on_emails_sent` handles a run as a set, in a
@@ -67,11 +67,11 @@ class EnrollmentProcess:
                  out_of_office_extra_days: int | None = None):
         self.runtime = commands.runtime
         # the commands' write pattern and reads: the same read models, the same sequence cache
-        self._load, self._record, self._sequence = (commands._load, commands._record,
-                                                    commands._sequence)
-        self._contacts, self._stop = commands._contacts, commands._stop
-        self._add_suppression = commands._add_suppression
-        self._active_enrollments = commands._active_enrollments
+        self._load, self._record, self._sequence = (commands.load, commands.record,
+                                                    commands.load_sequence)
+        self._contacts, self._stop = commands.contacts_of, commands.stop_enrollments
+        self._add_suppression = commands.add_suppression
+        self._active_enrollments = commands.active_enrollments
         # days after an out-of-office answer's return date before the next step (env
         # OUT_OF_OFFICE_EXTRA_DAYS, default 1: the day after "back on Monday" is Tuesday)
         self.out_of_office_extra_days = (int(os.environ.get("OUT_OF_OFFICE_EXTRA_DAYS", "1"))

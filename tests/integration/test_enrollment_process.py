@@ -50,7 +50,7 @@ def _contact() -> tuple[ContactCreated, ContactEnrolled]:
 async def recorded(service, *events) -> None:
     """Written as the commands write them: the append and the read models."""
     async with service.commands.runtime.engine.begin() as conn:
-        await service.commands._record(conn, [Append(e.stream_id(), None, [e]) for e in events],
+        await service.commands.record(conn, [Append(e.stream_id(), None, [e]) for e in events],
                                        CAUSE)
 
 
@@ -157,7 +157,7 @@ async def test_a_person_stopping_an_enrollment_meanwhile_loses_no_email_and_doub
             stops.append(EnrollmentStopped(enrollment_id=b.enrollment_id, stopped_at=NOW,
                                            reason="by hand"))
             async with engine.begin() as other:
-                await service.commands._record(other, [Append(
+                await service.commands.record(other, [Append(
                     stops[0].stream_id(), len(logs[stops[0].stream_id()]), stops)], CAUSE)
         return logs
 
