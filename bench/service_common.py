@@ -226,6 +226,14 @@ class CpuMeter:
         self._wall = time.perf_counter()
         self._machine = _machine_busy()
         self._started = {n: self._used(n, p) for n, p in self._processes.items()}
+        self._lapped = dict(self._started)
+
+    def lap(self) -> dict[str, float]:
+        """CPU seconds per process since the last lap (or `start`): a phase's share."""
+        now = {n: self._used(n, p) for n, p in self._processes.items()}
+        used = {n: round(v - self._lapped.get(n, 0.0), 2) for n, v in now.items()}
+        self._lapped = now
+        return used
 
     def stop(self) -> dict[str, float]:
         """CPU seconds per process, and `cores`: how many CPUs each kept busy on average;

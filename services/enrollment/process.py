@@ -36,7 +36,7 @@ from contracts.texts import (BOUNCE_REASON_WORDS, COLLEAGUE_REPLIED, CONTACT_OPT
                             HARD_BOUNCE, SOFT_BOUNCES, Text, said)
 from contracts.values import AccountReply, next_step, suppression_id_for, suppression_target
 from sequences import accounts
-from sequences.eventlog.store import Append, Causation, ConcurrencyConflict
+from sequences.eventlog.store import Append, Causation, ConcurrencyConflict, in_layers
 from sequences.i18n import N_
 from sequences.messaging.consumer import Delivery, HandBack, NotReady, Subscription, waves
 from services.enrollment import domain
@@ -132,8 +132,8 @@ class EnrollmentProcess:
             appends.append(Append(stream, state.version, domain.complete_step(
                 state, step, event.step_index, event.sent_at, sequence.steps, event.message_id),
                 causation=Causation.following(envelope)))
-        if appends:
-            await self._record(conn, appends, appends[0].causation)
+        if appends:  # (in layers: the completions, then the endings, each one run)
+            await self._record(conn, in_layers(appends), appends[0].causation)
         return unseen
 
     # --- one at a time ----------------------------------------------------------------------

@@ -210,3 +210,31 @@ async def test_the_analytics_count_a_batch_of_enrollments_and_emails_as_one_at_a
             for row in state["analytics_enrollments"]}
     assert last[a.enrollment_id] == (steps[1].step_id, "")
     assert last[b.enrollment_id] == (steps[1].step_id, "B")
+
+
+async def test_last_steps_completed_together_are_logged_as_one_run_of_each_type(engine):
+    """Each enrollment's [EnrollmentStepCompleted, EnrollmentCompleted], in layers: every
+    completion, then every ending (consumers take each run at once), each stream in order."""
+    service = _service(engine)
+    pairs = [_contact() for _ in range(3)]
+    await recorded(service, SEQUENCE, *(contact for contact, _ in pairs))
+    await recorded(service, *(enrollment for _, enrollment in pairs))
+    for step in range(3):
+        outcomes = await together(service, await logged(
+            service, *(sent(enrollment, step) for _, enrollment in pairs)))
+        assert outcomes == [Outcome.applied] * 3
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT stream_id, version, type FROM eventlog.events"
+            " WHERE stream_id LIKE 'enrollment-%' ORDER BY position DESC LIMIT 6"))).all()
+    rows.reverse()
+    assert [row.type for row in rows] == ["EnrollmentStepCompleted"] * 3 \
+        + ["EnrollmentCompleted"] * 3
+    streams = [stream_id for stream_id, *_ in rows]
+    assert streams[:3] == streams[3:]  # the same enrollments, in the same order
+    assert all(later.version == earlier.version + 1
+               for earlier, later in zip(rows[:3], rows[3:]))
+    async with engine.connect() as conn:
+        done = (await conn.execute(text(
+            "SELECT count(*) FROM enrollment.enrollments WHERE status = 'done'"))).scalar_one()
+    assert done == 3
