@@ -419,13 +419,14 @@ _CONSUMER_LEVEL = text(
     "   OR split_part(e.stream_id, '-', 1) || '.>' = ANY(CAST(:subjects AS text[]))")
 
 
-async def until_settled(nats_url: str, engine, timeout: float = 60.0) -> EventLevels:
+async def until_settled(nats_url: str, engine, timeout: float = 60.0,
+                        every: float = 1.0) -> EventLevels:
     """Until the outbox is empty and every consumer has handled every event it reads (or the
-    timeout: the levels then show who lags)."""
+    timeout: the levels then show who lags), looking every `every` seconds."""
     deadline = time.monotonic() + timeout
     while not (levels := await event_levels(nats_url, engine)).settled \
             and time.monotonic() < deadline:
-        await asyncio.sleep(1)
+        await asyncio.sleep(every)
     return levels
 
 
