@@ -177,11 +177,13 @@ class Subscription:
         self.every_type_handler = handler
         return handler
 
-    async def read_again(self) -> None:
+    async def read_again(self, conn: AsyncConnection | None = None) -> None:
         """The types it wants changed (a webhook registered): its consumers in this process
-        set their JetStream filter again. Every replica's share the durable consumer."""
+        set their JetStream filter again, in `conn`'s transaction when given (so what changed
+        them is written only once the filter reads it). Every replica's share the durable
+        consumer."""
         for consumer in self._consumers:
-            await consumer.ensure_consumer()
+            await consumer.ensure_consumer(conn)
 
     def filter_for(self, wanted: set[str] | None) -> tuple[list[str], list[str]]:
         """(filter subjects, event types read) for the types it wants now."""
@@ -444,21 +446,24 @@ class EventConsumer:
         self.recheck_seconds = recheck_seconds
         subscription._consumers.append(self)
 
-    async def ensure_consumer(self) -> None:
-        """The durable consumer, with the filter of what the subscription reads now; one at a
-        time across replicas (an advisory lock), so the last filter set is the latest."""
+    async def ensure_consumer(self, conn: AsyncConnection | None = None) -> None:
+        """The durable consumer, with the filter of what the subscription reads now (as `conn`
+        sees it, or in a transaction of its own); one at a time across replicas (an advisory
+        lock held to the transaction's end), so the last filter set is the latest."""
         name = self.subscription.name
         if not self.subscription.consumed_categories:  # no filter would mean every event
             raise ValueError(f"{name}: every category is applied at append; nothing to consume")
-        async with self._engine.begin() as conn:
-            await conn.execute(_FILTER_LOCK, {"key": self.subscription.rebuild_lock})
-            wanted = (await self.subscription.wanted_types(conn)
-                      if self.subscription.wanted_types else None)
-            subjects, types = self.subscription.filter_for(wanted)
-            given = await self._set_filter(subjects)
-            await conn.execute(_RECORD_FILTER, {
-                "consumer": name, "types": types,
-                "given": [_was_given(given, type_name) for type_name in types]})
+        if conn is None:
+            async with self._engine.begin() as own:
+                return await self.ensure_consumer(own)
+        await conn.execute(_FILTER_LOCK, {"key": self.subscription.rebuild_lock})
+        wanted = (await self.subscription.wanted_types(conn)
+                  if self.subscription.wanted_types else None)
+        subjects, types = self.subscription.filter_for(wanted)
+        given = await self._set_filter(subjects)
+        await conn.execute(_RECORD_FILTER, {
+            "consumer": name, "types": types,
+            "given": [_was_given(given, type_name) for type_name in types]})
 
     async def _set_filter(self, subjects: list[str]) -> list[str]:
         """Create or update the durable consumer to filter on `subjects`; returns the subjects

@@ -119,9 +119,24 @@ class WebhookHandlers:
         rows = await conn.execute(_WANTED_TYPES)
         return feed_types(row.event_types for row in rows)
 
+    async def _feed_reads_new_types(self, conn: AsyncConnection) -> None:
+        """A webhook being registered: the feed's filter reads its types before the webhook's
+        row is committed (in its transaction), so no event of them appended after the
+        registration passes the feed unread; when NATS cannot be reached nothing is
+        registered."""
+        if self.feed is None:
+            return
+        try:
+            await self.feed.read_again(conn)
+        except Exception as error:
+            log.warning("the webhooks' feed could not set its filter: %s", error)
+            raise Rejected(503, "the event feed cannot be reached now; nothing was"
+                           " registered: try again in a moment", "event_types") from None
+
     async def _feed_reads_again(self) -> None:
-        """A webhook registered or deleted: the feed's filter follows now (and within
-        `EventConsumer.recheck_seconds` in every replica, should this fail)."""
+        """A webhook deleted: the feed's filter drops what nobody wants now (and within
+        `EventConsumer.recheck_seconds` in every replica, should this fail: reading a type
+        for a while longer loses nothing)."""
         try:
             if self.feed is not None:
                 await self.feed.read_again()
@@ -214,7 +229,7 @@ class WebhookHandlers:
                  "types": command.event_types, "description": command.description,
                  "secret": secret, "legacy": command.legacy_headers,
                  "at": self.runtime.clock.now()})).one()
-        await self._feed_reads_again()
+            await self._feed_reads_new_types(conn)
         return NewWebhook(**self._view_fields(row._mapping), secret=secret)
 
     async def change_webhook(self, command: ChangeWebhook) -> WebhookView:
