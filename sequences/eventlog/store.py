@@ -196,7 +196,7 @@ class EventStore:
     ) -> list[EventEnvelope]:
         """Append atomically to every stream in `appends`; returns the stored envelopes."""
         with _tracer.start_as_current_span("eventlog.append") as span:
-            span.set_attribute("eventlog.streams", len(appends))
+            span.set_attribute("eventlog.streams", len({a.stream_id for a in appends}))
             envelopes = await self._envelopes(conn, appends, causation, current_trace_headers())
             span.set_attribute("eventlog.events", len(envelopes))
             if envelopes:
@@ -214,7 +214,7 @@ class EventStore:
         An ANY_VERSION append reads its streams' versions first, in a round trip of its own:
         outside the transaction, as safe as inside (a writer in between is a conflict)."""
         with _tracer.start_as_current_span("eventlog.append") as span:
-            span.set_attribute("eventlog.streams", len(appends))
+            span.set_attribute("eventlog.streams", len({a.stream_id for a in appends}))
             async with engine.connect() as conn:
                 driver = (await conn.get_raw_connection()).driver_connection
                 # so psycopg sends no BEGIN of its own (and waits for it): ours is pipelined
